@@ -1,0 +1,14 @@
+//! # jasper-core
+//!
+//! The Jasper v1.0.0 protocol as a library with no I/O: wire types ([`protocol`]), the packet
+//! hash ([`hash`]), RSA-4096 keys in their canonical text form ([`key`]) and the sealed
+//! envelope ([`envelope`]). The relay, the daemon and the mobile bindings all build on it.
+
+pub mod error;
+pub mod hash;
+pub mod key;
+pub mod protocol;
+
+pub use error::{Error, Result};
+pub use hash::MessageHash;
+pub use key::PublicKey;
