@@ -34,6 +34,67 @@ pub struct Packet {
     pub expires_at: Option<u64>,
 }
 
+/// Size limits a receiver applies to a packet's fields.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketLimits {
+    /// Longest `message` (base64 characters).
+    pub max_message_len: usize,
+    /// Longest `signature` (base64 characters).
+    pub max_signature_len: usize,
+}
+
+impl Default for PacketLimits {
+    fn default() -> Self {
+        // A sealed 64 KiB inner message is ~88 KB of base64: under the 100 kB body limit.
+        Self {
+            max_message_len: 100_000,
+            max_signature_len: 8_192,
+        }
+    }
+}
+
+impl Packet {
+    /// Checks everything about a packet except the recipient key (which callers may cache):
+    /// fields present and within limits, `message` and `signature` valid base64, and `hash`
+    /// the SHA-256 of `message`. Returns the verified hash.
+    pub fn check_fields(&self, limits: &PacketLimits) -> Result<MessageHash> {
+        use base64::Engine as _;
+        for (field, value) in [
+            ("recipient", &self.recipient),
+            ("message", &self.message),
+            ("hash", &self.hash),
+            ("signature", &self.signature),
+        ] {
+            if value.is_empty() {
+                return Err(Error::EmptyField { field });
+            }
+        }
+        if self.message.len() > limits.max_message_len {
+            return Err(Error::FieldTooLong {
+                field: "message",
+                len: self.message.len(),
+                max: limits.max_message_len,
+            });
+        }
+        if self.signature.len() > limits.max_signature_len {
+            return Err(Error::FieldTooLong {
+                field: "signature",
+                len: self.signature.len(),
+                max: limits.max_signature_len,
+            });
+        }
+        let hash = MessageHash::verify(&self.message, &self.hash)?;
+        let engine = &base64::engine::general_purpose::STANDARD;
+        if engine.decode(&self.message).is_err() {
+            return Err(Error::InvalidBase64 { field: "message" });
+        }
+        if engine.decode(&self.signature).is_err() {
+            return Err(Error::InvalidBase64 { field: "signature" });
+        }
+        Ok(hash)
+    }
+}
+
 /// Body of `POST /fetch`: either `recipient` (clients) or `hashes` (relays).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRequest {
@@ -77,7 +138,10 @@ pub struct ServerEntry {
     pub ip: String,
     /// The spec shows a string; the reference relay sends a number. We send strings and
     /// accept both.
-    #[serde(deserialize_with = "port_from_string_or_number", serialize_with = "port_as_string")]
+    #[serde(
+        deserialize_with = "port_from_string_or_number",
+        serialize_with = "port_as_string"
+    )]
     pub port: u16,
 }
 
@@ -132,7 +196,9 @@ fn parse_json(body: &[u8]) -> std::result::Result<Value, GarbageAnswer> {
 
 /// Parses a `/fetch` answer from any relay: `{"messages":[...]}`, a bare array (an older
 /// draft), `{}` (empty), with `null` or malformed entries kept as `None`.
-pub fn parse_fetch_response(body: &[u8]) -> std::result::Result<Vec<Option<Packet>>, GarbageAnswer> {
+pub fn parse_fetch_response(
+    body: &[u8],
+) -> std::result::Result<Vec<Option<Packet>>, GarbageAnswer> {
     let value = parse_json(body)?;
     let entries = match value {
         Value::Array(items) => items,
@@ -296,8 +362,11 @@ impl InnerMessage {
 
     /// The timestamp as a point in time, if it parses as RFC 3339.
     pub fn parsed_timestamp(&self) -> Option<time::OffsetDateTime> {
-        time::OffsetDateTime::parse(&self.timestamp, &time::format_description::well_known::Rfc3339)
-            .ok()
+        time::OffsetDateTime::parse(
+            &self.timestamp,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()
     }
 }
 
@@ -343,7 +412,10 @@ mod tests {
 
     #[test]
     fn ipv6_authority_is_bracketed() {
-        let e = ServerEntry { ip: "::1".into(), port: 80 };
+        let e = ServerEntry {
+            ip: "::1".into(),
+            port: 80,
+        };
         assert_eq!(e.authority(), "[::1]:80");
     }
 
@@ -365,6 +437,61 @@ mod tests {
         assert!(m.parsed_timestamp().is_some());
         let again = InnerMessage::from_json(&m.to_json()).unwrap();
         assert_eq!(again, m);
+    }
+
+    fn packet(message: &str) -> Packet {
+        Packet {
+            recipient: "r".into(),
+            message: message.into(),
+            hash: MessageHash::of_message(message).to_string(),
+            signature: "c2ln".into(),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn check_fields_names_each_problem() {
+        let limits = PacketLimits::default();
+        assert_eq!(
+            packet("aGVsbG8=").check_fields(&limits),
+            Ok(MessageHash::of_message("aGVsbG8="))
+        );
+        let mut p = packet("not base64!");
+        assert_eq!(
+            p.check_fields(&limits),
+            Err(Error::InvalidBase64 { field: "message" })
+        );
+        p = packet("aGVsbG8=");
+        p.signature = "%%".into();
+        assert_eq!(
+            p.check_fields(&limits),
+            Err(Error::InvalidBase64 { field: "signature" })
+        );
+        p = packet("aGVsbG8=");
+        p.hash = MessageHash::of_message("other").to_string();
+        assert!(matches!(
+            p.check_fields(&limits),
+            Err(Error::HashMismatch { .. })
+        ));
+        p.hash = "xyz".into();
+        assert_eq!(
+            p.check_fields(&limits),
+            Err(Error::InvalidHash { field: "hash" })
+        );
+        p = packet("aGVsbG8=");
+        p.recipient.clear();
+        assert_eq!(
+            p.check_fields(&limits),
+            Err(Error::EmptyField { field: "recipient" })
+        );
+        let big = "A".repeat(limits.max_message_len + 4);
+        assert!(matches!(
+            packet(&big).check_fields(&limits),
+            Err(Error::FieldTooLong {
+                field: "message",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -1,0 +1,360 @@
+//! The HTTP face of the relay: the four endpoints of the spec plus `GET /status`, JSON errors
+//! for everything (unknown routes and methods included), and body limits enforced before a
+//! body is read whole.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jasper_core::MessageHash;
+use jasper_core::protocol::{FetchResponse, HashList, Packet, ServerEntry, ServerList};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{MAX_WAIT_SECS, RelayConfig};
+use crate::error::RelayError;
+use crate::ingest::{Ingest, Source};
+use crate::load::LoadMeter;
+use crate::mesh::Mesh;
+use crate::mesh::client::{INSTANCE_HEADER, RELAY_HEADER};
+use crate::mesh::peer::PeerAddr;
+use crate::store::PutOutcome;
+
+/// Most packets one `/fetch {hashes}` may ask for (relays pull in chunks of 500).
+pub const MAX_FETCH_HASHES: usize = 1000;
+
+pub struct AppState {
+    pub config: Arc<RelayConfig>,
+    pub ingest: Arc<Ingest>,
+    pub mesh: Arc<Mesh>,
+    pub load: LoadMeter,
+    pub stop: CancellationToken,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/send", post(send))
+        .route("/fetch", post(fetch))
+        .route("/sync/servers", post(sync_servers))
+        .route("/sync/hashes", post(sync_hashes))
+        .route("/status", get(status))
+        .fallback(|| async { RelayError::NotFound })
+        .method_not_allowed_fallback(|| async { RelayError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let _in_flight = state.load.begin();
+    next.run(req).await
+}
+
+/// Reads a body of at most `limit` bytes, refusing larger ones (by header, then by count).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, RelayError> {
+    let too_large = || RelayError::TooLarge(format!("request body is larger than {limit} bytes"));
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// Parses JSON into `T`, naming what is wrong (syntax, missing field, wrong type).
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, RelayError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(RelayError::MalformedRequest(
+            "request body is empty; expected a JSON object".into(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        RelayError::MalformedRequest(format!("request body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(RelayError::MalformedRequest(
+            "request body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        match msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            Some(field) => RelayError::MalformedRequest(format!("missing field `{field}`")),
+            None => RelayError::MalformedRequest(format!("invalid field: {msg}")),
+        }
+    })
+}
+
+fn caller_relay(headers: &HeaderMap) -> Option<PeerAddr> {
+    headers
+        .get(RELAY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| PeerAddr::parse(v).ok())
+}
+
+async fn send(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RelayError> {
+    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let packet: Packet = parse(&bytes)?;
+    let np = state.ingest.validate(&packet)?;
+    let hash = np.hash;
+    let from = caller_relay(&headers).filter(|a| state.mesh.book.contains(a));
+    let outcome = state.ingest.accept(np, Source::Send(from)).await?;
+    let stored = matches!(outcome, PutOutcome::Stored { .. });
+    Ok(
+        axum::Json(json!({ "ok": true, "hash": hash.to_string(), "stored": stored }))
+            .into_response(),
+    )
+}
+
+/// `/fetch` body as accepted: `recipient` is checked first, as the spec says.
+#[derive(Deserialize)]
+struct FetchBody {
+    #[serde(default)]
+    recipient: Option<String>,
+    #[serde(default)]
+    hashes: Option<Vec<Value>>,
+    #[serde(default)]
+    wait: Option<Value>,
+    #[serde(default)]
+    since: Option<u64>,
+}
+
+async fn fetch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RelayError> {
+    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let req: FetchBody = parse(&bytes)?;
+    if let Some(recipient) = req.recipient.filter(|r| !r.is_empty()) {
+        let wait = parse_wait(req.wait.as_ref())?;
+        return fetch_for_recipient(&state, &recipient, req.since, wait).await;
+    }
+    let Some(hashes) = req.hashes else {
+        return Err(RelayError::MalformedRequest(
+            "either `recipient` or `hashes` is required".into(),
+        ));
+    };
+    if hashes.len() > MAX_FETCH_HASHES {
+        return Err(RelayError::TooLarge(format!(
+            "{} hashes requested; at most {MAX_FETCH_HASHES} per request",
+            hashes.len()
+        )));
+    }
+    let hashes = parse_hashes(&hashes)?;
+    let found = state.ingest.store.get(hashes).await?;
+    let messages = found
+        .into_iter()
+        .map(|p| p.map(|p| p.to_packet()))
+        .collect();
+    Ok(axum::Json(FetchResponse {
+        messages,
+        cursor: None,
+    })
+    .into_response())
+}
+
+fn parse_wait(wait: Option<&Value>) -> Result<u64, RelayError> {
+    match wait {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(s) if s >= 0.0 => Ok((s.ceil() as u64).min(MAX_WAIT_SECS)),
+            _ => Err(RelayError::MalformedRequest(
+                "`wait` must be a number of seconds, 0 to 30".into(),
+            )),
+        },
+        Some(_) => Err(RelayError::MalformedRequest(
+            "`wait` must be a number of seconds, 0 to 30".into(),
+        )),
+    }
+}
+
+fn parse_hashes(values: &[Value]) -> Result<Vec<MessageHash>, RelayError> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str()
+                .and_then(|text| MessageHash::parse(text, "hashes").ok())
+                .ok_or_else(|| {
+                    RelayError::InvalidHash(format!(
+                        "hashes[{i}] is not a SHA-256 hash (64 hexadecimal characters)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+async fn fetch_for_recipient(
+    state: &AppState,
+    recipient: &str,
+    since: Option<u64>,
+    wait: u64,
+) -> Result<Response, RelayError> {
+    let fp = state.ingest.recipient_fingerprint(recipient)?;
+    let limit = state.config.max_fetch_messages;
+    let store = &state.ingest.store;
+    let mut found = store.by_recipient(fp, since, limit).await?;
+    if found.is_empty() && wait > 0 {
+        let sub = state.ingest.waiters.subscribe(fp);
+        let notified = sub.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Re-read after subscribing: a packet stored in between would otherwise be missed.
+        found = store.by_recipient(fp, since, limit).await?;
+        if found.is_empty() {
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                _ = state.stop.cancelled() => {}
+            }
+            found = store.by_recipient(fp, since, limit).await?;
+        }
+    }
+    let cursor = found.iter().map(|p| p.seq).max().or(since).unwrap_or(0);
+    let messages = found.into_iter().map(|p| Some(p.to_packet())).collect();
+    Ok(axum::Json(FetchResponse {
+        messages,
+        cursor: Some(cursor),
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct ServersBody {
+    servers: Vec<Value>,
+}
+
+async fn sync_servers(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RelayError> {
+    let bytes = read_body(&headers, body, state.config.max_sync_body_bytes).await?;
+    let req: ServersBody = parse(&bytes)?;
+    if req.servers.len() > state.config.max_known_servers {
+        return Err(RelayError::TooLarge(format!(
+            "{} servers sent; at most {} per request",
+            req.servers.len(),
+            state.config.max_known_servers
+        )));
+    }
+    let entries = req
+        .servers
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value::<ServerEntry>(v).map_err(|e| {
+                RelayError::MalformedRequest(format!(
+                    "servers[{i}]: {e} (expected {{\"ip\": HOST, \"port\": PORT}})"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let answer = state.mesh.answer_server_sync(&entries);
+    Ok(axum::Json(ServerList { servers: answer }).into_response())
+}
+
+#[derive(Deserialize)]
+struct HashesBody {
+    hashes: Vec<Value>,
+    #[serde(default)]
+    prefix: Option<String>,
+}
+
+async fn sync_hashes(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RelayError> {
+    let bytes = read_body(&headers, body, state.config.max_sync_body_bytes).await?;
+    let req: HashesBody = parse(&bytes)?;
+    if req.hashes.len() > state.config.max_hashes_per_request {
+        return Err(RelayError::TooLarge(format!(
+            "{} hashes sent; at most {} per request",
+            req.hashes.len(),
+            state.config.max_hashes_per_request
+        )));
+    }
+    let prefix = match req.prefix {
+        Some(p) if p.len() <= 64 && p.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(p.to_ascii_lowercase())
+        }
+        Some(_) => {
+            return Err(RelayError::MalformedRequest(
+                "`prefix` must be hexadecimal".into(),
+            ));
+        }
+        None => None,
+    };
+    let theirs = parse_hashes(&req.hashes)?;
+    let theirs_set: std::collections::HashSet<MessageHash> = theirs.iter().copied().collect();
+    let ours = state.ingest.store.live_hashes().await?;
+    let answer: Vec<String> = ours
+        .into_iter()
+        .filter(|h| !theirs_set.contains(h))
+        .map(|h| h.to_string())
+        .filter(|h| prefix.as_ref().is_none_or(|p| h.starts_with(p.as_str())))
+        .collect();
+    let caller = caller_relay(&headers);
+    let is_self = headers.get(INSTANCE_HEADER).and_then(|v| v.to_str().ok())
+        == Some(state.mesh.instance.as_str());
+    if let (Some(caller), false) = (caller, is_self) {
+        let mesh = state.mesh.clone();
+        tokio::spawn(async move { mesh.pull_after_sync(caller, theirs).await });
+    }
+    Ok(axum::Json(HashList {
+        hashes: answer,
+        prefix: None,
+    })
+    .into_response())
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayError> {
+    let stored = state.ingest.store.count().await?;
+    let body = json!({
+        "software": "jasper-relay",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": "1.0.0",
+        "instance": state.mesh.instance,
+        "extensions": ["status", "fetch.wait", "fetch.since", "expires_at", "sync.prefix"],
+        "stored_messages": stored,
+        "load": {
+            "active_requests": state.load.active().saturating_sub(1),
+            "waiting_fetches": state.ingest.waiters.waiting(),
+            "requests_per_second": state.load.requests_per_second(),
+            "requests_total": state.load.total(),
+        },
+        "uptime_secs": state.load.uptime().as_secs(),
+        "ttl_secs": state.config.ttl.as_secs(),
+        "limits": {
+            "max_body_bytes": state.config.max_body_bytes,
+            "max_fetch_hashes": MAX_FETCH_HASHES,
+            "max_hashes_per_request": state.config.max_hashes_per_request,
+            "max_wait_secs": MAX_WAIT_SECS,
+        },
+        "peers": state.mesh.book.report(),
+    });
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}

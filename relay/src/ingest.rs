@@ -1,0 +1,143 @@
+//! The one path by which packets enter this relay, whether from a client's `/send`, a peer's
+//! broadcast or a sync: validate everything (a peer's word included), store durably, wake
+//! long-polls, and queue the broadcast.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use jasper_core::protocol::{Packet, PacketLimits};
+use jasper_core::{MessageHash, PublicKey};
+use tokio::sync::mpsc;
+
+use crate::error::RelayError;
+use crate::mesh::peer::PeerAddr;
+use crate::store::{MessageStore, NewPacket, PutOutcome, unix_now};
+use crate::waiters::Waiters;
+
+/// A stored packet to push to peers, minus the peer it came from.
+pub struct BroadcastJob {
+    pub packet: Packet,
+    pub hash: MessageHash,
+    pub expires_at: u64,
+    pub from: Option<PeerAddr>,
+}
+
+/// Where a packet came from; decides whether it is broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `/send` from a client, or a peer's broadcast (then `Some(peer)` when it named itself).
+    Send(Option<PeerAddr>),
+    /// Pulled by hash sync: every relay syncs, so it is not pushed on.
+    Sync,
+}
+
+/// Parsed recipient keys by text. Parsing an RSA key costs microseconds; relays see the same
+/// recipients over and over.
+struct KeyCache {
+    map: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+const KEY_CACHE_ENTRIES: usize = 16_384;
+
+impl KeyCache {
+    fn fingerprint(&self, text: &str) -> Result<[u8; 32], jasper_core::Error> {
+        if let Some(fp) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(text) {
+            return Ok(*fp);
+        }
+        let fp = PublicKey::from_text_field(text, "recipient")?.fingerprint();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= KEY_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(text.to_owned(), fp);
+        Ok(fp)
+    }
+}
+
+pub struct Ingest {
+    pub store: Arc<dyn MessageStore>,
+    pub waiters: Arc<Waiters>,
+    keys: KeyCache,
+    limits: PacketLimits,
+    ttl_secs: u64,
+    broadcast: mpsc::Sender<BroadcastJob>,
+}
+
+impl Ingest {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        waiters: Arc<Waiters>,
+        limits: PacketLimits,
+        ttl_secs: u64,
+        broadcast: mpsc::Sender<BroadcastJob>,
+    ) -> Self {
+        Self {
+            store,
+            waiters,
+            keys: KeyCache {
+                map: Mutex::new(HashMap::new()),
+            },
+            limits,
+            ttl_secs,
+            broadcast,
+        }
+    }
+
+    /// Recipient key to index fingerprint, through the cache.
+    pub fn recipient_fingerprint(&self, text: &str) -> Result<[u8; 32], RelayError> {
+        Ok(self.keys.fingerprint(text)?)
+    }
+
+    /// Checks a packet completely and fixes its expiry: a carried `expires_at` is honoured
+    /// but never beyond this relay's own TTL from now (a peer cannot make a packet immortal).
+    pub fn validate(&self, packet: &Packet) -> Result<NewPacket, RelayError> {
+        let hash = packet.check_fields(&self.limits)?;
+        let recipient_fp = self.recipient_fingerprint(&packet.recipient)?;
+        let now = unix_now();
+        let latest = now.saturating_add(self.ttl_secs);
+        let expires_at = packet.expires_at.map_or(latest, |e| e.min(latest));
+        if expires_at <= now {
+            return Err(RelayError::Expired(hash.to_string()));
+        }
+        Ok(NewPacket {
+            recipient: packet.recipient.clone(),
+            recipient_fp,
+            message: packet.message.clone(),
+            hash,
+            signature: packet.signature.clone(),
+            expires_at,
+        })
+    }
+
+    /// Stores a validated packet; on success wakes long-polls and queues the broadcast.
+    pub async fn accept(&self, p: NewPacket, source: Source) -> Result<PutOutcome, RelayError> {
+        let outcome = self.store.put(p.clone()).await?;
+        match outcome {
+            PutOutcome::Stored { .. } => {
+                self.waiters.notify(&p.recipient_fp);
+                if let Source::Send(from) = source {
+                    let job = BroadcastJob {
+                        hash: p.hash,
+                        expires_at: p.expires_at,
+                        packet: Packet {
+                            recipient: p.recipient,
+                            message: p.message,
+                            hash: p.hash.to_string(),
+                            signature: p.signature,
+                            expires_at: Some(p.expires_at),
+                        },
+                        from,
+                    };
+                    // A full queue means peers are slow: sync delivers what is skipped here.
+                    if self.broadcast.try_send(job).is_err() {
+                        tracing::warn!(hash = %p.hash, "broadcast queue full; left to sync");
+                    }
+                }
+                Ok(outcome)
+            }
+            PutOutcome::Duplicate => Ok(outcome),
+            PutOutcome::Conflict => Err(RelayError::HashConflict(p.hash.to_string())),
+            PutOutcome::Expired => Err(RelayError::Expired(p.hash.to_string())),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! # jasper-relay
+//!
+//! The Jasper v1.0.0 mesh relay as a library (the `jasper-relay` binary is a thin shell):
+//! HTTP endpoints ([`http`]), storage ([`store`]), the mesh of peers ([`mesh`]) and the single
+//! ingestion path that validates every packet before it is stored ([`ingest`]).
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod load;
+pub mod mesh;
+pub mod store;
+pub mod waiters;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jasper_core::protocol::PacketLimits;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::RelayConfig;
+pub use error::RelayError;
+
+use crate::http::AppState;
+use crate::ingest::Ingest;
+use crate::load::LoadMeter;
+use crate::mesh::Mesh;
+use crate::store::MessageStore;
+use crate::waiters::Waiters;
+
+/// Packets waiting to be pushed to peers before new ones are left to sync.
+const BROADCAST_QUEUE: usize = 10_000;
+
+/// A started relay: its address, and the handle to stop it.
+pub struct RunningRelay {
+    pub local_addr: SocketAddr,
+    stop: CancellationToken,
+    server: JoinHandle<Result<(), RelayError>>,
+}
+
+impl RunningRelay {
+    /// A token that stops the relay when cancelled.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Waits until the relay has stopped (after the stop token is cancelled) and its store is
+    /// flushed.
+    pub async fn wait(self) -> Result<(), RelayError> {
+        self.server
+            .await
+            .map_err(|e| RelayError::Storage(format!("server task failed: {e}")))?
+    }
+}
+
+/// Opens the configured store.
+pub async fn open_store(config: &RelayConfig) -> Result<Arc<dyn MessageStore>, RelayError> {
+    Ok(match &config.redis {
+        Some(url) => {
+            let prefix =
+                std::env::var("JASPER_RELAY_REDIS_PREFIX").unwrap_or_else(|_| "jasper:".into());
+            tracing::info!(url, prefix, "using Redis store");
+            Arc::new(
+                store::redis::RedisStore::open(url, &prefix, config.tombstone_retention.as_secs())
+                    .await?,
+            )
+        }
+        None => {
+            tracing::info!(dir = %config.data_dir.display(), "using embedded store");
+            Arc::new(store::embedded::EmbeddedStore::open(
+                &config.data_dir,
+                config.tombstone_retention,
+            )?)
+        }
+    })
+}
+
+/// Binds, opens the store and starts serving and syncing.
+pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
+    let config = Arc::new(config);
+    let store = open_store(&config).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| RelayError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| RelayError::Config(format!("listener has no address: {e}")))?;
+
+    let stop = CancellationToken::new();
+    let (broadcast_tx, broadcast_rx) = tokio::sync::mpsc::channel(BROADCAST_QUEUE);
+    let limits = PacketLimits {
+        max_message_len: config.max_body_bytes,
+        ..PacketLimits::default()
+    };
+    let ingest = Arc::new(Ingest::new(
+        store.clone(),
+        Arc::new(Waiters::default()),
+        limits,
+        config.ttl.as_secs(),
+        broadcast_tx,
+    ));
+    let instance = random_instance_id();
+    let mesh = Arc::new(Mesh::new(config.clone(), ingest.clone(), instance.clone()));
+    tracing::info!(%local_addr, instance, peers = config.peers.len(), "relay starting");
+
+    let mut background = Vec::new();
+    background.push(tokio::spawn(
+        mesh.clone().run_broadcaster(broadcast_rx, stop.clone()),
+    ));
+    background.push(tokio::spawn(mesh.clone().every(
+        config.sync_interval,
+        stop.clone(),
+        |m| m.sync_round(),
+    )));
+    background.push(tokio::spawn(mesh.clone().every(
+        config.server_sync_interval,
+        stop.clone(),
+        |m| m.server_sync_round(),
+    )));
+    let purge_every = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let purge_store = store.clone();
+    background.push(tokio::spawn(mesh.clone().every(
+        purge_every,
+        stop.clone(),
+        move |_| {
+            let store = purge_store.clone();
+            async move {
+                match store.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "purged expired packets"),
+                    Err(e) => tracing::error!(error = %e, "purge failed"),
+                }
+            }
+        },
+    )));
+
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        ingest,
+        mesh,
+        load: LoadMeter::default(),
+        stop: stop.clone(),
+    });
+    let app = http::router(state);
+    let stop_serving = stop.clone();
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop_serving.cancelled().await })
+            .await;
+        for task in background {
+            task.abort();
+        }
+        let closed = store.close().await;
+        tracing::info!("relay stopped");
+        served.map_err(|e| RelayError::Config(format!("server failed: {e}")))?;
+        closed
+    });
+    Ok(RunningRelay {
+        local_addr,
+        stop,
+        server,
+    })
+}
+
+fn random_instance_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}

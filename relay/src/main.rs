@@ -1,0 +1,92 @@
+//! `jasper-relay`: parses the configuration, sets up logging, runs the relay until SIGINT or
+//! SIGTERM, then shuts down gracefully (in-flight requests finish, the store is flushed).
+
+use std::process::ExitCode;
+
+use jasper_relay::RelayConfig;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = match RelayConfig::from_env_and_args() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jasper-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_env("JASPER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if config.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    raise_fd_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("jasper-relay: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "relay failed");
+            eprintln!("jasper-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: RelayConfig) -> Result<(), jasper_relay::RelayError> {
+    let relay = jasper_relay::start(config).await?;
+    // Scripts and tests read this line to learn the port when listening on port 0.
+    println!("jasper-relay listening on {}", relay.local_addr);
+    let stop = relay.stop_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        stop.cancel();
+    });
+    relay.wait().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Long-polls hold a socket each: allow as many as the hard limit permits.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! HTTP client for talking to peer relays. Every call has a timeout and a cap on the answer
+//! size, and parses answers leniently (reference-relay shapes), so a peer can cost us a
+//! request but never a crash, a hang or unbounded memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jasper_core::MessageHash;
+use jasper_core::protocol::{self, FetchRequest, HashList, Packet, ServerEntry, ServerList};
+use reqwest::StatusCode;
+use reqwest::dns::{Name, Resolve, Resolving};
+
+use super::peer::{Offence, PeerAddr, is_public_ip};
+
+/// Header naming the calling relay's advertised address (lets the callee pull from it).
+pub const RELAY_HEADER: &str = "x-jasper-relay";
+/// Header carrying the calling relay's random instance id (detects talking to ourselves).
+pub const INSTANCE_HEADER: &str = "x-jasper-instance";
+
+/// What went wrong with a peer request, already classified as an offence.
+#[derive(Debug, Clone)]
+pub struct PeerFault {
+    pub offence: Offence,
+    pub detail: String,
+}
+
+impl PeerFault {
+    fn new(offence: Offence, detail: impl Into<String>) -> Self {
+        Self {
+            offence,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// How a peer answered a packet we pushed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Accepted,
+    /// 409: it holds that hash with other content (not its fault: someone sent it first).
+    Conflict,
+    /// 410: it considers the packet expired.
+    Expired,
+}
+
+pub struct PeerClient {
+    trusted: reqwest::Client,
+    learned: reqwest::Client,
+    max_answer_bytes: usize,
+}
+
+impl PeerClient {
+    pub fn new(
+        timeout: Duration,
+        allow_private: bool,
+        advertise: Option<String>,
+        instance: &str,
+        max_answer_bytes: usize,
+    ) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(a) = advertise.and_then(|a| a.parse().ok()) {
+            headers.insert(RELAY_HEADER, a);
+        }
+        if let Ok(v) = instance.parse() {
+            headers.insert(INSTANCE_HEADER, v);
+        }
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(3)))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(16)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("jasper-relay/", env!("CARGO_PKG_VERSION")))
+                .default_headers(headers.clone())
+        };
+        let trusted = builder()
+            .build()
+            .expect("static client configuration is valid");
+        let learned = if allow_private {
+            trusted.clone()
+        } else {
+            builder()
+                .dns_resolver(Arc::new(PublicOnlyResolver))
+                .build()
+                .expect("static client configuration is valid")
+        };
+        Self {
+            trusted,
+            learned,
+            max_answer_bytes,
+        }
+    }
+
+    fn client(&self, trusted: bool) -> &reqwest::Client {
+        if trusted {
+            &self.trusted
+        } else {
+            &self.learned
+        }
+    }
+
+    async fn post(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Vec<u8>), PeerFault> {
+        let url = format!("{}{}", peer.base_url(), path);
+        let resp = self
+            .client(trusted)
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(classify)?;
+        self.read(resp).await
+    }
+
+    async fn read(&self, mut resp: reqwest::Response) -> Result<(StatusCode, Vec<u8>), PeerFault> {
+        let status = resp.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > self.max_answer_bytes {
+                return Err(PeerFault::new(
+                    Offence::Garbage,
+                    format!("answer larger than {} bytes", self.max_answer_bytes),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+
+    /// Pushes a packet (broadcast).
+    pub async fn push(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        packet: &Packet,
+    ) -> Result<PushOutcome, PeerFault> {
+        let body = serde_json::to_vec(packet).expect("packet serialises");
+        let (status, answer) = self.post(peer, trusted, "/send", body).await?;
+        match status {
+            s if s.is_success() => Ok(PushOutcome::Accepted),
+            StatusCode::CONFLICT => Ok(PushOutcome::Conflict),
+            StatusCode::GONE => Ok(PushOutcome::Expired),
+            s => Err(PeerFault::new(
+                Offence::Refused,
+                format!("/send answered {s}: {}", snippet(&answer)),
+            )),
+        }
+    }
+
+    /// Fetches packets by hash. Entries are aligned with what the peer returned, which may
+    /// not be aligned with the request (callers match by hash).
+    pub async fn fetch(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        hashes: &[MessageHash],
+    ) -> Result<Vec<Option<Packet>>, PeerFault> {
+        let req = FetchRequest {
+            hashes: Some(hashes.iter().map(|h| h.to_string()).collect()),
+            ..Default::default()
+        };
+        let (status, answer) = self
+            .post(
+                peer,
+                trusted,
+                "/fetch",
+                serde_json::to_vec(&req).expect("serialises"),
+            )
+            .await?;
+        expect_success(status, "/fetch", &answer)?;
+        protocol::parse_fetch_response(&answer)
+            .map_err(|e| PeerFault::new(Offence::Garbage, format!("/fetch: {e}")))
+    }
+
+    /// `/sync/hashes`: sends our hashes, returns the ones the peer says we lack.
+    pub async fn sync_hashes(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        list: &HashList,
+    ) -> Result<Vec<MessageHash>, PeerFault> {
+        let (status, answer) = self
+            .post(
+                peer,
+                trusted,
+                "/sync/hashes",
+                serde_json::to_vec(list).expect("serialises"),
+            )
+            .await?;
+        expect_success(status, "/sync/hashes", &answer)?;
+        let (hashes, dropped) = protocol::parse_hashes_response(&answer)
+            .map_err(|e| PeerFault::new(Offence::Garbage, format!("/sync/hashes: {e}")))?;
+        if dropped > 0 && hashes.is_empty() {
+            return Err(PeerFault::new(
+                Offence::Garbage,
+                format!("/sync/hashes: {dropped} invalid entries"),
+            ));
+        }
+        Ok(hashes)
+    }
+
+    /// `/sync/servers`: sends our list, returns what the peer says we lack.
+    pub async fn sync_servers(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        list: &ServerList,
+    ) -> Result<Vec<ServerEntry>, PeerFault> {
+        let (status, answer) = self
+            .post(
+                peer,
+                trusted,
+                "/sync/servers",
+                serde_json::to_vec(list).expect("serialises"),
+            )
+            .await?;
+        expect_success(status, "/sync/servers", &answer)?;
+        let (servers, _dropped) = protocol::parse_servers_response(&answer)
+            .map_err(|e| PeerFault::new(Offence::Garbage, format!("/sync/servers: {e}")))?;
+        Ok(servers)
+    }
+
+    /// `GET /status` (our extension); `None` when the peer does not offer it.
+    pub async fn instance_of(&self, peer: &PeerAddr, trusted: bool) -> Option<String> {
+        let resp = self
+            .client(trusted)
+            .get(format!("{}/status", peer.base_url()))
+            .send()
+            .await
+            .ok()?;
+        let (status, body) = self.read(resp).await.ok()?;
+        if !status.is_success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        v.get("instance")?.as_str().map(str::to_owned)
+    }
+}
+
+fn expect_success(status: StatusCode, what: &str, answer: &[u8]) -> Result<(), PeerFault> {
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(PeerFault::new(
+            Offence::Refused,
+            format!("{what} answered {status}: {}", snippet(answer)),
+        ))
+    }
+}
+
+fn classify(e: reqwest::Error) -> PeerFault {
+    if e.is_timeout() {
+        PeerFault::new(Offence::Timeout, "no answer in time")
+    } else if e.is_connect() {
+        PeerFault::new(Offence::Unreachable, format!("cannot connect: {e}"))
+    } else {
+        PeerFault::new(Offence::Garbage, format!("broken answer: {e}"))
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(120)]);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Resolver for learned relay names: drops every non-public address, so a learned name cannot
+/// point us at loopback or the operator's private network (DNS rebinding included).
+struct PublicOnlyResolver;
+
+impl Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| is_public_ip(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>)
+        })
+    }
+}

@@ -1,0 +1,117 @@
+//! Message storage behind one trait, with two backends that pass the same test suite:
+//! Redis ([`redis::RedisStore`]) and an embedded LSM store ([`embedded::EmbeddedStore`]).
+//!
+//! Contract every backend keeps: `put` returns only once the packet is durable; the check
+//! "held already / held with other content / expired" and the write are one atomic step; an
+//! expired hash is remembered (`seen`) for the tombstone retention so sync cannot revive it;
+//! nothing past its `expires_at` is ever returned.
+
+pub mod embedded;
+pub mod redis;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use jasper_core::MessageHash;
+use jasper_core::protocol::Packet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::RelayError;
+
+pub type StoreResult<T> = Result<T, RelayError>;
+
+/// A validated packet about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewPacket {
+    pub recipient: String,
+    /// SHA-256 of the recipient key's DER: the index key for `/fetch {recipient}`.
+    pub recipient_fp: [u8; 32],
+    pub message: String,
+    pub hash: MessageHash,
+    pub signature: String,
+    /// Unix seconds; global across the mesh.
+    pub expires_at: u64,
+}
+
+/// A packet as held by this relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPacket {
+    pub recipient: String,
+    pub message: String,
+    pub hash: MessageHash,
+    pub signature: String,
+    pub expires_at: u64,
+    /// Relay-local arrival order: the cursor of `/fetch {recipient, since}`.
+    pub seq: u64,
+}
+
+impl StoredPacket {
+    pub fn to_packet(&self) -> Packet {
+        Packet {
+            recipient: self.recipient.clone(),
+            message: self.message.clone(),
+            hash: self.hash.to_string(),
+            signature: self.signature.clone(),
+            expires_at: Some(self.expires_at),
+        }
+    }
+}
+
+/// What `put` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Newly stored under this arrival sequence number.
+    Stored { seq: u64 },
+    /// The identical packet was already held: nothing changed (idempotent re-send).
+    Duplicate,
+    /// The hash is held with a different recipient or signature: refused.
+    Conflict,
+    /// Expired, or expired before and still remembered: refused.
+    Expired,
+}
+
+/// Storage backend of a relay.
+pub trait MessageStore: Send + Sync + 'static {
+    /// Stores a packet durably (or reports why not). Atomic with its checks.
+    fn put(&self, packet: NewPacket) -> BoxFuture<'_, StoreResult<PutOutcome>>;
+
+    /// Live packets for these hashes, in the same order, `None` where not held.
+    fn get(
+        &self,
+        hashes: Vec<MessageHash>,
+    ) -> BoxFuture<'_, StoreResult<Vec<Option<StoredPacket>>>>;
+
+    /// Live packets for a recipient in arrival order: after `since` (at most `limit`), or
+    /// without a cursor the newest `limit`.
+    fn by_recipient(
+        &self,
+        recipient_fp: [u8; 32],
+        since: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredPacket>>>;
+
+    /// The hashes among these that are neither held nor remembered as expired: what sync
+    /// should fetch.
+    fn unknown(&self, hashes: Vec<MessageHash>) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>>;
+
+    /// Every live hash held.
+    fn live_hashes(&self) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>>;
+
+    /// Number of live packets held.
+    fn count(&self) -> BoxFuture<'_, StoreResult<u64>>;
+
+    /// Drops what has expired (backends with native expiry may do little). Returns how many
+    /// packets were dropped.
+    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<usize>>;
+
+    /// Flushes and releases the backend; called once at shutdown.
+    fn close(&self) -> BoxFuture<'_, StoreResult<()>>;
+}
+
+/// Current unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
