@@ -34,7 +34,11 @@ pub enum Error {
 
     /// A field is longer than the protocol allows.
     #[error("{field} is {len} bytes, more than the limit of {max}")]
-    FieldTooLong { field: &'static str, len: usize, max: usize },
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
 
     /// The inner message is not the JSON object the spec describes.
     #[error("inner message is malformed: {0}")]
@@ -55,6 +59,18 @@ pub enum Error {
     /// The signature is valid but the sender did not address this message to this recipient.
     #[error("the sender did not address this message to this recipient (forwarded packet)")]
     NotAddressedToRecipient,
+
+    /// The packet's `recipient` field names another key than the one trying to open it.
+    #[error("packet is addressed to another key")]
+    WrongRecipient,
+
+    /// The inner message's `sender` is not the key that is sealing it.
+    #[error("the inner message's sender is not the sealing key")]
+    SenderMismatch,
+
+    /// More distinct recipients than one signature may cover.
+    #[error("{count} recipients, more than the limit of {max}")]
+    TooManyRecipients { count: usize, max: usize },
 
     /// The system's cryptographic library failed (random source, key generation).
     #[error("cryptographic failure: {0}")]

@@ -4,11 +4,13 @@
 //! hash ([`hash`]), RSA-4096 keys in their canonical text form ([`key`]) and the sealed
 //! envelope ([`envelope`]). The relay, the daemon and the mobile bindings all build on it.
 
+pub mod envelope;
 pub mod error;
 pub mod hash;
 pub mod key;
 pub mod protocol;
 
+pub use envelope::{Opened, open, seal};
 pub use error::{Error, Result};
 pub use hash::MessageHash;
-pub use key::PublicKey;
+pub use key::{PrivateKey, PublicKey};
