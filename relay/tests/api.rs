@@ -1,0 +1,408 @@
+//! The relay's HTTP API against a real `jasper-relay` process, on both storage backends:
+//! every class of bad input gets its precise error, nothing acknowledged is lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use jasper_core::MessageHash;
+use serde_json::json;
+
+/// One relay per backend: embedded store, and Redis.
+fn relays(dir: &std::path::Path) -> (Vec<Relay>, Redis) {
+    let redis = Redis::start();
+    let embedded = Relay::start(&dir.join("embedded"), &[]);
+    let with_redis = Relay::start(&dir.join("unused"), &["--redis", &redis.url()]);
+    (vec![embedded, with_redis], redis)
+}
+
+#[tokio::test]
+async fn send_then_fetch_by_recipient_and_by_hash_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relays, _redis) = relays(dir.path());
+    let keys = recipients();
+    for relay in &relays {
+        let a = packet(&keys[0], "one");
+        let b = packet(&keys[0], "two");
+        let other = packet(&keys[1], "three");
+        for p in [&a, &b, &other] {
+            let (status, body) = send(relay, p).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["stored"], true);
+            assert_eq!(body["hash"], p.hash);
+        }
+        assert_eq!(
+            hashes_for(relay, &keys[0]).await,
+            vec![a.hash.clone(), b.hash.clone()]
+        );
+        assert_eq!(hashes_for(relay, &keys[1]).await, vec![other.hash.clone()]);
+        assert!(hashes_for(relay, &keys[2]).await.is_empty());
+
+        let unknown = MessageHash::of_message("nope").to_string();
+        let (status, body) = post(
+            &relay.url("/fetch"),
+            &json!({ "hashes": [b.hash, unknown, a.hash] }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let m = body["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0]["message"], b.message);
+        assert_eq!(m[0]["signature"], b.signature);
+        assert_eq!(m[0]["recipient"], b.recipient);
+        assert!(m[1].is_null());
+        assert_eq!(m[2]["hash"], a.hash);
+        // The global expiry travels with every packet (extension field).
+        assert!(m[0]["expires_at"].as_u64().unwrap() > 1_700_000_000);
+    }
+}
+
+#[tokio::test]
+async fn resending_is_idempotent_and_a_reused_hash_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relays, _redis) = relays(dir.path());
+    let keys = recipients();
+    for relay in &relays {
+        let p = packet(&keys[0], "same");
+        assert_eq!(send(relay, &p).await.0, 200);
+        let (status, body) = send(relay, &p).await;
+        assert_eq!((status, &body["stored"]), (200, &json!(false)), "{body}");
+        assert_eq!(hashes_for(relay, &keys[0]).await.len(), 1);
+
+        // Same message (so same hash) for someone else: the reference relay's overwrite hole.
+        let mut hijack = p.clone();
+        hijack.recipient = keys[1].clone();
+        let (status, body) = send(relay, &hijack).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "hash_conflict");
+        let mut resigned = p.clone();
+        resigned.signature = "b3RoZXI=".into();
+        assert_eq!(send(relay, &resigned).await.0, 409);
+        assert!(hashes_for(relay, &keys[1]).await.is_empty());
+        let (_, body) = post(&relay.url("/fetch"), &json!({ "hashes": [p.hash] })).await;
+        assert_eq!(body["messages"][0]["signature"], p.signature);
+    }
+}
+
+#[tokio::test]
+async fn every_class_of_bad_input_gets_its_precise_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relays, _redis) = relays(dir.path());
+    let keys = recipients();
+    for relay in &relays {
+        let good = packet(&keys[0], "x");
+        let send_url = relay.url("/send");
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = serde_json::to_value(&good).unwrap();
+            f(&mut v);
+            v
+        };
+        let cases: Vec<(&str, serde_json::Value, u16, &str, &str)> = vec![
+            (
+                "missing hash",
+                with(&|v| {
+                    v.as_object_mut().unwrap().remove("hash");
+                }),
+                400,
+                "malformed_request",
+                "missing field `hash`",
+            ),
+            (
+                "number for message",
+                with(&|v| v["message"] = json!(5)),
+                400,
+                "malformed_request",
+                "invalid field",
+            ),
+            (
+                "empty signature",
+                with(&|v| v["signature"] = json!("")),
+                400,
+                "empty_field",
+                "signature",
+            ),
+            (
+                "message not base64",
+                with(&|v| {
+                    v["message"] = json!("not base64!");
+                    v["hash"] = json!(MessageHash::of_message("not base64!").to_string());
+                }),
+                400,
+                "invalid_base64",
+                "message",
+            ),
+            (
+                "signature not base64",
+                with(&|v| v["signature"] = json!("%%%")),
+                400,
+                "invalid_base64",
+                "signature",
+            ),
+            (
+                "hash not hex",
+                with(&|v| v["hash"] = json!("xyz")),
+                400,
+                "invalid_hash",
+                "hash",
+            ),
+            (
+                "hash of something else",
+                with(&|v| v["hash"] = json!(MessageHash::of_message("else").to_string())),
+                422,
+                "hash_mismatch",
+                "does not match",
+            ),
+            (
+                "PEM key",
+                with(&|v| {
+                    v["recipient"] = json!(format!(
+                        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----",
+                        keys[0]
+                    ))
+                }),
+                422,
+                "invalid_key",
+                "PEM",
+            ),
+            (
+                "key with a line break",
+                with(&|v| {
+                    v["recipient"] = json!(format!("{}\n{}", &keys[0][..64], &keys[0][64..]))
+                }),
+                422,
+                "invalid_key",
+                "whitespace",
+            ),
+            (
+                "2048-bit key",
+                with(&|v| v["recipient"] = json!(rsa2048_key())),
+                422,
+                "invalid_key",
+                "2048-bit",
+            ),
+            (
+                "garbage key",
+                with(&|v| v["recipient"] = json!("aGVsbG8=")),
+                422,
+                "invalid_key",
+                "recipient",
+            ),
+            (
+                "expired",
+                with(&|v| v["expires_at"] = json!(1_000)),
+                410,
+                "expired",
+                "expired",
+            ),
+        ];
+        for (name, body, status, code, needle) in cases {
+            let (got, answer) = post(&send_url, &body).await;
+            assert_eq!(got, status, "{name}: {answer}");
+            assert_eq!(answer["error"]["code"], code, "{name}: {answer}");
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(needle),
+                "{name}: {message:?} should mention {needle:?}"
+            );
+        }
+        let raw: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+            ("empty body", vec![], 400, "malformed_request"),
+            ("not JSON", b"{nope".to_vec(), 400, "malformed_request"),
+            ("array body", b"[1,2]".to_vec(), 400, "malformed_request"),
+            ("body over 100 kB", vec![b' '; 102_401], 413, "too_large"),
+        ];
+        for (name, body, status, code) in raw {
+            let (got, answer) = post_raw(&send_url, body).await;
+            assert_eq!(
+                (got, answer["error"]["code"].as_str().unwrap()),
+                (status, code),
+                "{name}: {answer}"
+            );
+        }
+        // Nothing of the above was stored.
+        assert!(hashes_for(relay, &keys[0]).await.is_empty());
+
+        let fetch = relay.url("/fetch");
+        let fetch_cases = vec![
+            (json!({}), 400, "malformed_request"),
+            (json!({ "hashes": ["abc"] }), 400, "invalid_hash"),
+            (json!({ "hashes": [7] }), 400, "invalid_hash"),
+            (
+                json!({ "hashes": vec![good.hash.clone(); 1001] }),
+                413,
+                "too_large",
+            ),
+            (json!({ "recipient": "bm9wZQ==" }), 422, "invalid_key"),
+            (
+                json!({ "recipient": keys[0], "wait": "soon" }),
+                400,
+                "malformed_request",
+            ),
+            (
+                json!({ "recipient": keys[0], "wait": -1 }),
+                400,
+                "malformed_request",
+            ),
+        ];
+        for (body, status, code) in fetch_cases {
+            let (got, answer) = post(&fetch, &body).await;
+            assert_eq!(
+                (got, answer["error"]["code"].as_str().unwrap()),
+                (status, code),
+                "{body}: {answer}"
+            );
+        }
+        let (got, answer) = post(&relay.url("/sync/hashes"), &json!({ "hashes": ["zz"] })).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str().unwrap()),
+            (400, "invalid_hash")
+        );
+        let (got, answer) = post(&relay.url("/sync/hashes"), &json!({})).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str().unwrap()),
+            (400, "malformed_request")
+        );
+        let (got, answer) = post(
+            &relay.url("/sync/servers"),
+            &json!({ "servers": [{ "ip": "x" }] }),
+        )
+        .await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str().unwrap()),
+            (400, "malformed_request"),
+            "{answer}"
+        );
+        let (got, answer) = post(&relay.url("/nowhere"), &json!({})).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str().unwrap()),
+            (404, "not_found")
+        );
+        let resp = client().get(relay.url("/send")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 405);
+        let answer: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], "method_not_allowed");
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_messages_survive_a_crash_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut relays, _redis) = relays(dir.path());
+    let keys = recipients();
+    for relay in relays.iter_mut() {
+        // Concurrent sends, so the embedded store folds them into group commits.
+        let packets: Vec<_> = (0..200)
+            .map(|i| packet(&keys[i % 3], &format!("crash-{i}")))
+            .collect();
+        let mut tasks = Vec::new();
+        for p in packets.clone() {
+            let url = relay.url("/send");
+            tasks.push(tokio::spawn(async move {
+                post(&url, &serde_json::to_value(&p).unwrap()).await.0
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 200);
+        }
+        relay.crash();
+        relay.restart();
+        for p in &packets {
+            assert!(holds(relay, &p.hash).await, "lost {} after a crash", p.hash);
+        }
+        relay.stop();
+        relay.restart();
+        let total: usize = futures_len(relay, &keys).await;
+        assert_eq!(
+            total, 200,
+            "each message exactly once after a graceful restart"
+        );
+        let s = status(relay).await;
+        assert_eq!(s["stored_messages"], 200);
+    }
+}
+
+async fn futures_len(relay: &Relay, keys: &[String]) -> usize {
+    let mut n = 0;
+    for k in keys {
+        n += hashes_for(relay, k).await.len();
+    }
+    n
+}
+
+#[tokio::test]
+async fn cursor_and_long_poll_deliver_only_new_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relays, _redis) = relays(dir.path());
+    let keys = recipients();
+    for relay in &relays {
+        let first = packet(&keys[2], "first");
+        send(relay, &first).await;
+        let (_, body) = post(&relay.url("/fetch"), &json!({ "recipient": keys[2] })).await;
+        let cursor = body["cursor"].as_u64().unwrap();
+        assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+
+        // Nothing after the cursor: the request is held until the next message arrives.
+        let url = relay.url("/fetch");
+        let key = keys[2].clone();
+        let started = Instant::now();
+        let waiting = tokio::spawn(async move {
+            post(
+                &url,
+                &json!({ "recipient": key, "since": cursor, "wait": 20 }),
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "long-poll answered before any new message"
+        );
+        let waiting_now = status(relay).await["load"]["waiting_fetches"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(waiting_now, 1);
+        let second = packet(&keys[2], "second");
+        send(relay, &second).await;
+        let (status_code, body) = waiting.await.unwrap();
+        assert_eq!(status_code, 200);
+        let hashes: Vec<_> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["hash"].clone())
+            .collect();
+        assert_eq!(hashes, vec![json!(second.hash)]);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "woken by the message, not the timeout"
+        );
+        assert!(body["cursor"].as_u64().unwrap() > cursor);
+
+        // A wait with nothing arriving ends empty, with the cursor unchanged.
+        let (_, body) = post(
+            &relay.url("/fetch"),
+            &json!({ "recipient": keys[2], "since": body["cursor"], "wait": 1 }),
+        )
+        .await;
+        assert!(body["messages"].as_array().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn status_reports_version_load_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(dir.path(), &[]);
+    send(&relay, &packet(&recipients()[0], "s")).await;
+    let s = status(&relay).await;
+    assert_eq!(s["protocol"], "1.0.0");
+    assert_eq!(s["stored_messages"], 1);
+    assert!(s["load"]["requests_total"].as_u64().unwrap() >= 2);
+    assert!(s["instance"].as_str().unwrap().len() == 32);
+    assert!(
+        s["extensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("fetch.wait"))
+    );
+}
