@@ -470,6 +470,14 @@ mod tests {
     }
 
     #[test]
+    fn keys_can_be_shared_across_threads() {
+        // The daemon and the bindings hold one identity and use it from many tasks.
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PrivateKey>();
+        assert_send_sync::<PublicKey>();
+    }
+
+    #[test]
     fn private_key_debug_shows_no_secret() {
         let key = alice();
         let debug = format!("{key:?}");
