@@ -222,9 +222,12 @@ impl RelayConfig {
                 30,
                 "quarantine-secs",
             )?,
-            // Long enough to outlive every copy that honours the global expiry, with margin.
             tombstone_retention: Duration::from_secs(
-                file.tombstone_retention.unwrap_or(ttl.as_secs()),
+                // Long enough to outlive every copy anywhere: relays that honour the global
+                // expiry drop theirs at the same moment, but one that re-stores with a fresh
+                // TTL (the reference relay) may offer it back for up to a default TTL.
+                file.tombstone_retention
+                    .unwrap_or(ttl.as_secs().max(DEFAULT_TTL_SECS)),
             ),
             log_json: args.log_json.or(file.log_json).unwrap_or(false),
         };

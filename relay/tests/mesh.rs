@@ -1,0 +1,177 @@
+//! A mesh of three real relays on loopback: broadcast, catch-up by hash sync after downtime,
+//! server-list convergence, and global expiry that sync never undoes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+struct Mesh {
+    relays: Vec<Relay>,
+    _dir: tempfile::TempDir,
+}
+
+/// Three relays, each configured with the other two.
+fn full_mesh(extra: &[&str]) -> Mesh {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let relays = (0..3)
+        .map(|i| {
+            let mut args: Vec<String> = Vec::new();
+            for (j, p) in ports.iter().enumerate() {
+                if j != i {
+                    args.push("--peer".into());
+                    args.push(format!("127.0.0.1:{p}"));
+                }
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Relay::start_on(ports[i], &dir.path().join(format!("r{i}")), &args)
+        })
+        .collect();
+    Mesh { relays, _dir: dir }
+}
+
+#[tokio::test]
+async fn a_message_sent_to_one_relay_reaches_the_others_by_broadcast() {
+    // Sync only every minute: within a second, only the broadcast can have moved it.
+    let mesh = full_mesh(&["--sync-interval", "60"]);
+    let (a, c) = (&mesh.relays[0], &mesh.relays[2]);
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the start-up sync round pass
+    let p = packet(&recipients()[0], "broadcast me");
+    assert_eq!(send(a, &p).await.0, 200);
+    assert!(
+        eventually(Duration::from_secs(1), || holds(c, &p.hash)).await,
+        "C did not get it by broadcast"
+    );
+    assert!(holds(&mesh.relays[1], &p.hash).await);
+    // C serves it to its recipient like any other message, with A's expiry.
+    assert_eq!(hashes_for(c, &recipients()[0]).await, vec![p.hash.clone()]);
+    let (_, at_a) = post(&a.url("/fetch"), &json!({ "hashes": [p.hash] })).await;
+    let (_, at_c) = post(&c.url("/fetch"), &json!({ "hashes": [p.hash] })).await;
+    assert_eq!(
+        at_a["messages"][0]["expires_at"],
+        at_c["messages"][0]["expires_at"]
+    );
+}
+
+#[tokio::test]
+async fn a_relay_that_was_down_catches_up_within_one_sync_interval() {
+    let mut mesh = full_mesh(&["--sync-interval", "2"]);
+    mesh.relays[2].stop();
+    let p = packet(&recipients()[1], "while C was down");
+    assert_eq!(send(&mesh.relays[0], &p).await.0, 200);
+    assert!(eventually(Duration::from_secs(1), || holds(&mesh.relays[1], &p.hash)).await);
+    mesh.relays[2].restart();
+    let c = &mesh.relays[2];
+    assert!(
+        eventually(Duration::from_secs(3), || holds(c, &p.hash)).await,
+        "C did not catch up within one sync interval (2 s) after returning"
+    );
+}
+
+#[tokio::test]
+async fn server_lists_converge_along_a_chain() {
+    // A knows only B, B knows only C, C knows nobody.
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let fast = ["--server-sync-interval", "1", "--sync-interval", "60"];
+    let peer = |p: u16| format!("127.0.0.1:{p}");
+    let (b_peer, c_peer) = (peer(pb), peer(pc));
+    let a = Relay::start_on(
+        pa,
+        &dir.path().join("a"),
+        &[&["--peer", b_peer.as_str()][..], &fast].concat(),
+    );
+    let b = Relay::start_on(
+        pb,
+        &dir.path().join("b"),
+        &[&["--peer", c_peer.as_str()][..], &fast].concat(),
+    );
+    let c = Relay::start_on(pc, &dir.path().join("c"), &fast);
+    let knows = |relay: &Relay, other: String| {
+        let relay_url = relay.url("/status");
+        async move {
+            let Ok(resp) = client().get(relay_url).send().await else {
+                return false;
+            };
+            let s: serde_json::Value = resp.json().await.unwrap_or_default();
+            s["peers"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["address"] == other.as_str() && p["state"] == "active")
+            })
+        }
+    };
+    for (relay, others) in [
+        (&a, [peer(pb), peer(pc)]),
+        (&b, [peer(pa), peer(pc)]),
+        (&c, [peer(pa), peer(pb)]),
+    ] {
+        for other in others {
+            assert!(
+                eventually(Duration::from_secs(12), || knows(relay, other.clone())).await,
+                "{} never learned {other}",
+                relay.addr()
+            );
+        }
+    }
+    // Nobody lists itself.
+    for relay in [&a, &b, &c] {
+        let s = status(relay).await;
+        assert!(
+            s["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["address"] != relay.addr().as_str())
+        );
+        assert_eq!(s["peers"].as_array().unwrap().len(), 2);
+    }
+    // The answer to /sync/servers lists what the caller lacks, ports as strings.
+    let (status_code, body) = post(
+        &a.url("/sync/servers"),
+        &json!({ "servers": [{ "ip": "127.0.0.1", "port": pb }] }),
+    )
+    .await;
+    assert_eq!(status_code, 200);
+    let servers = body["servers"].as_array().unwrap();
+    assert!(servers.iter().all(|s| s["port"].is_string()));
+    assert!(servers.iter().any(|s| s["port"] == pc.to_string()));
+    assert!(servers.iter().all(|s| s["port"] != pb.to_string()));
+}
+
+#[tokio::test]
+async fn expiry_is_global_and_sync_never_resurrects() {
+    let mesh = full_mesh(&["--ttl", "2", "--sync-interval", "1"]);
+    let p = packet(&recipients()[2], "short-lived");
+    assert_eq!(send(&mesh.relays[0], &p).await.0, 200);
+    for r in &mesh.relays {
+        assert!(eventually(Duration::from_secs(1), || holds(r, &p.hash)).await);
+    }
+    for r in &mesh.relays {
+        assert!(
+            eventually(Duration::from_secs(4), || async {
+                !holds(r, &p.hash).await
+            })
+            .await,
+            "still held after its TTL"
+        );
+    }
+    // Several sync rounds later it is still gone everywhere...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for r in &mesh.relays {
+        assert!(
+            !holds(r, &p.hash).await,
+            "sync resurrected an expired message"
+        );
+        assert!(hashes_for(r, &recipients()[2]).await.is_empty());
+    }
+    // ...and pushing it again (as a lagging peer would) is refused: its hash is remembered.
+    for r in &mesh.relays {
+        let (status_code, body) = send(r, &p).await;
+        assert_eq!(status_code, 410, "{body}");
+        assert_eq!(body["error"]["code"], "expired");
+    }
+}
