@@ -45,39 +45,40 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: RelayConfig) -> Result<(), jasper_relay::RelayError> {
+    // Signal handlers go in before the "listening" line: a supervisor may send SIGTERM as soon
+    // as it has seen it, and that must be a graceful stop, not the default kill.
+    let shutdown = shutdown_signal()?;
     let relay = jasper_relay::start(config).await?;
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("jasper-relay listening on {}", relay.local_addr);
     let stop = relay.stop_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutdown requested");
         stop.cancel();
     });
     relay.wait().await
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
+/// Resolves on SIGINT or SIGTERM. Registers the handlers immediately.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, jasper_relay::RelayError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let register = |kind| {
+        signal(kind)
+            .map_err(|e| jasper_relay::RelayError::Config(format!("cannot handle signals: {e}")))
+    };
+    let mut term = register(SignalKind::terminate())?;
+    let mut int = register(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }
 
 /// Long-polls hold a socket each: allow as many as the hard limit permits.
 fn raise_fd_limit() {
-    #[cfg(unix)]
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         let mut lim = libc::rlimit {

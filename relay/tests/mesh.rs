@@ -138,8 +138,16 @@ async fn server_lists_converge_along_a_chain() {
     assert_eq!(status_code, 200);
     let servers = body["servers"].as_array().unwrap();
     assert!(servers.iter().all(|s| s["port"].is_string()));
-    assert!(servers.iter().any(|s| s["port"] == pc.to_string()));
-    assert!(servers.iter().all(|s| s["port"] != pb.to_string()));
+    assert!(
+        servers
+            .iter()
+            .any(|s| s["port"].as_str() == Some(pc.to_string().as_str()))
+    );
+    assert!(
+        servers
+            .iter()
+            .all(|s| s["port"].as_str() != Some(pb.to_string().as_str()))
+    );
 }
 
 #[tokio::test]
