@@ -4,6 +4,7 @@
 //! hash ([`hash`]), RSA-4096 keys in their canonical text form ([`key`]) and the sealed
 //! envelope ([`envelope`]). The relay, the daemon and the mobile bindings all build on it.
 
+pub mod addr;
 pub mod envelope;
 pub mod error;
 pub mod hash;
