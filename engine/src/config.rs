@@ -1,0 +1,47 @@
+//! The engine's one configuration struct, filled by its shell (daemon flags, FFI arguments).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Holds the SQLite database (never the private key).
+    pub data_dir: PathBuf,
+    /// Relays to start from (`HOST:PORT`); more are learned through `/sync/servers`.
+    pub relays: Vec<String>,
+    /// Use loopback/private relay addresses learned from relays (tests, LANs).
+    pub allow_private_relays: bool,
+    /// Polling interval on relays without the long-poll extension.
+    pub poll_interval: Duration,
+    /// How long one long-poll asks the RX relay to hold the request (relays cap it at 30 s).
+    pub long_poll: Duration,
+    /// A sent packet not visible on another relay after this long is re-sent through
+    /// another TX relay, and its first relay is marked suspect.
+    pub delivery_timeout: Duration,
+    /// How often relay lists and load figures are refreshed.
+    pub discovery_interval: Duration,
+    /// Raise a desktop notification for each incoming message (when a session bus exists).
+    pub notifications: bool,
+    /// Largest message content accepted from the API, in bytes.
+    pub max_message_bytes: usize,
+    /// Timeout of one relay request (long-polls add their wait to it).
+    pub relay_timeout: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            relays: Vec::new(),
+            allow_private_relays: false,
+            poll_interval: Duration::from_secs(5),
+            long_poll: Duration::from_secs(25),
+            delivery_timeout: Duration::from_secs(20),
+            discovery_interval: Duration::from_secs(600),
+            notifications: true,
+            // Leaves room for the envelope inside the 64 KiB inner-message limit.
+            max_message_bytes: 48 * 1024,
+            relay_timeout: Duration::from_secs(10),
+        }
+    }
+}

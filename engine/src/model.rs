@@ -1,0 +1,157 @@
+//! What the engine hands to its shells (gRPC daemon, CLI, mobile bindings): plain data.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityInfo {
+    /// Canonical text form of the public key (what contacts add).
+    pub public_key: String,
+    /// SHA-256 of the DER public key, hex.
+    pub fingerprint: String,
+    /// Which key store holds the private key (`secret-service`, `keyutils`).
+    pub key_store: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub key: String,
+    pub fingerprint: String,
+    pub name: String,
+    pub avatar: Option<String>,
+    pub added_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: i64,
+    pub kind: ConversationKind,
+    /// UUID; for groups it is what identifies the group on the wire.
+    pub channel_id: String,
+    /// The contact's name (or short key) for a DM, the group's name for a group.
+    pub name: String,
+    /// Keys of the other participants.
+    pub members: Vec<String>,
+    /// The group's creator (the only one who may add or remove others).
+    pub admin: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Written to the outbox; not yet accepted by a TX relay.
+    Queued,
+    /// Accepted by the TX relay (every copy, for a group).
+    Sent,
+    /// Seen on a different relay than the one it was sent through: it is in the mesh.
+    Visible,
+    /// Given up on (reason in `failure`).
+    Failed,
+    /// Arrived from someone (or from another login of this identity).
+    Received,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub reactor: String,
+    pub reaction: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The protocol's message id (a UUID chosen by the author).
+    pub id: String,
+    pub conversation_id: i64,
+    pub sender: String,
+    pub sender_name: Option<String>,
+    /// Written by this identity (on this or another login).
+    pub outgoing: bool,
+    /// MESSAGE, or an unknown type kept verbatim.
+    pub kind: String,
+    pub content: String,
+    /// The author's timestamp (RFC 3339): histories are ordered by it, then by id.
+    pub timestamp: String,
+    pub state: MessageState,
+    pub failure: Option<String>,
+    pub edited: bool,
+    pub deleted: bool,
+    pub reactions: Vec<Reaction>,
+    /// Earlier contents, oldest first.
+    pub history: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    pub address: String,
+    /// `configured`, `learned` or `added`.
+    pub origin: String,
+    /// Load the relay reports (requests in flight + parked long-polls/100), if it reports any.
+    pub reported_load: Option<f64>,
+    /// Our own measurement, exponentially averaged.
+    pub latency_ms: Option<f64>,
+    pub successes: u64,
+    pub failures: u64,
+    /// Packets from it that failed to open (forged or corrupted).
+    pub forged: u64,
+    /// Acknowledged sends that never showed up elsewhere.
+    pub lost: u64,
+    pub suspect: bool,
+    pub supports_wait: bool,
+    /// What this identity uses it for: `rx`, or `tx` for some contacts (never which ones).
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the durable event log; `Subscribe(from_seq)` resumes after it.
+    pub seq: u64,
+    /// Unix time (ms) when recorded.
+    pub at: i64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    MessageReceived {
+        message: Message,
+    },
+    MessageSent {
+        message: Message,
+    },
+    MessageUpdated {
+        message: Message,
+    },
+    MessageStateChanged {
+        conversation_id: i64,
+        message_id: String,
+        state: MessageState,
+        failure: Option<String>,
+    },
+    ConversationUpdated {
+        conversation: Conversation,
+    },
+    ContactAdded {
+        contact: Contact,
+    },
+    IdentityChanged {
+        identity: IdentityInfo,
+    },
+    RelayDiscovered {
+        address: String,
+    },
+}
+
+/// A page of history, oldest first, and the cursor for the page before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    pub before: Option<String>,
+}

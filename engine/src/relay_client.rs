@@ -1,0 +1,236 @@
+//! HTTP client for relays, as a client uses them: send a packet, long-poll the RX relay,
+//! check by hash that a packet reached the mesh, read load figures, exchange server lists.
+
+use std::time::{Duration, Instant};
+
+use jasper_core::protocol::{self, FetchRequest, Packet, ServerEntry, ServerList};
+
+/// Why a relay request failed.
+#[derive(Debug, Clone)]
+pub enum RelayFailure {
+    /// Timeout, refused connection, broken answer: try again later or elsewhere.
+    Transient(String),
+    /// The relay refused the packet for what it is (4xx): re-sending it unchanged is pointless.
+    Rejected { status: u16, message: String },
+}
+
+impl std::fmt::Display for RelayFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelayFailure::Transient(m) => write!(f, "{m}"),
+            RelayFailure::Rejected { status, message } => {
+                write!(f, "rejected ({status}): {message}")
+            }
+        }
+    }
+}
+
+/// Load figures from `GET /status`.
+#[derive(Debug, Clone, Default)]
+pub struct RelayStatus {
+    pub load: Option<f64>,
+    pub supports_wait: bool,
+}
+
+pub struct RelayClient {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+/// The answer of a recipient fetch.
+pub struct Fetched {
+    pub packets: Vec<Packet>,
+    pub cursor: Option<u64>,
+}
+
+const MAX_ANSWER: usize = 32 * 1024 * 1024;
+
+impl RelayClient {
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("jasperd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("static client configuration is valid");
+        Self { http, timeout }
+    }
+
+    async fn post(
+        &self,
+        relay: &str,
+        path: &str,
+        body: Vec<u8>,
+        extra: Duration,
+    ) -> Result<(u16, Vec<u8>, Duration), RelayFailure> {
+        let started = Instant::now();
+        let mut resp = self
+            .http
+            .post(format!("http://{relay}{path}"))
+            .header("content-type", "application/json")
+            .timeout(self.timeout + extra)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| RelayFailure::Transient(format!("{relay}{path}: {e}")))?;
+        let status = resp.status().as_u16();
+        let mut out = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| RelayFailure::Transient(format!("{relay}{path}: {e}")))?
+        {
+            if out.len() + chunk.len() > MAX_ANSWER {
+                return Err(RelayFailure::Transient(format!(
+                    "{relay}{path}: answer too large"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok((status, out, started.elapsed()))
+    }
+
+    /// Sends a packet; `Ok(latency)` when the relay accepted it (or already held it).
+    pub async fn send(&self, relay: &str, packet_json: &str) -> Result<Duration, RelayFailure> {
+        let (status, body, took) = self
+            .post(
+                relay,
+                "/send",
+                packet_json.as_bytes().to_vec(),
+                Duration::ZERO,
+            )
+            .await?;
+        match status {
+            200..=299 => Ok(took),
+            400..=499 => Err(RelayFailure::Rejected {
+                status,
+                message: error_message(&body),
+            }),
+            _ => Err(RelayFailure::Transient(format!(
+                "{relay}/send answered {status}: {}",
+                error_message(&body)
+            ))),
+        }
+    }
+
+    /// Fetches packets for `recipient`, after `since`, holding up to `wait` for new ones.
+    pub async fn fetch_for(
+        &self,
+        relay: &str,
+        recipient: &str,
+        since: Option<u64>,
+        wait: Duration,
+    ) -> Result<Fetched, RelayFailure> {
+        let req = FetchRequest {
+            recipient: Some(recipient.to_owned()),
+            hashes: None,
+            wait: (!wait.is_zero()).then_some(wait.as_secs()),
+            since,
+        };
+        let body = serde_json::to_vec(&req).expect("serialises");
+        let (status, answer, _) = self.post(relay, "/fetch", body, wait).await?;
+        if !(200..300).contains(&status) {
+            return Err(RelayFailure::Transient(format!(
+                "{relay}/fetch answered {status}: {}",
+                error_message(&answer)
+            )));
+        }
+        let packets = protocol::parse_fetch_response(&answer)
+            .map_err(|e| RelayFailure::Transient(format!("{relay}/fetch: {e}")))?
+            .into_iter()
+            .flatten()
+            .collect();
+        let cursor = serde_json::from_slice::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v.get("cursor").and_then(|c| c.as_u64()));
+        Ok(Fetched { packets, cursor })
+    }
+
+    /// Whether `relay` holds a packet with this hash (and its content matches the hash).
+    pub async fn holds(&self, relay: &str, hash: &str) -> Result<bool, RelayFailure> {
+        let req = FetchRequest {
+            hashes: Some(vec![hash.to_owned()]),
+            ..Default::default()
+        };
+        let (status, answer, _) = self
+            .post(
+                relay,
+                "/fetch",
+                serde_json::to_vec(&req).expect("serialises"),
+                Duration::ZERO,
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(RelayFailure::Transient(format!(
+                "{relay}/fetch answered {status}"
+            )));
+        }
+        let packets = protocol::parse_fetch_response(&answer)
+            .map_err(|e| RelayFailure::Transient(e.to_string()))?;
+        Ok(packets.into_iter().flatten().any(|p| {
+            p.hash.eq_ignore_ascii_case(hash)
+                && jasper_core::MessageHash::of_message(&p.message).to_hex()
+                    == hash.to_ascii_lowercase()
+        }))
+    }
+
+    /// Load figures; `Ok(default)` for relays without `/status` (the reference relay).
+    pub async fn status(&self, relay: &str) -> Result<(RelayStatus, Duration), RelayFailure> {
+        let started = Instant::now();
+        let resp = self
+            .http
+            .get(format!("http://{relay}/status"))
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| RelayFailure::Transient(format!("{relay}/status: {e}")))?;
+        let took = started.elapsed();
+        if !resp.status().is_success() {
+            return Ok((RelayStatus::default(), took));
+        }
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        let load = v.get("load").map(|l| {
+            let f = |k: &str| l.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
+            f("active_requests") + f("waiting_fetches") / 1000.0 + f("requests_per_second") / 100.0
+        });
+        let supports_wait = v
+            .get("extensions")
+            .and_then(|e| e.as_array())
+            .is_some_and(|e| e.iter().any(|x| x == "fetch.wait"));
+        Ok((
+            RelayStatus {
+                load,
+                supports_wait,
+            },
+            took,
+        ))
+    }
+
+    /// `/sync/servers` with our list; returns what the relay says we lack.
+    pub async fn servers(
+        &self,
+        relay: &str,
+        ours: Vec<ServerEntry>,
+    ) -> Result<Vec<ServerEntry>, RelayFailure> {
+        let body = serde_json::to_vec(&ServerList { servers: ours }).expect("serialises");
+        let (status, answer, _) = self
+            .post(relay, "/sync/servers", body, Duration::ZERO)
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(RelayFailure::Transient(format!(
+                "{relay}/sync/servers answered {status}"
+            )));
+        }
+        protocol::parse_servers_response(&answer)
+            .map(|(s, _)| s)
+            .map_err(|e| RelayFailure::Transient(format!("{relay}/sync/servers: {e}")))
+    }
+}
+
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+}
