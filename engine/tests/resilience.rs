@@ -1,0 +1,183 @@
+//! Several logins of one key, and a TX relay that drops what it acknowledges.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use common::*;
+use jasper_engine::MessageState;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_logins_of_one_key_end_with_identical_histories() {
+    let dir = tempfile::tempdir().unwrap();
+    let relays = mesh(4, dir.path());
+    let secrets = Arc::new(ProcessMemorySecrets::default());
+    let phone = engine(&dir.path().join("phone"), &relays, secrets.clone()).await;
+    let laptop = engine(&dir.path().join("laptop"), &relays, secrets.clone()).await;
+    let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
+    let me = phone.create_identity().await.unwrap();
+    let same = laptop
+        .import_identity(&phone.export_identity().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(me.public_key, same.public_key);
+    let b = bob.create_identity().await.unwrap();
+    phone.add_contact(&b.public_key, "bob", None).unwrap();
+    laptop.add_contact(&b.public_key, "bob", None).unwrap();
+    bob.add_contact(&me.public_key, "me", None).unwrap();
+
+    let m1 = phone.send("bob", "from the phone").unwrap();
+    let m2 = bob.send("me", "to both logins").unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || laptop.message(&m1.id).is_ok()
+            && laptop.message(&m2.id).is_ok())
+        .await,
+        "laptop missing messages"
+    );
+    let m3 = laptop.send("bob", "from the laptop").unwrap();
+    assert!(eventually(Duration::from_secs(15), || phone.message(&m3.id).is_ok()).await);
+    laptop
+        .edit(&m1.id, "from the phone, edited on the laptop")
+        .unwrap();
+    bob.react(&m3.id, ":wave:").unwrap();
+    phone.delete(&m3.id).unwrap();
+
+    let settled = |e: &jasper_engine::Engine| {
+        e.message(&m1.id).is_ok_and(|m| m.edited)
+            && e.message(&m3.id)
+                .is_ok_and(|m| m.deleted && m.reactions.len() == 1)
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || settled(&phone)
+            && settled(&laptop))
+        .await,
+        "logins did not converge"
+    );
+    let history = |e: &jasper_engine::Engine| {
+        e.messages("bob", None, 100)
+            .unwrap()
+            .messages
+            .into_iter()
+            .map(|m| {
+                (
+                    m.id,
+                    m.sender,
+                    m.content,
+                    m.outgoing,
+                    m.edited,
+                    m.deleted,
+                    m.reactions,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(history(&phone), history(&laptop));
+    assert_eq!(history(&phone).len(), 3);
+    // Bob sees the laptop's message from the same key as the phone's.
+    assert!(
+        eventually(Duration::from_secs(15), || bob
+            .message(&m3.id)
+            .is_ok_and(|m| m.sender == me.public_key && m.deleted))
+        .await
+    );
+}
+
+/// A relay that acknowledges every packet and keeps none, and reports itself idle.
+async fn dropping_relay() -> String {
+    let app = Router::new()
+        .route("/send", post(|| async { "ok" }))
+        .route(
+            "/fetch",
+            post(|body: axum::Json<Value>| async move {
+                let n = body["hashes"].as_array().map_or(0, Vec::len);
+                axum::Json(json!({ "messages": vec![Value::Null; n] }))
+            }),
+        )
+        .route("/sync/servers", post(|| async { axum::Json(json!({})) }))
+        .route("/sync/hashes", post(|| async { axum::Json(json!({})) }))
+        .route(
+            "/status",
+            get(|| async {
+                axum::Json(
+                    json!({ "load": { "active_requests": 0 }, "extensions": ["fetch.wait"] }),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let relays = mesh(3, dir.path());
+    let secrets = Arc::new(ProcessMemorySecrets::default());
+    // Alice knows one real relay (and learns none: private addresses are not learned).
+    let mut config = common::config(&dir.path().join("alice"), &relays[..1]);
+    config.allow_private_relays = false;
+    let alice = jasper_engine::Engine::open(config, secrets.clone())
+        .await
+        .unwrap();
+    let bob = engine(&dir.path().join("bob"), &relays[1..], secrets.clone()).await;
+    let a = alice.create_identity().await.unwrap();
+    let b = bob.create_identity().await.unwrap();
+    alice.add_contact(&b.public_key, "bob", None).unwrap();
+    bob.add_contact(&a.public_key, "alice", None).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || alice
+            .rx_relay()
+            .unwrap()
+            .is_some())
+        .await
+    );
+    // The dropper is the only relay free for a TX assignment, so it gets bob's.
+    let dropper = dropping_relay().await;
+    alice.add_relay(&dropper).unwrap();
+
+    let m = alice.send("bob", "through a bad relay").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || alice
+            .message_routes(&m.id)
+            .unwrap()[0]
+            .1
+            .as_deref()
+            == Some(dropper.as_str()))
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || bob.message(&m.id).is_ok()).await,
+        "the message never arrived through another relay"
+    );
+    assert_ne!(
+        alice.message_routes(&m.id).unwrap()[0].1.as_deref(),
+        Some(dropper.as_str())
+    );
+    let report = alice
+        .relays()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.address == dropper)
+        .unwrap();
+    assert!(report.lost >= 1 && report.suspect, "{report:?}");
+    assert!(
+        eventually(Duration::from_secs(15), || alice
+            .message(&m.id)
+            .is_ok_and(|m| m.state == MessageState::Visible))
+        .await
+    );
+    // Exactly once at bob, although it was sent twice.
+    let copies = bob
+        .messages("alice", None, 10)
+        .unwrap()
+        .messages
+        .iter()
+        .filter(|x| x.id == m.id)
+        .count();
+    assert_eq!(copies, 1);
+}
