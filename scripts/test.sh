@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every test: installs what the tests need (redis-server, a C
-# toolchain for aws-lc), then formatting, clippy with warnings as errors, and the whole
-# workspace's tests (unit, real relay processes, real Redis).
+# toolchain for aws-lc; gnome-keyring, dbus, libsecret-tools and keyutils through
+# with-secret-service.sh), then formatting, clippy with warnings as errors, and the whole
+# workspace's tests (unit, real relay processes, real Redis, a real Secret Service and keyutils).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +31,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+# Next to a throwaway gnome-keyring on a private session bus. Not under `keyctl session -`: the
+# keyutils tests (and the daemon) join their own session keyring with
+# prepare_process_for_keyutils(), and a wrapper would hide a missing call.
+scripts/with-secret-service.sh cargo test --workspace --locked
