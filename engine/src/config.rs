@@ -13,7 +13,8 @@ pub struct EngineConfig {
     pub allow_private_relays: bool,
     /// Polling interval on relays without the long-poll extension.
     pub poll_interval: Duration,
-    /// How long one long-poll asks the RX relay to hold the request (relays cap it at 30 s).
+    /// How long one long-poll asks the RX relay to hold the request (relays cap it at 30 s);
+    /// zero turns long-polling off (plain polling every `poll_interval`).
     pub long_poll: Duration,
     /// A sent packet not visible on another relay after this long is re-sent through
     /// another TX relay, and its first relay is marked suspect.

@@ -868,7 +868,8 @@ impl Engine {
                 if let Some(c) = fetched.cursor {
                     let _ = self.inner.db.set_rx_cursor(&relay, &fp, c);
                 }
-                Ok(supports_wait)
+                // A zero long-poll setting means plain polling even where the relay could wait.
+                Ok(supports_wait && !wait.is_zero())
             }
             Err(e) => {
                 tracing::warn!(relay, error = %e, "fetch from RX relay failed");

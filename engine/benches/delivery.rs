@@ -1,0 +1,315 @@
+//! End-to-end figures of the engine through real release relays on loopback:
+//! delivery latency from `send` to the recipient's event (long-poll, and 1 s polling),
+//! packets opened per second (beside `openssl speed rsa4096` in the same run), and a
+//! 50-member group send.
+//!
+//!   cargo build --release -p jasper-relay && cargo bench -p jasper-engine --bench delivery
+//!
+//! Options after `--`: `--messages N` (default 200).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jasper_engine::{Engine, EngineConfig, EventKind, MessageState, SecretStore};
+
+#[derive(Default)]
+struct ProcessMemorySecrets(Mutex<HashMap<String, String>>);
+
+impl SecretStore for ProcessMemorySecrets {
+    fn kind(&self) -> String {
+        "process-memory".into()
+    }
+    fn save(&self, a: &str, s: &str) -> Result<(), String> {
+        self.0.lock().unwrap().insert(a.into(), s.into());
+        Ok(())
+    }
+    fn load(&self, a: &str) -> Result<Option<String>, String> {
+        Ok(self.0.lock().unwrap().get(a).cloned())
+    }
+    fn delete(&self, a: &str) -> Result<(), String> {
+        self.0.lock().unwrap().remove(a);
+        Ok(())
+    }
+}
+
+struct Relay(Child, String);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn relay_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("jasper-relay");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build --release -p jasper-relay ({} missing)",
+        bin.display()
+    );
+    bin
+}
+
+fn mesh(n: usize, dir: &Path) -> Vec<Relay> {
+    let ports: Vec<u16> = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    (0..n)
+        .map(|i| {
+            let mut cmd = Command::new(relay_binary());
+            cmd.arg("--listen")
+                .arg(format!("127.0.0.1:{}", ports[i]))
+                .arg("--data-dir")
+                .arg(dir.join(format!("r{i}")));
+            cmd.args(["--allow-private-peers", "true"]);
+            for (j, p) in ports.iter().enumerate() {
+                if i != j {
+                    cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
+                }
+            }
+            let mut child = cmd
+                .env("JASPER_LOG", "error")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            lines.next();
+            std::thread::spawn(move || for _ in lines {});
+            Relay(child, format!("127.0.0.1:{}", ports[i]))
+        })
+        .collect()
+}
+
+fn config(dir: &Path, relays: &[Relay], long_poll: bool) -> EngineConfig {
+    let mut c = EngineConfig::new(dir);
+    c.relays = relays.iter().map(|r| r.1.clone()).collect();
+    c.allow_private_relays = true;
+    c.notifications = false;
+    c.poll_interval = Duration::from_secs(1);
+    c.long_poll = if long_poll {
+        Duration::from_secs(25)
+    } else {
+        Duration::ZERO
+    };
+    c
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn latency_run(dir: &Path, relays: &[Relay], long_poll: bool, n: usize) -> Vec<Duration> {
+    let secrets = Arc::new(ProcessMemorySecrets::default());
+    let alice = Engine::open(
+        config(&dir.join("alice"), relays, long_poll),
+        secrets.clone(),
+    )
+    .await
+    .unwrap();
+    let bob = Engine::open(config(&dir.join("bob"), relays, long_poll), secrets.clone())
+        .await
+        .unwrap();
+    let a = alice.create_identity().await.unwrap();
+    let b = bob.create_identity().await.unwrap();
+    alice.add_contact(&b.public_key, "bob", None).unwrap();
+    bob.add_contact(&a.public_key, "alice", None).unwrap();
+    let mut events = Box::pin(bob.subscribe(0));
+    // Warm-up: assignments made, connections open.
+    let warm = alice.send("bob", "warm-up").unwrap();
+    wait_for(&mut events, &warm.id).await;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        // Spread sends over the poll period so polling is measured fairly, not phase-locked.
+        if !long_poll {
+            tokio::time::sleep(Duration::from_millis(137 * (i as u64 % 7))).await;
+        }
+        let started = Instant::now();
+        let m = alice.send("bob", &format!("message {i}")).unwrap();
+        wait_for(&mut events, &m.id).await;
+        out.push(started.elapsed());
+    }
+    alice.shutdown();
+    bob.shutdown();
+    out.sort();
+    out
+}
+
+async fn wait_for(
+    events: &mut (impl futures::Stream<Item = jasper_engine::Result<jasper_engine::Event>> + Unpin),
+    id: &str,
+) {
+    while let Some(e) = events.next().await {
+        if let EventKind::MessageReceived { message } = e.unwrap().kind
+            && message.id == id
+        {
+            return;
+        }
+    }
+}
+
+fn openssl_rsa4096_signs_per_sec() -> Option<f64> {
+    let out = Command::new("openssl")
+        .args(["speed", "-seconds", "3", "rsa4096"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "rsa 4096 bits 0.002200s 0.000034s    454.5  29411.8"
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("rsa 4096 bits") || l.contains("rsa  4096 bits"))?;
+    let nums: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    nums.get(nums.len().checked_sub(2)?).copied()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--messages")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    let relays = mesh(4, dir.path());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "jasper-engine delivery bench: 4 release relays on loopback, 2 in-process engines, {n} messages per mode\n"
+    );
+
+    let lp = latency_run(&dir.path().join("lp"), &relays, true, n).await;
+    let poll = latency_run(&dir.path().join("poll"), &relays, false, n.min(60)).await;
+    println!("| delivery, send -> recipient event | n | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| long-poll (TX != RX relay) | {} | {} | {} | {} |",
+        lp.len(),
+        ms(percentile(&lp, 0.5)),
+        ms(percentile(&lp, 0.99)),
+        ms(*lp.last().unwrap())
+    );
+    println!(
+        "| 1 s polling | {} | {} | {} | {} |",
+        poll.len(),
+        ms(percentile(&poll, 0.5)),
+        ms(percentile(&poll, 0.99)),
+        ms(*poll.last().unwrap())
+    );
+
+    // Opening: the recipient's private-key work per packet.
+    let alice = jasper_core::PrivateKey::generate().unwrap();
+    let bob = jasper_core::PrivateKey::generate().unwrap();
+    let inner = jasper_core::protocol::InnerMessage {
+        sender: alice.public_key().to_text().to_owned(),
+        channel_id: uuid::Uuid::new_v4().to_string(),
+        kind: jasper_core::protocol::MessageKind::Message,
+        content: "a typical short chat message".into(),
+        id: uuid::Uuid::new_v4().to_string(),
+        timestamp: jasper_core::protocol::timestamp_now(),
+    };
+    let packets: Vec<_> = (0..300)
+        .map(|_| {
+            jasper_core::seal(&alice, &[bob.public_key()], &inner)
+                .unwrap()
+                .remove(0)
+        })
+        .collect();
+    let started = Instant::now();
+    for p in &packets {
+        jasper_core::open(&bob, p).unwrap();
+    }
+    let opened = packets.len() as f64 / started.elapsed().as_secs_f64();
+    let openssl = openssl_rsa4096_signs_per_sec();
+    println!("\n| opening packets (one core) | per second |");
+    println!("|---|---|");
+    println!("| `jasper_core::open` (RSA-OAEP decrypt + PSS verify + 2 AES-GCM) | {opened:.0} |");
+    match openssl {
+        Some(s) => println!("| `openssl speed rsa4096` private-key ops, same run | {s:.0} |"),
+        None => println!("| `openssl speed rsa4096` | (openssl not available) |"),
+    }
+
+    // A 50-member group send.
+    let secrets = Arc::new(ProcessMemorySecrets::default());
+    let sender = Engine::open(config(&dir.path().join("group"), &relays, true), secrets)
+        .await
+        .unwrap();
+    sender.create_identity().await.unwrap();
+    let keys: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..25)
+                        .map(|_| {
+                            jasper_core::PrivateKey::generate()
+                                .unwrap()
+                                .public_key()
+                                .to_text()
+                                .to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    for (i, k) in keys.iter().enumerate() {
+        sender.add_contact(k, &format!("member{i}"), None).unwrap();
+    }
+    let names: Vec<String> = (0..50).map(|i| format!("member{i}")).collect();
+    sender.create_group("fifty", &names).unwrap();
+    let started = Instant::now();
+    let m = sender.send("fifty", "hello fifty").unwrap();
+    let api = started.elapsed();
+    let mut sent_at = None;
+    loop {
+        let state = sender.message(&m.id).unwrap().state;
+        if state == MessageState::Sent && sent_at.is_none() {
+            sent_at = Some(started.elapsed());
+        }
+        if state == MessageState::Visible {
+            sent_at.get_or_insert(started.elapsed());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "group send did not complete: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let visible = started.elapsed();
+    println!("\n| 50-member group send | time |");
+    println!("|---|---|");
+    println!(
+        "| `send` returns (1 signature + 50 OAEP wraps + self-copy, committed) | {} |",
+        ms(api)
+    );
+    println!(
+        "| all 50 copies accepted by TX relays | {} |",
+        ms(sent_at.unwrap())
+    );
+    println!("| all 50 copies seen on another relay | {} |", ms(visible));
+    sender.shutdown();
+}
