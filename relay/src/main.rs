@@ -14,14 +14,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Logs go to stderr: stdout carries only the "listening on" line that scripts read.
     let filter = EnvFilter::try_from_env("JASPER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if config.log_json {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
+            .with_writer(std::io::stderr)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -71,7 +71,11 @@ pub fn mesh(n: usize, dir: &std::path::Path) -> Vec<RelayProc> {
                 .spawn()
                 .unwrap();
             let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+            let first = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .find(|l| l.contains("listening"))
+                .unwrap_or_default();
             assert!(first.contains("listening"), "relay did not start: {first}");
             std::thread::spawn(move || for _ in lines {});
             RelayProc {

@@ -98,7 +98,11 @@ impl Relay {
             .expect("jasper-relay starts");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let first = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listening"))
+            .unwrap_or_default();
         assert!(
             first.contains("listening on"),
             "relay did not start: {first:?}"
