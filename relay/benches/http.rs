@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench -p jasper-relay --bench http -- [--duration SECS] [--warmup SECS]
 //!     [--connections N] [--bodies N] [--reference http://127.0.0.1:18080]
-//!     [--redis redis://127.0.0.1:6379 | --no-redis]
+//!     [--redis redis://127.0.0.1:6379 | --no-redis] [--send-only]
 //! ```
 //!
 //! Every server under test is a separate process on loopback: the relay binary (Cargo builds
@@ -16,7 +16,11 @@
 //! The load generator is closed-loop: N keep-alive HTTP/1.1 connections (one hyper client
 //! connection per task), each sending its next request when the previous answer has been read
 //! whole, on ONE thread (Tokio current-thread runtime), so the server has the other core(s).
-//! Every `/send` body is a distinct valid packet, generated before any timing starts.
+//! Every `/send` body is a distinct valid packet, generated before any timing starts; a phase
+//! that runs out of them stops early and says so (raise `--bodies`).
+//!
+//! `JASPER_BENCH_RELAY=PATH` runs another relay binary with the same load generator (to compare
+//! two builds). Results and the commands used: `docs/benchmarks.md`.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -41,7 +45,13 @@ use rand::{Rng, RngCore, SeedableRng};
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const RECIPIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recipients.txt");
+/// The relay binary Cargo built for this bench; `JASPER_BENCH_RELAY=PATH` runs another build
+/// instead (to compare two versions with the same load generator).
 const RELAY_BIN: &str = env!("CARGO_BIN_EXE_jasper-relay");
+
+fn relay_bin() -> String {
+    std::env::var("JASPER_BENCH_RELAY").unwrap_or_else(|_| RELAY_BIN.to_owned())
+}
 /// Random bytes in each packet's `message` (before base64).
 const MESSAGE_BYTES: usize = 1024;
 /// Random bytes in each packet's `signature` (before base64): one RSA-4096 block.
@@ -69,7 +79,8 @@ fn main() {
 }
 
 const USAGE: &str = "usage: cargo bench -p jasper-relay --bench http -- [--duration SECS] \
-[--warmup SECS] [--connections N] [--bodies N] [--reference URL] [--redis URL | --no-redis]";
+[--warmup SECS] [--connections N] [--bodies N] [--reference URL] [--redis URL | --no-redis] \
+[--send-only]";
 
 struct Opts {
     duration: Duration,
@@ -78,6 +89,7 @@ struct Opts {
     bodies: usize,
     reference: Option<SocketAddr>,
     redis: RedisChoice,
+    send_only: bool,
 }
 
 enum RedisChoice {
@@ -92,9 +104,10 @@ impl Opts {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             connections: 32,
-            bodies: 150_000,
+            bodies: 300_000,
             reference: None,
             redis: RedisChoice::Own,
+            send_only: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -113,6 +126,7 @@ impl Opts {
                 "--reference" => o.reference = Some(loopback_addr(&value()?)?),
                 "--redis" => o.redis = RedisChoice::External(value()?),
                 "--no-redis" => o.redis = RedisChoice::Skip,
+                "--send-only" => o.send_only = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -242,9 +256,12 @@ fn wait_for_address(proc: &mut Proc, log: &Path, prefix: &str) -> Res<SocketAddr
             return Ok(line.trim().parse()?);
         }
         if let Some(status) = proc.child.try_wait()? {
-            return Err(
-                format!("{} exited ({status}) before listening:\n{text}", proc.name).into(),
-            );
+            let err = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+            return Err(format!(
+                "{} exited ({status}) before listening:\n{text}{err}",
+                proc.name
+            )
+            .into());
         }
         if Instant::now() > deadline {
             return Err(format!("{} did not start within 30 s:\n{text}", proc.name).into());
@@ -271,7 +288,8 @@ fn start_bare(dir: &Path) -> Res<(Proc, SocketAddr)> {
 
 fn start_relay(dir: &Path, redis: Option<&str>) -> Res<(Proc, SocketAddr)> {
     let log = dir.join("relay.log");
-    let mut cmd = Command::new(RELAY_BIN);
+    let bin = relay_bin();
+    let mut cmd = Command::new(&bin);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("JASPER_RELAY_") || k == "JASPER_LOG" {
             cmd.env_remove(k);
@@ -290,9 +308,9 @@ fn start_relay(dir: &Path, redis: Option<&str>) -> Res<(Proc, SocketAddr)> {
     let child = cmd
         .stdin(Stdio::null())
         .stdout(File::create(&log)?)
-        .stderr(Stdio::inherit())
+        .stderr(File::create(log.with_extension("err"))?)
         .spawn()
-        .map_err(|e| format!("cannot run {RELAY_BIN}: {e}"))?;
+        .map_err(|e| format!("cannot run {bin}: {e}"))?;
     let mut proc = Proc {
         name: "jasper-relay",
         child,
@@ -671,7 +689,7 @@ fn run(opts: Opts) -> Res<()> {
         opts.duration.as_secs_f64(),
         loadavg()
     );
-    eprintln!("relay binary: {RELAY_BIN}");
+    eprintln!("relay binary: {}", relay_bin());
     let recipients = load_recipients()?;
     let t = Instant::now();
     let (bodies, hashes) = send_bodies(opts.bodies, &recipients);
@@ -724,6 +742,10 @@ fn run(opts: Opts) -> Res<()> {
         let dir = tmp.path().join(format!("relay-{}", rows.len()));
         std::fs::create_dir_all(&dir)?;
         let (relay, addr) = start_relay(&dir, redis_url.as_deref())?;
+        eprintln!(
+            "started jasper-relay ({name}), pid {}, on {addr}",
+            relay.pid()
+        );
         let mut servers = vec![&relay];
         if redis_url.is_some()
             && let Some(r) = &redis_proc
@@ -751,6 +773,9 @@ fn run(opts: Opts) -> Res<()> {
         report(rows.last().unwrap());
         if sent == 0 {
             return Err("no packet was sent".into());
+        }
+        if opts.send_only {
+            continue;
         }
         let by_recipient = run_phase(
             &opts,

@@ -27,11 +27,21 @@ const MAX_BATCH: usize = 1024;
 const SEQ_KEY: &[u8] = b"seq";
 
 /// The value under a hash in `messages`.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Record {
     recipient: String,
     message: String,
     signature: String,
+    expires_at: u64,
+    seq: u64,
+}
+
+/// [`Record`] as written: the same JSON, serialised from the queued packet without copying it.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    recipient: &'a str,
+    message: &'a str,
+    signature: &'a str,
     expires_at: u64,
     seq: u64,
 }
@@ -313,7 +323,8 @@ impl Writer {
             .db
             .batch()
             .durability(Some(PersistMode::SyncData));
-        let mut in_batch: HashMap<MessageHash, (String, String)> = HashMap::new();
+        // Packets stored by this batch so far: (recipient, signature) by hash, borrowed.
+        let mut in_batch: HashMap<MessageHash, (&str, &str)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(puts.len());
         let seq_before = self.seq;
         let mut stored = 0u64;
@@ -323,10 +334,10 @@ impl Writer {
                 Ok(None) => {
                     self.seq += 1;
                     let seq = self.seq;
-                    let record = Record {
-                        recipient: p.recipient.clone(),
-                        message: p.message.clone(),
-                        signature: p.signature.clone(),
+                    let record = RecordRef {
+                        recipient: &p.recipient,
+                        message: &p.message,
+                        signature: &p.signature,
                         expires_at: p.expires_at,
                         seq,
                     };
@@ -356,7 +367,7 @@ impl Writer {
                         expiry_key(forget_at, h).to_vec(),
                         Vec::new(),
                     );
-                    in_batch.insert(p.hash, (p.recipient.clone(), p.signature.clone()));
+                    in_batch.insert(p.hash, (&p.recipient, &p.signature));
                     stored += 1;
                     Ok(PutOutcome::Stored { seq })
                 }
@@ -364,6 +375,7 @@ impl Writer {
             };
             outcomes.push(outcome);
         }
+        drop(in_batch);
         let committed = if stored > 0 {
             batch.insert(
                 &self.tables.meta,
@@ -394,7 +406,7 @@ impl Writer {
         &self,
         p: &NewPacket,
         now: u64,
-        in_batch: &HashMap<MessageHash, (String, String)>,
+        in_batch: &HashMap<MessageHash, (&str, &str)>,
     ) -> StoreResult<Option<PutOutcome>> {
         if p.expires_at <= now {
             return Ok(Some(PutOutcome::Expired));
