@@ -1,0 +1,15 @@
+//! # jasper-proto
+//!
+//! The local gRPC API of `jasperd` (package `jasper.v1`, schema in `jasper/v1/jasper.proto`):
+//! messages, client stubs and server traits generated at build time, plus the encoded file
+//! descriptor set for server reflection. Built with `protox`, so no `protoc` is needed.
+
+#![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+
+pub mod v1 {
+    tonic::include_proto!("jasper.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `jasper.v1`, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/jasper_descriptor.bin"));
