@@ -1,0 +1,742 @@
+//! `jasper`, the command line client: one call to the daemon per command, human output or
+//! `--json` (one JSON document, JSON lines for `watch`). Errors go to stderr as
+//! `error: <code>: <message>` (or `{"error":{"code":...,"message":...}}` with `--json`); the exit
+//! status is 2 for invalid input and 1 for every other failure.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use jasper_engine as model;
+use jasper_proto::v1 as pb;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::client::Client;
+use crate::config::default_socket_path;
+use crate::convert::from_pb;
+use crate::status::ApiError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jasper",
+    version,
+    about = "Command line client of jasperd, the Jasper daemon"
+)]
+pub struct Cli {
+    /// The daemon's socket [default: $XDG_RUNTIME_DIR/jasper/jasperd.sock].
+    #[arg(long, global = true, env = "JASPER_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Machine output: one JSON document (JSON lines for `watch`), errors as JSON on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// This daemon's identity (its RSA-4096 key).
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+    /// The local contact list.
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Sends a text message to a contact (name or key) or a conversation (`#id`).
+    Send {
+        #[arg(long)]
+        to: String,
+        text: String,
+    },
+    /// Groups: create, change members, send.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// One page of a conversation's history, oldest first.
+    Messages {
+        /// Contact name, key, group name or `#id`.
+        #[arg(long = "with")]
+        with: String,
+        /// Page size (1-500, default 50).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Cursor from a previous page: show the messages before it.
+        #[arg(long)]
+        before: Option<String>,
+    },
+    /// Replaces the text of a message you wrote.
+    Edit { id: String, text: String },
+    /// Deletes a message you wrote.
+    Delete { id: String },
+    /// Reacts to a message, e.g. `:thumbsup:`.
+    React { id: String, reaction: String },
+    /// The TX relays that carried a message's copies.
+    Routes { id: String },
+    /// Known relays and their figures.
+    #[command(subcommand)]
+    Relays(RelayCommand),
+    /// Streams events (from the durable log after SEQ, then live).
+    Watch {
+        /// The last seq already seen (0: from the beginning).
+        #[arg(long = "from", default_value_t = 0)]
+        from: u64,
+    },
+    /// Every conversation (direct and group).
+    Conversations,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Generates a new RSA-4096 identity (the private key goes to the OS key store).
+    Create,
+    /// Shows the public key and its fingerprint.
+    Show,
+    /// Logs in with an existing private key (PKCS#8 PEM) from FILE, or stdin with `-`.
+    Import {
+        #[arg(default_value = "-")]
+        file: String,
+    },
+    /// Prints the private key (PKCS#8 PEM). Keep it secret.
+    Export,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactCommand {
+    /// Adds a contact (or renames the one with that key).
+    Add {
+        key: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists contacts.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupMembers {
+    /// The group's name (or `#id`).
+    pub name: String,
+    /// A member's contact name or key (repeatable).
+    #[arg(long = "member", required = true)]
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Creates a group with the given members.
+    Create(GroupMembers),
+    /// Adds members (creator only).
+    Add(GroupMembers),
+    /// Removes members (creator only).
+    Remove(GroupMembers),
+    /// Sends a text message to the group.
+    Send { name: String, text: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelayCommand {
+    /// Lists known relays.
+    List,
+    /// Adds a relay HOST:PORT.
+    Add { address: String },
+    /// Removes a relay HOST:PORT.
+    Remove { address: String },
+    /// Shows the relay this identity receives on.
+    Rx,
+}
+
+/// Runs the CLI on the process's arguments; the `main` of the `jasper` binary.
+pub fn main() -> ExitCode {
+    let json_requested = std::env::args().any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if json_requested && e.use_stderr() => {
+            let message = e.kind().to_string();
+            let detail = e.to_string();
+            let detail = detail
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .map(|l| l.trim_start_matches("error:").trim().to_owned())
+                .unwrap_or(message);
+            print_error(
+                true,
+                &ApiError {
+                    code: "invalid_argument".into(),
+                    message: detail,
+                    grpc_code: Code::InvalidArgument,
+                },
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: internal: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.json;
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error(json, &e);
+            ExitCode::from(if e.is_invalid_input() { 2 } else { 1 })
+        }
+    }
+}
+
+fn print_error(json: bool, e: &ApiError) {
+    let mut err = io::stderr().lock();
+    let _ = if json {
+        writeln!(
+            err,
+            "{}",
+            json!({"error": {"code": e.code, "message": e.message}})
+        )
+    } else {
+        writeln!(err, "error: {}: {}", e.code, e.message)
+    };
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError {
+        code: "invalid_argument".into(),
+        message: message.into(),
+        grpc_code: Code::InvalidArgument,
+    }
+}
+
+fn status(s: tonic::Status) -> ApiError {
+    ApiError::from_status(&s)
+}
+
+fn missing(what: &'static str) -> ApiError {
+    ApiError {
+        code: "internal".into(),
+        message: format!("the daemon's answer lacks {what}"),
+        grpc_code: Code::Internal,
+    }
+}
+
+/// Connects and runs one command.
+pub async fn run(cli: Cli) -> Result<(), ApiError> {
+    let socket = match cli.socket.or_else(|| default_socket_path(None)) {
+        Some(s) => s,
+        None => {
+            return Err(invalid(
+                "no socket: pass --socket or set JASPER_SOCKET (XDG_RUNTIME_DIR is unset)",
+            ));
+        }
+    };
+    // Read local input before connecting, so bad input is reported as such.
+    let import_pem = match &cli.command {
+        Command::Identity(IdentityCommand::Import { file }) => Some(read_input(file)?),
+        _ => None,
+    };
+    let mut c = Client::connect(&socket).await?;
+    let out = Output { json: cli.json };
+    match cli.command {
+        Command::Identity(cmd) => identity(&mut c, &out, cmd, import_pem).await,
+        Command::Contact(ContactCommand::Add { key, name }) => {
+            let r = c
+                .contacts
+                .add(pb::AddContactRequest {
+                    key,
+                    name,
+                    avatar: None,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let contact = from_pb::contact(r.contact.ok_or_else(|| missing("the contact"))?);
+            out.print(&contact, || {
+                format!("added {} ({})", contact.name, short(&contact.fingerprint))
+            })
+        }
+        Command::Contact(ContactCommand::List) => {
+            let r = c
+                .contacts
+                .list(pb::ListContactsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let contacts: Vec<model::Contact> =
+                r.contacts.into_iter().map(from_pb::contact).collect();
+            out.print(&contacts, || {
+                contacts
+                    .iter()
+                    .map(|c| format!("{}\t{}\t{}", c.name, short(&c.fingerprint), c.key))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Send { to, text } => send(&mut c, &out, to, text).await,
+        Command::Group(cmd) => group(&mut c, &out, cmd).await,
+        Command::Messages {
+            with,
+            limit,
+            before,
+        } => {
+            let r = c
+                .messages
+                .list(pb::ListMessagesRequest {
+                    with,
+                    before,
+                    limit: limit.unwrap_or(0),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let page = model::MessagePage {
+                messages: r.messages.into_iter().map(from_pb::message).collect(),
+                before: r.before,
+            };
+            out.print(&page, || {
+                let mut lines: Vec<String> = page.messages.iter().map(message_line).collect();
+                if let Some(cursor) = &page.before {
+                    lines.push(format!("(older messages: --before {cursor})"));
+                }
+                lines.join("\n")
+            })
+        }
+        Command::Edit { id, text } => {
+            let r = c
+                .messages
+                .edit(pb::EditMessageRequest { id, text })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_message(&out, r.message, "edited")
+        }
+        Command::Delete { id } => {
+            let r = c
+                .messages
+                .delete(pb::DeleteMessageRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_message(&out, r.message, "deleted")
+        }
+        Command::React { id, reaction } => {
+            let r = c
+                .messages
+                .react(pb::ReactRequest { id, reaction })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_message(&out, r.message, "reacted to")
+        }
+        Command::Routes { id } => {
+            let r = c
+                .messages
+                .routes(pb::MessageRoutesRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let routes: Vec<Value> = r
+                .routes
+                .iter()
+                .map(|r| json!({"recipient": r.recipient, "relay": r.relay}))
+                .collect();
+            out.print(&routes, || {
+                r.routes
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}\t{}",
+                            short(&r.recipient),
+                            r.relay.as_deref().unwrap_or("(not sent yet)")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Relays(cmd) => relays(&mut c, &out, cmd).await,
+        Command::Watch { from } => watch(&mut c, &out, from).await,
+        Command::Conversations => {
+            let r = c
+                .conversations
+                .list(pb::ListConversationsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let list: Vec<model::Conversation> = r
+                .conversations
+                .into_iter()
+                .map(from_pb::conversation)
+                .collect();
+            out.print(&list, || {
+                list.iter()
+                    .map(conversation_line)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+    }
+}
+
+async fn identity(
+    c: &mut Client,
+    out: &Output,
+    cmd: IdentityCommand,
+    import_pem: Option<String>,
+) -> Result<(), ApiError> {
+    let info = match cmd {
+        IdentityCommand::Create => {
+            c.identity
+                .create(pb::CreateIdentityRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .identity
+        }
+        IdentityCommand::Show => {
+            c.identity
+                .show(pb::ShowIdentityRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .identity
+        }
+        IdentityCommand::Import { .. } => {
+            c.identity
+                .import(pb::ImportIdentityRequest {
+                    pkcs8_pem: import_pem.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .identity
+        }
+        IdentityCommand::Export => {
+            let pem = c
+                .identity
+                .export(pb::ExportIdentityRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .pkcs8_pem;
+            return out.print(&json!({ "pkcs8_pem": pem }), || pem.trim_end().to_owned());
+        }
+    };
+    let info = from_pb::identity(info.ok_or_else(|| missing("the identity"))?);
+    out.print(&info, || {
+        format!(
+            "public key:  {}\nfingerprint: {}\nkey store:   {}",
+            info.public_key, info.fingerprint, info.key_store
+        )
+    })
+}
+
+async fn send(c: &mut Client, out: &Output, to: String, text: String) -> Result<(), ApiError> {
+    let r = c
+        .messages
+        .send(pb::SendMessageRequest { to, text })
+        .await
+        .map_err(status)?
+        .into_inner();
+    print_message(out, r.message, "queued")
+}
+
+async fn group(c: &mut Client, out: &Output, cmd: GroupCommand) -> Result<(), ApiError> {
+    let conversation = match cmd {
+        GroupCommand::Create(g) => {
+            c.conversations
+                .create_group(pb::CreateGroupRequest {
+                    name: g.name,
+                    members: g.members,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .conversation
+        }
+        GroupCommand::Add(g) => {
+            c.conversations
+                .add_members(pb::AddMembersRequest {
+                    group: g.name,
+                    members: g.members,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .conversation
+        }
+        GroupCommand::Remove(g) => {
+            c.conversations
+                .remove_members(pb::RemoveMembersRequest {
+                    group: g.name,
+                    members: g.members,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .conversation
+        }
+        GroupCommand::Send { name, text } => {
+            // Resolve first, so a contact that happens to share the name is never the target.
+            let conversation = c
+                .conversations
+                .get(pb::GetConversationRequest {
+                    target: name.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .conversation
+                .ok_or_else(|| missing("the conversation"))?;
+            if conversation.kind() != pb::ConversationKind::Group {
+                return Err(invalid(format!("{name} is not a group")));
+            }
+            return send(c, out, format!("#{}", conversation.id), text).await;
+        }
+    };
+    let conversation = from_pb::conversation(conversation.ok_or_else(|| missing("the group"))?);
+    out.print(&conversation, || conversation_line(&conversation))
+}
+
+async fn relays(c: &mut Client, out: &Output, cmd: RelayCommand) -> Result<(), ApiError> {
+    match cmd {
+        RelayCommand::List => {
+            let r = c
+                .relays
+                .list(pb::ListRelaysRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let relays: Vec<model::RelayInfo> = r.relays.into_iter().map(from_pb::relay).collect();
+            out.print(&relays, || {
+                relays.iter().map(relay_line).collect::<Vec<_>>().join("\n")
+            })
+        }
+        RelayCommand::Add { address } => {
+            let r = c
+                .relays
+                .add(pb::AddRelayRequest { address })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let relay = from_pb::relay(r.relay.ok_or_else(|| missing("the relay"))?);
+            out.print(&relay, || relay_line(&relay))
+        }
+        RelayCommand::Remove { address } => {
+            c.relays
+                .remove(pb::RemoveRelayRequest {
+                    address: address.clone(),
+                })
+                .await
+                .map_err(status)?;
+            out.print(&json!({ "removed": address }), || {
+                format!("removed {address}")
+            })
+        }
+        RelayCommand::Rx => {
+            let r = c
+                .relays
+                .rx_relay(pb::RxRelayRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            out.print(&json!({ "address": r.address }), || {
+                r.address
+                    .clone()
+                    .unwrap_or_else(|| "(none assigned yet)".into())
+            })
+        }
+    }
+}
+
+async fn watch(c: &mut Client, out: &Output, from: u64) -> Result<(), ApiError> {
+    let mut stream = c
+        .events
+        .subscribe(pb::SubscribeRequest { from_seq: from })
+        .await
+        .map_err(status)?
+        .into_inner();
+    while let Some(item) = stream.next().await {
+        let event = from_pb::event(item.map_err(status)?).map_err(|e| ApiError {
+            code: "internal".into(),
+            message: e.to_string(),
+            grpc_code: Code::Internal,
+        })?;
+        let line = if out.json {
+            serde_json::to_string(&event).map_err(|e| invalid(e.to_string()))?
+        } else {
+            event_line(&event)
+        };
+        let mut stdout = io::stdout().lock();
+        if writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            // The reader went away (`jasper watch | head`): nothing left to do.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn read_input(file: &str) -> Result<String, ApiError> {
+    let text = if file == "-" {
+        io::read_to_string(io::stdin()).map_err(|e| invalid(format!("reading stdin: {e}")))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| invalid(format!("reading {file}: {e}")))?
+    };
+    Ok(text)
+}
+
+fn print_message(out: &Output, m: Option<pb::Message>, verb: &str) -> Result<(), ApiError> {
+    let message = from_pb::message(m.ok_or_else(|| missing("the message"))?);
+    out.print(&message, || format!("{verb} {}", message.id))
+}
+
+/// Where a command's result goes: JSON, or the human text.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn print<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce() -> String,
+    ) -> Result<(), ApiError> {
+        let text = if self.json {
+            serde_json::to_string_pretty(value).map_err(|e| invalid(e.to_string()))?
+        } else {
+            human()
+        };
+        let mut stdout = io::stdout().lock();
+        if !text.is_empty() {
+            let _ = writeln!(stdout, "{text}");
+        }
+        let _ = stdout.flush();
+        Ok(())
+    }
+}
+
+fn short(text: &str) -> &str {
+    text.get(..12).unwrap_or(text)
+}
+
+fn state_name(state: &model::MessageState) -> &'static str {
+    match state {
+        model::MessageState::Queued => "queued",
+        model::MessageState::Sent => "sent",
+        model::MessageState::Visible => "visible",
+        model::MessageState::Failed => "failed",
+        model::MessageState::Received => "received",
+    }
+}
+
+fn message_line(m: &model::Message) -> String {
+    let who = if m.outgoing {
+        "me".to_owned()
+    } else {
+        m.sender_name
+            .clone()
+            .unwrap_or_else(|| short(&m.sender).to_owned())
+    };
+    let mut text = if m.deleted {
+        "(deleted)".to_owned()
+    } else {
+        m.content.clone()
+    };
+    if m.edited && !m.deleted {
+        text.push_str(" (edited)");
+    }
+    let reactions: Vec<&str> = m.reactions.iter().map(|r| r.reaction.as_str()).collect();
+    if !reactions.is_empty() {
+        text.push_str(&format!(" [{}]", reactions.join(" ")));
+    }
+    let failure = m
+        .failure
+        .as_deref()
+        .map(|f| format!(": {f}"))
+        .unwrap_or_default();
+    format!(
+        "{}  {who}: {text}  ({}{failure}, {})",
+        m.timestamp,
+        state_name(&m.state),
+        m.id
+    )
+}
+
+fn conversation_line(c: &model::Conversation) -> String {
+    let kind = match c.kind {
+        model::ConversationKind::Direct => "direct",
+        model::ConversationKind::Group => "group",
+    };
+    format!(
+        "#{}\t{kind}\t{}\t{} member(s)",
+        c.id,
+        c.name,
+        c.members.len()
+    )
+}
+
+fn relay_line(r: &model::RelayInfo) -> String {
+    let latency = r
+        .latency_ms
+        .map(|l| format!("{l:.0} ms"))
+        .unwrap_or_else(|| "-".into());
+    let load = r
+        .reported_load
+        .map(|l| format!("{l:.2}"))
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "{}\t{}\tlatency {latency}\tload {load}\tok {} / failed {}{}{}",
+        r.address,
+        r.origin,
+        r.successes,
+        r.failures,
+        if r.suspect { "\tSUSPECT" } else { "" },
+        if r.roles.is_empty() {
+            String::new()
+        } else {
+            format!("\t[{}]", r.roles.join(","))
+        }
+    )
+}
+
+fn event_line(e: &model::Event) -> String {
+    let what = match &e.kind {
+        model::EventKind::MessageReceived { message } => {
+            format!("received {}", message_line(message))
+        }
+        model::EventKind::MessageSent { message } => format!("sent {}", message_line(message)),
+        model::EventKind::MessageUpdated { message } => {
+            format!("updated {}", message_line(message))
+        }
+        model::EventKind::MessageStateChanged {
+            message_id,
+            state,
+            failure,
+            ..
+        } => format!(
+            "state {message_id} {}{}",
+            state_name(state),
+            failure
+                .as_deref()
+                .map(|f| format!(": {f}"))
+                .unwrap_or_default()
+        ),
+        model::EventKind::ConversationUpdated { conversation } => {
+            format!("conversation {}", conversation_line(conversation))
+        }
+        model::EventKind::ContactAdded { contact } => format!("contact {}", contact.name),
+        model::EventKind::IdentityChanged { identity } => {
+            format!("identity {}", short(&identity.fingerprint))
+        }
+        model::EventKind::RelayDiscovered { address } => format!("relay {address}"),
+    };
+    format!("#{} {what}", e.seq)
+}

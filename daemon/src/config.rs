@@ -1,0 +1,396 @@
+//! `jasperd`'s one typed configuration, built from (highest first) command-line flags,
+//! `JASPERD_*` environment variables, a TOML file (`--config`), and defaults; validated once at
+//! start-up so the rest of the daemon never re-checks it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use jasper_engine::EngineConfig;
+use jasper_keystore::KeyStoreKind;
+use serde::Deserialize;
+
+use crate::error::DaemonError;
+
+/// File name of the socket, under `$XDG_RUNTIME_DIR/jasper/` or the data directory.
+pub const SOCKET_FILE: &str = "jasperd.sock";
+
+/// Validated settings of one `jasperd` process.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// What the engine gets (data directory, relays, timings, notifications).
+    pub engine: EngineConfig,
+    /// The Unix socket the API is served on.
+    pub socket: PathBuf,
+    /// `None`: Secret Service when a session bus offers it, else keyutils.
+    pub key_store: Option<KeyStoreKind>,
+    /// Optional loopback TCP listener, with the bearer token every call must carry.
+    pub tcp: Option<TcpConfig>,
+    pub log_json: bool,
+}
+
+#[derive(Clone)]
+pub struct TcpConfig {
+    pub listen: SocketAddr,
+    pub token: String,
+}
+
+impl std::fmt::Debug for TcpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConfig")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Command line of `jasperd`. Every flag also reads `JASPERD_<NAME>`.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "jasperd",
+    version,
+    about = "The Jasper client daemon: serves the local gRPC API on a Unix socket"
+)]
+pub struct Args {
+    /// TOML file with the same settings in snake_case (flags and environment win over it).
+    #[arg(long, env = "JASPERD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the local database (never holds the private key).
+    #[arg(long, env = "JASPERD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Unix socket to serve on [default: $XDG_RUNTIME_DIR/jasper/jasperd.sock, or
+    /// DATA_DIR/jasperd.sock without XDG_RUNTIME_DIR].
+    #[arg(long, env = "JASPERD_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// A relay HOST:PORT to start from (repeatable; comma-separated in the environment).
+    #[arg(long = "relay", env = "JASPERD_RELAYS", value_delimiter = ',')]
+    pub relays: Vec<String>,
+    /// Where the private key is kept: secret-service or keyutils [default: Secret Service
+    /// when available, else keyutils].
+    #[arg(long, env = "JASPERD_KEY_STORE")]
+    pub key_store: Option<String>,
+    /// Use loopback and private relay addresses learned from relays (tests, LANs).
+    #[arg(long, env = "JASPERD_ALLOW_PRIVATE_RELAYS")]
+    pub allow_private_relays: bool,
+    /// Seconds between polls of relays without long-poll (default 5).
+    #[arg(long, env = "JASPERD_POLL_INTERVAL")]
+    pub poll_interval: Option<u64>,
+    /// Seconds one long-poll asks the RX relay to wait (default 25, at most 30; 0 turns
+    /// long-polling off in favour of plain polling).
+    #[arg(long, env = "JASPERD_LONG_POLL")]
+    pub long_poll: Option<u64>,
+    /// Seconds before a sent packet not seen on another relay is re-sent elsewhere (default 20).
+    #[arg(long, env = "JASPERD_DELIVERY_TIMEOUT")]
+    pub delivery_timeout: Option<u64>,
+    /// Seconds between relay-list and load refreshes (default 600).
+    #[arg(long, env = "JASPERD_DISCOVERY_INTERVAL")]
+    pub discovery_interval: Option<u64>,
+    /// No desktop notifications for incoming messages.
+    #[arg(long, env = "JASPERD_NO_NOTIFICATIONS")]
+    pub no_notifications: bool,
+    /// Also serve on this loopback TCP address (needs --token-file).
+    #[arg(long, env = "JASPERD_TCP")]
+    pub tcp: Option<SocketAddr>,
+    /// File holding the bearer token TCP clients must send (`authorization: Bearer <token>`).
+    #[arg(long, env = "JASPERD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Log as JSON lines instead of text (logs go to stderr).
+    #[arg(long, env = "JASPERD_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// The TOML file: the same names as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    #[serde(default)]
+    pub relays: Vec<String>,
+    pub key_store: Option<String>,
+    pub allow_private_relays: Option<bool>,
+    pub poll_interval: Option<u64>,
+    pub long_poll: Option<u64>,
+    pub delivery_timeout: Option<u64>,
+    pub discovery_interval: Option<u64>,
+    pub notifications: Option<bool>,
+    pub tcp: Option<SocketAddr>,
+    pub token_file: Option<PathBuf>,
+    pub log_json: Option<bool>,
+    /// Largest message content accepted from the API, in bytes.
+    pub max_message_bytes: Option<usize>,
+    /// Seconds before one relay request is abandoned.
+    pub relay_timeout: Option<u64>,
+}
+
+impl DaemonConfig {
+    /// Parses the process's flags and environment, reads the TOML file if named, validates.
+    pub fn from_env_and_args() -> Result<Self, DaemonError> {
+        Self::from_args(Args::parse())
+    }
+
+    pub fn from_args(args: Args) -> Result<Self, DaemonError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    DaemonError::Config(format!("cannot read {}: {e}", path.display()))
+                })?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| DaemonError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args.data_dir.or(file.data_dir).ok_or_else(|| {
+            DaemonError::Config("--data-dir (or JASPERD_DATA_DIR) is required".into())
+        })?;
+        let secs = |flag: Option<u64>, file: Option<u64>, name: &str| -> Result<_, DaemonError> {
+            match flag.or(file) {
+                Some(0) => Err(DaemonError::Config(format!(
+                    "--{name} must be at least 1 second"
+                ))),
+                Some(v) => Ok(Some(Duration::from_secs(v))),
+                None => Ok(None),
+            }
+        };
+        let relays = if args.relays.is_empty() {
+            file.relays
+        } else {
+            args.relays
+        };
+        let mut engine = EngineConfig::new(&data_dir);
+        engine.relays = relays
+            .into_iter()
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        engine.allow_private_relays =
+            args.allow_private_relays || file.allow_private_relays.unwrap_or(false);
+        if let Some(d) = secs(args.poll_interval, file.poll_interval, "poll-interval")? {
+            engine.poll_interval = d;
+        }
+        if let Some(s) = args.long_poll.or(file.long_poll) {
+            engine.long_poll = Duration::from_secs(s);
+        }
+        if let Some(d) = secs(
+            args.delivery_timeout,
+            file.delivery_timeout,
+            "delivery-timeout",
+        )? {
+            engine.delivery_timeout = d;
+        }
+        if let Some(d) = secs(
+            args.discovery_interval,
+            file.discovery_interval,
+            "discovery-interval",
+        )? {
+            engine.discovery_interval = d;
+        }
+        if let Some(d) = secs(None, file.relay_timeout, "relay-timeout")? {
+            engine.relay_timeout = d;
+        }
+        if let Some(max) = file.max_message_bytes {
+            engine.max_message_bytes = max;
+        }
+        engine.notifications = !args.no_notifications && file.notifications.unwrap_or(true);
+
+        let key_store = match args.key_store.or(file.key_store) {
+            Some(name) => Some(
+                name.parse::<KeyStoreKind>()
+                    .map_err(|e| DaemonError::Config(format!("--key-store: {e}")))?,
+            ),
+            None => None,
+        };
+        let socket = match args.socket.or(file.socket) {
+            Some(path) => path,
+            None => default_socket_path(Some(&data_dir))
+                .ok_or_else(|| DaemonError::Config("no socket path: pass --socket".into()))?,
+        };
+        let tcp = match (args.tcp.or(file.tcp), args.token_file.or(file.token_file)) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(DaemonError::Config(
+                    "--token-file is only used with --tcp".into(),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(DaemonError::Config(
+                    "--tcp needs --token-file: TCP clients must present a bearer token".into(),
+                ));
+            }
+            (Some(listen), Some(token_file)) => {
+                if !listen.ip().is_loopback() {
+                    return Err(DaemonError::Config(format!(
+                        "--tcp {listen}: only loopback addresses (127.0.0.0/8, ::1) are allowed"
+                    )));
+                }
+                Some(TcpConfig {
+                    listen,
+                    token: read_token(&token_file)?,
+                })
+            }
+        };
+        let config = DaemonConfig {
+            engine,
+            socket,
+            key_store,
+            tcp,
+            log_json: args.log_json || file.log_json.unwrap_or(false),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), DaemonError> {
+        if self.engine.max_message_bytes == 0 {
+            return Err(DaemonError::Config(
+                "max_message_bytes must be positive".into(),
+            ));
+        }
+        if self.engine.long_poll > Duration::from_secs(30) {
+            return Err(DaemonError::Config(
+                "--long-poll is at most 30 seconds (relays cap it there)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The default socket: `$XDG_RUNTIME_DIR/jasper/jasperd.sock`, else `DATA_DIR/jasperd.sock`
+/// (the CLI, which knows no data directory, then has none and asks for `--socket`).
+pub fn default_socket_path(data_dir: Option<&Path>) -> Option<PathBuf> {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir).join("jasper").join(SOCKET_FILE)),
+        None => data_dir.map(|d| d.join(SOCKET_FILE)),
+    }
+}
+
+fn read_token(path: &Path) -> Result<String, DaemonError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DaemonError::Config(format!("--token-file {}: {e}", path.display())))?;
+    let token = text.trim();
+    // Short tokens can be guessed over a loopback connection at leisure.
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(DaemonError::Config(format!(
+            "--token-file {}: the token must be one line of at least 16 printable characters",
+            path.display()
+        )));
+    }
+    Ok(token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<DaemonConfig, DaemonError> {
+        let mut full = vec!["jasperd"];
+        full.extend_from_slice(argv);
+        DaemonConfig::from_args(Args::try_parse_from(full).expect("flags parse"))
+    }
+
+    #[test]
+    fn flags_fill_the_engine_config() {
+        let c = parse(&[
+            "--data-dir",
+            "/tmp/j",
+            "--socket",
+            "/tmp/j.sock",
+            "--relay",
+            "127.0.0.1:1",
+            "--relay",
+            "127.0.0.1:2",
+            "--key-store",
+            "keyutils",
+            "--allow-private-relays",
+            "--long-poll",
+            "5",
+            "--delivery-timeout",
+            "7",
+            "--no-notifications",
+        ])
+        .unwrap();
+        assert_eq!(c.engine.relays, ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(c.key_store, Some(KeyStoreKind::Keyutils));
+        assert!(c.engine.allow_private_relays);
+        assert!(!c.engine.notifications);
+        assert_eq!(c.engine.long_poll, Duration::from_secs(5));
+        assert_eq!(c.engine.delivery_timeout, Duration::from_secs(7));
+        assert_eq!(c.socket, PathBuf::from("/tmp/j.sock"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(parse(&[]).is_err(), "data dir is required");
+        assert!(parse(&["--data-dir", "/tmp/j", "--key-store", "kwallet"]).is_err());
+        assert!(parse(&["--data-dir", "/tmp/j", "--poll-interval", "0"]).is_err());
+        assert!(parse(&["--data-dir", "/tmp/j", "--long-poll", "31"]).is_err());
+        let polling = parse(&["--data-dir", "/tmp/j", "--long-poll", "0"]).unwrap();
+        assert_eq!(polling.engine.long_poll, Duration::ZERO);
+        assert!(parse(&["--data-dir", "/tmp/j", "--tcp", "127.0.0.1:9"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+        let token = token.to_str().unwrap();
+        let err = parse(&[
+            "--data-dir",
+            "/tmp/j",
+            "--tcp",
+            "0.0.0.0:9",
+            "--token-file",
+            token,
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let ok = parse(&[
+            "--data-dir",
+            "/tmp/j",
+            "--tcp",
+            "127.0.0.1:9",
+            "--token-file",
+            token,
+        ])
+        .unwrap();
+        assert_eq!(ok.tcp.unwrap().token, "0123456789abcdef0123");
+        std::fs::write(dir.path().join("short"), "abc").unwrap();
+        let short = dir.path().join("short");
+        assert!(
+            parse(&[
+                "--data-dir",
+                "/tmp/j",
+                "--tcp",
+                "[::1]:9",
+                "--token-file",
+                short.to_str().unwrap(),
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn toml_file_is_read_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jasperd.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/tmp/from-file\"\nrelays = [\"127.0.0.1:5\"]\nnotifications = false\n\
+             poll_interval = 3\n",
+        )
+        .unwrap();
+        let c = parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--poll-interval",
+            "9",
+            "--socket",
+            "/tmp/s.sock",
+        ])
+        .unwrap();
+        assert_eq!(c.engine.data_dir, PathBuf::from("/tmp/from-file"));
+        assert_eq!(c.engine.relays, ["127.0.0.1:5"]);
+        assert!(!c.engine.notifications);
+        assert_eq!(c.engine.poll_interval, Duration::from_secs(9));
+        std::fs::write(&file, "bogus = 1\n").unwrap();
+        assert!(parse(&["--config", file.to_str().unwrap()]).is_err());
+    }
+}

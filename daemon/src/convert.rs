@@ -1,0 +1,366 @@
+//! The engine's model types and their `jasper.v1` mirrors, both ways: the server sends
+//! engine values as protobuf, and the CLI turns protobuf back into the engine's types for
+//! its JSON output (so `--json` documents are the model's serde form).
+
+use jasper_engine as model;
+use jasper_proto::v1 as pb;
+
+pub fn identity(i: model::IdentityInfo) -> pb::Identity {
+    pb::Identity {
+        public_key: i.public_key,
+        fingerprint: i.fingerprint,
+        key_store: i.key_store,
+    }
+}
+
+pub fn contact(c: model::Contact) -> pb::Contact {
+    pb::Contact {
+        key: c.key,
+        fingerprint: c.fingerprint,
+        name: c.name,
+        avatar: c.avatar,
+        added_at: c.added_at,
+    }
+}
+
+pub fn conversation(c: model::Conversation) -> pb::Conversation {
+    pb::Conversation {
+        id: c.id,
+        kind: match c.kind {
+            model::ConversationKind::Direct => pb::ConversationKind::Direct,
+            model::ConversationKind::Group => pb::ConversationKind::Group,
+        } as i32,
+        channel_id: c.channel_id,
+        name: c.name,
+        members: c.members,
+        admin: c.admin,
+        created_at: c.created_at,
+    }
+}
+
+pub fn message_state(s: model::MessageState) -> pb::MessageState {
+    match s {
+        model::MessageState::Queued => pb::MessageState::Queued,
+        model::MessageState::Sent => pb::MessageState::Sent,
+        model::MessageState::Visible => pb::MessageState::Visible,
+        model::MessageState::Failed => pb::MessageState::Failed,
+        model::MessageState::Received => pb::MessageState::Received,
+    }
+}
+
+pub fn message(m: model::Message) -> pb::Message {
+    pb::Message {
+        id: m.id,
+        conversation_id: m.conversation_id,
+        sender: m.sender,
+        sender_name: m.sender_name,
+        outgoing: m.outgoing,
+        kind: m.kind,
+        content: m.content,
+        timestamp: m.timestamp,
+        state: message_state(m.state) as i32,
+        failure: m.failure,
+        edited: m.edited,
+        deleted: m.deleted,
+        reactions: m
+            .reactions
+            .into_iter()
+            .map(|r| pb::Reaction {
+                reactor: r.reactor,
+                reaction: r.reaction,
+            })
+            .collect(),
+        history: m.history,
+    }
+}
+
+pub fn relay(r: model::RelayInfo) -> pb::Relay {
+    pb::Relay {
+        address: r.address,
+        origin: r.origin,
+        reported_load: r.reported_load,
+        latency_ms: r.latency_ms,
+        successes: r.successes,
+        failures: r.failures,
+        forged: r.forged,
+        lost: r.lost,
+        suspect: r.suspect,
+        supports_wait: r.supports_wait,
+        roles: r.roles,
+    }
+}
+
+pub fn event(e: model::Event) -> pb::Event {
+    use pb::event::Kind;
+    let kind = match e.kind {
+        model::EventKind::MessageReceived { message: m } => {
+            Kind::MessageReceived(pb::MessageReceived {
+                message: Some(message(m)),
+            })
+        }
+        model::EventKind::MessageSent { message: m } => Kind::MessageSent(pb::MessageSent {
+            message: Some(message(m)),
+        }),
+        model::EventKind::MessageUpdated { message: m } => {
+            Kind::MessageUpdated(pb::MessageUpdated {
+                message: Some(message(m)),
+            })
+        }
+        model::EventKind::MessageStateChanged {
+            conversation_id,
+            message_id,
+            state,
+            failure,
+        } => Kind::MessageStateChanged(pb::MessageStateChanged {
+            conversation_id,
+            message_id,
+            state: message_state(state) as i32,
+            failure,
+        }),
+        model::EventKind::ConversationUpdated { conversation: c } => {
+            Kind::ConversationUpdated(pb::ConversationUpdated {
+                conversation: Some(conversation(c)),
+            })
+        }
+        model::EventKind::ContactAdded { contact: c } => Kind::ContactAdded(pb::ContactAdded {
+            contact: Some(contact(c)),
+        }),
+        model::EventKind::IdentityChanged { identity: i } => {
+            Kind::IdentityChanged(pb::IdentityChanged {
+                identity: Some(identity(i)),
+            })
+        }
+        model::EventKind::RelayDiscovered { address } => {
+            Kind::RelayDiscovered(pb::RelayDiscovered { address })
+        }
+    };
+    pb::Event {
+        seq: e.seq,
+        at: e.at,
+        kind: Some(kind),
+    }
+}
+
+/// A response from a newer or broken daemon lacked a field this client needs.
+#[derive(Debug, thiserror::Error)]
+#[error("the daemon's answer lacks {0}")]
+pub struct Missing(pub &'static str);
+
+/// protobuf → engine model, for the CLI's JSON output.
+pub mod from_pb {
+    use super::*;
+
+    pub fn identity(i: pb::Identity) -> model::IdentityInfo {
+        model::IdentityInfo {
+            public_key: i.public_key,
+            fingerprint: i.fingerprint,
+            key_store: i.key_store,
+        }
+    }
+
+    pub fn contact(c: pb::Contact) -> model::Contact {
+        model::Contact {
+            key: c.key,
+            fingerprint: c.fingerprint,
+            name: c.name,
+            avatar: c.avatar,
+            added_at: c.added_at,
+        }
+    }
+
+    pub fn conversation(c: pb::Conversation) -> model::Conversation {
+        model::Conversation {
+            id: c.id,
+            kind: match c.kind() {
+                pb::ConversationKind::Group => model::ConversationKind::Group,
+                pb::ConversationKind::Direct | pb::ConversationKind::Unspecified => {
+                    model::ConversationKind::Direct
+                }
+            },
+            channel_id: c.channel_id,
+            name: c.name,
+            members: c.members,
+            admin: c.admin,
+            created_at: c.created_at,
+        }
+    }
+
+    pub fn message_state(s: pb::MessageState) -> model::MessageState {
+        match s {
+            pb::MessageState::Queued | pb::MessageState::Unspecified => model::MessageState::Queued,
+            pb::MessageState::Sent => model::MessageState::Sent,
+            pb::MessageState::Visible => model::MessageState::Visible,
+            pb::MessageState::Failed => model::MessageState::Failed,
+            pb::MessageState::Received => model::MessageState::Received,
+        }
+    }
+
+    pub fn message(m: pb::Message) -> model::Message {
+        let state = message_state(m.state());
+        model::Message {
+            id: m.id,
+            conversation_id: m.conversation_id,
+            sender: m.sender,
+            sender_name: m.sender_name,
+            outgoing: m.outgoing,
+            kind: m.kind,
+            content: m.content,
+            timestamp: m.timestamp,
+            state,
+            failure: m.failure,
+            edited: m.edited,
+            deleted: m.deleted,
+            reactions: m
+                .reactions
+                .into_iter()
+                .map(|r| model::Reaction {
+                    reactor: r.reactor,
+                    reaction: r.reaction,
+                })
+                .collect(),
+            history: m.history,
+        }
+    }
+
+    pub fn relay(r: pb::Relay) -> model::RelayInfo {
+        model::RelayInfo {
+            address: r.address,
+            origin: r.origin,
+            reported_load: r.reported_load,
+            latency_ms: r.latency_ms,
+            successes: r.successes,
+            failures: r.failures,
+            forged: r.forged,
+            lost: r.lost,
+            suspect: r.suspect,
+            supports_wait: r.supports_wait,
+            roles: r.roles,
+        }
+    }
+
+    pub fn event(e: pb::Event) -> Result<model::Event, Missing> {
+        use pb::event::Kind;
+        let kind = match e.kind.ok_or(Missing("the event's kind"))? {
+            Kind::MessageReceived(k) => model::EventKind::MessageReceived {
+                message: message(k.message.ok_or(Missing("the event's message"))?),
+            },
+            Kind::MessageSent(k) => model::EventKind::MessageSent {
+                message: message(k.message.ok_or(Missing("the event's message"))?),
+            },
+            Kind::MessageUpdated(k) => model::EventKind::MessageUpdated {
+                message: message(k.message.ok_or(Missing("the event's message"))?),
+            },
+            Kind::MessageStateChanged(k) => {
+                let state = message_state(k.state());
+                model::EventKind::MessageStateChanged {
+                    conversation_id: k.conversation_id,
+                    message_id: k.message_id,
+                    state,
+                    failure: k.failure,
+                }
+            }
+            Kind::ConversationUpdated(k) => model::EventKind::ConversationUpdated {
+                conversation: conversation(
+                    k.conversation.ok_or(Missing("the event's conversation"))?,
+                ),
+            },
+            Kind::ContactAdded(k) => model::EventKind::ContactAdded {
+                contact: contact(k.contact.ok_or(Missing("the event's contact"))?),
+            },
+            Kind::IdentityChanged(k) => model::EventKind::IdentityChanged {
+                identity: identity(k.identity.ok_or(Missing("the event's identity"))?),
+            },
+            Kind::RelayDiscovered(k) => model::EventKind::RelayDiscovered { address: k.address },
+        };
+        Ok(model::Event {
+            seq: e.seq,
+            at: e.at,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_message() -> model::Message {
+        model::Message {
+            id: "5d1c".into(),
+            conversation_id: 3,
+            sender: "KEY".into(),
+            sender_name: Some("alice".into()),
+            outgoing: false,
+            kind: "MESSAGE".into(),
+            content: "hi".into(),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            state: model::MessageState::Visible,
+            failure: None,
+            edited: true,
+            deleted: false,
+            reactions: vec![model::Reaction {
+                reactor: "KEY2".into(),
+                reaction: ":+1:".into(),
+            }],
+            history: vec!["hello".into()],
+        }
+    }
+
+    #[test]
+    fn events_round_trip_through_protobuf() {
+        let conv = model::Conversation {
+            id: 4,
+            kind: model::ConversationKind::Group,
+            channel_id: "c".into(),
+            name: "team".into(),
+            members: vec!["a".into(), "b".into()],
+            admin: Some("a".into()),
+            created_at: 7,
+        };
+        let kinds = vec![
+            model::EventKind::MessageReceived {
+                message: sample_message(),
+            },
+            model::EventKind::MessageSent {
+                message: sample_message(),
+            },
+            model::EventKind::MessageUpdated {
+                message: sample_message(),
+            },
+            model::EventKind::MessageStateChanged {
+                conversation_id: 3,
+                message_id: "m".into(),
+                state: model::MessageState::Failed,
+                failure: Some("no relay".into()),
+            },
+            model::EventKind::ConversationUpdated { conversation: conv },
+            model::EventKind::ContactAdded {
+                contact: model::Contact {
+                    key: "k".into(),
+                    fingerprint: "f".into(),
+                    name: "n".into(),
+                    avatar: None,
+                    added_at: 1,
+                },
+            },
+            model::EventKind::IdentityChanged {
+                identity: model::IdentityInfo {
+                    public_key: "k".into(),
+                    fingerprint: "f".into(),
+                    key_store: "keyutils".into(),
+                },
+            },
+            model::EventKind::RelayDiscovered {
+                address: "127.0.0.1:1".into(),
+            },
+        ];
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let e = model::Event {
+                seq: i as u64 + 1,
+                at: 1000,
+                kind,
+            };
+            assert_eq!(from_pb::event(event(e.clone())).unwrap(), e);
+        }
+    }
+}

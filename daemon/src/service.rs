@@ -1,0 +1,351 @@
+//! The `jasper.v1` services over one [`Engine`]: each call unpacks its request, runs the engine
+//! method (on a blocking thread when it touches SQLite, RSA or the keyring), and packs the
+//! answer. Nothing is decided here.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use jasper_engine::{Engine, EngineError};
+use jasper_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::status::{engine_status, status};
+
+/// Page size of `MessageService.List` when the request leaves it at 0.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// Implements every service of the API; cheap to clone (the engine is an `Arc` inside).
+#[derive(Clone)]
+pub struct Api {
+    engine: Engine,
+}
+
+impl Api {
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
+    }
+
+    /// Runs a synchronous engine call on a blocking thread: SQLite commits and RSA sealing
+    /// must not stall the runtime's workers.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
+    {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || f(&engine))
+            .await
+            .map_err(|e| {
+                status(
+                    tonic::Code::Internal,
+                    "internal",
+                    format!("task failed: {e}"),
+                )
+            })?
+            .map_err(|e| engine_status(&e))
+    }
+
+    /// Runs an async engine call that also does blocking work inside (keyring D-Bus calls,
+    /// key parsing) on a blocking thread, driving it there with the runtime's handle.
+    async fn blocking_async<T, F, Fut>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(Engine) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, EngineError>>,
+    {
+        let engine = self.engine.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || handle.block_on(f(engine)))
+            .await
+            .map_err(|e| {
+                status(
+                    tonic::Code::Internal,
+                    "internal",
+                    format!("task failed: {e}"),
+                )
+            })?
+            .map_err(|e| engine_status(&e))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::identity_service_server::IdentityService for Api {
+    async fn create(
+        &self,
+        _: Request<pb::CreateIdentityRequest>,
+    ) -> Result<Response<pb::CreateIdentityResponse>, Status> {
+        let info = self
+            .blocking_async(|e| async move { e.create_identity().await })
+            .await?;
+        Ok(Response::new(pb::CreateIdentityResponse {
+            identity: Some(convert::identity(info)),
+        }))
+    }
+
+    async fn show(
+        &self,
+        _: Request<pb::ShowIdentityRequest>,
+    ) -> Result<Response<pb::ShowIdentityResponse>, Status> {
+        let info = self.blocking(|e| e.identity()).await?;
+        Ok(Response::new(pb::ShowIdentityResponse {
+            identity: Some(convert::identity(info)),
+        }))
+    }
+
+    async fn import(
+        &self,
+        request: Request<pb::ImportIdentityRequest>,
+    ) -> Result<Response<pb::ImportIdentityResponse>, Status> {
+        let pem = request.into_inner().pkcs8_pem;
+        let info = self
+            .blocking_async(|e| async move { e.import_identity(&pem).await })
+            .await?;
+        Ok(Response::new(pb::ImportIdentityResponse {
+            identity: Some(convert::identity(info)),
+        }))
+    }
+
+    async fn export(
+        &self,
+        _: Request<pb::ExportIdentityRequest>,
+    ) -> Result<Response<pb::ExportIdentityResponse>, Status> {
+        let pkcs8_pem = self.blocking(|e| e.export_identity()).await?;
+        tracing::info!("private key exported on request");
+        Ok(Response::new(pb::ExportIdentityResponse { pkcs8_pem }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::contact_service_server::ContactService for Api {
+    async fn add(
+        &self,
+        request: Request<pb::AddContactRequest>,
+    ) -> Result<Response<pb::AddContactResponse>, Status> {
+        let r = request.into_inner();
+        let contact = self
+            .blocking(move |e| e.add_contact(&r.key, &r.name, r.avatar))
+            .await?;
+        Ok(Response::new(pb::AddContactResponse {
+            contact: Some(convert::contact(contact)),
+        }))
+    }
+
+    async fn list(
+        &self,
+        _: Request<pb::ListContactsRequest>,
+    ) -> Result<Response<pb::ListContactsResponse>, Status> {
+        let contacts = self.blocking(|e| e.contacts()).await?;
+        Ok(Response::new(pb::ListContactsResponse {
+            contacts: contacts.into_iter().map(convert::contact).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::conversation_service_server::ConversationService for Api {
+    async fn list(
+        &self,
+        _: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let conversations = self.blocking(|e| e.conversations()).await?;
+        Ok(Response::new(pb::ListConversationsResponse {
+            conversations: conversations
+                .into_iter()
+                .map(convert::conversation)
+                .collect(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::GetConversationResponse>, Status> {
+        let target = request.into_inner().target;
+        let conversation = self
+            .blocking(move |e| e.resolve_conversation(&target))
+            .await?;
+        Ok(Response::new(pb::GetConversationResponse {
+            conversation: Some(convert::conversation(conversation)),
+        }))
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<pb::CreateGroupRequest>,
+    ) -> Result<Response<pb::CreateGroupResponse>, Status> {
+        let r = request.into_inner();
+        let conversation = self
+            .blocking(move |e| e.create_group(&r.name, &r.members))
+            .await?;
+        Ok(Response::new(pb::CreateGroupResponse {
+            conversation: Some(convert::conversation(conversation)),
+        }))
+    }
+
+    async fn add_members(
+        &self,
+        request: Request<pb::AddMembersRequest>,
+    ) -> Result<Response<pb::AddMembersResponse>, Status> {
+        let r = request.into_inner();
+        let conversation = self
+            .blocking(move |e| e.change_group(&r.group, &r.members, true))
+            .await?;
+        Ok(Response::new(pb::AddMembersResponse {
+            conversation: Some(convert::conversation(conversation)),
+        }))
+    }
+
+    async fn remove_members(
+        &self,
+        request: Request<pb::RemoveMembersRequest>,
+    ) -> Result<Response<pb::RemoveMembersResponse>, Status> {
+        let r = request.into_inner();
+        let conversation = self
+            .blocking(move |e| e.change_group(&r.group, &r.members, false))
+            .await?;
+        Ok(Response::new(pb::RemoveMembersResponse {
+            conversation: Some(convert::conversation(conversation)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::message_service_server::MessageService for Api {
+    async fn send(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let r = request.into_inner();
+        let message = self.blocking(move |e| e.send(&r.to, &r.text)).await?;
+        Ok(Response::new(pb::SendMessageResponse {
+            message: Some(convert::message(message)),
+        }))
+    }
+
+    async fn edit(
+        &self,
+        request: Request<pb::EditMessageRequest>,
+    ) -> Result<Response<pb::EditMessageResponse>, Status> {
+        let r = request.into_inner();
+        let message = self.blocking(move |e| e.edit(&r.id, &r.text)).await?;
+        Ok(Response::new(pb::EditMessageResponse {
+            message: Some(convert::message(message)),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteMessageRequest>,
+    ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
+        let id = request.into_inner().id;
+        let message = self.blocking(move |e| e.delete(&id)).await?;
+        Ok(Response::new(pb::DeleteMessageResponse {
+            message: Some(convert::message(message)),
+        }))
+    }
+
+    async fn react(
+        &self,
+        request: Request<pb::ReactRequest>,
+    ) -> Result<Response<pb::ReactResponse>, Status> {
+        let r = request.into_inner();
+        let message = self.blocking(move |e| e.react(&r.id, &r.reaction)).await?;
+        Ok(Response::new(pb::ReactResponse {
+            message: Some(convert::message(message)),
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => DEFAULT_PAGE,
+            n => n as usize,
+        };
+        let page = self
+            .blocking(move |e| e.messages(&r.with, r.before.as_deref(), limit))
+            .await?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: page.messages.into_iter().map(convert::message).collect(),
+            before: page.before,
+        }))
+    }
+
+    async fn routes(
+        &self,
+        request: Request<pb::MessageRoutesRequest>,
+    ) -> Result<Response<pb::MessageRoutesResponse>, Status> {
+        let id = request.into_inner().id;
+        let routes = self.blocking(move |e| e.message_routes(&id)).await?;
+        Ok(Response::new(pb::MessageRoutesResponse {
+            routes: routes
+                .into_iter()
+                .map(|(recipient, relay)| pb::MessageRoute { recipient, relay })
+                .collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::relay_service_server::RelayService for Api {
+    async fn list(
+        &self,
+        _: Request<pb::ListRelaysRequest>,
+    ) -> Result<Response<pb::ListRelaysResponse>, Status> {
+        let relays = self.blocking(|e| e.relays()).await?;
+        Ok(Response::new(pb::ListRelaysResponse {
+            relays: relays.into_iter().map(convert::relay).collect(),
+        }))
+    }
+
+    async fn add(
+        &self,
+        request: Request<pb::AddRelayRequest>,
+    ) -> Result<Response<pb::AddRelayResponse>, Status> {
+        let address = request.into_inner().address;
+        let relay = self.blocking(move |e| e.add_relay(&address)).await?;
+        Ok(Response::new(pb::AddRelayResponse {
+            relay: Some(convert::relay(relay)),
+        }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRelayRequest>,
+    ) -> Result<Response<pb::RemoveRelayResponse>, Status> {
+        let address = request.into_inner().address;
+        self.blocking(move |e| e.remove_relay(&address)).await?;
+        Ok(Response::new(pb::RemoveRelayResponse {}))
+    }
+
+    async fn rx_relay(
+        &self,
+        _: Request<pb::RxRelayRequest>,
+    ) -> Result<Response<pb::RxRelayResponse>, Status> {
+        let address = self.blocking(|e| e.rx_relay()).await?;
+        Ok(Response::new(pb::RxRelayResponse { address }))
+    }
+}
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::event_service_server::EventService for Api {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let from_seq = request.into_inner().from_seq;
+        tracing::debug!(from_seq, "event subscriber attached");
+        let stream = self.engine.subscribe(from_seq).map(|item| match item {
+            Ok(event) => Ok(convert::event(event)),
+            Err(e) => Err(engine_status(&e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
