@@ -8,7 +8,7 @@ use jasper_proto::v1 as pb;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::status::ApiError;
+use crate::status::{ApiError, error_chain};
 
 /// Opens a channel to `jasperd` on `socket`.
 pub async fn connect_unix(socket: &Path) -> Result<Channel, ApiError> {
@@ -32,17 +32,6 @@ pub async fn connect_unix(socket: &Path) -> Result<Channel, ApiError> {
             ),
             grpc_code: Code::Unavailable,
         })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// One stub per service, sharing one connection.

@@ -55,9 +55,24 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn from_status(status: &Status) -> Self {
-        let code = match status.get_details_error_info() {
-            Some(info) if info.domain == DOMAIN && !info.reason.is_empty() => info.reason,
-            _ => snake_case_code(status.code()),
+        let info = status
+            .get_details_error_info()
+            .filter(|info| info.domain == DOMAIN && !info.reason.is_empty());
+        // A connection the daemon dropped (or that broke) surfaces as UNKNOWN "transport
+        // error" with the cause as source: for callers it is the daemon being unavailable.
+        if info.is_none()
+            && status.code() == Code::Unknown
+            && let Some(source) = std::error::Error::source(status)
+        {
+            return Self {
+                code: "unavailable".into(),
+                message: format!("the connection to jasperd failed: {}", error_chain(source)),
+                grpc_code: Code::Unavailable,
+            };
+        }
+        let code = match info {
+            Some(info) => info.reason,
+            None => snake_case_code(status.code()),
         };
         let message = if status.message().is_empty() {
             status.code().description().to_owned()
@@ -84,6 +99,18 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// An error and its sources, `: `-separated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
 
 fn snake_case_code(code: Code) -> String {
     let name = format!("{code:?}");
