@@ -51,15 +51,18 @@ pub fn prepare(config: DaemonConfig) -> Result<Prepared, DaemonError> {
     })
 }
 
-/// The API's routes: the six services and server reflection (v1 and v1alpha, for grpcurl).
+/// The API's routes: the six services and server reflection (v1 and v1alpha, for grpcurl),
+/// which also describes `google.rpc.ErrorInfo` so tools can decode error details.
 pub fn routes(api: Api) -> Result<Routes, DaemonError> {
     let reflection = |e: tonic_reflection::server::Error| DaemonError::Serve(e.to_string());
     let v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(jasper_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(reflection)?;
     let v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(jasper_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(reflection)?;
     let mut builder = Routes::builder();
