@@ -68,10 +68,13 @@ pub fn jasper_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_jasper"))
 }
 
-/// `jasper-relay` from the same target directory as this test (`target/<profile>/`). Cargo
-/// builds a package's binaries only for that package's own integration tests, so it is built
-/// (or found up to date) here once per test binary; cargo does not hold its build lock while
-/// tests run. Without cargo, an existing binary is used as it is.
+/// `jasper-relay` from the same target directory as this test (`target/<profile>/`).
+///
+/// Cargo builds a package's binaries only for that package's own integration tests; `cargo
+/// test --workspace` (what `scripts/test.sh` runs) builds it with the relay's tests. When it is
+/// missing (`cargo test -p jasper-daemon` on a fresh target directory) it is built here. Only
+/// then: a `cargo build -p jasper-relay` resolves features differently from a workspace build,
+/// so running it every time would rebuild shared dependencies back and forth.
 pub fn relay_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -82,35 +85,28 @@ pub fn relay_binary() -> PathBuf {
             .and_then(Path::parent)
             .expect("test executable under target/<profile>/deps");
         let bin = profile_dir.join("jasper-relay");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "jasper-relay",
-                "--bin",
-                "jasper-relay",
-            ]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        // The same target directory as ours, whatever CARGO_TARGET_DIR says.
-        if let Some(target) = profile_dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-        match cmd.stdin(Stdio::null()).output() {
-            Ok(out) => assert!(
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+                .args(["build", "-p", "jasper-relay", "--bin", "jasper-relay"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            // The same target directory as ours, whatever CARGO_TARGET_DIR says. Cargo does
+            // not hold its build lock while tests run, so this cannot deadlock.
+            if let Some(target) = profile_dir.parent() {
+                cmd.env("CARGO_TARGET_DIR", target);
+            }
+            let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+                panic!("{} is missing and cargo cannot run: {e}", bin.display())
+            });
+            assert!(
                 out.status.success(),
                 "building jasper-relay failed ({}):\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) if bin.exists() => {
-                eprintln!("cannot run cargo ({e}); using {} as it is", bin.display())
-            }
-            Err(e) => panic!("{} is missing and cargo cannot run: {e}", bin.display()),
+            );
         }
         assert!(bin.exists(), "{} is missing", bin.display());
         bin
