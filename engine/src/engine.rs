@@ -99,16 +99,18 @@ impl Engine {
         let identity = match db.meta("public_key")? {
             None => None,
             Some(public) => {
-                let pem = secrets
-                    .load(&account)
-                    .map_err(EngineError::KeyStore)?
-                    .ok_or_else(|| {
-                        EngineError::KeyStore(format!(
-                            "the private key for {} is missing from the {} store",
-                            db::short_key(&public),
-                            secrets.kind()
-                        ))
-                    })?;
+                let pem = blocking_secrets(&secrets, {
+                    let account = account.clone();
+                    move |s| s.load(&account)
+                })
+                .await?
+                .ok_or_else(|| {
+                    EngineError::KeyStore(format!(
+                        "the private key for {} is missing from the {} store",
+                        db::short_key(&public),
+                        secrets.kind()
+                    ))
+                })?;
                 let key = PrivateKey::from_pkcs8_pem(&pem)?;
                 if key.public_key().to_text() != public {
                     return Err(EngineError::KeyStore(
@@ -175,7 +177,7 @@ impl Engine {
         let key = tokio::task::spawn_blocking(PrivateKey::generate)
             .await
             .map_err(|e| EngineError::Storage(format!("key generation task: {e}")))??;
-        self.install_identity(key)
+        self.install_identity(key).await
     }
 
     pub async fn import_identity(&self, pkcs8_pem: &str) -> Result<IdentityInfo> {
@@ -188,28 +190,23 @@ impl Engine {
                 Err(EngineError::IdentityExists)
             };
         }
-        self.install_identity(key)
+        self.install_identity(key).await
     }
 
-    fn install_identity(&self, key: PrivateKey) -> Result<IdentityInfo> {
+    async fn install_identity(&self, key: PrivateKey) -> Result<IdentityInfo> {
         let pem = key.to_pkcs8_pem();
-        self.inner
-            .secrets
-            .save(&self.inner.account, &pem)
-            .map_err(EngineError::KeyStore)?;
+        let account = self.inner.account.clone();
+        let saved = pem.clone();
         // Read it back: a key store that silently drops writes must fail here, not later.
-        match self
-            .inner
-            .secrets
-            .load(&self.inner.account)
-            .map_err(EngineError::KeyStore)?
-        {
-            Some(back) if back == pem => {}
-            _ => {
-                return Err(EngineError::KeyStore(
-                    "the key store did not return the key just saved".into(),
-                ));
-            }
+        let back = blocking_secrets(&self.inner.secrets, move |s| {
+            s.save(&account, &saved)?;
+            s.load(&account)
+        })
+        .await?;
+        if back.as_deref() != Some(pem.as_str()) {
+            return Err(EngineError::KeyStore(
+                "the key store did not return the key just saved".into(),
+            ));
         }
         let public = key.public_key().to_text().to_owned();
         *self
@@ -1285,6 +1282,19 @@ impl Engine {
             }
         }
     }
+}
+
+/// Key stores block (D-Bus round trips, some with a runtime of their own): never on a
+/// runtime thread.
+async fn blocking_secrets<T: Send + 'static>(
+    secrets: &Arc<dyn SecretStore>,
+    f: impl FnOnce(&dyn SecretStore) -> std::result::Result<T, String> + Send + 'static,
+) -> Result<T> {
+    let secrets = secrets.clone();
+    tokio::task::spawn_blocking(move || f(secrets.as_ref()))
+        .await
+        .map_err(|e| EngineError::KeyStore(format!("key store task failed: {e}")))?
+        .map_err(EngineError::KeyStore)
 }
 
 fn to_json(p: &Packet) -> String {

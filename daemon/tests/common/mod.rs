@@ -308,6 +308,8 @@ pub struct DaemonOptions {
     pub env: Vec<(String, String)>,
     /// Socket path; default `<dir>/jasperd.sock`.
     pub socket: Option<PathBuf>,
+    /// Raise desktop notifications (off by default in tests).
+    pub notifications: bool,
 }
 
 impl Default for DaemonOptions {
@@ -318,6 +320,7 @@ impl Default for DaemonOptions {
             extra: Vec::new(),
             env: Vec::new(),
             socket: None,
+            notifications: false,
         }
     }
 }
@@ -381,8 +384,10 @@ impl Daemon {
             "1".into(),
             "--discovery-interval".into(),
             "2".into(),
-            "--no-notifications".into(),
         ];
+        if !opts.notifications {
+            args.push("--no-notifications".into());
+        }
         if let Some(ks) = &opts.key_store {
             args.push("--key-store".into());
             args.push(ks.clone());
