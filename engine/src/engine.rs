@@ -43,7 +43,7 @@ pub const TYPE_GROUP: &str = "GROUP";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SentCopy {
-    /// The recipients the original went to.
+    /// The peer of a DM; empty for group traffic (the channel identifies the group).
     pub to: Vec<String>,
     /// The original inner message.
     pub message: InnerMessage,
@@ -58,7 +58,9 @@ pub struct GroupOp {
     pub members: Vec<String>,
 }
 
-const MAX_GROUP_MEMBERS: usize = 100;
+/// A group `create` lists every member's key (~740 bytes each) and must fit in one sealed
+/// inner message (64 KiB) even inside its `SENT` copy.
+pub const MAX_GROUP_MEMBERS: usize = 64;
 const SUSPECT_FOR_MS: i64 = 30 * 60 * 1000;
 const MAX_SEND_ATTEMPTS: i64 = 40;
 
@@ -386,12 +388,25 @@ impl Engine {
         } else {
             jasper_core::seal(&me, &keys, &inner)?
         };
+        // Group traffic is identified by its channel (and group operations list their members),
+        // so only DM copies name the peer: this keeps a large group's copies small.
+        let group_traffic = inner.kind.as_str() == TYPE_GROUP || {
+            let conn = self.inner.db.lock();
+            match Db::conversation_by_channel(&conn, &inner.channel_id)? {
+                Some(id) => is_group(&conn, id)?,
+                None => false,
+            }
+        };
         let copy = InnerMessage {
             sender: me.public_key().to_text().to_owned(),
             channel_id: inner.channel_id.clone(),
             kind: MessageKind::Other(TYPE_SENT.into()),
             content: serde_json::to_string(&SentCopy {
-                to: recipients.to_vec(),
+                to: if group_traffic {
+                    Vec::new()
+                } else {
+                    recipients.to_vec()
+                },
                 message: inner,
             })
             .expect("serialises"),
@@ -1539,7 +1554,7 @@ fn apply_incoming(
     }
 }
 
-fn is_group(tx: &Transaction<'_>, id: i64) -> Result<bool> {
+fn is_group(tx: &rusqlite::Connection, id: i64) -> Result<bool> {
     let kind: String = tx.query_row("SELECT kind FROM conversations WHERE id = ?1", [id], |r| {
         r.get(0)
     })?;
