@@ -405,3 +405,109 @@ fn an_incoming_message_raises_a_notification_on_the_session_bus() {
         "one notification per incoming message, none for our own"
     );
 }
+
+/// A relay that acknowledges every packet, keeps none, and reports itself idle.
+fn start_dropping_relay(rt: &tokio::runtime::Runtime) -> String {
+    use axum::routing::{get, post};
+    use serde_json::json;
+    let app = axum::Router::new()
+        .route("/send", post(|| async { "ok" }))
+        .route(
+            "/fetch",
+            post(|body: axum::Json<Value>| async move {
+                let n = body["hashes"].as_array().map_or(0, Vec::len);
+                axum::Json(json!({ "messages": vec![Value::Null; n] }))
+            }),
+        )
+        .route("/sync/servers", post(|| async { axum::Json(json!({})) }))
+        .route("/sync/hashes", post(|| async { axum::Json(json!({})) }))
+        .route(
+            "/status",
+            get(|| async {
+                axum::Json(
+                    json!({ "load": { "active_requests": 0 }, "extensions": ["fetch.wait"] }),
+                )
+            }),
+        );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[test]
+fn a_tx_relay_that_drops_messages_is_routed_around_and_the_message_still_arrives() {
+    let root = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(root.path(), 3);
+    let rt = runtime();
+    let addrs = mesh.addrs();
+    // Alice knows one real relay and learns no others (loopback addresses are not learned).
+    let opts = DaemonOptions {
+        relays: vec![addrs[0].clone()],
+        allow_private_relays: false,
+        ..DaemonOptions::default()
+    };
+    let alice = Daemon::start_with(root.path(), "alice", opts);
+    let bob = Daemon::start_with(
+        root.path(),
+        "bob",
+        DaemonOptions {
+            relays: addrs[1..].to_vec(),
+            ..DaemonOptions::default()
+        },
+    );
+    alice.create_identity();
+    bob.create_identity();
+    befriend(&alice, "alice", &bob, "bob");
+    wait_until(DELIVERY, "alice's RX relay", || {
+        alice.ok(&["relays", "rx"])["address"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    // The dropper is then the only relay free for bob's TX assignment.
+    let dropper = start_dropping_relay(&rt);
+    alice.ok(&["relays", "add", &dropper]);
+    let id = alice.ok(&["send", "--to", "bob", "through a relay that drops it"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(DELIVERY, "the first route through the dropper", || {
+        let routes = alice.ok(&["routes", &id]);
+        routes
+            .as_array()?
+            .iter()
+            .any(|r| r["relay"] == dropper.as_str())
+            .then_some(())
+    });
+    let got = bob.wait_for_message("alice", &id, DELIVERY);
+    assert_eq!(got["content"], "through a relay that drops it");
+    let routes = alice.ok(&["routes", &id]);
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["relay"] != dropper.as_str()),
+        "still routed through the dropper: {routes}"
+    );
+    let relays = alice.ok(&["relays", "list"]);
+    let bad = relays
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == dropper.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(bad["suspect"], true, "{bad}");
+    assert!(bad["lost"].as_u64().unwrap() >= 1, "{bad}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        bob.messages("alice")
+            .iter()
+            .filter(|m| m["id"] == id.as_str())
+            .count(),
+        1
+    );
+}

@@ -310,6 +310,8 @@ pub struct DaemonOptions {
     pub socket: Option<PathBuf>,
     /// Raise desktop notifications (off by default in tests).
     pub notifications: bool,
+    /// Use loopback relays learned from other relays (on by default in tests).
+    pub allow_private_relays: bool,
 }
 
 impl Default for DaemonOptions {
@@ -321,6 +323,7 @@ impl Default for DaemonOptions {
             env: Vec::new(),
             socket: None,
             notifications: false,
+            allow_private_relays: true,
         }
     }
 }
@@ -375,7 +378,6 @@ impl Daemon {
             dir.join("data").display().to_string(),
             "--socket".into(),
             socket.display().to_string(),
-            "--allow-private-relays".into(),
             "--long-poll".into(),
             "5".into(),
             "--delivery-timeout".into(),
@@ -387,6 +389,9 @@ impl Daemon {
         ];
         if !opts.notifications {
             args.push("--no-notifications".into());
+        }
+        if opts.allow_private_relays {
+            args.push("--allow-private-relays".into());
         }
         if let Some(ks) = &opts.key_store {
             args.push("--key-store".into());
