@@ -6,34 +6,13 @@
 //! in-process engine (alice) that sends bob `--messages N` (default 10,000) messages through
 //! the relays; once bob has stored them all, restarts bob and reads its VmRSS while idle.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jasper_engine::{Engine, EngineConfig, SecretStore};
-
-#[derive(Default)]
-struct ProcessMemorySecrets(Mutex<HashMap<String, String>>);
-
-impl SecretStore for ProcessMemorySecrets {
-    fn kind(&self) -> String {
-        "process-memory".into()
-    }
-    fn save(&self, a: &str, s: &str) -> Result<(), String> {
-        self.0.lock().unwrap().insert(a.into(), s.into());
-        Ok(())
-    }
-    fn load(&self, a: &str) -> Result<Option<String>, String> {
-        Ok(self.0.lock().unwrap().get(a).cloned())
-    }
-    fn delete(&self, a: &str) -> Result<(), String> {
-        self.0.lock().unwrap().remove(a);
-        Ok(())
-    }
-}
+use jasper_engine::{Engine, EngineConfig, EphemeralSecretStore};
 
 struct Proc(Child);
 
@@ -180,7 +159,7 @@ async fn main() {
     config.relays = relays.clone();
     config.allow_private_relays = true;
     config.notifications = false;
-    let alice = Engine::open(config, Arc::new(ProcessMemorySecrets::default()))
+    let alice = Engine::open(config, Arc::new(EphemeralSecretStore::default()))
         .await
         .unwrap();
     let alice_key = alice.create_identity().await.unwrap().public_key;

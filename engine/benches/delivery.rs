@@ -7,35 +7,14 @@
 //!
 //! Options after `--`: `--messages N` (default 200).
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jasper_engine::{Engine, EngineConfig, EventKind, MessageState, SecretStore};
-
-#[derive(Default)]
-struct ProcessMemorySecrets(Mutex<HashMap<String, String>>);
-
-impl SecretStore for ProcessMemorySecrets {
-    fn kind(&self) -> String {
-        "process-memory".into()
-    }
-    fn save(&self, a: &str, s: &str) -> Result<(), String> {
-        self.0.lock().unwrap().insert(a.into(), s.into());
-        Ok(())
-    }
-    fn load(&self, a: &str) -> Result<Option<String>, String> {
-        Ok(self.0.lock().unwrap().get(a).cloned())
-    }
-    fn delete(&self, a: &str) -> Result<(), String> {
-        self.0.lock().unwrap().remove(a);
-        Ok(())
-    }
-}
+use jasper_engine::{Engine, EngineConfig, EphemeralSecretStore, EventKind, MessageState};
 
 struct Relay(Child, String);
 
@@ -116,7 +95,7 @@ fn ms(d: Duration) -> String {
 }
 
 async fn latency_run(dir: &Path, relays: &[Relay], long_poll: bool, n: usize) -> Vec<Duration> {
-    let secrets = Arc::new(ProcessMemorySecrets::default());
+    let secrets = Arc::new(EphemeralSecretStore::default());
     let alice = Engine::open(
         config(&dir.join("alice"), relays, long_poll),
         secrets.clone(),
@@ -249,7 +228,7 @@ async fn main() {
     }
 
     // A 50-member group send.
-    let secrets = Arc::new(ProcessMemorySecrets::default());
+    let secrets = Arc::new(EphemeralSecretStore::default());
     let sender = Engine::open(config(&dir.path().join("group"), &relays, true), secrets)
         .await
         .unwrap();

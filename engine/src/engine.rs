@@ -25,15 +25,7 @@ use crate::model::*;
 use crate::relay_client::{RelayClient, RelayFailure};
 use crate::selection;
 
-/// Where the private key lives. The daemon passes the OS keyring; mobile apps pass the
-/// platform's secure store through the bindings.
-pub trait SecretStore: Send + Sync {
-    /// Short name of the store, e.g. `secret-service`.
-    fn kind(&self) -> String;
-    fn save(&self, account: &str, secret: &str) -> std::result::Result<(), String>;
-    fn load(&self, account: &str) -> std::result::Result<Option<String>, String>;
-    fn delete(&self, account: &str) -> std::result::Result<(), String>;
-}
+pub use crate::secrets::SecretStore;
 
 /// Inner-message type of the copy of everything this identity sends, addressed to itself so
 /// its other logins see the same history. Content: [`SentCopy`] as JSON.

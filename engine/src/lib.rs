@@ -11,9 +11,11 @@ pub mod engine;
 pub mod error;
 pub mod model;
 pub mod relay_client;
+pub mod secrets;
 pub mod selection;
 
 pub use config::EngineConfig;
-pub use engine::{Engine, SecretStore};
+pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use model::*;
+pub use secrets::{EphemeralSecretStore, SecretStore};

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use jasper_engine::EphemeralSecretStore;
 use jasper_engine::{EngineError, MessageState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
     let dir = tempfile::tempdir().unwrap();
     let relays = mesh(4, dir.path());
-    let secrets = Arc::new(ProcessMemorySecrets::default());
+    let secrets = Arc::new(EphemeralSecretStore::default());
     let alice = engine(&dir.path().join("alice"), &relays, secrets.clone()).await;
     let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
     let a = alice.create_identity().await.unwrap();
@@ -82,7 +83,7 @@ async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
 async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
     let dir = tempfile::tempdir().unwrap();
     let relays = mesh(5, dir.path());
-    let secrets = Arc::new(ProcessMemorySecrets::default());
+    let secrets = Arc::new(EphemeralSecretStore::default());
     let mut engines = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let e = engine(&dir.path().join(name), &relays, secrets.clone()).await;

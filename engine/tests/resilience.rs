@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use common::*;
+use jasper_engine::EphemeralSecretStore;
 use jasper_engine::MessageState;
 use serde_json::{Value, json};
 
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 async fn two_logins_of_one_key_end_with_identical_histories() {
     let dir = tempfile::tempdir().unwrap();
     let relays = mesh(4, dir.path());
-    let secrets = Arc::new(ProcessMemorySecrets::default());
+    let secrets = Arc::new(EphemeralSecretStore::default());
     let phone = engine(&dir.path().join("phone"), &relays, secrets.clone()).await;
     let laptop = engine(&dir.path().join("laptop"), &relays, secrets.clone()).await;
     let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
@@ -117,7 +118,7 @@ async fn dropping_relay() -> String {
 async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
     let dir = tempfile::tempdir().unwrap();
     let relays = mesh(3, dir.path());
-    let secrets = Arc::new(ProcessMemorySecrets::default());
+    let secrets = Arc::new(EphemeralSecretStore::default());
     // Alice knows one real relay (and learns none: private addresses are not learned).
     let mut config = common::config(&dir.path().join("alice"), &relays[..1]);
     config.allow_private_relays = false;

@@ -2,14 +2,13 @@
 //! in this process.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jasper_engine::{Engine, EngineConfig, SecretStore};
+use jasper_engine::{Engine, EngineConfig, EphemeralSecretStore};
 
 /// The relay binary built in the same target directory as this test.
 pub fn relay_binary() -> PathBuf {
@@ -86,28 +85,6 @@ pub fn mesh(n: usize, dir: &std::path::Path) -> Vec<RelayProc> {
         .collect()
 }
 
-/// A secret store that keeps secrets in this process's memory: the engine's own tests
-/// exercise the engine; the real OS key stores are exercised by the keystore and daemon tests.
-#[derive(Default)]
-pub struct ProcessMemorySecrets(Mutex<HashMap<String, String>>);
-
-impl SecretStore for ProcessMemorySecrets {
-    fn kind(&self) -> String {
-        "process-memory".into()
-    }
-    fn save(&self, account: &str, secret: &str) -> Result<(), String> {
-        self.0.lock().unwrap().insert(account.into(), secret.into());
-        Ok(())
-    }
-    fn load(&self, account: &str) -> Result<Option<String>, String> {
-        Ok(self.0.lock().unwrap().get(account).cloned())
-    }
-    fn delete(&self, account: &str) -> Result<(), String> {
-        self.0.lock().unwrap().remove(account);
-        Ok(())
-    }
-}
-
 pub fn config(dir: &std::path::Path, relays: &[RelayProc]) -> EngineConfig {
     let mut c = EngineConfig::new(dir);
     c.relays = relays.iter().map(|r| r.addr.clone()).collect();
@@ -121,7 +98,7 @@ pub fn config(dir: &std::path::Path, relays: &[RelayProc]) -> EngineConfig {
 pub async fn engine(
     dir: &std::path::Path,
     relays: &[RelayProc],
-    secrets: Arc<ProcessMemorySecrets>,
+    secrets: Arc<EphemeralSecretStore>,
 ) -> Engine {
     Engine::open(config(dir, relays), secrets).await.unwrap()
 }
