@@ -190,3 +190,34 @@ async fn redis_store_conforms_and_keeps_everything_across_reconnect() {
     let other = RedisStore::open(&redis.url(), "t2:", 3600).await.unwrap();
     assert_eq!(other.count().await.unwrap(), 0);
 }
+
+/// Tombstones are kept for the retention period (3 s here) after expiry, then forgotten.
+async fn tombstones_are_forgotten_after_retention(store: Arc<dyn MessageStore>) {
+    let p = new_packet(0, "short tombstone", 1);
+    assert!(matches!(
+        store.put(p.clone()).await,
+        Ok(PutOutcome::Stored { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    store.purge_expired().await.unwrap();
+    assert_eq!(store.put(p.clone()).await.unwrap(), PutOutcome::Expired);
+    assert!(store.unknown(vec![p.hash]).await.unwrap().is_empty());
+    // expires_at + 3 s retention has passed (whole seconds: wait past the boundary).
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    store.purge_expired().await.unwrap();
+    assert_eq!(store.unknown(vec![p.hash]).await.unwrap(), vec![p.hash]);
+}
+
+#[tokio::test]
+async fn both_backends_forget_tombstones_after_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded: Arc<dyn MessageStore> =
+        Arc::new(EmbeddedStore::open(dir.path(), Duration::from_secs(3)).unwrap());
+    let redis = Redis::start();
+    let with_redis: Arc<dyn MessageStore> =
+        Arc::new(RedisStore::open(&redis.url(), "t3:", 3).await.unwrap());
+    tokio::join!(
+        tombstones_are_forgotten_after_retention(embedded),
+        tombstones_are_forgotten_after_retention(with_redis)
+    );
+}
