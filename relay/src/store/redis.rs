@@ -47,8 +47,13 @@ struct Body {
     signature: String,
 }
 
+/// Connections to Redis. With `appendfsync always` Redis fsyncs once per event-loop turn per
+/// connection, so several connections let more puts share each fsync.
+const CONNECTIONS: usize = 4;
+
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conns: Vec<ConnectionManager>,
+    next: std::sync::atomic::AtomicUsize,
     prefix: String,
     put_script: Script,
     retention: u64,
@@ -59,15 +64,29 @@ impl RedisStore {
     pub async fn open(url: &str, prefix: &str, tombstone_retention_secs: u64) -> StoreResult<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| RelayError::Config(format!("--redis {url}: {e}")))?;
-        let mut conn = ConnectionManager::new(client).await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        warn_if_not_durable(&mut conn).await;
+        // Large recipient fetches (MGET of ~3 MB) can take longer than the default 500 ms.
+        let settings = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(10)))
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut conns = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            conns.push(ConnectionManager::new_with_config(client.clone(), settings.clone()).await?);
+        }
+        let _: String = redis::cmd("PING").query_async(&mut conns[0]).await?;
+        warn_if_not_durable(&mut conns[0]).await;
         Ok(Self {
-            conn,
+            conns,
+            next: std::sync::atomic::AtomicUsize::new(0),
             prefix: prefix.to_owned(),
             put_script: Script::new(PUT_SCRIPT),
             retention: tombstone_retention_secs,
         })
+    }
+
+    /// A connection, round robin.
+    fn conn(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.conns.len();
+        self.conns[i].clone()
     }
 
     fn msg_key(&self, h: &MessageHash) -> String {
@@ -91,7 +110,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = hashes.iter().map(|h| self.msg_key(h)).collect();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let values: Vec<Option<String>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
         let now = unix_now();
@@ -163,7 +182,7 @@ impl MessageStore for RedisStore {
             })
             .expect("body serialises");
             let now = unix_now();
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let (kind, seq): (String, u64) = self
                 .put_script
                 .key(self.msg_key(&p.hash))
@@ -204,7 +223,7 @@ impl MessageStore for RedisStore {
     ) -> BoxFuture<'_, StoreResult<Vec<StoredPacket>>> {
         async move {
             let key = self.rcpt_key(&recipient_fp);
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let limit = limit.max(1);
             let members: Vec<String> = match since {
                 Some(since) => {
@@ -250,7 +269,7 @@ impl MessageStore for RedisStore {
     fn unknown(&self, hashes: Vec<MessageHash>) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>> {
         async move {
             let mut out = Vec::new();
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             for chunk in hashes.chunks(1000) {
                 let mut pipe = redis::pipe();
                 for h in chunk {
@@ -272,7 +291,7 @@ impl MessageStore for RedisStore {
 
     fn live_hashes(&self) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>> {
         async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let now = unix_now();
             let members: Vec<String> = conn
                 .zrangebyscore(self.all_key(), format!("({now}"), "+inf")
@@ -287,7 +306,7 @@ impl MessageStore for RedisStore {
 
     fn count(&self) -> BoxFuture<'_, StoreResult<u64>> {
         async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let now = unix_now();
             Ok(conn
                 .zcount(self.all_key(), format!("({now}"), "+inf")
@@ -299,7 +318,7 @@ impl MessageStore for RedisStore {
     fn purge_expired(&self) -> BoxFuture<'_, StoreResult<usize>> {
         async move {
             // Packets and tombstones expire natively; only the global index needs trimming.
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let now = unix_now();
             let removed: usize = conn.zrembyscore(self.all_key(), "-inf", now).await?;
             Ok(removed)
