@@ -1,0 +1,249 @@
+//! `JasperEngine`: the engine as one uniffi object. Every method translates arguments, calls
+//! `jasper_engine::Engine` and translates the result; async ones run on the ffi runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jasper_engine::Engine;
+
+use crate::error::JasperError;
+use crate::events::{EventListener, Subscription};
+use crate::model::*;
+use crate::secrets::{ForeignSecretStore, SecretStore};
+use crate::{on_runtime, runtime};
+
+type Result<T, E = JasperError> = std::result::Result<T, E>;
+
+/// One identity's client: its local history, relays, outbox and event log. Open one per data
+/// directory; the engine runs in the background until `shutdown` (or until this object is
+/// destroyed).
+///
+/// Methods that are not `async` read or write the local database and return quickly; they
+/// never wait on the network (sending is queued, then done in the background).
+#[derive(uniffi::Object)]
+pub struct JasperEngine {
+    engine: Engine,
+}
+
+#[uniffi::export]
+impl JasperEngine {
+    /// Opens `config.data_dir` (created if missing), loads the identity's private key from
+    /// `secret_store` if this directory has an identity, and starts receiving and sending.
+    #[uniffi::constructor]
+    pub async fn open(
+        config: EngineConfig,
+        secret_store: Arc<dyn SecretStore>,
+    ) -> Result<Arc<Self>> {
+        let config = jasper_engine::EngineConfig::from(config);
+        let secrets = Arc::new(ForeignSecretStore(secret_store));
+        let engine = on_runtime(async move { Ok(Engine::open(config, secrets).await?) }).await?;
+        Ok(Arc::new(JasperEngine { engine }))
+    }
+
+    /// Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
+    /// events. Everything already acknowledged is on disk.
+    pub fn shutdown(&self) {
+        self.engine.shutdown();
+    }
+
+    /// The configuration this engine runs with.
+    pub fn config(&self) -> EngineConfig {
+        self.engine.config().clone().into()
+    }
+
+    // ---- identity -----------------------------------------------------------------------
+
+    /// Generates a new RSA-4096 identity (a few seconds) and saves its private key in the
+    /// secret store. Fails with `IdentityExists` when the directory has one.
+    pub async fn create_identity(&self) -> Result<IdentityInfo> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.create_identity().await?.into()) }).await
+    }
+
+    /// Installs an identity exported from another login (PKCS#8 PEM).
+    pub async fn import_identity(&self, pkcs8_pem: String) -> Result<IdentityInfo> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.import_identity(&pkcs8_pem).await?.into()) }).await
+    }
+
+    pub fn identity(&self) -> Result<IdentityInfo> {
+        Ok(self.engine.identity()?.into())
+    }
+
+    /// The private key as PKCS#8 PEM, for moving the identity to another login. The only way
+    /// the key leaves the engine other than through the app's `SecretStore`.
+    pub fn export_identity(&self) -> Result<String> {
+        Ok(self.engine.export_identity()?)
+    }
+
+    // ---- contacts -----------------------------------------------------------------------
+
+    /// Adds (or renames) a contact by its public key (the text form from `identity()`).
+    pub fn add_contact(
+        &self,
+        key: String,
+        name: String,
+        avatar: Option<String>,
+    ) -> Result<Contact> {
+        Ok(self.engine.add_contact(&key, &name, avatar)?.into())
+    }
+
+    pub fn contacts(&self) -> Result<Vec<Contact>> {
+        Ok(self
+            .engine
+            .contacts()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    // ---- conversations ------------------------------------------------------------------
+
+    pub fn conversations(&self) -> Result<Vec<Conversation>> {
+        Ok(self
+            .engine
+            .conversations()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    pub fn conversation(&self, id: i64) -> Result<Conversation> {
+        Ok(self.engine.conversation(id)?.into())
+    }
+
+    /// A conversation by `#id`, group name, contact name or key (a DM is created for a key).
+    pub fn resolve_conversation(&self, target: String) -> Result<Conversation> {
+        Ok(self.engine.resolve_conversation(&target)?.into())
+    }
+
+    /// A page of a conversation's history, oldest first; pass `before` from the previous page
+    /// to go further back. `limit` is clamped to 1..=500.
+    pub fn messages(
+        &self,
+        target: String,
+        before: Option<String>,
+        limit: u32,
+    ) -> Result<MessagePage> {
+        Ok(self
+            .engine
+            .messages(&target, before.as_deref(), limit as usize)?
+            .into())
+    }
+
+    pub fn message(&self, message_id: String) -> Result<Message> {
+        Ok(self.engine.message(&message_id)?.into())
+    }
+
+    // ---- messages -----------------------------------------------------------------------
+
+    /// Queues a text message to a conversation (`#id`, group name, contact name or key) and
+    /// returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
+    pub fn send(&self, target: String, content: String) -> Result<Message> {
+        Ok(self.engine.send(&target, &content)?.into())
+    }
+
+    /// Replaces the content of a message this identity wrote.
+    pub fn edit(&self, message_id: String, content: String) -> Result<Message> {
+        Ok(self.engine.edit(&message_id, &content)?.into())
+    }
+
+    /// Deletes a message this identity wrote, for everyone in the conversation.
+    pub fn delete(&self, message_id: String) -> Result<Message> {
+        Ok(self.engine.delete(&message_id)?.into())
+    }
+
+    /// Reacts to a message (`:name:`); reacting again with the same one takes it back.
+    pub fn react(&self, message_id: String, reaction: String) -> Result<Message> {
+        Ok(self.engine.react(&message_id, &reaction)?.into())
+    }
+
+    // ---- groups -------------------------------------------------------------------------
+
+    /// Creates a group with `members` (contact names or keys); this identity is its admin.
+    pub fn create_group(&self, name: String, members: Vec<String>) -> Result<Conversation> {
+        Ok(self.engine.create_group(&name, &members)?.into())
+    }
+
+    pub fn add_group_members(&self, group: String, members: Vec<String>) -> Result<Conversation> {
+        Ok(self.engine.change_group(&group, &members, true)?.into())
+    }
+
+    pub fn remove_group_members(
+        &self,
+        group: String,
+        members: Vec<String>,
+    ) -> Result<Conversation> {
+        Ok(self.engine.change_group(&group, &members, false)?.into())
+    }
+
+    // ---- relays -------------------------------------------------------------------------
+
+    pub fn relays(&self) -> Result<Vec<RelayInfo>> {
+        Ok(self.engine.relays()?.into_iter().map(Into::into).collect())
+    }
+
+    pub fn add_relay(&self, address: String) -> Result<RelayInfo> {
+        Ok(self.engine.add_relay(&address)?.into())
+    }
+
+    pub fn remove_relay(&self, address: String) -> Result<()> {
+        Ok(self.engine.remove_relay(&address)?)
+    }
+
+    /// The relay this identity receives on, once chosen.
+    pub fn rx_relay(&self) -> Result<Option<String>> {
+        Ok(self.engine.rx_relay()?)
+    }
+
+    /// The TX relays that carried a message's copies, per recipient.
+    pub fn message_routes(&self, message_id: String) -> Result<Vec<MessageRoute>> {
+        Ok(self
+            .engine
+            .message_routes(&message_id)?
+            .into_iter()
+            .map(|(recipient, relay)| MessageRoute { recipient, relay })
+            .collect())
+    }
+
+    /// Refreshes relay lists and load figures now (apps call it when brought to the
+    /// foreground; it also runs every `discovery_interval_ms`).
+    pub async fn refresh_relays(&self) -> Result<()> {
+        let engine = self.engine.clone();
+        on_runtime(async move {
+            engine.discover_once().await;
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- events -------------------------------------------------------------------------
+
+    /// Pull style: the first event after `after_seq`, waiting up to `timeout_ms` for one
+    /// (none when the wait ends). Pass the last `seq` handled to resume, also after a restart:
+    /// the log is durable.
+    pub async fn next_event(&self, after_seq: u64, timeout_ms: u64) -> Result<Option<Event>> {
+        let engine = self.engine.clone();
+        on_runtime(async move {
+            let event = engine
+                .next_event(after_seq, Duration::from_millis(timeout_ms))
+                .await?;
+            Ok(event.map(Into::into))
+        })
+        .await
+    }
+
+    /// Listener style: calls `listener.on_event` with every event after `from_seq`, in order,
+    /// then with live ones, until the returned `Subscription` is cancelled or destroyed, or
+    /// the engine shuts down. Keep the subscription for as long as events are wanted.
+    pub fn subscribe(&self, from_seq: u64, listener: Box<dyn EventListener>) -> Arc<Subscription> {
+        let _runtime = runtime().enter();
+        Subscription::start(&self.engine, from_seq, listener.into())
+    }
+}
+
+impl Drop for JasperEngine {
+    fn drop(&mut self) {
+        self.engine.shutdown();
+    }
+}

@@ -1,0 +1,193 @@
+//! The bindings' one error enum: one variant per engine error code, so Kotlin, Swift and
+//! Python get typed exceptions (`JasperException.UnknownContact`, `JasperError.UnknownContact`)
+//! that carry the same stable `code` as the daemon's gRPC `ErrorInfo` reason.
+
+use jasper_engine::EngineError;
+
+/// Every failure the engine reports. Each variant carries `code`, the engine's stable
+/// machine-readable code (`unknown_contact`, ...), and `detail`, a human-readable message.
+/// (`detail`, not `message`: Kotlin exceptions already have a `message` property, which the
+/// generated code fills from both fields.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+pub enum JasperError {
+    /// No identity yet: create or import one first.
+    #[error("{detail}")]
+    NoIdentity { code: String, detail: String },
+    /// This data directory already has an identity.
+    #[error("{detail}")]
+    IdentityExists { code: String, detail: String },
+    /// A public or private key that does not parse.
+    #[error("{detail}")]
+    InvalidKey { code: String, detail: String },
+    /// An argument out of range (empty message, bad name, bad relay address, ...).
+    #[error("{detail}")]
+    InvalidArgument { code: String, detail: String },
+    /// A name that is neither a contact nor a key.
+    #[error("{detail}")]
+    UnknownContact { code: String, detail: String },
+    /// No conversation, group or contact by that name, id or key.
+    #[error("{detail}")]
+    UnknownConversation { code: String, detail: String },
+    /// No message with that id.
+    #[error("{detail}")]
+    UnknownMessage { code: String, detail: String },
+    /// No relay with that address.
+    #[error("{detail}")]
+    UnknownRelay { code: String, detail: String },
+    /// Another contact already has that name.
+    #[error("{detail}")]
+    NameTaken { code: String, detail: String },
+    /// Content over `EngineConfig.max_message_bytes`.
+    #[error("{detail}")]
+    MessageTooLarge { code: String, detail: String },
+    /// Only a message's author (or a group's creator) may do that.
+    #[error("{detail}")]
+    NotAuthor { code: String, detail: String },
+    /// No relay is known: add one first.
+    #[error("{detail}")]
+    NoRelays { code: String, detail: String },
+    /// The secret store failed, or holds another key than this data directory's identity.
+    /// Also what an exception thrown by the app's `SecretStore` becomes.
+    #[error("{detail}")]
+    KeyStore { code: String, detail: String },
+    /// The local database failed.
+    #[error("{detail}")]
+    Storage { code: String, detail: String },
+    /// A protocol-level failure (a key or packet that does not verify).
+    #[error("{detail}")]
+    Protocol { code: String, detail: String },
+    /// The engine was shut down.
+    #[error("{detail}")]
+    ShuttingDown { code: String, detail: String },
+}
+
+impl JasperError {
+    pub(crate) fn shutting_down() -> Self {
+        EngineError::ShuttingDown.into()
+    }
+
+    pub(crate) fn key_store(detail: impl Into<String>) -> Self {
+        JasperError::KeyStore {
+            code: EngineError::KeyStore(String::new()).code().to_owned(),
+            detail: detail.into(),
+        }
+    }
+}
+
+#[uniffi::export]
+impl JasperError {
+    /// The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+    /// or forward errors without matching each variant.
+    pub fn error_code(&self) -> String {
+        self.parts().0.to_owned()
+    }
+
+    /// The human-readable message.
+    pub fn error_detail(&self) -> String {
+        self.parts().1.to_owned()
+    }
+}
+
+impl JasperError {
+    fn parts(&self) -> (&str, &str) {
+        use JasperError::*;
+        match self {
+            NoIdentity { code, detail }
+            | IdentityExists { code, detail }
+            | InvalidKey { code, detail }
+            | InvalidArgument { code, detail }
+            | UnknownContact { code, detail }
+            | UnknownConversation { code, detail }
+            | UnknownMessage { code, detail }
+            | UnknownRelay { code, detail }
+            | NameTaken { code, detail }
+            | MessageTooLarge { code, detail }
+            | NotAuthor { code, detail }
+            | NoRelays { code, detail }
+            | KeyStore { code, detail }
+            | Storage { code, detail }
+            | Protocol { code, detail }
+            | ShuttingDown { code, detail } => (code, detail),
+        }
+    }
+}
+
+impl From<EngineError> for JasperError {
+    fn from(e: EngineError) -> Self {
+        let code = e.code().to_owned();
+        let detail = e.to_string();
+        match e {
+            EngineError::NoIdentity => JasperError::NoIdentity { code, detail },
+            EngineError::IdentityExists => JasperError::IdentityExists { code, detail },
+            EngineError::InvalidKey(_) => JasperError::InvalidKey { code, detail },
+            EngineError::InvalidArgument(_) => JasperError::InvalidArgument { code, detail },
+            EngineError::UnknownContact(_) => JasperError::UnknownContact { code, detail },
+            EngineError::UnknownConversation(_) => {
+                JasperError::UnknownConversation { code, detail }
+            }
+            EngineError::UnknownMessage(_) => JasperError::UnknownMessage { code, detail },
+            EngineError::UnknownRelay(_) => JasperError::UnknownRelay { code, detail },
+            EngineError::NameTaken(_) => JasperError::NameTaken { code, detail },
+            EngineError::MessageTooLarge { .. } => JasperError::MessageTooLarge { code, detail },
+            EngineError::NotAuthor(_) => JasperError::NotAuthor { code, detail },
+            EngineError::NoRelays => JasperError::NoRelays { code, detail },
+            EngineError::KeyStore(_) => JasperError::KeyStore { code, detail },
+            EngineError::Storage(_) => JasperError::Storage { code, detail },
+            EngineError::Protocol(_) => JasperError::Protocol { code, detail },
+            EngineError::ShuttingDown => JasperError::ShuttingDown { code, detail },
+        }
+    }
+}
+
+/// An exception the app's `SecretStore` threw that is not a `JasperError` (an Android
+/// `KeyStoreException`, a Swift `Error`, a Python `OSError`): a key-store failure, with the
+/// exception's text as the detail.
+impl From<uniffi::UnexpectedUniFFICallbackError> for JasperError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        JasperError::key_store(e.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_error_keeps_its_code_and_message() {
+        let cases = [
+            EngineError::NoIdentity,
+            EngineError::IdentityExists,
+            EngineError::InvalidKey("k".into()),
+            EngineError::InvalidArgument("a".into()),
+            EngineError::UnknownContact("bob".into()),
+            EngineError::UnknownConversation("#9".into()),
+            EngineError::UnknownMessage("m".into()),
+            EngineError::UnknownRelay("r:1".into()),
+            EngineError::NameTaken("bob".into()),
+            EngineError::MessageTooLarge { len: 2, max: 1 },
+            EngineError::NotAuthor("edit"),
+            EngineError::NoRelays,
+            EngineError::KeyStore("gone".into()),
+            EngineError::Storage("disk".into()),
+            EngineError::ShuttingDown,
+        ];
+        for e in cases {
+            let (code, message) = (e.code(), e.to_string());
+            let mapped = JasperError::from(e);
+            assert_eq!(mapped.error_code(), code);
+            assert_eq!(mapped.error_detail(), message);
+            assert_eq!(mapped.to_string(), message);
+        }
+        assert!(matches!(
+            JasperError::from(EngineError::UnknownContact("bob".into())),
+            JasperError::UnknownContact { .. }
+        ));
+    }
+
+    #[test]
+    fn a_foreign_exception_is_a_key_store_error() {
+        let e = JasperError::from(uniffi::UnexpectedUniFFICallbackError::new("locked"));
+        assert_eq!(e.error_code(), "key_store");
+        assert_eq!(e.error_detail(), "locked");
+    }
+}

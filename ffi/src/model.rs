@@ -1,0 +1,409 @@
+//! Records and enums mirroring the engine's model (`jasper_engine::model`) and configuration,
+//! field for field; durations cross as milliseconds.
+
+use std::time::Duration;
+
+use jasper_engine as engine;
+
+/// What `JasperEngine.open` takes; start from `default_config(data_dir)` and change fields.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct EngineConfig {
+    /// Holds the SQLite database (never the private key): the app's private files directory.
+    pub data_dir: String,
+    /// Relays to start from (`HOST:PORT`); more are learned from them.
+    pub relays: Vec<String>,
+    /// Use loopback/private relay addresses learned from relays (tests, LANs).
+    pub allow_private_relays: bool,
+    /// Polling interval on relays without the long-poll extension.
+    pub poll_interval_ms: u64,
+    /// How long one long-poll asks the RX relay to hold the request; 0 turns long-polling off.
+    pub long_poll_ms: u64,
+    /// A sent packet not seen on another relay after this long is re-sent through another relay.
+    pub delivery_timeout_ms: u64,
+    /// How often relay lists and load figures are refreshed.
+    pub discovery_interval_ms: u64,
+    /// Largest message content accepted, in bytes.
+    pub max_message_bytes: u64,
+    /// Timeout of one relay request (long-polls add their wait to it).
+    pub relay_timeout_ms: u64,
+}
+
+impl From<engine::EngineConfig> for EngineConfig {
+    fn from(c: engine::EngineConfig) -> Self {
+        EngineConfig {
+            data_dir: c.data_dir.to_string_lossy().into_owned(),
+            relays: c.relays,
+            allow_private_relays: c.allow_private_relays,
+            poll_interval_ms: millis(c.poll_interval),
+            long_poll_ms: millis(c.long_poll),
+            delivery_timeout_ms: millis(c.delivery_timeout),
+            discovery_interval_ms: millis(c.discovery_interval),
+            max_message_bytes: c.max_message_bytes as u64,
+            relay_timeout_ms: millis(c.relay_timeout),
+        }
+    }
+}
+
+impl From<EngineConfig> for engine::EngineConfig {
+    fn from(c: EngineConfig) -> Self {
+        let mut out = engine::EngineConfig::new(c.data_dir);
+        out.relays = c.relays;
+        out.allow_private_relays = c.allow_private_relays;
+        out.poll_interval = Duration::from_millis(c.poll_interval_ms);
+        out.long_poll = Duration::from_millis(c.long_poll_ms);
+        out.delivery_timeout = Duration::from_millis(c.delivery_timeout_ms);
+        out.discovery_interval = Duration::from_millis(c.discovery_interval_ms);
+        out.max_message_bytes = usize::try_from(c.max_message_bytes).unwrap_or(usize::MAX);
+        out.relay_timeout = Duration::from_millis(c.relay_timeout_ms);
+        // Apps raise their own notifications from events; the engine's are desktop ones.
+        out.notifications = false;
+        out
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The engine's defaults for a data directory.
+#[uniffi::export]
+pub fn default_config(data_dir: String) -> EngineConfig {
+    engine::EngineConfig::new(data_dir).into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct IdentityInfo {
+    /// Canonical text form of the public key (what contacts add).
+    pub public_key: String,
+    /// SHA-256 of the DER public key, hex.
+    pub fingerprint: String,
+    /// The secret store's `kind()`.
+    pub key_store: String,
+}
+
+impl From<engine::IdentityInfo> for IdentityInfo {
+    fn from(i: engine::IdentityInfo) -> Self {
+        IdentityInfo {
+            public_key: i.public_key,
+            fingerprint: i.fingerprint,
+            key_store: i.key_store,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Contact {
+    pub key: String,
+    pub fingerprint: String,
+    pub name: String,
+    pub avatar: Option<String>,
+    /// Unix time in milliseconds.
+    pub added_at: i64,
+}
+
+impl From<engine::Contact> for Contact {
+    fn from(c: engine::Contact) -> Self {
+        Contact {
+            key: c.key,
+            fingerprint: c.fingerprint,
+            name: c.name,
+            avatar: c.avatar,
+            added_at: c.added_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+impl From<engine::ConversationKind> for ConversationKind {
+    fn from(k: engine::ConversationKind) -> Self {
+        match k {
+            engine::ConversationKind::Direct => ConversationKind::Direct,
+            engine::ConversationKind::Group => ConversationKind::Group,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Conversation {
+    pub id: i64,
+    pub kind: ConversationKind,
+    /// UUID; for groups it is what identifies the group on the wire.
+    pub channel_id: String,
+    /// The contact's name (or short key) for a DM, the group's name for a group.
+    pub name: String,
+    /// Keys of the other participants.
+    pub members: Vec<String>,
+    /// The group's creator (the only one who may add or remove others).
+    pub admin: Option<String>,
+    pub created_at: i64,
+}
+
+impl From<engine::Conversation> for Conversation {
+    fn from(c: engine::Conversation) -> Self {
+        Conversation {
+            id: c.id,
+            kind: c.kind.into(),
+            channel_id: c.channel_id,
+            name: c.name,
+            members: c.members,
+            admin: c.admin,
+            created_at: c.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum MessageState {
+    /// Written to the outbox; not yet accepted by a TX relay.
+    Queued,
+    /// Accepted by the TX relay (every copy, for a group).
+    Sent,
+    /// Seen on a different relay than the one it was sent through: it is in the mesh.
+    Visible,
+    /// Given up on (reason in `failure`).
+    Failed,
+    /// Arrived from someone (or from another login of this identity).
+    Received,
+}
+
+impl From<engine::MessageState> for MessageState {
+    fn from(s: engine::MessageState) -> Self {
+        match s {
+            engine::MessageState::Queued => MessageState::Queued,
+            engine::MessageState::Sent => MessageState::Sent,
+            engine::MessageState::Visible => MessageState::Visible,
+            engine::MessageState::Failed => MessageState::Failed,
+            engine::MessageState::Received => MessageState::Received,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Reaction {
+    pub reactor: String,
+    pub reaction: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Message {
+    /// The protocol's message id (a UUID chosen by the author).
+    pub id: String,
+    pub conversation_id: i64,
+    pub sender: String,
+    pub sender_name: Option<String>,
+    /// Written by this identity (on this or another login).
+    pub outgoing: bool,
+    /// `MESSAGE`, or an unknown type kept verbatim.
+    pub kind: String,
+    pub content: String,
+    /// The author's timestamp (RFC 3339).
+    pub timestamp: String,
+    pub state: MessageState,
+    pub failure: Option<String>,
+    pub edited: bool,
+    pub deleted: bool,
+    pub reactions: Vec<Reaction>,
+    /// Earlier contents, oldest first.
+    pub history: Vec<String>,
+}
+
+impl From<engine::Message> for Message {
+    fn from(m: engine::Message) -> Self {
+        Message {
+            id: m.id,
+            conversation_id: m.conversation_id,
+            sender: m.sender,
+            sender_name: m.sender_name,
+            outgoing: m.outgoing,
+            kind: m.kind,
+            content: m.content,
+            timestamp: m.timestamp,
+            state: m.state.into(),
+            failure: m.failure,
+            edited: m.edited,
+            deleted: m.deleted,
+            reactions: m
+                .reactions
+                .into_iter()
+                .map(|r| Reaction {
+                    reactor: r.reactor,
+                    reaction: r.reaction,
+                })
+                .collect(),
+            history: m.history,
+        }
+    }
+}
+
+/// A page of history, oldest first, and the cursor for the page before it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    pub before: Option<String>,
+}
+
+impl From<engine::MessagePage> for MessagePage {
+    fn from(p: engine::MessagePage) -> Self {
+        MessagePage {
+            messages: p.messages.into_iter().map(Into::into).collect(),
+            before: p.before,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RelayInfo {
+    pub address: String,
+    /// `configured`, `learned` or `added`.
+    pub origin: String,
+    /// Load the relay reports, if it reports any.
+    pub reported_load: Option<f64>,
+    /// Our own measurement, exponentially averaged.
+    pub latency_ms: Option<f64>,
+    pub successes: u64,
+    pub failures: u64,
+    /// Packets from it that failed to open (forged or corrupted).
+    pub forged: u64,
+    /// Acknowledged sends that never showed up elsewhere.
+    pub lost: u64,
+    pub suspect: bool,
+    pub supports_wait: bool,
+    /// What this identity uses it for: `rx`, or `tx` for some contacts (never which ones).
+    pub roles: Vec<String>,
+}
+
+impl From<engine::RelayInfo> for RelayInfo {
+    fn from(r: engine::RelayInfo) -> Self {
+        RelayInfo {
+            address: r.address,
+            origin: r.origin,
+            reported_load: r.reported_load,
+            latency_ms: r.latency_ms,
+            successes: r.successes,
+            failures: r.failures,
+            forged: r.forged,
+            lost: r.lost,
+            suspect: r.suspect,
+            supports_wait: r.supports_wait,
+            roles: r.roles,
+        }
+    }
+}
+
+/// Which TX relay carried the copy of a message for one recipient (none yet: still queued).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct MessageRoute {
+    pub recipient: String,
+    pub relay: Option<String>,
+}
+
+/// One entry of the durable event log.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Event {
+    /// Position in the log: pass it back as `after_seq` / `from_seq` to resume after it.
+    pub seq: u64,
+    /// Unix time (ms) when recorded.
+    pub at: i64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum EventKind {
+    MessageReceived {
+        message: Message,
+    },
+    MessageSent {
+        message: Message,
+    },
+    MessageUpdated {
+        message: Message,
+    },
+    MessageStateChanged {
+        conversation_id: i64,
+        message_id: String,
+        state: MessageState,
+        failure: Option<String>,
+    },
+    ConversationUpdated {
+        conversation: Conversation,
+    },
+    ContactAdded {
+        contact: Contact,
+    },
+    IdentityChanged {
+        identity: IdentityInfo,
+    },
+    RelayDiscovered {
+        address: String,
+    },
+}
+
+impl From<engine::Event> for Event {
+    fn from(e: engine::Event) -> Self {
+        use engine::EventKind as K;
+        let kind = match e.kind {
+            K::MessageReceived { message } => EventKind::MessageReceived {
+                message: message.into(),
+            },
+            K::MessageSent { message } => EventKind::MessageSent {
+                message: message.into(),
+            },
+            K::MessageUpdated { message } => EventKind::MessageUpdated {
+                message: message.into(),
+            },
+            K::MessageStateChanged {
+                conversation_id,
+                message_id,
+                state,
+                failure,
+            } => EventKind::MessageStateChanged {
+                conversation_id,
+                message_id,
+                state: state.into(),
+                failure,
+            },
+            K::ConversationUpdated { conversation } => EventKind::ConversationUpdated {
+                conversation: conversation.into(),
+            },
+            K::ContactAdded { contact } => EventKind::ContactAdded {
+                contact: contact.into(),
+            },
+            K::IdentityChanged { identity } => EventKind::IdentityChanged {
+                identity: identity.into(),
+            },
+            K::RelayDiscovered { address } => EventKind::RelayDiscovered { address },
+        };
+        Event {
+            seq: e.seq,
+            at: e.at,
+            kind,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_round_trips_with_the_engines_defaults() {
+        let defaults = engine::EngineConfig::new("/data");
+        let record = default_config("/data".into());
+        assert_eq!(record.long_poll_ms, 25_000);
+        let back = engine::EngineConfig::from(record.clone());
+        assert_eq!(back.data_dir, defaults.data_dir);
+        assert_eq!(back.poll_interval, defaults.poll_interval);
+        assert_eq!(back.long_poll, defaults.long_poll);
+        assert_eq!(back.delivery_timeout, defaults.delivery_timeout);
+        assert_eq!(back.discovery_interval, defaults.discovery_interval);
+        assert_eq!(back.max_message_bytes, defaults.max_message_bytes);
+        assert_eq!(back.relay_timeout, defaults.relay_timeout);
+        assert!(!back.notifications);
+        assert_eq!(EngineConfig::from(back), record);
+    }
+}
