@@ -780,7 +780,7 @@ impl Engine {
                         after = e.seq;
                         return Some((Ok(e), (engine, latest, after, buffer)));
                     }
-                    match engine.inner.db.events_after(after, 256) {
+                    match engine.events_after(after, 256).await {
                         Ok(events) if !events.is_empty() => buffer.extend(events),
                         Ok(_) => {
                             tokio::select! {
@@ -795,12 +795,20 @@ impl Engine {
         )
     }
 
+    /// Reads the event log off the runtime threads (a long backlog is a real SQLite scan).
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.inner.db.events_after(after, limit))
+            .await
+            .map_err(|e| EngineError::Storage(format!("event read task failed: {e}")))?
+    }
+
     /// The next event after `after_seq`, waiting up to `timeout` (pull style, for bindings).
     pub async fn next_event(&self, after_seq: u64, timeout: Duration) -> Result<Option<Event>> {
         let mut latest = self.inner.latest_event.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(e) = self.inner.db.events_after(after_seq, 1)?.into_iter().next() {
+            if let Some(e) = self.events_after(after_seq, 1).await?.into_iter().next() {
                 return Ok(Some(e));
             }
             tokio::select! {
