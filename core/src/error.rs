@@ -72,6 +72,38 @@ pub enum Error {
     #[error("{count} recipients, more than the limit of {max}")]
     TooManyRecipients { count: usize, max: usize },
 
+    /// An attachment link is not in the format of docs/protocol.md, "Attachments".
+    #[error("attachment link is invalid: {0}")]
+    InvalidAttachmentLink(String),
+
+    /// Encrypted attachment data is structurally wrong (not one, unknown version, bad chunk size).
+    #[error("encrypted attachment is malformed: {0}")]
+    MalformedAttachment(String),
+
+    /// The attachment's header says it was encrypted with another key than the link's.
+    #[error("the attachment was encrypted with another key")]
+    AttachmentWrongKey,
+
+    /// A chunk of the attachment fails authentication (modified, or moved from elsewhere).
+    #[error("attachment chunk {chunk} was modified")]
+    AttachmentTampered { chunk: u64 },
+
+    /// The attachment ends before its last chunk (chunks were cut off).
+    #[error("attachment is truncated")]
+    AttachmentTruncated,
+
+    /// The decrypted attachment is not the size the link states.
+    #[error("attachment is {actual} bytes, the link says {expected}")]
+    AttachmentSizeMismatch { expected: u64, actual: u64 },
+
+    /// The decrypted attachment's SHA-256 is not the link's.
+    #[error("attachment does not match the SHA-256 in its link")]
+    AttachmentHashMismatch,
+
+    /// Reading or writing attachment data failed.
+    #[error("attachment I/O failed: {0}")]
+    AttachmentIo(String),
+
     /// The system's cryptographic library failed (random source, key generation).
     #[error("cryptographic failure: {0}")]
     Crypto(String),

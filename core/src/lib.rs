@@ -2,9 +2,11 @@
 //!
 //! The Jasper v1.0.0 protocol as a library with no I/O: wire types ([`protocol`]), the packet
 //! hash ([`hash`]), RSA-4096 keys in their canonical text form ([`key`]) and the sealed
-//! envelope ([`envelope`]). The relay, the daemon and the mobile bindings all build on it.
+//! envelope ([`envelope`]), and
+//! encrypted attachments with their Markdown links ([`attachment`]). The relay, the daemon and the mobile bindings all build on it.
 
 pub mod addr;
+pub mod attachment;
 pub mod envelope;
 pub mod error;
 pub mod hash;
