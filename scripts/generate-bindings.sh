@@ -7,6 +7,8 @@
 #                                          committed files differ (run by scripts/test.sh)
 #
 # A debug build is enough: the bindings depend only on the interface metadata in the library.
+# JASPER_FFI_LIB=path uses a library already built (scripts/test.sh passes the one its
+# `cargo test --workspace` built, so no second build with other features replaces it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jasper/target}"
@@ -23,9 +25,14 @@ case "$(uname -s)" in
   *) lib_file=libjasper_ffi.so ;;
 esac
 
-cargo build --locked --quiet -p jasper-ffi -p uniffi-bindgen
-lib="$CARGO_TARGET_DIR/debug/$lib_file"
+cargo build --locked --quiet -p uniffi-bindgen
 bindgen="$CARGO_TARGET_DIR/debug/uniffi-bindgen"
+if [ -n "${JASPER_FFI_LIB:-}" ]; then
+  lib="$JASPER_FFI_LIB"
+else
+  cargo build --locked --quiet -p jasper-ffi
+  lib="$CARGO_TARGET_DIR/debug/$lib_file"
+fi
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -2,7 +2,9 @@
 # The one command that runs every test: installs what the tests need (redis-server, a C
 # toolchain for aws-lc; gnome-keyring, dbus, libsecret-tools and keyutils through
 # with-secret-service.sh), then formatting, clippy with warnings as errors, and the whole
-# workspace's tests (unit, real relay processes, real Redis, a real Secret Service and keyutils).
+# workspace's tests (unit, real relay processes, real Redis, a real Secret Service and keyutils);
+# then the uniffi bindings: the committed ones must match a fresh generation, and the Python
+# (pytest) and Kotlin-on-the-JVM (Maven, JUnit) tests run them against real relays.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,9 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -35,3 +40,30 @@ echo "== cargo test"
 # keyutils tests (and the daemon) join their own session keyring with
 # prepare_process_for_keyutils(), and a wrapper would hide a missing call.
 scripts/with-secret-service.sh cargo test --workspace --locked
+
+# The bindings run against what that build left in target/debug: libjasper_ffi (cargo builds the
+# cdylib for the crate's tests) and jasper-relay (built for the relay's integration tests). Built
+# here only when missing, e.g. when the workspace tests were narrowed.
+ffi_lib="$CARGO_TARGET_DIR/debug/libjasper_ffi.so"
+relay_bin="$CARGO_TARGET_DIR/debug/jasper-relay"
+[ -f "$ffi_lib" ] || cargo build --locked -p jasper-ffi
+[ -x "$relay_bin" ] || cargo build --locked -p jasper-relay --bin jasper-relay
+
+echo "== bindings: committed bindings match the library"
+JASPER_FFI_LIB="$ffi_lib" scripts/generate-bindings.sh --check
+
+echo "== bindings: Python (pytest)"
+if ! python3 -m pytest --version >/dev/null 2>&1; then
+  python3 -m pip install --quiet pytest
+fi
+JASPER_FFI_LIB="$ffi_lib" JASPER_RELAY_BIN="$relay_bin" \
+  python3 -m pytest -q -p no:cacheprovider bindings/python
+
+echo "== bindings: Kotlin on the JVM (Maven, JUnit)"
+# -q hides Surefire's summary, so it is printed from the reports afterwards. The first run
+# downloads Kotlin, JNA, coroutines and JUnit from Maven Central into ~/.m2.
+jvm=bindings/kotlin/jasper-jvm
+rm -rf "$jvm/target/surefire-reports"
+mvn -B -q -f "$jvm/pom.xml" test \
+  -Djasper.ffi.dir="$(dirname "$ffi_lib")" -Djasper.relay.bin="$relay_bin"
+cat "$jvm"/target/surefire-reports/*.txt | grep -h "^Tests run:"

@@ -1240,8 +1240,9 @@ public func FfiConverterTypeJasperEngine_lower(_ value: JasperEngine) -> UInt64 
  *
  * The engine calls `save`, `load` and `delete` from its own blocking threads (never the app's
  * thread, never its async workers): `load` once at `open`, `save` then `load` (to check the
- * write) when an identity is created or imported. `kind` may run on any thread. `account` names the key of one data directory. Throwing any
- * exception makes the call fail with `JasperError.KeyStore` carrying the exception's text.
+ * write) when an identity is created or imported. `kind` may run on any thread. `account`
+ * names the key of one data directory. Throwing any exception makes the call fail with
+ * `JasperError.KeyStore` carrying the exception's text.
  */
 public protocol SecretStore: AnyObject, Sendable {
     
@@ -1271,8 +1272,9 @@ public protocol SecretStore: AnyObject, Sendable {
  *
  * The engine calls `save`, `load` and `delete` from its own blocking threads (never the app's
  * thread, never its async workers): `load` once at `open`, `save` then `load` (to check the
- * write) when an identity is created or imported. `kind` may run on any thread. `account` names the key of one data directory. Throwing any
- * exception makes the call fail with `JasperError.KeyStore` carrying the exception's text.
+ * write) when an identity is created or imported. `kind` may run on any thread. `account`
+ * names the key of one data directory. Throwing any exception makes the call fail with
+ * `JasperError.KeyStore` carrying the exception's text.
  */
 open class SecretStoreImpl: SecretStore, @unchecked Sendable {
     fileprivate let handle: UInt64

@@ -12,8 +12,9 @@ use crate::error::JasperError;
 ///
 /// The engine calls `save`, `load` and `delete` from its own blocking threads (never the app's
 /// thread, never its async workers): `load` once at `open`, `save` then `load` (to check the
-/// write) when an identity is created or imported. `kind` may run on any thread. `account` names the key of one data directory. Throwing any
-/// exception makes the call fail with `JasperError.KeyStore` carrying the exception's text.
+/// write) when an identity is created or imported. `kind` may run on any thread. `account`
+/// names the key of one data directory. Throwing any exception makes the call fail with
+/// `JasperError.KeyStore` carrying the exception's text.
 #[uniffi::export(with_foreign)]
 pub trait SecretStore: Send + Sync {
     /// Short name of the store (`android-keystore`, `ios-keychain`), reported in `IdentityInfo`.

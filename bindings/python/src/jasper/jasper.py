@@ -4716,8 +4716,9 @@ class SecretStore():
 
     The engine calls `save`, `load` and `delete` from its own blocking threads (never the app's
     thread, never its async workers): `load` once at `open`, `save` then `load` (to check the
-    write) when an identity is created or imported. `kind` may run on any thread. `account` names the key of one data directory. Throwing any
-    exception makes the call fail with `JasperError.KeyStore` carrying the exception's text.
+    write) when an identity is created or imported. `kind` may run on any thread. `account`
+    names the key of one data directory. Throwing any exception makes the call fail with
+    `JasperError.KeyStore` carrying the exception's text.
 """
     
     def kind(self, ) -> str:
@@ -4747,8 +4748,9 @@ class SecretStoreImpl(SecretStore):
 
     The engine calls `save`, `load` and `delete` from its own blocking threads (never the app's
     thread, never its async workers): `load` once at `open`, `save` then `load` (to check the
-    write) when an identity is created or imported. `kind` may run on any thread. `account` names the key of one data directory. Throwing any
-    exception makes the call fail with `JasperError.KeyStore` carrying the exception's text.
+    write) when an identity is created or imported. `kind` may run on any thread. `account`
+    names the key of one data directory. Throwing any exception makes the call fail with
+    `JasperError.KeyStore` carrying the exception's text.
 """
     
     _handle: ctypes.c_uint64

@@ -2583,8 +2583,9 @@ public object FfiConverterTypeJasperEngine: FfiConverter<JasperEngine, Long> {
  *
  * The engine calls `save`, `load` and `delete` from its own blocking threads (never the app's
  * thread, never its async workers): `load` once at `open`, `save` then `load` (to check the
- * write) when an identity is created or imported. `kind` may run on any thread. `account` names the key of one data directory. Throwing any
- * exception makes the call fail with `JasperError.KeyStore` carrying the exception's text.
+ * write) when an identity is created or imported. `kind` may run on any thread. `account`
+ * names the key of one data directory. Throwing any exception makes the call fail with
+ * `JasperError.KeyStore` carrying the exception's text.
  */
 public interface SecretStore {
     
@@ -2616,8 +2617,9 @@ public interface SecretStore {
  *
  * The engine calls `save`, `load` and `delete` from its own blocking threads (never the app's
  * thread, never its async workers): `load` once at `open`, `save` then `load` (to check the
- * write) when an identity is created or imported. `kind` may run on any thread. `account` names the key of one data directory. Throwing any
- * exception makes the call fail with `JasperError.KeyStore` carrying the exception's text.
+ * write) when an identity is created or imported. `kind` may run on any thread. `account`
+ * names the key of one data directory. Throwing any exception makes the call fail with
+ * `JasperError.KeyStore` carrying the exception's text.
  */
 open class SecretStoreImpl: Disposable, AutoCloseable, SecretStore
 {
