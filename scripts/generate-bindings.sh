@@ -7,8 +7,9 @@
 #                                          committed files differ (run by scripts/test.sh)
 #
 # A debug build is enough: the bindings depend only on the interface metadata in the library.
-# JASPER_FFI_LIB=path uses a library already built (scripts/test.sh passes the one its
-# `cargo test --workspace` built, so no second build with other features replaces it).
+# JASPER_FFI_LIB=path uses a library already built instead of building jasper-ffi. The two
+# packages are built one after the other, not together: together, cargo would unify uniffi's
+# `cli` feature into jasper-ffi's dependencies and make a third configuration of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jasper/target}"

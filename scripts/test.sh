@@ -35,22 +35,25 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== IPFS node (js-ipfs on loopback, for the attachment tests)"
+# Installed once into ~/.cache/jasper/jsipfs (2-4 minutes the first time), then ~5 s to start.
+ipfs_env=$(scripts/ipfs-node.sh start)
+eval "$ipfs_env"
+trap 'scripts/ipfs-node.sh stop' EXIT
 echo "== cargo test"
 # Next to a throwaway gnome-keyring on a private session bus. Not under `keyctl session -`: the
 # keyutils tests (and the daemon) join their own session keyring with
 # prepare_process_for_keyutils(), and a wrapper would hide a missing call.
 scripts/with-secret-service.sh cargo test --workspace --locked
 
-# The bindings run against what that build left in target/debug: libjasper_ffi (cargo builds the
-# cdylib for the crate's tests) and jasper-relay (built for the relay's integration tests). Built
-# here only when missing, e.g. when the workspace tests were narrowed.
-ffi_lib="$CARGO_TARGET_DIR/debug/libjasper_ffi.so"
-relay_bin="$CARGO_TARGET_DIR/debug/jasper-relay"
-[ -f "$ffi_lib" ] || cargo build --locked -p jasper-ffi
-[ -x "$relay_bin" ] || cargo build --locked -p jasper-relay --bin jasper-relay
-
 echo "== bindings: committed bindings match the library"
-JASPER_FFI_LIB="$ffi_lib" scripts/generate-bindings.sh --check
+# Builds jasper-ffi and uniffi-bindgen (debug) on their own: the cdylib the binding tests load is
+# that build's target/debug/libjasper_ffi.so (cargo test leaves the cdylib only under deps/).
+scripts/generate-bindings.sh --check
+ffi_lib="$CARGO_TARGET_DIR/debug/libjasper_ffi.so"
+# jasper-relay: built for the relay's integration tests above; here only if those were skipped.
+relay_bin="$CARGO_TARGET_DIR/debug/jasper-relay"
+[ -x "$relay_bin" ] || cargo build --locked -p jasper-relay --bin jasper-relay
 
 echo "== bindings: Python (pytest)"
 if ! python3 -m pytest --version >/dev/null 2>&1; then
