@@ -27,6 +27,11 @@ pub struct EngineConfig {
     pub max_message_bytes: usize,
     /// Timeout of one relay request (long-polls add their wait to it).
     pub relay_timeout: Duration,
+    /// Base URL of an IPFS node's HTTP RPC API (`http://127.0.0.1:5001`), where attachments
+    /// are added and, without a gateway, fetched. Attachments need it.
+    pub ipfs_api: Option<String>,
+    /// Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
+    pub ipfs_gateway: Option<String>,
 }
 
 impl EngineConfig {
@@ -43,6 +48,8 @@ impl EngineConfig {
             // Leaves room for the envelope inside the 64 KiB inner-message limit.
             max_message_bytes: 48 * 1024,
             relay_timeout: Duration::from_secs(10),
+            ipfs_api: None,
+            ipfs_gateway: None,
         }
     }
 }

@@ -365,9 +365,14 @@ impl Db {
                     deleted: r.get(11)?,
                     reactions: Vec::new(),
                     history: Vec::new(),
+                    attachments: Vec::new(),
                 })
             },
         )?;
+        m.attachments = jasper_core::attachment::parse_attachments(&m.content)
+            .iter()
+            .map(crate::model::Attachment::from)
+            .collect();
         let mut stmt = conn.prepare_cached(
             "SELECT reactor, reaction FROM reactions WHERE message_rowid = ?1 ORDER BY at, reactor",
         )?;

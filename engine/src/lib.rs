@@ -5,10 +5,12 @@
 //! checks, receiving by long-poll, groups, several logins of one key, and a durable event log.
 //! The daemon (gRPC + CLI) and the mobile bindings are thin shells around [`Engine`].
 
+pub mod attachments;
 pub mod config;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod ipfs;
 pub mod model;
 pub mod relay_client;
 pub mod secrets;

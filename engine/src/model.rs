@@ -85,6 +85,55 @@ pub struct Message {
     pub reactions: Vec<Reaction>,
     /// Earlier contents, oldest first.
     pub history: Vec<String>,
+    /// The encrypted attachments linked in `content`, in order (docs/protocol.md, "Attachments").
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file linked from a message: where its ciphertext is on IPFS and how to open and check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub name: String,
+    /// CID of the ciphertext.
+    pub cid: String,
+    /// The file key, base64url without padding (as in the link).
+    pub key: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    pub media_type: String,
+    /// SHA-256 of the plaintext, hex.
+    pub sha256: String,
+    /// Linked as a Markdown image.
+    pub is_image: bool,
+}
+
+impl From<&jasper_core::attachment::Attachment> for Attachment {
+    fn from(a: &jasper_core::attachment::Attachment) -> Self {
+        Attachment {
+            name: a.name.clone(),
+            cid: a.cid.clone(),
+            key: a.key.to_base64url(),
+            size: a.size,
+            media_type: a.media_type.clone(),
+            sha256: hex::encode(a.sha256),
+            is_image: a.is_image,
+        }
+    }
+}
+
+/// Progress of [`crate::Engine::download`]: ciphertext bytes received of the expected total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadProgress {
+    pub received: u64,
+    pub total: u64,
+}
+
+/// A finished, verified download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadResult {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub media_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
