@@ -45,11 +45,25 @@ pub enum Command {
     /// The local contact list.
     #[command(subcommand)]
     Contact(ContactCommand),
-    /// Sends a text message to a contact (name or key) or a conversation (`#id`).
+    /// Sends a text message to a contact (name or key) or a conversation (`#id`), optionally
+    /// with a file encrypted onto the daemon's IPFS node and linked after the text.
     Send {
         #[arg(long)]
         to: String,
+        #[arg(default_value = "")]
         text: String,
+        /// A file to attach (encrypted with a fresh key; needs `ipfs_api` in jasperd's config).
+        #[arg(long)]
+        attach: Option<PathBuf>,
+    },
+    /// Downloads a message's attachment from IPFS, verified and decrypted, into `--out`.
+    Download {
+        id: String,
+        /// Which attachment of the message, from 0.
+        #[arg(long, default_value_t = 0)]
+        index: u32,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Groups: create, change members, send.
     #[command(subcommand)]
@@ -277,7 +291,18 @@ pub async fn run(cli: Cli) -> Result<(), ApiError> {
                     .join("\n")
             })
         }
-        Command::Send { to, text } => send(&mut c, &out, to, text).await,
+        Command::Send { to, text, attach } => {
+            let attach = attach.map(absolute).transpose()?;
+            if text.is_empty() && attach.is_none() {
+                return Err(invalid("nothing to send: give a text or --attach FILE"));
+            }
+            send(&mut c, &out, to, text, attach).await
+        }
+        Command::Download {
+            id,
+            index,
+            out: dest,
+        } => download(&mut c, &out, id, index, absolute(dest)?).await,
         Command::Group(cmd) => group(&mut c, &out, cmd).await,
         Command::Messages {
             with,
@@ -436,14 +461,72 @@ async fn identity(
     })
 }
 
-async fn send(c: &mut Client, out: &Output, to: String, text: String) -> Result<(), ApiError> {
+async fn send(
+    c: &mut Client,
+    out: &Output,
+    to: String,
+    text: String,
+    attach: Option<String>,
+) -> Result<(), ApiError> {
     let r = c
         .messages
-        .send(pb::SendMessageRequest { to, text })
+        .send(pb::SendMessageRequest { to, text, attach })
         .await
         .map_err(status)?
         .into_inner();
     print_message(out, r.message, "queued")
+}
+
+/// The daemon resolves paths from its own working directory: send it absolute ones.
+fn absolute(path: PathBuf) -> Result<String, ApiError> {
+    std::path::absolute(&path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| invalid(format!("{}: {e}", path.display())))
+}
+
+async fn download(
+    c: &mut Client,
+    out: &Output,
+    id: String,
+    index: u32,
+    dest: String,
+) -> Result<(), ApiError> {
+    let mut updates = c
+        .messages
+        .download(pb::DownloadRequest {
+            id,
+            index,
+            out: dest,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    while let Some(update) = updates.next().await {
+        match update.map_err(status)?.update {
+            Some(pb::download_update::Update::Progress(p)) if !out.json => {
+                eprint!("\r{} / {} bytes", p.received, p.total);
+            }
+            Some(pb::download_update::Update::Done(d)) => {
+                if !out.json {
+                    eprintln!();
+                }
+                let result = model::DownloadResult {
+                    path: d.path,
+                    size: d.size,
+                    sha256: d.sha256,
+                    media_type: d.media_type,
+                };
+                return out.print(&result, || {
+                    format!(
+                        "saved {} ({} bytes, sha256 {})",
+                        result.path, result.size, result.sha256
+                    )
+                });
+            }
+            _ => {}
+        }
+    }
+    Err(missing("the download's result"))
 }
 
 async fn group(c: &mut Client, out: &Output, cmd: GroupCommand) -> Result<(), ApiError> {
@@ -496,7 +579,7 @@ async fn group(c: &mut Client, out: &Output, cmd: GroupCommand) -> Result<(), Ap
             if conversation.kind() != pb::ConversationKind::Group {
                 return Err(invalid(format!("{name} is not a group")));
             }
-            return send(c, out, format!("#{}", conversation.id), text).await;
+            return send(c, out, format!("#{}", conversation.id), text, None).await;
         }
     };
     let conversation = from_pb::conversation(conversation.ok_or_else(|| missing("the group"))?);

@@ -71,6 +71,19 @@ pub fn message(m: model::Message) -> pb::Message {
             })
             .collect(),
         history: m.history,
+        attachments: m.attachments.into_iter().map(attachment).collect(),
+    }
+}
+
+pub fn attachment(a: model::Attachment) -> pb::Attachment {
+    pb::Attachment {
+        name: a.name,
+        cid: a.cid,
+        key: a.key,
+        size: a.size,
+        media_type: a.media_type,
+        sha256: a.sha256,
+        is_image: a.is_image,
     }
 }
 
@@ -219,6 +232,19 @@ pub mod from_pb {
                 })
                 .collect(),
             history: m.history,
+            attachments: m
+                .attachments
+                .into_iter()
+                .map(|a| model::Attachment {
+                    name: a.name,
+                    cid: a.cid,
+                    key: a.key,
+                    size: a.size,
+                    media_type: a.media_type,
+                    sha256: a.sha256,
+                    is_image: a.is_image,
+                })
+                .collect(),
         }
     }
 
@@ -303,6 +329,15 @@ mod tests {
                 reaction: ":+1:".into(),
             }],
             history: vec!["hello".into()],
+            attachments: vec![model::Attachment {
+                name: "a.png".into(),
+                cid: "bafk".into(),
+                key: "AAEC".into(),
+                size: 3,
+                media_type: "image/png".into(),
+                sha256: "00".into(),
+                is_image: true,
+            }],
         }
     }
 

@@ -217,7 +217,16 @@ impl pb::message_service_server::MessageService for Api {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let r = request.into_inner();
-        let message = self.blocking(move |e| e.send(&r.to, &r.text)).await?;
+        let message = match r.attach {
+            Some(file) => {
+                self.blocking_async(move |e| async move {
+                    e.send_with_attachment(&r.to, &r.text, std::path::Path::new(&file))
+                        .await
+                })
+                .await?
+            }
+            None => self.blocking(move |e| e.send(&r.to, &r.text)).await?,
+        };
         Ok(Response::new(pb::SendMessageResponse {
             message: Some(convert::message(message)),
         }))
@@ -287,7 +296,59 @@ impl pb::message_service_server::MessageService for Api {
                 .collect(),
         }))
     }
+
+    type DownloadStream = DownloadStream;
+
+    async fn download(
+        &self,
+        request: Request<pb::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let r = request.into_inner();
+        let engine = self.engine.clone();
+        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let download = engine.download(
+                &r.id,
+                r.index as usize,
+                std::path::Path::new(&r.out),
+                Some(progress_tx),
+            );
+            tokio::pin!(download);
+            // Progress is forwarded while the download runs; a slow client only drops updates.
+            let result = loop {
+                tokio::select! {
+                    result = &mut download => break result,
+                    Some(p) = progress_rx.recv() => {
+                        let _ = out_tx.try_send(Ok(pb::DownloadUpdate {
+                            update: Some(pb::download_update::Update::Progress(
+                                pb::DownloadProgress { received: p.received, total: p.total },
+                            )),
+                        }));
+                    }
+                }
+            };
+            let last = match result {
+                Ok(d) => Ok(pb::DownloadUpdate {
+                    update: Some(pb::download_update::Update::Done(pb::DownloadResult {
+                        path: d.path,
+                        size: d.size,
+                        sha256: d.sha256,
+                        media_type: d.media_type,
+                    })),
+                }),
+                Err(e) => Err(engine_status(&e)),
+            };
+            let _ = out_tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
 }
+
+pub type DownloadStream =
+    Pin<Box<dyn Stream<Item = Result<pb::DownloadUpdate, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl pb::relay_service_server::RelayService for Api {

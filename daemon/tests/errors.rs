@@ -76,6 +76,7 @@ fn bad_input_on_every_call_gets_its_code() {
         rt.block_on(c.messages.send(pb::SendMessageRequest {
             to: b_key.clone(),
             text: "hi".into(),
+            attach: None,
         })),
         Code::FailedPrecondition,
         "no_identity",
@@ -205,6 +206,7 @@ fn bad_input_on_every_call_gets_its_code() {
         rt.block_on(c.messages.send(pb::SendMessageRequest {
             to: "nobody".into(),
             text: "hi".into(),
+            attach: None,
         })),
         Code::NotFound,
         "unknown_conversation",
@@ -221,6 +223,7 @@ fn bad_input_on_every_call_gets_its_code() {
         rt.block_on(c.messages.send(pb::SendMessageRequest {
             to: "bob".into(),
             text: too_big.clone(),
+            attach: None,
         })),
         Code::InvalidArgument,
         "message_too_large",
@@ -236,6 +239,7 @@ fn bad_input_on_every_call_gets_its_code() {
         rt.block_on(c.messages.send(pb::SendMessageRequest {
             to: "bob".into(),
             text: String::new(),
+            attach: None,
         })),
         Code::InvalidArgument,
         "invalid_argument",
@@ -246,6 +250,7 @@ fn bad_input_on_every_call_gets_its_code() {
         rt.block_on(c.messages.send(pb::SendMessageRequest {
             to: a_key.clone(),
             text: "me".into(),
+            attach: None,
         })),
         Code::InvalidArgument,
         "invalid_argument",
