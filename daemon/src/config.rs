@@ -98,6 +98,12 @@ pub struct Args {
     /// Log as JSON lines instead of text (logs go to stderr).
     #[arg(long, env = "JASPERD_LOG_JSON")]
     pub log_json: bool,
+    /// An IPFS node's HTTP RPC API (`http://127.0.0.1:5001`) for attachments.
+    #[arg(long, env = "JASPERD_IPFS_API")]
+    pub ipfs_api: Option<String>,
+    /// An IPFS gateway (`http://127.0.0.1:8080`) to download attachments from instead.
+    #[arg(long, env = "JASPERD_IPFS_GATEWAY")]
+    pub ipfs_gateway: Option<String>,
 }
 
 /// The TOML file: the same names as the flags, in snake_case.
@@ -122,6 +128,8 @@ pub struct FileConfig {
     pub max_message_bytes: Option<usize>,
     /// Seconds before one relay request is abandoned.
     pub relay_timeout: Option<u64>,
+    pub ipfs_api: Option<String>,
+    pub ipfs_gateway: Option<String>,
 }
 
 impl DaemonConfig {
@@ -191,6 +199,22 @@ impl DaemonConfig {
         }
         if let Some(max) = file.max_message_bytes {
             engine.max_message_bytes = max;
+        }
+        for (name, url) in [
+            ("ipfs-api", args.ipfs_api.or(file.ipfs_api)),
+            ("ipfs-gateway", args.ipfs_gateway.or(file.ipfs_gateway)),
+        ] {
+            if let Some(u) = &url
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                return Err(DaemonError::Config(format!(
+                    "--{name} must be an http:// or https:// URL, not {u:?}"
+                )));
+            }
+            match name {
+                "ipfs-api" => engine.ipfs_api = url,
+                _ => engine.ipfs_gateway = url,
+            }
         }
         engine.notifications = !args.no_notifications && file.notifications.unwrap_or(true);
 
