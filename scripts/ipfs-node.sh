@@ -9,39 +9,28 @@
 #   scripts/ipfs-node.sh install only installs
 set -euo pipefail
 
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${JASPER_JSIPFS_DIR:-$HOME/.cache/jasper/jsipfs}"
 run="${JASPER_IPFS_RUN_DIR:-${TMPDIR:-/tmp}/jasper-ipfs-$(id -u)}"
 
 install() {
+  # scripts/jsipfs/ holds the verified tree: package.json (with an overrides pin that keeps one
+  # multiaddr library version; two get mixed otherwise), its lock file, and a polyfill of
+  # Promise.withResolvers (a newer dependency calls it; Node 20 lacks it).
+  local src="$repo/scripts/jsipfs"
   mkdir -p "$cache"
-  # The overrides pin keeps one multiaddr library version (two get mixed otherwise).
-  cat >"$cache/package.json.new" <<'EOF'
-{
-  "name": "jasper-jsipfs",
-  "private": true,
-  "dependencies": { "ipfs": "0.66.1" },
-  "overrides": { "@multiformats/mafmt": "11.0.3" }
-}
-EOF
-  # Node 20 lacks Promise.withResolvers, which a newer dependency calls.
-  cat >"$cache/polyfill.cjs" <<'EOF'
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function () {
-    let resolve, reject;
-    const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
-    return { promise, resolve, reject };
-  };
-}
-EOF
-  if [ -x "$cache/node_modules/.bin/jsipfs" ] && cmp -s "$cache/package.json.new" "$cache/package.json"; then
-    rm -f "$cache/package.json.new"
+  cp "$src/polyfill.cjs" "$cache/polyfill.cjs"
+  if [ -x "$cache/node_modules/.bin/jsipfs" ] && cmp -s "$src/package.json" "$cache/package.json" \
+    && cmp -s "$src/package-lock.json" "$cache/.installed-lock.json"; then
     return
   fi
-  mv "$cache/package.json.new" "$cache/package.json"
+  cp "$src/package.json" "$src/package-lock.json" "$cache/"
   command -v npm >/dev/null 2>&1 || { echo "npm not found: install Node.js 20+" >&2; exit 1; }
   echo "== installing js-ipfs 0.66.1 into $cache (first time only, 2-4 minutes)" >&2
-  # `npm ci` rejects js-ipfs's lock file (a git-tarball optional dependency); install works.
+  # `npm ci` rejects js-ipfs's lock file (a git-tarball optional dependency); install works
+  # and follows the lock.
   (cd "$cache" && npm install --no-audit --no-fund --loglevel=error >&2)
+  cp "$src/package-lock.json" "$cache/.installed-lock.json"
 }
 
 free_port() {
