@@ -114,13 +114,17 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     let dir = tempfile::tempdir().unwrap();
     let relays = mesh(2, dir.path());
     let secrets = Arc::new(EphemeralSecretStore::default());
-    let open = |name: &str| {
+    // Bob fetches through the node's gateway (GET /ipfs/CID); the daemon test covers `cat`.
+    let gateway = std::env::var("JASPER_TEST_IPFS_GATEWAY")
+        .expect("JASPER_TEST_IPFS_GATEWAY is not set (scripts/ipfs-node.sh start prints it)");
+    let open = |name: &str, gateway: Option<String>| {
         let mut c = config(&dir.path().join(name), &relays);
         c.ipfs_api = Some(api.clone());
+        c.ipfs_gateway = gateway;
         Engine::open(c, secrets.clone())
     };
-    let alice = open("alice").await.unwrap();
-    let bob = open("bob").await.unwrap();
+    let alice = open("alice", None).await.unwrap();
+    let bob = open("bob", Some(gateway)).await.unwrap();
     let a = alice.create_identity().await.unwrap();
     let b = bob.create_identity().await.unwrap();
     alice.add_contact(&b.public_key, "bob", None).unwrap();
