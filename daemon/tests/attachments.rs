@@ -116,6 +116,51 @@ fn a_10_mib_file_from_one_daemon_downloads_byte_identical_on_the_other() {
         "gRPC download differs"
     );
 
+    // A modified copy of the ciphertext, linked with the real key, is refused with its reason
+    // and leaves no file.
+    let cid = sent["attachments"][0]["cid"].as_str().unwrap().to_owned();
+    let api = ipfs_api();
+    let modified_cid = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let mut stored = http
+            .post(format!("{api}/api/v0/cat?arg={cid}&timeout=10s"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec();
+        assert!(stored.len() > plain.len());
+        stored[1_000_000] ^= 1;
+        let mut body = b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; \
+                         filename=\"x\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            .to_vec();
+        body.extend_from_slice(&stored);
+        body.extend_from_slice(b"\r\n--b0undary--\r\n");
+        let answer: serde_json::Value = http
+            .post(format!("{api}/api/v0/add?cid-version=1&cid-base=base32"))
+            .header("content-type", "multipart/form-data; boundary=b0undary")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["Hash"].as_str().unwrap().to_owned()
+    });
+    let content = sent["content"].as_str().unwrap();
+    let link = &content[content.find('[').unwrap()..];
+    let crafted = alice.ok(&["send", "--to", "bob", &link.replace(&cid, &modified_cid)]);
+    let crafted_id = crafted["id"].as_str().unwrap().to_owned();
+    bob.wait_for_message("alice", &crafted_id, DELIVERY);
+    let refused = root.path().join("refused.pdf");
+    let (_, code, message) =
+        bob.fails(&["download", &crafted_id, "--out", refused.to_str().unwrap()]);
+    assert_eq!(code, "attachment_tampered", "{message}");
+    assert!(!refused.exists());
+
     // A missing index is the caller's mistake.
     let (_, code, _) = bob.fails(&["download", &id, "--index", "3", "--out", "x"]);
     assert_eq!(code, "invalid_argument");
