@@ -7,7 +7,8 @@
 #                                          committed files differ (run by scripts/test.sh)
 #
 # A debug build is enough: the bindings depend only on the interface metadata in the library.
-# JASPER_FFI_LIB=path uses a library already built instead of building jasper-ffi. The two
+# JASPER_FFI_LIB=path uses a library already built instead of building jasper-ffi (not a stripped
+# one: the metadata is read from the symbol table, which `--profile mobile` strips). The two
 # packages are built one after the other, not together: together, cargo would unify uniffi's
 # `cli` feature into jasper-ffi's dependencies and make a third configuration of it.
 set -euo pipefail

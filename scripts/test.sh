@@ -49,7 +49,7 @@ scripts/with-secret-service.sh cargo test --workspace --locked
 
 echo "== bindings: committed bindings match the library"
 # Builds jasper-ffi and uniffi-bindgen (debug) on their own: the cdylib the binding tests load is
-# that build's target/debug/libjasper_ffi.so (cargo test leaves the cdylib only under deps/).
+# that build's target/debug/libjasper_ffi.so (cargo test builds only the crate's test harness).
 scripts/generate-bindings.sh --check
 ffi_lib="$CARGO_TARGET_DIR/debug/libjasper_ffi.so"
 # jasper-relay: built for the relay's integration tests above; here only if those were skipped.

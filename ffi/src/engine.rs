@@ -247,3 +247,73 @@ impl Drop for JasperEngine {
         self.engine.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::secrets::memory_secret_store;
+
+    struct Forward(Mutex<mpsc::Sender<Event>>);
+
+    impl EventListener for Forward {
+        fn on_event(&self, event: Event) {
+            let _ = self.0.lock().map(|tx| tx.send(event));
+        }
+    }
+
+    /// The whole path a binding takes, without relays: async calls through the ffi runtime from
+    /// a thread outside it, both event styles, cancelling, typed errors.
+    #[test]
+    fn events_reach_both_styles_in_order_and_stop_when_cancelled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = default_config(dir.path().display().to_string());
+        let engine = block_on(JasperEngine::open(config, memory_secret_store())).expect("open");
+        assert!(matches!(
+            engine.identity(),
+            Err(JasperError::NoIdentity { .. })
+        ));
+
+        let (tx, rx) = mpsc::channel();
+        let subscription = engine.subscribe(0, Box::new(Forward(Mutex::new(tx))));
+        let me = block_on(engine.create_identity()).expect("identity");
+        let wait = Duration::from_secs(10);
+        let first = rx.recv_timeout(wait).expect("listener event");
+        assert_eq!(first.seq, 1);
+        assert!(matches!(&first.kind, EventKind::IdentityChanged { identity } if *identity == me));
+        let pulled = block_on(engine.next_event(0, 0))
+            .expect("pull")
+            .expect("an event");
+        assert_eq!(pulled, first);
+
+        engine
+            .add_contact(me.public_key.clone(), "me".into(), None)
+            .expect("contact");
+        let second = rx.recv_timeout(wait).expect("second event");
+        assert_eq!(second.seq, 2);
+        assert!(matches!(second.kind, EventKind::ContactAdded { .. }));
+        assert!(block_on(engine.next_event(2, 50)).expect("pull").is_none());
+
+        subscription.cancel();
+        engine
+            .add_contact(me.public_key.clone(), "myself".into(), None)
+            .expect("rename");
+        assert!(
+            block_on(engine.next_event(2, 5_000))
+                .expect("pull")
+                .is_some()
+        );
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        assert_eq!(subscription.last_seq(), 2);
+
+        engine.shutdown();
+        assert!(matches!(
+            block_on(engine.next_event(1 << 40, 5_000)),
+            Err(JasperError::ShuttingDown { .. })
+        ));
+    }
+}
