@@ -262,7 +262,9 @@ mod tests {
 
     impl EventListener for Forward {
         fn on_event(&self, event: Event) {
-            let _ = self.0.lock().map(|tx| tx.send(event));
+            if let Ok(tx) = self.0.lock() {
+                let _ = tx.send(event);
+            }
         }
     }
 
