@@ -243,6 +243,13 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOWNLOAD_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceDownloadListenerMethod0)(uint64_t, uint64_t, uint64_t, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_EVENT_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_EVENT_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceEventListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -276,6 +283,15 @@ typedef void (*UniffiCallbackInterfaceSecretStoreMethod2)(uint64_t, RustBuffer, 
 typedef void (*UniffiCallbackInterfaceSecretStoreMethod3)(uint64_t, RustBuffer, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOWNLOAD_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOWNLOAD_LISTENER
+typedef struct UniffiVTableCallbackInterfaceDownloadListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceDownloadListenerMethod0 _Nonnull onProgress;
+} UniffiVTableCallbackInterfaceDownloadListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_EVENT_LISTENER
@@ -364,6 +380,11 @@ uint64_t uniffi_jasper_ffi_fn_method_jasperengine_create_identity(uint64_t ptr
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_delete(uint64_t ptr, RustBuffer message_id, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_DOWNLOAD
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_DOWNLOAD
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_download(uint64_t ptr, RustBuffer message_id, uint32_t index, RustBuffer dest_path, RustBuffer progress
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_EDIT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_EDIT
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_edit(uint64_t ptr, RustBuffer message_id, RustBuffer content, RustCallStatus *_Nonnull out_status
@@ -444,6 +465,11 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_rx_relay(uint64_t ptr, RustC
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_send(uint64_t ptr, RustBuffer target, RustBuffer content, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_WITH_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_WITH_ATTACHMENT
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(uint64_t ptr, RustBuffer target, RustBuffer text, RustBuffer file_path
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SHUTDOWN
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SHUTDOWN
 void uniffi_jasper_ffi_fn_method_jasperengine_shutdown(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -512,6 +538,11 @@ RustBuffer uniffi_jasper_ffi_fn_method_secretstore_load(uint64_t ptr, RustBuffer
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_SECRETSTORE_DELETE
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_SECRETSTORE_DELETE
 void uniffi_jasper_ffi_fn_method_secretstore_delete(uint64_t ptr, RustBuffer account, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_INIT_CALLBACK_VTABLE_DOWNLOADLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_INIT_CALLBACK_VTABLE_DOWNLOADLISTENER
+void uniffi_jasper_ffi_fn_init_callback_vtable_downloadlistener(const UniffiVTableCallbackInterfaceDownloadListener* _Nonnull vtable
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_INIT_CALLBACK_VTABLE_EVENTLISTENER
@@ -872,6 +903,12 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_delete(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_DOWNLOAD
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_DOWNLOAD
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_download(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_EDIT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_EDIT
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_edit(void
@@ -968,6 +1005,12 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_send(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_WITH_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_WITH_ATTACHMENT
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SHUTDOWN
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SHUTDOWN
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_shutdown(void
@@ -1025,6 +1068,12 @@ uint16_t uniffi_jasper_ffi_checksum_method_secretstore_delete(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_CONSTRUCTOR_JASPERENGINE_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_CONSTRUCTOR_JASPERENGINE_OPEN
 uint16_t uniffi_jasper_ffi_checksum_constructor_jasperengine_open(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_DOWNLOADLISTENER_ON_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_DOWNLOADLISTENER_ON_PROGRESS
+uint16_t uniffi_jasper_ffi_checksum_method_downloadlistener_on_progress(void
     
 );
 #endif

@@ -1,13 +1,14 @@
 //! `JasperEngine`: the engine as one uniffi object. Every method translates arguments, calls
 //! `jasper_engine::Engine` and translates the result; async ones run on the ffi runtime.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jasper_engine::Engine;
 
 use crate::error::JasperError;
-use crate::events::{EventListener, Subscription};
+use crate::events::{DownloadListener, EventListener, Subscription};
 use crate::model::*;
 use crate::secrets::{ForeignSecretStore, SecretStore};
 use crate::{on_runtime, runtime};
@@ -158,6 +159,62 @@ impl JasperEngine {
         Ok(self.engine.react(&message_id, &reaction)?.into())
     }
 
+    // ---- attachments --------------------------------------------------------------------
+
+    /// Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
+    /// (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
+    /// itself never reaches a relay.
+    pub async fn send_with_attachment(
+        &self,
+        target: String,
+        text: String,
+        file_path: String,
+    ) -> Result<Message> {
+        let engine = self.engine.clone();
+        on_runtime(async move {
+            let sent = engine
+                .send_with_attachment(&target, &text, Path::new(&file_path))
+                .await?;
+            Ok(sent.into())
+        })
+        .await
+    }
+
+    /// Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
+    /// it to `dest_path` only when every check passed: a modified, truncated or wrongly keyed
+    /// file fails with the matching `Attachment*` error and leaves nothing behind. `progress`,
+    /// when given, hears of the ciphertext bytes received.
+    pub async fn download(
+        &self,
+        message_id: String,
+        index: u32,
+        dest_path: String,
+        progress: Option<Box<dyn DownloadListener>>,
+    ) -> Result<DownloadResult> {
+        let engine = self.engine.clone();
+        on_runtime(async move {
+            let (tx, forwarding) = match progress {
+                Some(listener) => {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    (
+                        Some(tx),
+                        Some(tokio::spawn(forward_progress(rx, listener.into()))),
+                    )
+                }
+                None => (None, None),
+            };
+            let result = engine
+                .download(&message_id, index as usize, Path::new(&dest_path), tx)
+                .await;
+            // Every progress call has been made before the download's result is returned.
+            if let Some(forwarding) = forwarding {
+                let _ = forwarding.await;
+            }
+            Ok(result?.into())
+        })
+        .await
+    }
+
     // ---- groups -------------------------------------------------------------------------
 
     /// Creates a group with `members` (contact names or keys); this identity is its admin.
@@ -239,6 +296,19 @@ impl JasperEngine {
     pub fn subscribe(&self, from_seq: u64, listener: Box<dyn EventListener>) -> Arc<Subscription> {
         let _runtime = runtime().enter();
         Subscription::start(&self.engine, from_seq, listener.into())
+    }
+}
+
+/// Hands download progress to the app's listener, in order, off the async workers. Ends when
+/// the download drops its sender.
+async fn forward_progress(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<jasper_engine::DownloadProgress>,
+    listener: Arc<dyn DownloadListener>,
+) {
+    while let Some(p) = rx.recv().await {
+        let listener = listener.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || listener.on_progress(p.received, p.total)).await;
     }
 }
 

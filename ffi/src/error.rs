@@ -2,6 +2,7 @@
 //! Python get typed exceptions (`JasperException.UnknownContact`, `JasperError.UnknownContact`)
 //! that carry the same stable `code` as the daemon's gRPC `ErrorInfo` reason.
 
+use jasper_core::Error as CoreError;
 use jasper_engine::EngineError;
 
 /// Every failure the engine reports. Each variant carries `code`, the engine's stable
@@ -59,6 +60,21 @@ pub enum JasperError {
     /// The engine was shut down.
     #[error("{detail}")]
     ShuttingDown { code: String, detail: String },
+    /// A downloaded attachment failed authentication: its ciphertext was modified.
+    #[error("{detail}")]
+    AttachmentTampered { code: String, detail: String },
+    /// A downloaded attachment ends before its last chunk.
+    #[error("{detail}")]
+    AttachmentTruncated { code: String, detail: String },
+    /// A downloaded attachment was encrypted with another key than its link's.
+    #[error("{detail}")]
+    AttachmentWrongKey { code: String, detail: String },
+    /// A decrypted attachment's size or SHA-256 is not what its link states.
+    #[error("{detail}")]
+    AttachmentMismatch { code: String, detail: String },
+    /// Encrypted attachment data is structurally wrong.
+    #[error("{detail}")]
+    AttachmentMalformed { code: String, detail: String },
 }
 
 impl JasperError {
@@ -107,15 +123,57 @@ impl JasperError {
             | KeyStore { code, detail }
             | Storage { code, detail }
             | Protocol { code, detail }
-            | ShuttingDown { code, detail } => (code, detail),
+            | ShuttingDown { code, detail }
+            | AttachmentTampered { code, detail }
+            | AttachmentTruncated { code, detail }
+            | AttachmentWrongKey { code, detail }
+            | AttachmentMismatch { code, detail }
+            | AttachmentMalformed { code, detail } => (code, detail),
         }
     }
 }
 
+/// The refusals of a downloaded attachment, told apart with the same codes as the daemon's gRPC
+/// errors, though the engine reports them all as `protocol`.
+fn attachment_refusal(e: &CoreError, detail: &str) -> Option<JasperError> {
+    let detail = detail.to_owned();
+    let code = |c: &str| c.to_owned();
+    Some(match e {
+        CoreError::AttachmentTampered { .. } => JasperError::AttachmentTampered {
+            code: code("attachment_tampered"),
+            detail,
+        },
+        CoreError::AttachmentTruncated => JasperError::AttachmentTruncated {
+            code: code("attachment_truncated"),
+            detail,
+        },
+        CoreError::AttachmentWrongKey => JasperError::AttachmentWrongKey {
+            code: code("attachment_wrong_key"),
+            detail,
+        },
+        CoreError::AttachmentHashMismatch | CoreError::AttachmentSizeMismatch { .. } => {
+            JasperError::AttachmentMismatch {
+                code: code("attachment_mismatch"),
+                detail,
+            }
+        }
+        CoreError::MalformedAttachment(_) => JasperError::AttachmentMalformed {
+            code: code("attachment_malformed"),
+            detail,
+        },
+        _ => return None,
+    })
+}
+
 impl From<EngineError> for JasperError {
     fn from(e: EngineError) -> Self {
-        let code = e.code().to_owned();
         let detail = e.to_string();
+        if let EngineError::Protocol(inner) = &e
+            && let Some(refusal) = attachment_refusal(inner, &detail)
+        {
+            return refusal;
+        }
+        let code = e.code().to_owned();
         match e {
             EngineError::NoIdentity => JasperError::NoIdentity { code, detail },
             EngineError::IdentityExists => JasperError::IdentityExists { code, detail },
@@ -182,6 +240,17 @@ mod tests {
             JasperError::from(EngineError::UnknownContact("bob".into())),
             JasperError::UnknownContact { .. }
         ));
+        let tampered = JasperError::from(EngineError::Protocol(CoreError::AttachmentTampered {
+            chunk: 3,
+        }));
+        assert!(matches!(tampered, JasperError::AttachmentTampered { .. }));
+        assert_eq!(tampered.error_code(), "attachment_tampered");
+        assert_eq!(
+            tampered.error_detail(),
+            "protocol: attachment chunk 3 was modified"
+        );
+        let other = JasperError::from(EngineError::Protocol(CoreError::AttachmentIo("x".into())));
+        assert_eq!(other.error_code(), "protocol");
     }
 
     #[test]

@@ -20,6 +20,13 @@ pub trait EventListener: Send + Sync {
     fn on_event(&self, event: Event);
 }
 
+/// Hears how far a `download` is, implemented by the app: ciphertext bytes received of the
+/// expected total. Called on an engine thread, in order, never after `download` returned.
+#[uniffi::export(callback_interface)]
+pub trait DownloadListener: Send + Sync {
+    fn on_progress(&self, received: u64, total: u64);
+}
+
 /// A running `subscribe`: delivery stops at `cancel()` or when this object is destroyed.
 #[derive(uniffi::Object)]
 pub struct Subscription {

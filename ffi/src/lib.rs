@@ -12,7 +12,7 @@ mod secrets;
 
 pub use engine::JasperEngine;
 pub use error::JasperError;
-pub use events::{EventListener, Subscription};
+pub use events::{DownloadListener, EventListener, Subscription};
 pub use model::*;
 pub use secrets::{SecretStore, memory_secret_store};
 

@@ -26,6 +26,11 @@ pub struct EngineConfig {
     pub max_message_bytes: u64,
     /// Timeout of one relay request (long-polls add their wait to it).
     pub relay_timeout_ms: u64,
+    /// Base URL of an IPFS node's HTTP RPC API (`http://127.0.0.1:5001`), where attachments
+    /// are added and, without a gateway, fetched. Attachments need it.
+    pub ipfs_api: Option<String>,
+    /// Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
+    pub ipfs_gateway: Option<String>,
 }
 
 impl From<engine::EngineConfig> for EngineConfig {
@@ -40,6 +45,8 @@ impl From<engine::EngineConfig> for EngineConfig {
             discovery_interval_ms: millis(c.discovery_interval),
             max_message_bytes: c.max_message_bytes as u64,
             relay_timeout_ms: millis(c.relay_timeout),
+            ipfs_api: c.ipfs_api,
+            ipfs_gateway: c.ipfs_gateway,
         }
     }
 }
@@ -55,6 +62,8 @@ impl From<EngineConfig> for engine::EngineConfig {
         out.discovery_interval = Duration::from_millis(c.discovery_interval_ms);
         out.max_message_bytes = usize::try_from(c.max_message_bytes).unwrap_or(usize::MAX);
         out.relay_timeout = Duration::from_millis(c.relay_timeout_ms);
+        out.ipfs_api = c.ipfs_api;
+        out.ipfs_gateway = c.ipfs_gateway;
         // Apps raise their own notifications from events; the engine's are desktop ones.
         out.notifications = false;
         out
@@ -210,6 +219,60 @@ pub struct Message {
     pub reactions: Vec<Reaction>,
     /// Earlier contents, oldest first.
     pub history: Vec<String>,
+    /// The encrypted attachments linked in `content`, in order.
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file linked from a message: where its ciphertext is on IPFS and how to open and check it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Attachment {
+    pub name: String,
+    /// CID of the ciphertext.
+    pub cid: String,
+    /// The file key, base64url without padding (as in the link).
+    pub key: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    pub media_type: String,
+    /// SHA-256 of the plaintext, hex.
+    pub sha256: String,
+    /// Linked as a Markdown image.
+    pub is_image: bool,
+}
+
+impl From<engine::Attachment> for Attachment {
+    fn from(a: engine::Attachment) -> Self {
+        Attachment {
+            name: a.name,
+            cid: a.cid,
+            key: a.key,
+            size: a.size,
+            media_type: a.media_type,
+            sha256: a.sha256,
+            is_image: a.is_image,
+        }
+    }
+}
+
+/// A finished, verified download.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DownloadResult {
+    pub path: String,
+    pub size: u64,
+    /// SHA-256 of the plaintext, hex.
+    pub sha256: String,
+    pub media_type: String,
+}
+
+impl From<engine::DownloadResult> for DownloadResult {
+    fn from(d: engine::DownloadResult) -> Self {
+        DownloadResult {
+            path: d.path,
+            size: d.size,
+            sha256: d.sha256,
+            media_type: d.media_type,
+        }
+    }
 }
 
 impl From<engine::Message> for Message {
@@ -236,6 +299,7 @@ impl From<engine::Message> for Message {
                 })
                 .collect(),
             history: m.history,
+            attachments: m.attachments.into_iter().map(Into::into).collect(),
         }
     }
 }

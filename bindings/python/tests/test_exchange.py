@@ -4,6 +4,7 @@ through a mesh of three `jasper-relay` processes, with events read through both 
 the private key lives in the app's SecretStore (here a Python dict)."""
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -285,5 +286,99 @@ def test_the_private_key_lives_in_the_apps_secret_store(jasper, relays, tmp_path
         )
         assert (await throwaway.create_identity()).key_store == "ephemeral"
         throwaway.shutdown()
+
+    asyncio.run(main())
+
+
+class Progress:
+    """A DownloadListener keeping every (received, total) it hears."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_progress(self, received, total):
+        self.calls.append((received, total))
+
+
+@pytest.mark.skipif(
+    not os.environ.get("JASPER_TEST_IPFS_API"),
+    reason="needs an IPFS node: JASPER_TEST_IPFS_API (scripts/test.sh starts one)",
+)
+def test_an_attachment_goes_through_ipfs_and_comes_back_verified(jasper, relays, tmp_path):
+    async def main():
+        def with_ipfs(cfg):
+            cfg.ipfs_api = os.environ["JASPER_TEST_IPFS_API"]
+            cfg.ipfs_gateway = os.environ.get("JASPER_TEST_IPFS_GATEWAY")
+            return cfg
+
+        alice = await jasper.JasperEngine.open(
+            with_ipfs(config(jasper, tmp_path / "alice", relays)), dict_store(jasper)
+        )
+        bob = await jasper.JasperEngine.open(
+            with_ipfs(config(jasper, tmp_path / "bob", relays)), dict_store(jasper)
+        )
+        a, b = await asyncio.gather(alice.create_identity(), bob.create_identity())
+        alice.add_contact(b.public_key, "bob", None)
+        bob.add_contact(a.public_key, "alice", None)
+
+        original = os.urandom(300_000)
+        path = tmp_path / "photo.png"
+        path.write_bytes(original)
+        sent = await alice.send_with_attachment("bob", "a picture", str(path))
+        [attachment] = sent.attachments
+        assert (attachment.name, attachment.size, attachment.media_type, attachment.is_image) == (
+            "photo.png",
+            len(original),
+            "image/png",
+            True,
+        )
+        assert sent.content.startswith("a picture")
+
+        got = await pull_until(bob, 0, received(sent.id), "the attachment message on bob's side")
+        assert got.kind.message.attachments == sent.attachments
+
+        progress = Progress()
+        dest = tmp_path / "received.png"
+        result = await bob.download(sent.id, 0, str(dest), progress)
+        assert dest.read_bytes() == original
+        assert (result.size, result.sha256, result.media_type) == (
+            len(original),
+            attachment.sha256,
+            "image/png",
+        )
+        assert progress.calls, "no progress reported"
+        received_bytes = [r for r, _ in progress.calls]
+        assert received_bytes == sorted(received_bytes)
+        assert progress.calls[-1][0] == progress.calls[-1][1]
+
+        with pytest.raises(jasper.JasperError.InvalidArgument):
+            await bob.download(sent.id, 1, str(tmp_path / "none"), None)
+        alice.shutdown()
+        bob.shutdown()
+
+    asyncio.run(main())
+
+
+def test_attachments_without_an_ipfs_node_are_refused(jasper, relays, tmp_path):
+    async def main():
+        heidi = await jasper.JasperEngine.open(
+            config(jasper, tmp_path / "heidi", relays), dict_store(jasper)
+        )
+        ivan = await jasper.JasperEngine.open(
+            config(jasper, tmp_path / "ivan", relays), dict_store(jasper)
+        )
+        await heidi.create_identity()
+        heidi.add_contact((await ivan.create_identity()).public_key, "ivan", None)
+        path = tmp_path / "notes.txt"
+        path.write_text("hello")
+
+        # Checked before anything is encrypted or uploaded.
+        with pytest.raises(jasper.JasperError.UnknownConversation):
+            await heidi.send_with_attachment("dave", "x", str(path))
+        with pytest.raises(jasper.JasperError.InvalidArgument) as err:
+            await heidi.send_with_attachment("ivan", "x", str(path))
+        assert "IPFS" in err.value.detail
+        heidi.shutdown()
+        ivan.shutdown()
 
     asyncio.run(main())

@@ -652,6 +652,14 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     func delete(messageId: String) throws  -> Message
     
     /**
+     * Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
+     * it to `dest_path` only when every check passed: a modified, truncated or wrongly keyed
+     * file fails with the matching `Attachment*` error and leaves nothing behind. `progress`,
+     * when given, hears of the ciphertext bytes received.
+     */
+    func download(messageId: String, index: UInt32, destPath: String, progress: DownloadListener?) async throws  -> DownloadResult
+    
+    /**
      * Replaces the content of a message this identity wrote.
      */
     func edit(messageId: String, content: String) throws  -> Message
@@ -721,6 +729,13 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
      * returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
      */
     func send(target: String, content: String) throws  -> Message
+    
+    /**
+     * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
+     * (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
+     * itself never reaches a relay.
+     */
+    func sendWithAttachment(target: String, text: String, filePath: String) async throws  -> Message
     
     /**
      * Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
@@ -940,6 +955,28 @@ open func delete(messageId: String)throws  -> Message  {
 }
     
     /**
+     * Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
+     * it to `dest_path` only when every check passed: a modified, truncated or wrongly keyed
+     * file fails with the matching `Attachment*` error and leaves nothing behind. `progress`,
+     * when given, hears of the ciphertext bytes received.
+     */
+open func download(messageId: String, index: UInt32, destPath: String, progress: DownloadListener?)async throws  -> DownloadResult  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_download(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(messageId),FfiConverterUInt32.lower(index),FfiConverterString.lower(destPath),FfiConverterOptionCallbackInterfaceDownloadListener.lower(progress)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeDownloadResult_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
+}
+    
+    /**
      * Replaces the content of a message this identity wrote.
      */
 open func edit(messageId: String, content: String)throws  -> Message  {
@@ -1155,6 +1192,27 @@ open func send(target: String, content: String)throws  -> Message  {
         FfiConverterString.lower(content),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
+     * (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
+     * itself never reaches a relay.
+     */
+open func sendWithAttachment(target: String, text: String, filePath: String)async throws  -> Message  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(target),FfiConverterString.lower(text),FfiConverterString.lower(filePath)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeMessage_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1741,6 +1799,113 @@ public func FfiConverterTypeSubscription_lower(_ value: Subscription) -> UInt64 
 
 
 
+/**
+ * A file linked from a message: where its ciphertext is on IPFS and how to open and check it.
+ */
+public struct Attachment: Equatable, Hashable {
+    public var name: String
+    /**
+     * CID of the ciphertext.
+     */
+    public var cid: String
+    /**
+     * The file key, base64url without padding (as in the link).
+     */
+    public var key: String
+    /**
+     * Plaintext size in bytes.
+     */
+    public var size: UInt64
+    public var mediaType: String
+    /**
+     * SHA-256 of the plaintext, hex.
+     */
+    public var sha256: String
+    /**
+     * Linked as a Markdown image.
+     */
+    public var isImage: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(name: String, 
+        /**
+         * CID of the ciphertext.
+         */cid: String, 
+        /**
+         * The file key, base64url without padding (as in the link).
+         */key: String, 
+        /**
+         * Plaintext size in bytes.
+         */size: UInt64, mediaType: String, 
+        /**
+         * SHA-256 of the plaintext, hex.
+         */sha256: String, 
+        /**
+         * Linked as a Markdown image.
+         */isImage: Bool) {
+        self.name = name
+        self.cid = cid
+        self.key = key
+        self.size = size
+        self.mediaType = mediaType
+        self.sha256 = sha256
+        self.isImage = isImage
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Attachment: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAttachment: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Attachment {
+        return
+            try Attachment(
+                name: FfiConverterString.read(from: &buf), 
+                cid: FfiConverterString.read(from: &buf), 
+                key: FfiConverterString.read(from: &buf), 
+                size: FfiConverterUInt64.read(from: &buf), 
+                mediaType: FfiConverterString.read(from: &buf), 
+                sha256: FfiConverterString.read(from: &buf), 
+                isImage: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Attachment, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterString.write(value.cid, into: &buf)
+        FfiConverterString.write(value.key, into: &buf)
+        FfiConverterUInt64.write(value.size, into: &buf)
+        FfiConverterString.write(value.mediaType, into: &buf)
+        FfiConverterString.write(value.sha256, into: &buf)
+        FfiConverterBool.write(value.isImage, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachment_lift(_ buf: RustBuffer) throws -> Attachment {
+    return try FfiConverterTypeAttachment.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachment_lower(_ value: Attachment) -> RustBuffer {
+    return FfiConverterTypeAttachment.lower(value)
+}
+
+
 public struct Contact: Equatable, Hashable {
     public var key: String
     public var fingerprint: String
@@ -1912,6 +2077,77 @@ public func FfiConverterTypeConversation_lower(_ value: Conversation) -> RustBuf
 
 
 /**
+ * A finished, verified download.
+ */
+public struct DownloadResult: Equatable, Hashable {
+    public var path: String
+    public var size: UInt64
+    /**
+     * SHA-256 of the plaintext, hex.
+     */
+    public var sha256: String
+    public var mediaType: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(path: String, size: UInt64, 
+        /**
+         * SHA-256 of the plaintext, hex.
+         */sha256: String, mediaType: String) {
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+        self.mediaType = mediaType
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DownloadResult: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDownloadResult: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DownloadResult {
+        return
+            try DownloadResult(
+                path: FfiConverterString.read(from: &buf), 
+                size: FfiConverterUInt64.read(from: &buf), 
+                sha256: FfiConverterString.read(from: &buf), 
+                mediaType: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DownloadResult, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.path, into: &buf)
+        FfiConverterUInt64.write(value.size, into: &buf)
+        FfiConverterString.write(value.sha256, into: &buf)
+        FfiConverterString.write(value.mediaType, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDownloadResult_lift(_ buf: RustBuffer) throws -> DownloadResult {
+    return try FfiConverterTypeDownloadResult.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDownloadResult_lower(_ value: DownloadResult) -> RustBuffer {
+    return FfiConverterTypeDownloadResult.lower(value)
+}
+
+
+/**
  * What `JasperEngine.open` takes; start from `default_config(data_dir)` and change fields.
  */
 public struct EngineConfig: Equatable, Hashable {
@@ -1951,6 +2187,15 @@ public struct EngineConfig: Equatable, Hashable {
      * Timeout of one relay request (long-polls add their wait to it).
      */
     public var relayTimeoutMs: UInt64
+    /**
+     * Base URL of an IPFS node's HTTP RPC API (`http://127.0.0.1:5001`), where attachments
+     * are added and, without a gateway, fetched. Attachments need it.
+     */
+    public var ipfsApi: String?
+    /**
+     * Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
+     */
+    public var ipfsGateway: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1981,7 +2226,14 @@ public struct EngineConfig: Equatable, Hashable {
          */maxMessageBytes: UInt64, 
         /**
          * Timeout of one relay request (long-polls add their wait to it).
-         */relayTimeoutMs: UInt64) {
+         */relayTimeoutMs: UInt64, 
+        /**
+         * Base URL of an IPFS node's HTTP RPC API (`http://127.0.0.1:5001`), where attachments
+         * are added and, without a gateway, fetched. Attachments need it.
+         */ipfsApi: String?, 
+        /**
+         * Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
+         */ipfsGateway: String?) {
         self.dataDir = dataDir
         self.relays = relays
         self.allowPrivateRelays = allowPrivateRelays
@@ -1991,6 +2243,8 @@ public struct EngineConfig: Equatable, Hashable {
         self.discoveryIntervalMs = discoveryIntervalMs
         self.maxMessageBytes = maxMessageBytes
         self.relayTimeoutMs = relayTimeoutMs
+        self.ipfsApi = ipfsApi
+        self.ipfsGateway = ipfsGateway
     }
 
     
@@ -2017,7 +2271,9 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
                 deliveryTimeoutMs: FfiConverterUInt64.read(from: &buf), 
                 discoveryIntervalMs: FfiConverterUInt64.read(from: &buf), 
                 maxMessageBytes: FfiConverterUInt64.read(from: &buf), 
-                relayTimeoutMs: FfiConverterUInt64.read(from: &buf)
+                relayTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                ipfsApi: FfiConverterOptionString.read(from: &buf), 
+                ipfsGateway: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -2031,6 +2287,8 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.discoveryIntervalMs, into: &buf)
         FfiConverterUInt64.write(value.maxMessageBytes, into: &buf)
         FfiConverterUInt64.write(value.relayTimeoutMs, into: &buf)
+        FfiConverterOptionString.write(value.ipfsApi, into: &buf)
+        FfiConverterOptionString.write(value.ipfsGateway, into: &buf)
     }
 }
 
@@ -2229,6 +2487,10 @@ public struct Message: Equatable, Hashable {
      * Earlier contents, oldest first.
      */
     public var history: [String]
+    /**
+     * The encrypted attachments linked in `content`, in order.
+     */
+    public var attachments: [Attachment]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2247,7 +2509,10 @@ public struct Message: Equatable, Hashable {
          */timestamp: String, state: MessageState, failure: String?, edited: Bool, deleted: Bool, reactions: [Reaction], 
         /**
          * Earlier contents, oldest first.
-         */history: [String]) {
+         */history: [String], 
+        /**
+         * The encrypted attachments linked in `content`, in order.
+         */attachments: [Attachment]) {
         self.id = id
         self.conversationId = conversationId
         self.sender = sender
@@ -2262,6 +2527,7 @@ public struct Message: Equatable, Hashable {
         self.deleted = deleted
         self.reactions = reactions
         self.history = history
+        self.attachments = attachments
     }
 
     
@@ -2293,7 +2559,8 @@ public struct FfiConverterTypeMessage: FfiConverterRustBuffer {
                 edited: FfiConverterBool.read(from: &buf), 
                 deleted: FfiConverterBool.read(from: &buf), 
                 reactions: FfiConverterSequenceTypeReaction.read(from: &buf), 
-                history: FfiConverterSequenceString.read(from: &buf)
+                history: FfiConverterSequenceString.read(from: &buf), 
+                attachments: FfiConverterSequenceTypeAttachment.read(from: &buf)
         )
     }
 
@@ -2312,6 +2579,7 @@ public struct FfiConverterTypeMessage: FfiConverterRustBuffer {
         FfiConverterBool.write(value.deleted, into: &buf)
         FfiConverterSequenceTypeReaction.write(value.reactions, into: &buf)
         FfiConverterSequenceString.write(value.history, into: &buf)
+        FfiConverterSequenceTypeAttachment.write(value.attachments, into: &buf)
     }
 }
 
@@ -2918,6 +3186,31 @@ enum JasperError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      */
     case ShuttingDown(code: String, detail: String
     )
+    /**
+     * A downloaded attachment failed authentication: its ciphertext was modified.
+     */
+    case AttachmentTampered(code: String, detail: String
+    )
+    /**
+     * A downloaded attachment ends before its last chunk.
+     */
+    case AttachmentTruncated(code: String, detail: String
+    )
+    /**
+     * A downloaded attachment was encrypted with another key than its link's.
+     */
+    case AttachmentWrongKey(code: String, detail: String
+    )
+    /**
+     * A decrypted attachment's size or SHA-256 is not what its link states.
+     */
+    case AttachmentMismatch(code: String, detail: String
+    )
+    /**
+     * Encrypted attachment data is structurally wrong.
+     */
+    case AttachmentMalformed(code: String, detail: String
+    )
 
     
     /**
@@ -3036,6 +3329,26 @@ public struct FfiConverterTypeJasperError: FfiConverterRustBuffer {
             code: try FfiConverterString.read(from: &buf), 
             detail: try FfiConverterString.read(from: &buf)
             )
+        case 17: return .AttachmentTampered(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 18: return .AttachmentTruncated(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 19: return .AttachmentWrongKey(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 20: return .AttachmentMismatch(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 21: return .AttachmentMalformed(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
 
          default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -3140,6 +3453,36 @@ public struct FfiConverterTypeJasperError: FfiConverterRustBuffer {
         
         case let .ShuttingDown(code,detail):
             writeInt(&buf, Int32(16))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .AttachmentTampered(code,detail):
+            writeInt(&buf, Int32(17))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .AttachmentTruncated(code,detail):
+            writeInt(&buf, Int32(18))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .AttachmentWrongKey(code,detail):
+            writeInt(&buf, Int32(19))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .AttachmentMismatch(code,detail):
+            writeInt(&buf, Int32(20))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .AttachmentMalformed(code,detail):
+            writeInt(&buf, Int32(21))
             FfiConverterString.write(code, into: &buf)
             FfiConverterString.write(detail, into: &buf)
             
@@ -3263,6 +3606,147 @@ public func FfiConverterTypeMessageState_lower(_ value: MessageState) -> RustBuf
     return FfiConverterTypeMessageState.lower(value)
 }
 
+
+
+
+
+/**
+ * Hears how far a `download` is, implemented by the app: ciphertext bytes received of the
+ * expected total. Called on an engine thread, in order, never after `download` returned.
+ */
+public protocol DownloadListener: AnyObject, Sendable {
+    
+    func onProgress(received: UInt64, total: UInt64) 
+    
+}
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceDownloadListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceDownloadListener = UniffiVTableCallbackInterfaceDownloadListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterCallbackInterfaceDownloadListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface DownloadListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterCallbackInterfaceDownloadListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface DownloadListener: handle missing in uniffiClone")
+            }
+        },
+        onProgress: { (
+            uniffiHandle: UInt64,
+            received: UInt64,
+            total: UInt64,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterCallbackInterfaceDownloadListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onProgress(
+                     received: try FfiConverterUInt64.lift(received),
+                     total: try FfiConverterUInt64.lift(total)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceDownloadListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceDownloadListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitDownloadListener() {
+    uniffi_jasper_ffi_fn_init_callback_vtable_downloadlistener(UniffiCallbackInterfaceDownloadListener.vtablePtr)
+}
+
+// FfiConverter protocol for callback interfaces
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterCallbackInterfaceDownloadListener {
+    fileprivate static let handleMap = UniffiHandleMap<DownloadListener>()
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+extension FfiConverterCallbackInterfaceDownloadListener : FfiConverter {
+    typealias SwiftType = DownloadListener
+    typealias FfiType = UInt64
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public static func lift(_ handle: UInt64) throws -> SwiftType {
+        try handleMap.get(handle: handle)
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public static func lower(_ v: SwiftType) -> UInt64 {
+        return handleMap.insert(obj: v)
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public static func write(_ v: SwiftType, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(v))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterCallbackInterfaceDownloadListener_lift(_ handle: UInt64) throws -> DownloadListener {
+    return try FfiConverterCallbackInterfaceDownloadListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterCallbackInterfaceDownloadListener_lower(_ v: DownloadListener) -> UInt64 {
+    return FfiConverterCallbackInterfaceDownloadListener.lower(v)
+}
 
 
 
@@ -3480,6 +3964,30 @@ fileprivate struct FfiConverterOptionTypeEvent: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionCallbackInterfaceDownloadListener: FfiConverterRustBuffer {
+    typealias SwiftType = DownloadListener?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterCallbackInterfaceDownloadListener.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterCallbackInterfaceDownloadListener.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
     typealias SwiftType = [String]
 
@@ -3497,6 +4005,31 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeAttachment: FfiConverterRustBuffer {
+    typealias SwiftType = [Attachment]
+
+    public static func write(_ value: [Attachment], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeAttachment.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Attachment] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Attachment]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeAttachment.read(from: &buf))
         }
         return seq
     }
@@ -3773,6 +4306,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_delete() != 7797) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_download() != 53952) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_edit() != 45558) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3821,6 +4357,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_send() != 30988) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment() != 40934) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_shutdown() != 16372) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3851,11 +4390,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_constructor_jasperengine_open() != 28638) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_jasper_ffi_checksum_method_downloadlistener_on_progress() != 15951) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_jasper_ffi_checksum_method_eventlistener_on_event() != 36360) {
         return InitializationResult.apiChecksumMismatch
     }
 
     uniffiCallbackInitSecretStore()
+    uniffiCallbackInitDownloadListener()
     uniffiCallbackInitEventListener()
     return InitializationResult.ok
 }()

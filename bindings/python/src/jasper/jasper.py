@@ -580,6 +580,8 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_delete() != 7797:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_download() != 53952:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_edit() != 45558:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_export_identity() != 5736:
@@ -611,6 +613,8 @@ def _uniffi_check_api_checksums(lib):
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_rx_relay() != 35662:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send() != 30988:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment() != 40934:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown() != 16372:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -697,6 +701,9 @@ _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_create_identity.restyp
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_delete.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_delete.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_download.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_download.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_edit.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_edit.restype = ctypes.c_uint16
@@ -745,6 +752,9 @@ _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_rx_relay.restype = cty
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown.restype = ctypes.c_uint16
@@ -843,6 +853,14 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_delete.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_delete.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_download.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.c_uint32,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_download.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_edit.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -938,6 +956,13 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_shutdown.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1063,6 +1088,23 @@ _UniffiLib.uniffi_jasper_ffi_fn_init_callback_vtable_secretstore.argtypes = (
     ctypes.POINTER(_UniffiVTableCallbackInterfaceJasperSecretStore),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_init_callback_vtable_secretstore.restype = None
+_UNIFFI_CALLBACK_INTERFACE_JASPER_DOWNLOAD_LISTENER_METHOD0 = ctypes.CFUNCTYPE(None,ctypes.c_uint64,ctypes.c_uint64,ctypes.c_uint64,ctypes.c_void_p,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UNIFFI_CALLBACK_INTERFACE_CLONE_JASPER_DOWNLOAD_LISTENER = ctypes.CFUNCTYPE(ctypes.c_uint64,ctypes.c_uint64,
+)
+_UNIFFI_CALLBACK_INTERFACE_FREE_JASPER_DOWNLOAD_LISTENER = ctypes.CFUNCTYPE(None,ctypes.c_uint64,
+)
+class _UniffiVTableCallbackInterfaceJasperDownloadListener(ctypes.Structure):
+    _fields_ = [
+        ("uniffi_free", _UNIFFI_CALLBACK_INTERFACE_FREE_JASPER_DOWNLOAD_LISTENER),
+        ("uniffi_clone", _UNIFFI_CALLBACK_INTERFACE_CLONE_JASPER_DOWNLOAD_LISTENER),
+        ("on_progress", _UNIFFI_CALLBACK_INTERFACE_JASPER_DOWNLOAD_LISTENER_METHOD0),
+    ]
+_UniffiLib.uniffi_jasper_ffi_fn_init_callback_vtable_downloadlistener.argtypes = (
+    ctypes.POINTER(_UniffiVTableCallbackInterfaceJasperDownloadListener),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_init_callback_vtable_downloadlistener.restype = None
 _UNIFFI_CALLBACK_INTERFACE_JASPER_EVENT_LISTENER_METHOD0 = ctypes.CFUNCTYPE(None,ctypes.c_uint64,_UniffiRustBuffer,ctypes.c_void_p,
     ctypes.POINTER(_UniffiRustCallStatus),
 )
@@ -1413,6 +1455,109 @@ class _UniffiFfiConverterString:
             builder.write(value.encode("utf-8"))
             return builder.finalize()
 
+class _UniffiFfiConverterUInt64(_UniffiConverterPrimitiveInt):
+    CLASS_NAME = "u64"
+    VALUE_MIN = 0
+    VALUE_MAX = 2**64
+
+    @staticmethod
+    def read(buf):
+        return buf.read_u64()
+
+    @staticmethod
+    def write(value, buf):
+        buf.write_u64(value)
+
+class _UniffiFfiConverterBoolean:
+    @classmethod
+    def check_lower(cls, value):
+        return not not value
+
+    @classmethod
+    def lower(cls, value):
+        return 1 if value else 0
+
+    @staticmethod
+    def lift(value):
+        return value != 0
+
+    @classmethod
+    def read(cls, buf):
+        return cls.lift(buf.read_u8())
+
+    @classmethod
+    def write(cls, value, buf):
+        buf.write_u8(value)
+
+@dataclass
+class Attachment:
+    """
+    A file linked from a message: where its ciphertext is on IPFS and how to open and check it.
+"""
+    def __init__(self, *, name:str, cid:str, key:str, size:int, media_type:str, sha256:str, is_image:bool):
+        self.name = name
+        self.cid = cid
+        self.key = key
+        self.size = size
+        self.media_type = media_type
+        self.sha256 = sha256
+        self.is_image = is_image
+        
+        
+
+    
+    def __str__(self):
+        return "Attachment(name={}, cid={}, key={}, size={}, media_type={}, sha256={}, is_image={})".format(self.name, self.cid, self.key, self.size, self.media_type, self.sha256, self.is_image)
+    def __eq__(self, other):
+        if self.name != other.name:
+            return False
+        if self.cid != other.cid:
+            return False
+        if self.key != other.key:
+            return False
+        if self.size != other.size:
+            return False
+        if self.media_type != other.media_type:
+            return False
+        if self.sha256 != other.sha256:
+            return False
+        if self.is_image != other.is_image:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeAttachment(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return Attachment(
+            name=_UniffiFfiConverterString.read(buf),
+            cid=_UniffiFfiConverterString.read(buf),
+            key=_UniffiFfiConverterString.read(buf),
+            size=_UniffiFfiConverterUInt64.read(buf),
+            media_type=_UniffiFfiConverterString.read(buf),
+            sha256=_UniffiFfiConverterString.read(buf),
+            is_image=_UniffiFfiConverterBoolean.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterString.check_lower(value.name)
+        _UniffiFfiConverterString.check_lower(value.cid)
+        _UniffiFfiConverterString.check_lower(value.key)
+        _UniffiFfiConverterUInt64.check_lower(value.size)
+        _UniffiFfiConverterString.check_lower(value.media_type)
+        _UniffiFfiConverterString.check_lower(value.sha256)
+        _UniffiFfiConverterBoolean.check_lower(value.is_image)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterString.write(value.name, buf)
+        _UniffiFfiConverterString.write(value.cid, buf)
+        _UniffiFfiConverterString.write(value.key, buf)
+        _UniffiFfiConverterUInt64.write(value.size, buf)
+        _UniffiFfiConverterString.write(value.media_type, buf)
+        _UniffiFfiConverterString.write(value.sha256, buf)
+        _UniffiFfiConverterBoolean.write(value.is_image, buf)
+
 class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
     @classmethod
     def check_lower(cls, value):
@@ -1634,46 +1779,63 @@ class _UniffiFfiConverterTypeConversation(_UniffiConverterRustBuffer):
         _UniffiFfiConverterOptionalString.write(value.admin, buf)
         _UniffiFfiConverterInt64.write(value.created_at, buf)
 
-class _UniffiFfiConverterBoolean:
-    @classmethod
-    def check_lower(cls, value):
-        return not not value
+@dataclass
+class DownloadResult:
+    """
+    A finished, verified download.
+"""
+    def __init__(self, *, path:str, size:int, sha256:str, media_type:str):
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+        self.media_type = media_type
+        
+        
 
-    @classmethod
-    def lower(cls, value):
-        return 1 if value else 0
+    
+    def __str__(self):
+        return "DownloadResult(path={}, size={}, sha256={}, media_type={})".format(self.path, self.size, self.sha256, self.media_type)
+    def __eq__(self, other):
+        if self.path != other.path:
+            return False
+        if self.size != other.size:
+            return False
+        if self.sha256 != other.sha256:
+            return False
+        if self.media_type != other.media_type:
+            return False
+        return True
 
-    @staticmethod
-    def lift(value):
-        return value != 0
-
-    @classmethod
-    def read(cls, buf):
-        return cls.lift(buf.read_u8())
-
-    @classmethod
-    def write(cls, value, buf):
-        buf.write_u8(value)
-
-class _UniffiFfiConverterUInt64(_UniffiConverterPrimitiveInt):
-    CLASS_NAME = "u64"
-    VALUE_MIN = 0
-    VALUE_MAX = 2**64
-
+class _UniffiFfiConverterTypeDownloadResult(_UniffiConverterRustBuffer):
     @staticmethod
     def read(buf):
-        return buf.read_u64()
+        return DownloadResult(
+            path=_UniffiFfiConverterString.read(buf),
+            size=_UniffiFfiConverterUInt64.read(buf),
+            sha256=_UniffiFfiConverterString.read(buf),
+            media_type=_UniffiFfiConverterString.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterString.check_lower(value.path)
+        _UniffiFfiConverterUInt64.check_lower(value.size)
+        _UniffiFfiConverterString.check_lower(value.sha256)
+        _UniffiFfiConverterString.check_lower(value.media_type)
 
     @staticmethod
     def write(value, buf):
-        buf.write_u64(value)
+        _UniffiFfiConverterString.write(value.path, buf)
+        _UniffiFfiConverterUInt64.write(value.size, buf)
+        _UniffiFfiConverterString.write(value.sha256, buf)
+        _UniffiFfiConverterString.write(value.media_type, buf)
 
 @dataclass
 class EngineConfig:
     """
     What `JasperEngine.open` takes; start from `default_config(data_dir)` and change fields.
 """
-    def __init__(self, *, data_dir:str, relays:typing.List[str], allow_private_relays:bool, poll_interval_ms:int, long_poll_ms:int, delivery_timeout_ms:int, discovery_interval_ms:int, max_message_bytes:int, relay_timeout_ms:int):
+    def __init__(self, *, data_dir:str, relays:typing.List[str], allow_private_relays:bool, poll_interval_ms:int, long_poll_ms:int, delivery_timeout_ms:int, discovery_interval_ms:int, max_message_bytes:int, relay_timeout_ms:int, ipfs_api:typing.Optional[str], ipfs_gateway:typing.Optional[str]):
         self.data_dir = data_dir
         self.relays = relays
         self.allow_private_relays = allow_private_relays
@@ -1683,12 +1845,14 @@ class EngineConfig:
         self.discovery_interval_ms = discovery_interval_ms
         self.max_message_bytes = max_message_bytes
         self.relay_timeout_ms = relay_timeout_ms
+        self.ipfs_api = ipfs_api
+        self.ipfs_gateway = ipfs_gateway
         
         
 
     
     def __str__(self):
-        return "EngineConfig(data_dir={}, relays={}, allow_private_relays={}, poll_interval_ms={}, long_poll_ms={}, delivery_timeout_ms={}, discovery_interval_ms={}, max_message_bytes={}, relay_timeout_ms={})".format(self.data_dir, self.relays, self.allow_private_relays, self.poll_interval_ms, self.long_poll_ms, self.delivery_timeout_ms, self.discovery_interval_ms, self.max_message_bytes, self.relay_timeout_ms)
+        return "EngineConfig(data_dir={}, relays={}, allow_private_relays={}, poll_interval_ms={}, long_poll_ms={}, delivery_timeout_ms={}, discovery_interval_ms={}, max_message_bytes={}, relay_timeout_ms={}, ipfs_api={}, ipfs_gateway={})".format(self.data_dir, self.relays, self.allow_private_relays, self.poll_interval_ms, self.long_poll_ms, self.delivery_timeout_ms, self.discovery_interval_ms, self.max_message_bytes, self.relay_timeout_ms, self.ipfs_api, self.ipfs_gateway)
     def __eq__(self, other):
         if self.data_dir != other.data_dir:
             return False
@@ -1708,6 +1872,10 @@ class EngineConfig:
             return False
         if self.relay_timeout_ms != other.relay_timeout_ms:
             return False
+        if self.ipfs_api != other.ipfs_api:
+            return False
+        if self.ipfs_gateway != other.ipfs_gateway:
+            return False
         return True
 
 class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
@@ -1723,6 +1891,8 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
             discovery_interval_ms=_UniffiFfiConverterUInt64.read(buf),
             max_message_bytes=_UniffiFfiConverterUInt64.read(buf),
             relay_timeout_ms=_UniffiFfiConverterUInt64.read(buf),
+            ipfs_api=_UniffiFfiConverterOptionalString.read(buf),
+            ipfs_gateway=_UniffiFfiConverterOptionalString.read(buf),
         )
 
     @staticmethod
@@ -1736,6 +1906,8 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterUInt64.check_lower(value.discovery_interval_ms)
         _UniffiFfiConverterUInt64.check_lower(value.max_message_bytes)
         _UniffiFfiConverterUInt64.check_lower(value.relay_timeout_ms)
+        _UniffiFfiConverterOptionalString.check_lower(value.ipfs_api)
+        _UniffiFfiConverterOptionalString.check_lower(value.ipfs_gateway)
 
     @staticmethod
     def write(value, buf):
@@ -1748,6 +1920,8 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterUInt64.write(value.discovery_interval_ms, buf)
         _UniffiFfiConverterUInt64.write(value.max_message_bytes, buf)
         _UniffiFfiConverterUInt64.write(value.relay_timeout_ms, buf)
+        _UniffiFfiConverterOptionalString.write(value.ipfs_api, buf)
+        _UniffiFfiConverterOptionalString.write(value.ipfs_gateway, buf)
 
 
 
@@ -1887,9 +2061,32 @@ class _UniffiFfiConverterSequenceTypeReaction(_UniffiConverterRustBuffer):
             _UniffiFfiConverterTypeReaction.read(buf) for i in range(count)
         ]
 
+class _UniffiFfiConverterSequenceTypeAttachment(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiFfiConverterTypeAttachment.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiFfiConverterTypeAttachment.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiFfiConverterTypeAttachment.read(buf) for i in range(count)
+        ]
+
 @dataclass
 class Message:
-    def __init__(self, *, id:str, conversation_id:int, sender:str, sender_name:typing.Optional[str], outgoing:bool, kind:str, content:str, timestamp:str, state:MessageState, failure:typing.Optional[str], edited:bool, deleted:bool, reactions:typing.List[Reaction], history:typing.List[str]):
+    def __init__(self, *, id:str, conversation_id:int, sender:str, sender_name:typing.Optional[str], outgoing:bool, kind:str, content:str, timestamp:str, state:MessageState, failure:typing.Optional[str], edited:bool, deleted:bool, reactions:typing.List[Reaction], history:typing.List[str], attachments:typing.List[Attachment]):
         self.id = id
         self.conversation_id = conversation_id
         self.sender = sender
@@ -1904,12 +2101,13 @@ class Message:
         self.deleted = deleted
         self.reactions = reactions
         self.history = history
+        self.attachments = attachments
         
         
 
     
     def __str__(self):
-        return "Message(id={}, conversation_id={}, sender={}, sender_name={}, outgoing={}, kind={}, content={}, timestamp={}, state={}, failure={}, edited={}, deleted={}, reactions={}, history={})".format(self.id, self.conversation_id, self.sender, self.sender_name, self.outgoing, self.kind, self.content, self.timestamp, self.state, self.failure, self.edited, self.deleted, self.reactions, self.history)
+        return "Message(id={}, conversation_id={}, sender={}, sender_name={}, outgoing={}, kind={}, content={}, timestamp={}, state={}, failure={}, edited={}, deleted={}, reactions={}, history={}, attachments={})".format(self.id, self.conversation_id, self.sender, self.sender_name, self.outgoing, self.kind, self.content, self.timestamp, self.state, self.failure, self.edited, self.deleted, self.reactions, self.history, self.attachments)
     def __eq__(self, other):
         if self.id != other.id:
             return False
@@ -1939,6 +2137,8 @@ class Message:
             return False
         if self.history != other.history:
             return False
+        if self.attachments != other.attachments:
+            return False
         return True
 
 class _UniffiFfiConverterTypeMessage(_UniffiConverterRustBuffer):
@@ -1959,6 +2159,7 @@ class _UniffiFfiConverterTypeMessage(_UniffiConverterRustBuffer):
             deleted=_UniffiFfiConverterBoolean.read(buf),
             reactions=_UniffiFfiConverterSequenceTypeReaction.read(buf),
             history=_UniffiFfiConverterSequenceString.read(buf),
+            attachments=_UniffiFfiConverterSequenceTypeAttachment.read(buf),
         )
 
     @staticmethod
@@ -1977,6 +2178,7 @@ class _UniffiFfiConverterTypeMessage(_UniffiConverterRustBuffer):
         _UniffiFfiConverterBoolean.check_lower(value.deleted)
         _UniffiFfiConverterSequenceTypeReaction.check_lower(value.reactions)
         _UniffiFfiConverterSequenceString.check_lower(value.history)
+        _UniffiFfiConverterSequenceTypeAttachment.check_lower(value.attachments)
 
     @staticmethod
     def write(value, buf):
@@ -1994,6 +2196,7 @@ class _UniffiFfiConverterTypeMessage(_UniffiConverterRustBuffer):
         _UniffiFfiConverterBoolean.write(value.deleted, buf)
         _UniffiFfiConverterSequenceTypeReaction.write(value.reactions, buf)
         _UniffiFfiConverterSequenceString.write(value.history, buf)
+        _UniffiFfiConverterSequenceTypeAttachment.write(value.attachments, buf)
 
 @dataclass
 class IdentityInfo:
@@ -3461,6 +3664,241 @@ class JasperError:  # type: ignore
             )
             return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempJasperError.ShuttingDown = ShuttingDown # type: ignore
+    class AttachmentTampered(_UniffiTempJasperError):
+        """
+        A downloaded attachment failed authentication: its ciphertext was modified.
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.AttachmentTampered({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.AttachmentTampered = AttachmentTampered # type: ignore
+    class AttachmentTruncated(_UniffiTempJasperError):
+        """
+        A downloaded attachment ends before its last chunk.
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.AttachmentTruncated({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.AttachmentTruncated = AttachmentTruncated # type: ignore
+    class AttachmentWrongKey(_UniffiTempJasperError):
+        """
+        A downloaded attachment was encrypted with another key than its link's.
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.AttachmentWrongKey({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.AttachmentWrongKey = AttachmentWrongKey # type: ignore
+    class AttachmentMismatch(_UniffiTempJasperError):
+        """
+        A decrypted attachment's size or SHA-256 is not what its link states.
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.AttachmentMismatch({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.AttachmentMismatch = AttachmentMismatch # type: ignore
+    class AttachmentMalformed(_UniffiTempJasperError):
+        """
+        Encrypted attachment data is structurally wrong.
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.AttachmentMalformed({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.AttachmentMalformed = AttachmentMalformed # type: ignore
 
 JasperError = _UniffiTempJasperError # type: ignore
 del _UniffiTempJasperError
@@ -3550,6 +3988,31 @@ class _UniffiFfiConverterTypeJasperError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
                 _UniffiFfiConverterString.read(buf),
             )
+        if variant == 17:
+            return JasperError.AttachmentTampered(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 18:
+            return JasperError.AttachmentTruncated(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 19:
+            return JasperError.AttachmentWrongKey(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 20:
+            return JasperError.AttachmentMismatch(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 21:
+            return JasperError.AttachmentMalformed(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
         raise InternalError("Raw enum value doesn't match any cases")
 
     @staticmethod
@@ -3615,6 +4078,26 @@ class _UniffiFfiConverterTypeJasperError(_UniffiConverterRustBuffer):
             _UniffiFfiConverterString.check_lower(value.detail)
             return
         if isinstance(value, JasperError.ShuttingDown):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.AttachmentTampered):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.AttachmentTruncated):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.AttachmentWrongKey):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.AttachmentMismatch):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.AttachmentMalformed):
             _UniffiFfiConverterString.check_lower(value.code)
             _UniffiFfiConverterString.check_lower(value.detail)
             return
@@ -3685,6 +4168,26 @@ class _UniffiFfiConverterTypeJasperError(_UniffiConverterRustBuffer):
             buf.write_i32(16)
             _UniffiFfiConverterString.write(value.code, buf)
             _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.AttachmentTampered):
+            buf.write_i32(17)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.AttachmentTruncated):
+            buf.write_i32(18)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.AttachmentWrongKey):
+            buf.write_i32(19)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.AttachmentMismatch):
+            buf.write_i32(20)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.AttachmentMalformed):
+            buf.write_i32(21)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
 
 class _UniffiFfiConverterSequenceTypeContact(_UniffiConverterRustBuffer):
     @classmethod
@@ -3732,6 +4235,100 @@ class _UniffiFfiConverterSequenceTypeConversation(_UniffiConverterRustBuffer):
             _UniffiFfiConverterTypeConversation.read(buf) for i in range(count)
         ]
 
+class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
+    CLASS_NAME = "u32"
+    VALUE_MIN = 0
+    VALUE_MAX = 2**32
+
+    @staticmethod
+    def read(buf):
+        return buf.read_u32()
+
+    @staticmethod
+    def write(value, buf):
+        buf.write_u32(value)
+
+
+
+
+class DownloadListener(typing.Protocol):
+    """
+    Hears how far a `download` is, implemented by the app: ciphertext bytes received of the
+    expected total. Called on an engine thread, in order, never after `download` returned.
+"""
+    
+    def on_progress(self, received: int,total: int) -> None:
+        raise NotImplementedError
+# Put all the bits inside a class to keep the top-level namespace clean
+class _UniffiTraitImplDownloadListenerImpl:
+    # For each method, generate a callback function to pass to Rust
+
+    @_UNIFFI_CALLBACK_INTERFACE_JASPER_DOWNLOAD_LISTENER_METHOD0
+    def on_progress(
+            uniffi_handle,
+            received,
+            total,
+            uniffi_out_return,
+            uniffi_call_status_ptr,
+        ):
+        uniffi_obj = _UniffiFfiConverterTypeDownloadListener._handle_map.get(uniffi_handle)
+        def make_call():
+            uniffi_args = (_UniffiFfiConverterUInt64.lift(received), _UniffiFfiConverterUInt64.lift(total), )
+            uniffi_method = uniffi_obj.on_progress
+            return uniffi_method(*uniffi_args)
+        write_return_value = lambda v: None
+        _uniffi_trait_interface_call(
+                uniffi_call_status_ptr.contents,
+                make_call,
+                write_return_value,
+        )
+
+    @_UNIFFI_CALLBACK_INTERFACE_FREE_JASPER_DOWNLOAD_LISTENER
+    def _uniffi_free(uniffi_handle):
+        _UniffiFfiConverterTypeDownloadListener._handle_map.remove(uniffi_handle)
+
+    @_UNIFFI_CALLBACK_INTERFACE_CLONE_JASPER_DOWNLOAD_LISTENER
+    def _uniffi_clone(uniffi_handle):
+        return _UniffiFfiConverterTypeDownloadListener._handle_map.clone(uniffi_handle)
+
+    # Generate the FFI VTable.  This has a field for each callback interface method.
+    _uniffi_vtable = _UniffiVTableCallbackInterfaceJasperDownloadListener(
+        _uniffi_free,
+        _uniffi_clone,
+        on_progress,
+    )
+    # Send Rust a pointer to the VTable.  Note: this means we need to keep the struct alive forever,
+    # or else bad things will happen when Rust tries to access it.
+    _UniffiLib.uniffi_jasper_ffi_fn_init_callback_vtable_downloadlistener(ctypes.byref(_uniffi_vtable))
+
+# The _UniffiConverter which transforms the Callbacks in to Handles to pass to Rust.
+_UniffiFfiConverterTypeDownloadListener = _UniffiCallbackInterfaceFfiConverter()
+
+class _UniffiFfiConverterOptionalTypeDownloadListener(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterTypeDownloadListener.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterTypeDownloadListener.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterTypeDownloadListener.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
 class _UniffiFfiConverterSequenceTypeMessageRoute(_UniffiConverterRustBuffer):
     @classmethod
     def check_lower(cls, value):
@@ -3754,19 +4351,6 @@ class _UniffiFfiConverterSequenceTypeMessageRoute(_UniffiConverterRustBuffer):
         return [
             _UniffiFfiConverterTypeMessageRoute.read(buf) for i in range(count)
         ]
-
-class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
-    CLASS_NAME = "u32"
-    VALUE_MIN = 0
-    VALUE_MAX = 2**32
-
-    @staticmethod
-    def read(buf):
-        return buf.read_u32()
-
-    @staticmethod
-    def write(value, buf):
-        buf.write_u32(value)
 
 class _UniffiFfiConverterOptionalTypeEvent(_UniffiConverterRustBuffer):
     @classmethod
@@ -4040,6 +4624,14 @@ class JasperEngineProtocol(typing.Protocol):
         Deletes a message this identity wrote, for everyone in the conversation.
 """
         raise NotImplementedError
+    async def download(self, message_id: str,index: int,dest_path: str,progress: typing.Optional[DownloadListener]) -> DownloadResult:
+        """
+        Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
+        it to `dest_path` only when every check passed: a modified, truncated or wrongly keyed
+        file fails with the matching `Attachment*` error and leaves nothing behind. `progress`,
+        when given, hears of the ciphertext bytes received.
+"""
+        raise NotImplementedError
     def edit(self, message_id: str,content: str) -> Message:
         """
         Replaces the content of a message this identity wrote.
@@ -4109,6 +4701,13 @@ class JasperEngineProtocol(typing.Protocol):
         """
         Queues a text message to a conversation (`#id`, group name, contact name or key) and
         returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
+"""
+        raise NotImplementedError
+    async def send_with_attachment(self, target: str,text: str,file_path: str) -> Message:
+        """
+        Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
+        (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
+        itself never reaches a relay.
 """
         raise NotImplementedError
     def shutdown(self, ) -> None:
@@ -4349,6 +4948,38 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
+    async def download(self, message_id: str,index: int,dest_path: str,progress: typing.Optional[DownloadListener]) -> DownloadResult:
+        """
+        Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
+        it to `dest_path` only when every check passed: a modified, truncated or wrongly keyed
+        file fails with the matching `Attachment*` error and leaves nothing behind. `progress`,
+        when given, hears of the ciphertext bytes received.
+"""
+        
+        _UniffiFfiConverterString.check_lower(message_id)
+
+        _UniffiFfiConverterUInt32.check_lower(index)
+
+        _UniffiFfiConverterString.check_lower(dest_path)
+
+        _UniffiFfiConverterOptionalTypeDownloadListener.check_lower(progress)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(message_id),
+            _UniffiFfiConverterUInt32.lower(index),
+            _UniffiFfiConverterString.lower(dest_path),
+            _UniffiFfiConverterOptionalTypeDownloadListener.lower(progress),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeDownloadResult.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_download(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
     def edit(self, message_id: str,content: str) -> Message:
         """
         Replaces the content of a message this identity wrote.
@@ -4640,6 +5271,34 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
+    async def send_with_attachment(self, target: str,text: str,file_path: str) -> Message:
+        """
+        Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
+        (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
+        itself never reaches a relay.
+"""
+        
+        _UniffiFfiConverterString.check_lower(target)
+
+        _UniffiFfiConverterString.check_lower(text)
+
+        _UniffiFfiConverterString.check_lower(file_path)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(target),
+            _UniffiFfiConverterString.lower(text),
+            _UniffiFfiConverterString.lower(file_path),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeMessage.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
     def shutdown(self, ) -> None:
         """
         Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
@@ -5036,8 +5695,10 @@ __all__ = [
     "MessageState",
     "EventKind",
     "JasperError",
+    "Attachment",
     "Contact",
     "Conversation",
+    "DownloadResult",
     "EngineConfig",
     "Reaction",
     "Message",
@@ -5054,5 +5715,6 @@ __all__ = [
     "JasperEngineProtocol",
     "SecretStoreImpl",
     "SecretStore",
+    "DownloadListener",
     "EventListener",
 ]

@@ -657,6 +657,9 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceDownloadListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`received`: Long,`total`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceEventListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -671,6 +674,25 @@ internal interface UniffiCallbackInterfaceSecretStoreMethod2 : com.sun.jna.Callb
 }
 internal interface UniffiCallbackInterfaceSecretStoreMethod3 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`account`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onProgress")
+internal open class UniffiVTableCallbackInterfaceDownloadListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onProgress`: UniffiCallbackInterfaceDownloadListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onProgress`: UniffiCallbackInterfaceDownloadListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceDownloadListener(`uniffiFree`,`uniffiClone`,`onProgress`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceDownloadListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onProgress` = other.`onProgress`
+    }
+
 }
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onEvent")
 internal open class UniffiVTableCallbackInterfaceEventListener(
@@ -768,6 +790,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_delete(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_download(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_edit(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_export_identity(
@@ -800,6 +824,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_send(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_shutdown(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_subscribe(
@@ -820,6 +846,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jasper_ffi_checksum_constructor_jasperengine_open(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_downloadlistener_on_progress(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_eventlistener_on_event(
     ): Int
     external fun ffi_jasper_ffi_uniffi_contract_version(
@@ -839,6 +867,7 @@ internal object UniffiLib {
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "jasper"))
         uniffiCallbackInterfaceSecretStore.register(this)
+        uniffiCallbackInterfaceDownloadListener.register(this)
         uniffiCallbackInterfaceEventListener.register(this)
         
     }
@@ -870,6 +899,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_delete(`ptr`: Long,`messageId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_download(`ptr`: Long,`messageId`: RustBuffer.ByValue,`index`: Int,`destPath`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_edit(`ptr`: Long,`messageId`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_export_identity(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -902,6 +933,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_send(`ptr`: Long,`target`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(`ptr`: Long,`target`: RustBuffer.ByValue,`text`: RustBuffer.ByValue,`filePath`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_jasper_ffi_fn_method_jasperengine_subscribe(`ptr`: Long,`fromSeq`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -929,6 +962,8 @@ internal object UniffiLib {
     external fun uniffi_jasper_ffi_fn_method_secretstore_load(`ptr`: Long,`account`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_secretstore_delete(`ptr`: Long,`account`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_jasper_ffi_fn_init_callback_vtable_downloadlistener(`vtable`: UniffiVTableCallbackInterfaceDownloadListener,
     ): Unit
     external fun uniffi_jasper_ffi_fn_init_callback_vtable_eventlistener(`vtable`: UniffiVTableCallbackInterfaceEventListener,
     ): Unit
@@ -1095,6 +1130,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_delete() and 0xFFFF) != 7797) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_download() and 0xFFFF) != 53952) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_edit() and 0xFFFF) != 45558) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1143,6 +1181,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send() and 0xFFFF) != 30988) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment() and 0xFFFF) != 40934) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown() and 0xFFFF) != 16372) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1171,6 +1212,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_constructor_jasperengine_open() and 0xFFFF) != 28638) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_downloadlistener_on_progress() and 0xFFFF) != 15951) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_eventlistener_on_event() and 0xFFFF) != 36360) {
@@ -1719,6 +1763,14 @@ public interface JasperEngineInterface {
     fun `delete`(`messageId`: kotlin.String): Message
     
     /**
+     * Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
+     * it to `dest_path` only when every check passed: a modified, truncated or wrongly keyed
+     * file fails with the matching `Attachment*` error and leaves nothing behind. `progress`,
+     * when given, hears of the ciphertext bytes received.
+     */
+    suspend fun `download`(`messageId`: kotlin.String, `index`: kotlin.UInt, `destPath`: kotlin.String, `progress`: DownloadListener?): DownloadResult
+    
+    /**
      * Replaces the content of a message this identity wrote.
      */
     fun `edit`(`messageId`: kotlin.String, `content`: kotlin.String): Message
@@ -1788,6 +1840,13 @@ public interface JasperEngineInterface {
      * returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
      */
     fun `send`(`target`: kotlin.String, `content`: kotlin.String): Message
+    
+    /**
+     * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
+     * (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
+     * itself never reaches a relay.
+     */
+    suspend fun `sendWithAttachment`(`target`: kotlin.String, `text`: kotlin.String, `filePath`: kotlin.String): Message
     
     /**
      * Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
@@ -2085,6 +2144,37 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     )
     }
     
+
+    
+    /**
+     * Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
+     * it to `dest_path` only when every check passed: a modified, truncated or wrongly keyed
+     * file fails with the matching `Attachment*` error and leaves nothing behind. `progress`,
+     * when given, hears of the ciphertext bytes received.
+     */
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `download`(`messageId`: kotlin.String, `index`: kotlin.UInt, `destPath`: kotlin.String, `progress`: DownloadListener?) : DownloadResult {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_download(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`messageId`),
+        FfiConverterUInt.lower(`index`),
+        FfiConverterString.lower(`destPath`),
+        FfiConverterOptionalTypeDownloadListener.lower(`progress`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeDownloadResult.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -2387,6 +2477,35 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     )
     }
     
+
+    
+    /**
+     * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
+     * (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
+     * itself never reaches a relay.
+     */
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `sendWithAttachment`(`target`: kotlin.String, `text`: kotlin.String, `filePath`: kotlin.String) : Message {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`target`),
+        FfiConverterString.lower(`text`),
+        FfiConverterString.lower(`filePath`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeMessage.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -3245,6 +3364,87 @@ public object FfiConverterTypeSubscription: FfiConverter<Subscription, Long> {
 
 
 
+/**
+ * A file linked from a message: where its ciphertext is on IPFS and how to open and check it.
+ */
+data class Attachment (
+    var `name`: kotlin.String
+    , 
+    /**
+     * CID of the ciphertext.
+     */
+    var `cid`: kotlin.String
+    , 
+    /**
+     * The file key, base64url without padding (as in the link).
+     */
+    var `key`: kotlin.String
+    , 
+    /**
+     * Plaintext size in bytes.
+     */
+    var `size`: kotlin.ULong
+    , 
+    var `mediaType`: kotlin.String
+    , 
+    /**
+     * SHA-256 of the plaintext, hex.
+     */
+    var `sha256`: kotlin.String
+    , 
+    /**
+     * Linked as a Markdown image.
+     */
+    var `isImage`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAttachment: FfiConverterRustBuffer<Attachment> {
+    override fun read(buf: ByteBuffer): Attachment {
+        return Attachment(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Attachment) = (
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterString.allocationSize(value.`cid`) +
+            FfiConverterString.allocationSize(value.`key`) +
+            FfiConverterULong.allocationSize(value.`size`) +
+            FfiConverterString.allocationSize(value.`mediaType`) +
+            FfiConverterString.allocationSize(value.`sha256`) +
+            FfiConverterBoolean.allocationSize(value.`isImage`)
+    )
+
+    override fun write(value: Attachment, buf: ByteBuffer) {
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterString.write(value.`cid`, buf)
+            FfiConverterString.write(value.`key`, buf)
+            FfiConverterULong.write(value.`size`, buf)
+            FfiConverterString.write(value.`mediaType`, buf)
+            FfiConverterString.write(value.`sha256`, buf)
+            FfiConverterBoolean.write(value.`isImage`, buf)
+    }
+}
+
+
+
 data class Contact (
     var `key`: kotlin.String
     , 
@@ -3377,6 +3577,60 @@ public object FfiConverterTypeConversation: FfiConverterRustBuffer<Conversation>
 
 
 /**
+ * A finished, verified download.
+ */
+data class DownloadResult (
+    var `path`: kotlin.String
+    , 
+    var `size`: kotlin.ULong
+    , 
+    /**
+     * SHA-256 of the plaintext, hex.
+     */
+    var `sha256`: kotlin.String
+    , 
+    var `mediaType`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDownloadResult: FfiConverterRustBuffer<DownloadResult> {
+    override fun read(buf: ByteBuffer): DownloadResult {
+        return DownloadResult(
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DownloadResult) = (
+            FfiConverterString.allocationSize(value.`path`) +
+            FfiConverterULong.allocationSize(value.`size`) +
+            FfiConverterString.allocationSize(value.`sha256`) +
+            FfiConverterString.allocationSize(value.`mediaType`)
+    )
+
+    override fun write(value: DownloadResult, buf: ByteBuffer) {
+            FfiConverterString.write(value.`path`, buf)
+            FfiConverterULong.write(value.`size`, buf)
+            FfiConverterString.write(value.`sha256`, buf)
+            FfiConverterString.write(value.`mediaType`, buf)
+    }
+}
+
+
+
+/**
  * What `JasperEngine.open` takes; start from `default_config(data_dir)` and change fields.
  */
 data class EngineConfig (
@@ -3424,6 +3678,17 @@ data class EngineConfig (
      * Timeout of one relay request (long-polls add their wait to it).
      */
     var `relayTimeoutMs`: kotlin.ULong
+    , 
+    /**
+     * Base URL of an IPFS node's HTTP RPC API (`http://127.0.0.1:5001`), where attachments
+     * are added and, without a gateway, fetched. Attachments need it.
+     */
+    var `ipfsApi`: kotlin.String?
+    , 
+    /**
+     * Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
+     */
+    var `ipfsGateway`: kotlin.String?
     
 ){
     
@@ -3449,6 +3714,8 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -3461,7 +3728,9 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterULong.allocationSize(value.`deliveryTimeoutMs`) +
             FfiConverterULong.allocationSize(value.`discoveryIntervalMs`) +
             FfiConverterULong.allocationSize(value.`maxMessageBytes`) +
-            FfiConverterULong.allocationSize(value.`relayTimeoutMs`)
+            FfiConverterULong.allocationSize(value.`relayTimeoutMs`) +
+            FfiConverterOptionalString.allocationSize(value.`ipfsApi`) +
+            FfiConverterOptionalString.allocationSize(value.`ipfsGateway`)
     )
 
     override fun write(value: EngineConfig, buf: ByteBuffer) {
@@ -3474,6 +3743,8 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterULong.write(value.`discoveryIntervalMs`, buf)
             FfiConverterULong.write(value.`maxMessageBytes`, buf)
             FfiConverterULong.write(value.`relayTimeoutMs`, buf)
+            FfiConverterOptionalString.write(value.`ipfsApi`, buf)
+            FfiConverterOptionalString.write(value.`ipfsGateway`, buf)
     }
 }
 
@@ -3626,6 +3897,11 @@ data class Message (
      * Earlier contents, oldest first.
      */
     var `history`: List<kotlin.String>
+    , 
+    /**
+     * The encrypted attachments linked in `content`, in order.
+     */
+    var `attachments`: List<Attachment>
     
 ){
     
@@ -3656,6 +3932,7 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
             FfiConverterBoolean.read(buf),
             FfiConverterSequenceTypeReaction.read(buf),
             FfiConverterSequenceString.read(buf),
+            FfiConverterSequenceTypeAttachment.read(buf),
         )
     }
 
@@ -3673,7 +3950,8 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
             FfiConverterBoolean.allocationSize(value.`edited`) +
             FfiConverterBoolean.allocationSize(value.`deleted`) +
             FfiConverterSequenceTypeReaction.allocationSize(value.`reactions`) +
-            FfiConverterSequenceString.allocationSize(value.`history`)
+            FfiConverterSequenceString.allocationSize(value.`history`) +
+            FfiConverterSequenceTypeAttachment.allocationSize(value.`attachments`)
     )
 
     override fun write(value: Message, buf: ByteBuffer) {
@@ -3691,6 +3969,7 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
             FfiConverterBoolean.write(value.`deleted`, buf)
             FfiConverterSequenceTypeReaction.write(value.`reactions`, buf)
             FfiConverterSequenceString.write(value.`history`, buf)
+            FfiConverterSequenceTypeAttachment.write(value.`attachments`, buf)
     }
 }
 
@@ -4411,6 +4690,71 @@ sealed class JasperException: kotlin.Exception() {
             get() = "code=${ `code` }, detail=${ `detail` }"
     }
     
+    /**
+     * A downloaded attachment failed authentication: its ciphertext was modified.
+     */
+    class AttachmentTampered(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
+    /**
+     * A downloaded attachment ends before its last chunk.
+     */
+    class AttachmentTruncated(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
+    /**
+     * A downloaded attachment was encrypted with another key than its link's.
+     */
+    class AttachmentWrongKey(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
+    /**
+     * A decrypted attachment's size or SHA-256 is not what its link states.
+     */
+    class AttachmentMismatch(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
+    /**
+     * Encrypted attachment data is structurally wrong.
+     */
+    class AttachmentMalformed(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
 
     
         /**
@@ -4521,6 +4865,26 @@ public object FfiConverterTypeJasperError : FfiConverterRustBuffer<JasperExcepti
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
+            17 -> JasperException.AttachmentTampered(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            18 -> JasperException.AttachmentTruncated(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            19 -> JasperException.AttachmentWrongKey(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            20 -> JasperException.AttachmentMismatch(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            21 -> JasperException.AttachmentMalformed(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
     }
@@ -4618,6 +4982,36 @@ public object FfiConverterTypeJasperError : FfiConverterRustBuffer<JasperExcepti
                 + FfiConverterString.allocationSize(value.`detail`)
             )
             is JasperException.ShuttingDown -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.AttachmentTampered -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.AttachmentTruncated -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.AttachmentWrongKey -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.AttachmentMismatch -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.AttachmentMalformed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`code`)
@@ -4724,6 +5118,36 @@ public object FfiConverterTypeJasperError : FfiConverterRustBuffer<JasperExcepti
                 FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
+            is JasperException.AttachmentTampered -> {
+                buf.putInt(17)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+            is JasperException.AttachmentTruncated -> {
+                buf.putInt(18)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+            is JasperException.AttachmentWrongKey -> {
+                buf.putInt(19)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+            is JasperException.AttachmentMismatch -> {
+                buf.putInt(20)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+            is JasperException.AttachmentMalformed -> {
+                buf.putInt(21)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
 
@@ -4782,6 +5206,71 @@ public object FfiConverterTypeMessageState: FfiConverterRustBuffer<MessageState>
 }
 
 
+
+
+
+
+
+/**
+ * Hears how far a `download` is, implemented by the app: ciphertext bytes received of the
+ * expected total. Called on an engine thread, in order, never after `download` returned.
+ */
+public interface DownloadListener {
+    
+    fun `onProgress`(`received`: kotlin.ULong, `total`: kotlin.ULong)
+    
+    companion object
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceDownloadListener {
+    internal object `onProgress`: UniffiCallbackInterfaceDownloadListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`received`: Long,`total`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeDownloadListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onProgress`(
+                    FfiConverterULong.lift(`received`),
+                    FfiConverterULong.lift(`total`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeDownloadListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeDownloadListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceDownloadListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onProgress`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_jasper_ffi_fn_init_callback_vtable_downloadlistener(vtable)
+    }
+}
+
+/**
+ * The ffiConverter which transforms the Callbacks in to handles to pass to Rust.
+ *
+ * @suppress
+ */
+public object FfiConverterTypeDownloadListener: FfiConverterCallbackInterface<DownloadListener>()
 
 
 
@@ -4951,6 +5440,38 @@ public object FfiConverterOptionalTypeEvent: FfiConverterRustBuffer<Event?> {
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeDownloadListener: FfiConverterRustBuffer<DownloadListener?> {
+    override fun read(buf: ByteBuffer): DownloadListener? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDownloadListener.read(buf)
+    }
+
+    override fun allocationSize(value: DownloadListener?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDownloadListener.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DownloadListener?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDownloadListener.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.String>> {
     override fun read(buf: ByteBuffer): List<kotlin.String> {
         val len = buf.getInt()
@@ -4969,6 +5490,34 @@ public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.Str
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeAttachment: FfiConverterRustBuffer<List<Attachment>> {
+    override fun read(buf: ByteBuffer): List<Attachment> {
+        val len = buf.getInt()
+        return List<Attachment>(len) {
+            FfiConverterTypeAttachment.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Attachment>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeAttachment.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Attachment>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeAttachment.write(it, buf)
         }
     }
 }

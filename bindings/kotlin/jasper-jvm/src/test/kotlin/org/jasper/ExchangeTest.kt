@@ -196,6 +196,10 @@ class ExchangeTest {
             assertThrows<JasperException.MessageTooLarge> { engine.send("dave", big) }.code,
         )
         assertThrows<JasperException.UnknownMessage> { engine.edit("00000000-0000-0000-0000-000000000000", "x") }
+        val file = Files.writeString(dir.resolve("notes.txt"), "hello")
+        assertThrows<JasperException.UnknownConversation> {
+            runBlocking { engine.sendWithAttachment("dave", "x", file.toString()) }
+        }
 
         // Whatever the app's store throws becomes a KeyStore error carrying its text.
         val locked = object : SecretStore {
