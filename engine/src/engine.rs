@@ -945,14 +945,11 @@ impl Engine {
     }
 
     fn notify_desktop(&self, message: &Message) {
-        if !self.inner.config.notifications
-            || message.outgoing
-            || std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none()
-        {
-            return;
-        }
+        let wanted = self.inner.config.notifications
+            && !message.outgoing
+            && std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
         #[cfg(feature = "notifications")]
-        {
+        if wanted {
             let title = message
                 .sender_name
                 .clone()
@@ -969,6 +966,8 @@ impl Engine {
                 }
             });
         }
+        #[cfg(not(feature = "notifications"))]
+        let _ = wanted;
     }
 
     // ---- background: sending -----------------------------------------------------------
