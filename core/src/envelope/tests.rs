@@ -18,10 +18,13 @@ use crate::protocol::MessageKind;
 
 const ALICE_PEM: &str = include_str!("../../tests/vectors/alice.pem");
 const BOB_PEM: &str = include_str!("../../tests/vectors/bob.pem");
+/// Where `JASPER_WRITE_VECTORS=1` writes the vector.
 const VECTOR_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/vectors/envelope-v1.json"
 );
+/// The committed vector, compiled in: the test never depends on where the build happened.
+const COMMITTED_VECTOR: &str = include_str!("../../tests/vectors/envelope-v1.json");
 /// Set to 1 to rewrite the committed vector from the fixed inputs below (then review the diff).
 const WRITE_ENV: &str = "JASPER_WRITE_VECTORS";
 
@@ -262,9 +265,8 @@ fn envelope_vector_is_reproduced_byte_for_byte() {
         text.push('\n');
         std::fs::write(VECTOR_PATH, text).unwrap();
     }
-    let committed = std::fs::read_to_string(VECTOR_PATH)
-        .unwrap_or_else(|e| panic!("{VECTOR_PATH}: {e}; run with {WRITE_ENV}=1 to create it"));
-    let committed: Vector = serde_json::from_str(&committed).unwrap();
+    let committed: Vector = serde_json::from_str(COMMITTED_VECTOR)
+        .unwrap_or_else(|e| panic!("{VECTOR_PATH}: {e}; run with {WRITE_ENV}=1 to rewrite it"));
     // Field by field first, for a readable failure; then the whole.
     assert_eq!(built.inputs, committed.inputs);
     assert_eq!(built.intermediates, committed.intermediates);
