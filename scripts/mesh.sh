@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts a working Jasper relay mesh on this machine: three relays on loopback, each peered
-# with the other two, with the embedded store. Sends one message to the first relay and
-# fetches it from the third to show the mesh moving it, then runs until Ctrl-C.
+# with the other two, with the embedded store. Sends one packet to the first relay and
+# fetches it from the third to show the mesh moving it; then starts two daemons (alice and
+# bob, keys in the kernel keyring) that exchange an end-to-end encrypted message through the
+# mesh, each sending through a different relay than it receives on. Runs until Ctrl-C.
 #
 #   scripts/mesh.sh                 ports 8080 8081 8082, data in ~/.local/share/jasper-mesh
 #   JASPER_MESH_PORTS="9000 9001 9002" JASPER_MESH_DIR=/tmp/mesh scripts/mesh.sh
@@ -11,7 +13,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jasper/target}"
 read -r -a ports <<< "${JASPER_MESH_PORTS:-8080 8081 8082}"
 dir="${JASPER_MESH_DIR:-$HOME/.local/share/jasper-mesh}"
 
-cargo build --quiet -p jasper-relay --bin jasper-relay
+cargo build --quiet -p jasper-relay -p jasper-daemon --bins
 relay="$CARGO_TARGET_DIR/debug/jasper-relay"
 
 pids=()
@@ -48,5 +50,39 @@ for _ in $(seq 50); do
   fi
   sleep 0.1
 done
+
+# Two daemons: each its own data directory, socket and key-store entry.
+jasperd="$CARGO_TARGET_DIR/debug/jasperd"
+jasper="$CARGO_TARGET_DIR/debug/jasper"
+relay_flags=()
+for p in "${ports[@]}"; do relay_flags+=(--relay "127.0.0.1:$p"); done
+for who in alice bob; do
+  rm -rf "$dir/$who"
+  mkdir -p "$dir/$who"
+  "$jasperd" --data-dir "$dir/$who/data" --socket "$dir/$who/jasperd.sock" --key-store keyutils \
+    --allow-private-relays --no-notifications "${relay_flags[@]}" >"$dir/$who.log" 2>&1 &
+  pids+=($!)
+done
+for who in alice bob; do
+  for _ in $(seq 100); do [ -S "$dir/$who/jasperd.sock" ] && break; sleep 0.1; done
+done
+j() { local who=$1; shift; "$jasper" --socket "$dir/$who/jasperd.sock" "$@"; }
+key_of() { j "$1" --json identity create | sed -n 's/.*"public_key": *"\([^"]*\)".*/\1/p'; }
+alice_key=$(key_of alice)
+bob_key=$(key_of bob)
+j alice contact add "$bob_key" --name bob >/dev/null
+j bob contact add "$alice_key" --name alice >/dev/null
+j alice send --to bob "Hello Bob, this crossed the mesh end-to-end encrypted." >/dev/null
+echo "alice sent bob a message; waiting for bob's daemon to receive it..."
+for _ in $(seq 300); do
+  if j bob messages --with alice | grep -q "Hello Bob"; then
+    echo "bob received:"; j bob messages --with alice
+    break
+  fi
+  sleep 0.1
+done
+echo "alice's RX relay: $(j alice relays rx)"
+echo "Try: $jasper --socket $dir/bob/jasperd.sock send --to alice 'hi'"
+echo "     $jasper --socket $dir/alice/jasperd.sock watch"
 echo "Status: curl http://127.0.0.1:${ports[0]}/status     Stop: Ctrl-C"
 wait
