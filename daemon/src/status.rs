@@ -3,6 +3,7 @@
 //! stable `code()`), so clients match on the reason and never parse the message.
 
 use jasper_engine::EngineError;
+use jasper_engine::error::attachment_refusal_code;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -25,33 +26,15 @@ pub fn grpc_code(err: &EngineError) -> Code {
         EngineError::KeyStore(_) | EngineError::Storage(_) | EngineError::ShuttingDown => {
             Code::Unavailable
         }
-        EngineError::Protocol(e) if attachment_refused(e).is_some() => Code::DataLoss,
+        EngineError::Protocol(e) if attachment_refusal_code(e).is_some() => Code::DataLoss,
         EngineError::Protocol(jasper_core::Error::AttachmentIo(_)) => Code::Unavailable,
         EngineError::Protocol(_) => Code::Internal,
     }
 }
 
-/// A finer `ErrorInfo` reason for an attachment that failed verification (the engine's own
-/// code is `protocol` for every core error).
-fn attachment_refused(err: &jasper_core::Error) -> Option<&'static str> {
-    use jasper_core::Error as E;
-    Some(match err {
-        E::AttachmentTampered { .. } => "attachment_tampered",
-        E::AttachmentTruncated => "attachment_truncated",
-        E::AttachmentWrongKey => "attachment_wrong_key",
-        E::AttachmentHashMismatch | E::AttachmentSizeMismatch { .. } => "attachment_mismatch",
-        E::MalformedAttachment(_) => "attachment_malformed",
-        _ => return None,
-    })
-}
-
 /// The status for an engine error.
 pub fn engine_status(err: &EngineError) -> Status {
-    let reason = match err {
-        EngineError::Protocol(e) => attachment_refused(e).unwrap_or(err.code()),
-        _ => err.code(),
-    };
-    status(grpc_code(err), reason, err.to_string())
+    status(grpc_code(err), err.code(), err.to_string())
 }
 
 /// A status carrying `reason` as its `ErrorInfo`, for the daemon's own refusals too.

@@ -55,10 +55,24 @@ impl EngineError {
             EngineError::NoRelays => "no_relays",
             EngineError::KeyStore(_) => "key_store",
             EngineError::Storage(_) => "storage",
-            EngineError::Protocol(_) => "protocol",
+            EngineError::Protocol(e) => attachment_refusal_code(e).unwrap_or("protocol"),
             EngineError::ShuttingDown => "shutting_down",
         }
     }
+}
+
+/// The code of a downloaded attachment that failed verification, told apart by how it failed;
+/// `None` for every other protocol error.
+pub fn attachment_refusal_code(err: &jasper_core::Error) -> Option<&'static str> {
+    use jasper_core::Error as E;
+    Some(match err {
+        E::AttachmentTampered { .. } => "attachment_tampered",
+        E::AttachmentTruncated => "attachment_truncated",
+        E::AttachmentWrongKey => "attachment_wrong_key",
+        E::AttachmentHashMismatch | E::AttachmentSizeMismatch { .. } => "attachment_mismatch",
+        E::MalformedAttachment(_) => "attachment_malformed",
+        _ => return None,
+    })
 }
 
 impl From<rusqlite::Error> for EngineError {

@@ -133,34 +133,17 @@ impl JasperError {
     }
 }
 
-/// The refusals of a downloaded attachment, told apart with the same codes as the daemon's gRPC
-/// errors, though the engine reports them all as `protocol`.
-fn attachment_refusal(e: &CoreError, detail: &str) -> Option<JasperError> {
-    let detail = detail.to_owned();
-    let code = |c: &str| c.to_owned();
+/// The refusals of a downloaded attachment, as typed exceptions; the code is the engine's.
+fn attachment_refusal(e: &CoreError, code: &str, detail: &str) -> Option<JasperError> {
+    let (code, detail) = (code.to_owned(), detail.to_owned());
     Some(match e {
-        CoreError::AttachmentTampered { .. } => JasperError::AttachmentTampered {
-            code: code("attachment_tampered"),
-            detail,
-        },
-        CoreError::AttachmentTruncated => JasperError::AttachmentTruncated {
-            code: code("attachment_truncated"),
-            detail,
-        },
-        CoreError::AttachmentWrongKey => JasperError::AttachmentWrongKey {
-            code: code("attachment_wrong_key"),
-            detail,
-        },
+        CoreError::AttachmentTampered { .. } => JasperError::AttachmentTampered { code, detail },
+        CoreError::AttachmentTruncated => JasperError::AttachmentTruncated { code, detail },
+        CoreError::AttachmentWrongKey => JasperError::AttachmentWrongKey { code, detail },
         CoreError::AttachmentHashMismatch | CoreError::AttachmentSizeMismatch { .. } => {
-            JasperError::AttachmentMismatch {
-                code: code("attachment_mismatch"),
-                detail,
-            }
+            JasperError::AttachmentMismatch { code, detail }
         }
-        CoreError::MalformedAttachment(_) => JasperError::AttachmentMalformed {
-            code: code("attachment_malformed"),
-            detail,
-        },
+        CoreError::MalformedAttachment(_) => JasperError::AttachmentMalformed { code, detail },
         _ => return None,
     })
 }
@@ -169,7 +152,7 @@ impl From<EngineError> for JasperError {
     fn from(e: EngineError) -> Self {
         let detail = e.to_string();
         if let EngineError::Protocol(inner) = &e
-            && let Some(refusal) = attachment_refusal(inner, &detail)
+            && let Some(refusal) = attachment_refusal(inner, e.code(), &detail)
         {
             return refusal;
         }
