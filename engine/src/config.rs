@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::transparent::TransparentConfig;
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Holds the SQLite database (never the private key).
@@ -32,6 +34,8 @@ pub struct EngineConfig {
     pub ipfs_api: Option<String>,
     /// Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
     pub ipfs_gateway: Option<String>,
+    /// Transparent mode (direct WebRTC sessions): STUN servers, bind addresses, timeouts.
+    pub transparent: TransparentConfig,
 }
 
 impl EngineConfig {
@@ -50,6 +54,7 @@ impl EngineConfig {
             relay_timeout: Duration::from_secs(10),
             ipfs_api: None,
             ipfs_gateway: None,
+            transparent: TransparentConfig::default(),
         }
     }
 }

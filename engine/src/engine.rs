@@ -24,6 +24,8 @@ use crate::error::{EngineError, Result};
 use crate::model::*;
 use crate::relay_client::{RelayClient, RelayFailure};
 use crate::selection;
+use crate::transparent::Hub;
+use crate::transparent::wire::TYPE_RTC;
 
 pub use crate::secrets::SecretStore;
 
@@ -58,26 +60,40 @@ const MAX_SEND_ATTEMPTS: i64 = 40;
 
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: EngineConfig,
-    db: Db,
+    pub(crate) db: Db,
     secrets: Arc<dyn SecretStore>,
     account: String,
     identity: RwLock<Option<PrivateKey>>,
     client: RelayClient,
     latest_event: watch::Sender<u64>,
-    wake_outbox: Notify,
-    identity_ready: Notify,
-    stop: CancellationToken,
+    pub(crate) wake_outbox: Notify,
+    pub(crate) identity_ready: Notify,
+    pub(crate) stop: CancellationToken,
+    pub(crate) transparent: Hub,
+}
+
+/// Where a packet came from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Fetched from this RX relay.
+    Relay(&'a str),
+    /// Received on the data channel of this contact's transparent session.
+    Direct(&'a str),
 }
 
 impl Engine {
     /// Opens the data directory, loads the identity (if any) from the secret store and starts
     /// the background tasks on the current tokio runtime.
     pub async fn open(config: EngineConfig, secrets: Arc<dyn SecretStore>) -> Result<Engine> {
+        config
+            .transparent
+            .validate()
+            .map_err(EngineError::InvalidArgument)?;
         let db = Db::open(&config.data_dir)?;
         let canonical =
             std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
@@ -118,6 +134,7 @@ impl Engine {
         let latest = db.last_event_seq()?;
         let inner = Arc::new(Inner {
             client: RelayClient::new(config.relay_timeout),
+            transparent: Hub::new(config.transparent.clone()),
             config,
             db,
             secrets,
@@ -132,6 +149,7 @@ impl Engine {
         tokio::spawn(engine.clone().receiver());
         tokio::spawn(engine.clone().sender());
         tokio::spawn(engine.clone().discovery());
+        tokio::spawn(engine.clone().run_transparent());
         Ok(engine)
     }
 
@@ -144,7 +162,7 @@ impl Engine {
         &self.inner.config
     }
 
-    fn me(&self) -> Result<PrivateKey> {
+    pub(crate) fn me(&self) -> Result<PrivateKey> {
         self.inner
             .identity
             .read()
@@ -154,7 +172,7 @@ impl Engine {
     }
 
     /// Commits `f` and publishes the events it recorded.
-    fn commit<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn commit<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let out = self.inner.db.tx(f)?;
         if let Ok(seq) = self.inner.db.last_event_seq() {
             self.inner.latest_event.send_replace(seq);
@@ -875,7 +893,7 @@ impl Engine {
             Ok(fetched) => {
                 let _ = self.inner.db.relay_result(&relay, true, None);
                 for packet in &fetched.packets {
-                    self.receive_packet(me, &relay, packet);
+                    self.receive_packet(me, Source::Relay(&relay), packet);
                 }
                 if let Some(c) = fetched.cursor {
                     let _ = self.inner.db.set_rx_cursor(&relay, &fp, c);
@@ -892,25 +910,62 @@ impl Engine {
         }
     }
 
-    fn receive_packet(&self, me: &PrivateKey, relay: &str, packet: &Packet) {
+    /// A packet received on a contact's data channel: `true` once it is applied (or was
+    /// already), which the sender takes as delivery; `false` if it is refused.
+    pub(crate) fn receive_direct(&self, peer: &str, packet: &Packet) -> bool {
+        let Ok(me) = self.me() else { return false };
+        if PublicKey::from_text(&packet.recipient).map(|k| k.to_text().to_owned()).ok().as_deref()
+            != Some(me.public_key().to_text())
+        {
+            tracing::warn!("a packet for another key arrived on a data channel: refused");
+            return false;
+        }
+        if let Err(e) = packet.check_fields(&Default::default()) {
+            tracing::warn!(error = %e, "malformed packet on a data channel: refused");
+            return false;
+        }
+        self.receive_packet(&me, Source::Direct(peer), packet)
+    }
+
+    /// Opens, verifies and applies one packet; `false` when it was refused.
+    fn receive_packet(&self, me: &PrivateKey, source: Source<'_>, packet: &Packet) -> bool {
         let hash = packet.hash.to_ascii_lowercase();
         if self.inner.db.was_seen(&hash).unwrap_or(false) {
-            return;
+            return true;
         }
         let opened = match jasper_core::open(me, packet) {
             Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(relay, hash, error = %e, "dropping a packet that does not open");
-                let _ = self.inner.db.mark_seen(&hash);
-                let _ = self
-                    .inner
-                    .db
-                    .relay_suspect(relay, "forged", now_ms() + SUSPECT_FOR_MS);
-                return;
-            }
+            Err(e) => match source {
+                Source::Relay(relay) => {
+                    tracing::warn!(relay, hash, error = %e, "dropping a packet that does not open");
+                    let _ = self.inner.db.mark_seen(&hash);
+                    let _ = self
+                        .inner
+                        .db
+                        .relay_suspect(relay, "forged", now_ms() + SUSPECT_FOR_MS);
+                    return false;
+                }
+                Source::Direct(_) => {
+                    tracing::warn!(hash, error = %e, "a packet on a data channel does not open");
+                    return false;
+                }
+            },
         };
         let sender = opened.sender.to_text().to_owned();
+        if let Source::Direct(peer) = source
+            && sender != peer
+        {
+            // The channel carries the contact's own packets only.
+            tracing::warn!(hash, "a data channel carried another key's packet: refused");
+            return false;
+        }
         let me_text = me.public_key().to_text().to_owned();
+        if opened.message.kind.as_str() == TYPE_RTC {
+            if self.inner.db.mark_seen(&hash).is_ok() && sender != me_text {
+                self.handle_signal(&sender, &opened.message.content);
+            }
+            return true;
+        }
         let result = self.commit(|tx| {
             if tx.execute(
                 "INSERT OR IGNORE INTO seen_hashes(hash, at) VALUES(?1, ?2)",
@@ -938,23 +993,42 @@ impl Engine {
             }
         });
         match result {
-            Ok(Some(message)) => self.notify_desktop(&message),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(hash, error = %e, "could not apply an incoming message"),
+            Ok(Some(message)) => {
+                self.notify_desktop(&message);
+                true
+            }
+            Ok(None) => true,
+            Err(EngineError::Storage(e)) => {
+                // Not applied, not marked seen: a later fetch or re-send applies it.
+                tracing::warn!(hash, error = e, "could not store an incoming message");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(hash, error = %e, "could not apply an incoming message");
+                true
+            }
         }
     }
 
     fn notify_desktop(&self, message: &Message) {
+        if message.outgoing {
+            return;
+        }
+        let title = message
+            .sender_name
+            .clone()
+            .unwrap_or_else(|| db::short_key(&message.sender));
+        let body: String = message.content.chars().take(200).collect();
+        self.notify_text(&title, &body);
+    }
+
+    /// Raises a desktop notification when enabled and a session bus exists.
+    pub(crate) fn notify_text(&self, title: &str, body: &str) {
         let wanted = self.inner.config.notifications
-            && !message.outgoing
             && std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
         #[cfg(feature = "notifications")]
         if wanted {
-            let title = message
-                .sender_name
-                .clone()
-                .unwrap_or_else(|| db::short_key(&message.sender));
-            let body: String = message.content.chars().take(200).collect();
+            let (title, body) = (title.to_owned(), body.to_owned());
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = notify_rust::Notification::new()
                     .appname("Jasper")
@@ -1007,6 +1081,15 @@ impl Engine {
             return;
         }
         if item.state == "pending" {
+            if !item.self_copy && self.try_direct(&item.recipient, &item.packet).await {
+                // Delivered to the contact's device itself: more than "visible on the mesh".
+                let _ = self.inner.db.lock().execute(
+                    "UPDATE outbox SET state = 'visible', tx_relay = 'webrtc', accepted_at = ?2, visible_at = ?2, last_error = NULL WHERE id = ?1",
+                    rusqlite::params![item.id, now_ms()],
+                );
+                self.refresh_message_state(item.message_rowid);
+                return;
+            }
             let Ok(Some(relay)) = self.assigned("tx", &item.recipient_fp, None) else {
                 self.reschedule(&item, "pending", None, "no relay known", 2_000);
                 return;

@@ -35,6 +35,16 @@ pub enum EngineError {
     Protocol(#[from] jasper_core::Error),
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("transparent mode: {0}")]
+    TransparentOff(String),
+    #[error("no direct connection: {0}")]
+    TransparentUnavailable(String),
+    #[error("unknown call: {0}")]
+    UnknownCall(String),
+    #[error("call: {0}")]
+    CallState(String),
+    #[error("a call with this contact is already ringing or active")]
+    CallBusy,
 }
 
 impl EngineError {
@@ -57,6 +67,11 @@ impl EngineError {
             EngineError::Storage(_) => "storage",
             EngineError::Protocol(e) => attachment_refusal_code(e).unwrap_or("protocol"),
             EngineError::ShuttingDown => "shutting_down",
+            EngineError::TransparentOff(_) => "transparent_off",
+            EngineError::TransparentUnavailable(_) => "transparent_unavailable",
+            EngineError::UnknownCall(_) => "unknown_call",
+            EngineError::CallState(_) => "call_state",
+            EngineError::CallBusy => "call_busy",
         }
     }
 }

@@ -15,9 +15,11 @@ pub mod model;
 pub mod relay_client;
 pub mod secrets;
 pub mod selection;
+pub mod transparent;
 
 pub use config::EngineConfig;
 pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use model::*;
 pub use secrets::{EphemeralSecretStore, SecretStore};
+pub use transparent::TransparentConfig;

@@ -196,6 +196,89 @@ pub enum EventKind {
     RelayDiscovered {
         address: String,
     },
+    /// Transparent mode for a contact changed: consent on either side, or the session.
+    TransparentChanged {
+        status: TransparentStatus,
+    },
+    /// A call rang, was answered, or ended.
+    CallChanged {
+        call: CallInfo,
+    },
+}
+
+/// Where transparent mode stands with one contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransparentState {
+    /// Not enabled here.
+    Off,
+    /// Enabled here; the contact has not enabled it (or we have not heard so yet).
+    WaitingForPeer,
+    /// Both sides consent, but no session is up (closed on purpose, or between retries).
+    Idle,
+    /// Signaling or ICE/DTLS in progress.
+    Connecting,
+    /// The data channel is open: messages to this contact go over it.
+    Connected,
+}
+
+/// Transparent mode with one contact, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransparentStatus {
+    pub contact: String,
+    pub contact_name: Option<String>,
+    /// This login consents to talk to the contact directly.
+    pub local_enabled: bool,
+    /// The contact said it consents too.
+    pub peer_enabled: bool,
+    pub state: TransparentState,
+    pub session_id: Option<String>,
+    /// Packets sent over / received from the data channel by this process.
+    pub direct_sent: u64,
+    pub direct_received: u64,
+}
+
+/// What enabling transparent mode gives up, for frontends to show before they enable it.
+pub const TRANSPARENT_MODE_WARNING: &str = "Transparent mode connects this device directly to the contact over WebRTC. \
+The contact learns your IP addresses, and the operator of each STUN server in use can see that your \
+two addresses talk to each other. Both sides must enable it, and doing so exposes your public key to the \
+other side's network path at the start of contact. Messages stay end-to-end encrypted and signed exactly \
+as on the relay path; when the direct connection is down they go through the relays as usual.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// Invited; waiting for the callee to accept or reject.
+    Ringing,
+    /// Accepted: audio flows both ways.
+    Active,
+    Ended,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInfo {
+    pub id: String,
+    pub contact: String,
+    pub contact_name: Option<String>,
+    pub outgoing: bool,
+    pub state: CallState,
+    /// Why it ended: `hung_up`, `remote_hung_up`, `rejected`, `busy`, `no_answer`,
+    /// `connection_lost`, `transparent_disabled`, `shutdown`.
+    pub end_reason: Option<String>,
+    pub started_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+}
+
+/// One frame of call audio: a single Opus packet (RFC 7587) of `duration_us` microseconds.
+/// Received frames carry the RTP sequence number (extended to 64 bits) and timestamp, so a
+/// frontend's jitter buffer can reorder and time them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioFrame {
+    pub data: Vec<u8>,
+    pub duration_us: u32,
+    pub sequence: u64,
+    pub rtp_timestamp: u32,
 }
 
 /// A page of history, oldest first, and the cursor for the page before it.

@@ -1,0 +1,123 @@
+//! Transparent mode between two engines in this process: real relays for signaling, a real
+//! STUN server (coturn) on loopback, real WebRTC peer connections.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use jasper_engine::{CallState, Engine, EphemeralSecretStore, MessageState, TransparentState};
+
+async fn pair(
+    dir: &std::path::Path,
+    relays: &[RelayProc],
+    stun: &StunServer,
+) -> (Engine, Engine, String, String) {
+    let secrets = Arc::new(EphemeralSecretStore::default());
+    let mut engines = Vec::new();
+    for name in ["alice", "bob"] {
+        let mut c = config(&dir.join(name), relays);
+        c.transparent.stun_servers = vec![stun.url.clone()];
+        c.transparent.bind_addrs = vec!["127.0.0.1:0".into()];
+        c.transparent.connect_timeout = Duration::from_secs(10);
+        engines.push(jasper_engine::Engine::open(c, secrets.clone()).await.unwrap());
+    }
+    let bob = engines.pop().unwrap();
+    let alice = engines.pop().unwrap();
+    let a = alice.create_identity().await.unwrap().public_key;
+    let b = bob.create_identity().await.unwrap().public_key;
+    alice.add_contact(&b, "bob", None).unwrap();
+    bob.add_contact(&a, "alice", None).unwrap();
+    (alice, bob, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() {
+    let dir = tempfile::tempdir().unwrap();
+    let relays = mesh(2, dir.path());
+    let stun = StunServer::start(dir.path());
+    let probes = stun.bindings();
+    let (alice, bob, _a, _b) = pair(dir.path(), &relays, &stun).await;
+
+    assert_eq!(alice.set_transparent("bob", true).unwrap().state, TransparentState::WaitingForPeer);
+    bob.set_transparent("alice", true).unwrap();
+    let up = eventually(Duration::from_secs(20), || {
+        alice.transparent_status("bob").unwrap().state == TransparentState::Connected
+            && bob.transparent_status("alice").unwrap().state == TransparentState::Connected
+    })
+    .await;
+    assert!(up, "no session: alice {:?}, bob {:?}", alice.transparent_status("bob"), bob.transparent_status("alice"));
+    assert!(stun.bindings() > probes, "the STUN server was never asked");
+
+    let sent = alice.send("bob", "over the data channel").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || bob
+            .messages("alice", None, 10)
+            .is_ok_and(|p| p.messages.iter().any(|m| m.id == sent.id)))
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || alice
+            .message(&sent.id)
+            .is_ok_and(|m| m.state == MessageState::Visible))
+        .await
+    );
+    let routes = alice.message_routes(&sent.id).unwrap();
+    assert!(routes.iter().any(|(_, r)| r.as_deref() == Some("webrtc")), "{routes:?}");
+    assert_eq!(bob.transparent_status("alice").unwrap().direct_received, 1);
+
+    // A call with audio.
+    let call = alice.start_call("bob").await.unwrap();
+    assert_eq!(call.state, CallState::Ringing);
+    assert!(eventually(Duration::from_secs(5), || bob.calls().iter().any(|c| c.id == call.id)).await);
+    bob.accept_call(&call.id).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || alice
+            .call_info(&call.id)
+            .is_ok_and(|c| c.state == CallState::Active))
+        .await
+    );
+    for i in 0..50u8 {
+        alice.send_audio(&call.id, vec![i; 40], 20_000).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        match bob.next_audio(&call.id, Duration::from_secs(5)).await.unwrap() {
+            Some(f) => got.push(f),
+            None => break,
+        }
+    }
+    assert_eq!(got.len(), 50);
+    for (i, f) in got.iter().enumerate() {
+        assert_eq!(f.data, vec![i as u8; 40]);
+    }
+    assert!(got.windows(2).all(|w| w[1].sequence == w[0].sequence + 1));
+    alice.hang_up(&call.id).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || bob
+            .call_info(&call.id)
+            .is_ok_and(|c| c.state == CallState::Ended && c.end_reason.as_deref() == Some("remote_hung_up")))
+        .await
+    );
+
+    // Torn down: the next message goes through the relays.
+    alice.disconnect_transparent("bob").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || bob.transparent_status("alice").unwrap().state
+            == TransparentState::Idle)
+        .await
+    );
+    let later = alice.send("bob", "through the relays").unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || bob
+            .messages("alice", None, 10)
+            .is_ok_and(|p| p.messages.iter().any(|m| m.id == later.id)))
+        .await
+    );
+    let routes = alice.message_routes(&later.id).unwrap();
+    assert!(routes.iter().all(|(_, r)| r.as_deref() != Some("webrtc")), "{routes:?}");
+    alice.shutdown();
+    bob.shutdown();
+}
