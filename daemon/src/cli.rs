@@ -99,6 +99,47 @@ pub enum Command {
     },
     /// Every conversation (direct and group).
     Conversations,
+    /// Transparent mode: direct WebRTC sessions with a contact (both sides must enable it;
+    /// the contact and the STUN operators then learn your IP address).
+    #[command(subcommand)]
+    Transparent(TransparentCommand),
+    /// Voice calls over a transparent session (audio flows through the gRPC `Audio` stream).
+    #[command(subcommand)]
+    Call(CallCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TransparentCommand {
+    /// Shows what transparent mode gives up.
+    Warning,
+    /// Enables transparent mode for a contact (name or key).
+    Enable { contact: String },
+    /// Disables it (closes the session, ends calls).
+    Disable { contact: String },
+    /// One contact's status, or every contact where either side enabled it.
+    Status { contact: Option<String> },
+    /// Brings the session up and waits for it (up to --wait-ms, default 10 s).
+    Open {
+        contact: String,
+        #[arg(long, default_value_t = 10_000)]
+        wait_ms: u32,
+    },
+    /// Closes the session on purpose: messages use the relays until it is opened again.
+    Close { contact: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CallCommand {
+    /// Rings a contact.
+    Start { contact: String },
+    /// Accepts a ringing incoming call.
+    Accept { id: String },
+    /// Rejects a ringing incoming call.
+    Reject { id: String },
+    /// Ends a call.
+    Hangup { id: String },
+    /// Live and recent calls.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,6 +426,8 @@ pub async fn run(cli: Cli) -> Result<(), ApiError> {
             })
         }
         Command::Relays(cmd) => relays(&mut c, &out, cmd).await,
+        Command::Transparent(cmd) => transparent(&mut c, &out, cmd).await,
+        Command::Call(cmd) => call(&mut c, &out, cmd).await,
         Command::Watch { from } => watch(&mut c, &out, from).await,
         Command::Conversations => {
             let r = c
@@ -406,6 +449,176 @@ pub async fn run(cli: Cli) -> Result<(), ApiError> {
             })
         }
     }
+}
+
+async fn transparent(
+    c: &mut Client,
+    out: &Output,
+    cmd: TransparentCommand,
+) -> Result<(), ApiError> {
+    let t = &mut c.transparent;
+    let statuses = match cmd {
+        TransparentCommand::Warning => {
+            let text = t
+                .warning(pb::TransparentWarningRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .text;
+            return out.print(&json!({ "warning": text }), || text.clone());
+        }
+        TransparentCommand::Enable { contact } => {
+            let r = t
+                .set(pb::SetTransparentRequest {
+                    contact,
+                    enabled: true,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if !out.json {
+                eprintln!("{}", r.warning);
+            }
+            vec![r.status.ok_or_else(|| missing("the status"))?]
+        }
+        TransparentCommand::Disable { contact } => {
+            let r = t
+                .set(pb::SetTransparentRequest {
+                    contact,
+                    enabled: false,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            vec![r.status.ok_or_else(|| missing("the status"))?]
+        }
+        TransparentCommand::Status { contact } => {
+            t.status(pb::TransparentStatusRequest { contact })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .statuses
+        }
+        TransparentCommand::Open { contact, wait_ms } => {
+            let r = t
+                .open_session(pb::OpenSessionRequest { contact, wait_ms })
+                .await
+                .map_err(status)?
+                .into_inner();
+            vec![r.status.ok_or_else(|| missing("the status"))?]
+        }
+        TransparentCommand::Close { contact } => {
+            let r = t
+                .close_session(pb::CloseSessionRequest { contact })
+                .await
+                .map_err(status)?
+                .into_inner();
+            vec![r.status.ok_or_else(|| missing("the status"))?]
+        }
+    };
+    let statuses: Vec<model::TransparentStatus> = statuses
+        .into_iter()
+        .map(from_pb::transparent_status)
+        .collect();
+    out.print(&statuses, || {
+        statuses
+            .iter()
+            .map(transparent_line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+async fn call(c: &mut Client, out: &Output, cmd: CallCommand) -> Result<(), ApiError> {
+    let calls = &mut c.calls;
+    let list = match cmd {
+        CallCommand::Start { contact } => vec![
+            calls
+                .start(pb::StartCallRequest { contact })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .call,
+        ],
+        CallCommand::Accept { id } => vec![
+            calls
+                .accept(pb::AcceptCallRequest { call_id: id })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .call,
+        ],
+        CallCommand::Reject { id } => vec![
+            calls
+                .reject(pb::RejectCallRequest { call_id: id })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .call,
+        ],
+        CallCommand::Hangup { id } => vec![
+            calls
+                .hang_up(pb::HangUpRequest { call_id: id })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .call,
+        ],
+        CallCommand::List => calls
+            .list(pb::ListCallsRequest {})
+            .await
+            .map_err(status)?
+            .into_inner()
+            .calls
+            .into_iter()
+            .map(Some)
+            .collect(),
+    };
+    let list: Vec<model::CallInfo> = list
+        .into_iter()
+        .map(|c| c.map(from_pb::call).ok_or_else(|| missing("the call")))
+        .collect::<Result<_, _>>()?;
+    out.print(&list, || {
+        list.iter().map(call_line).collect::<Vec<_>>().join("\n")
+    })
+}
+
+fn transparent_line(t: &model::TransparentStatus) -> String {
+    let state = match t.state {
+        model::TransparentState::Off => "off",
+        model::TransparentState::WaitingForPeer => "waiting for the contact",
+        model::TransparentState::Idle => "idle",
+        model::TransparentState::Connecting => "connecting",
+        model::TransparentState::Connected => "connected",
+    };
+    format!(
+        "{}\t{state}\there {} / contact {}\tdirect sent {} / received {}",
+        t.contact_name
+            .as_deref()
+            .unwrap_or_else(|| short(&t.contact)),
+        if t.local_enabled { "on" } else { "off" },
+        if t.peer_enabled { "on" } else { "off" },
+        t.direct_sent,
+        t.direct_received
+    )
+}
+
+fn call_line(c: &model::CallInfo) -> String {
+    let state = match c.state {
+        model::CallState::Ringing => "ringing".to_owned(),
+        model::CallState::Active => "active".to_owned(),
+        model::CallState::Ended => {
+            format!("ended ({})", c.end_reason.as_deref().unwrap_or("unknown"))
+        }
+    };
+    format!(
+        "{}\t{}\t{}\t{state}",
+        c.id,
+        if c.outgoing { "to" } else { "from" },
+        c.contact_name
+            .as_deref()
+            .unwrap_or_else(|| short(&c.contact)),
+    )
 }
 
 async fn identity(
@@ -820,6 +1033,10 @@ fn event_line(e: &model::Event) -> String {
             format!("identity {}", short(&identity.fingerprint))
         }
         model::EventKind::RelayDiscovered { address } => format!("relay {address}"),
+        model::EventKind::TransparentChanged { status } => {
+            format!("transparent {}", transparent_line(status))
+        }
+        model::EventKind::CallChanged { call } => format!("call {}", call_line(call)),
     };
     format!("#{} {what}", e.seq)
 }

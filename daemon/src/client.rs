@@ -43,6 +43,8 @@ pub struct Client {
     pub messages: pb::message_service_client::MessageServiceClient<Channel>,
     pub relays: pb::relay_service_client::RelayServiceClient<Channel>,
     pub events: pb::event_service_client::EventServiceClient<Channel>,
+    pub transparent: pb::transparent_service_client::TransparentServiceClient<Channel>,
+    pub calls: pb::call_service_client::CallServiceClient<Channel>,
 }
 
 impl Client {
@@ -59,7 +61,11 @@ impl Client {
             ),
             messages: pb::message_service_client::MessageServiceClient::new(channel.clone()),
             relays: pb::relay_service_client::RelayServiceClient::new(channel.clone()),
-            events: pb::event_service_client::EventServiceClient::new(channel),
+            events: pb::event_service_client::EventServiceClient::new(channel.clone()),
+            transparent: pb::transparent_service_client::TransparentServiceClient::new(
+                channel.clone(),
+            ),
+            calls: pb::call_service_client::CallServiceClient::new(channel),
         }
     }
 }

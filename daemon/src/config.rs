@@ -104,6 +104,18 @@ pub struct Args {
     /// An IPFS gateway (`http://127.0.0.1:8080`) to download attachments from instead.
     #[arg(long, env = "JASPERD_IPFS_GATEWAY")]
     pub ipfs_gateway: Option<String>,
+    /// A STUN server for transparent mode, `stun:HOST[:PORT]` (repeatable; comma-separated in
+    /// the environment). Plain STUN only: the WebRTC library cannot do `stuns:`.
+    #[arg(long = "stun", env = "JASPERD_STUN", value_delimiter = ',')]
+    pub stun: Vec<String>,
+    /// Local UDP address to gather WebRTC host candidates on (repeatable) [default: 0.0.0.0:0,
+    /// every non-loopback interface].
+    #[arg(
+        long = "webrtc-bind",
+        env = "JASPERD_WEBRTC_BIND",
+        value_delimiter = ','
+    )]
+    pub webrtc_bind: Vec<String>,
 }
 
 /// The TOML file: the same names as the flags, in snake_case.
@@ -130,6 +142,15 @@ pub struct FileConfig {
     pub relay_timeout: Option<u64>,
     pub ipfs_api: Option<String>,
     pub ipfs_gateway: Option<String>,
+    /// STUN servers for transparent mode.
+    #[serde(default)]
+    pub stun: Vec<String>,
+    #[serde(default)]
+    pub webrtc_bind: Vec<String>,
+    /// Seconds a transparent session may take to come up (default 20).
+    pub webrtc_connect_timeout: Option<u64>,
+    /// Seconds an unanswered call rings (default 60).
+    pub ring_timeout: Option<u64>,
 }
 
 impl DaemonConfig {
@@ -217,6 +238,25 @@ impl DaemonConfig {
             }
         }
         engine.notifications = !args.no_notifications && file.notifications.unwrap_or(true);
+        let pick = |flag: Vec<String>, file: Vec<String>| {
+            let list = if flag.is_empty() { file } else { flag };
+            list.into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        };
+        engine.transparent.stun_servers = pick(args.stun, file.stun);
+        let bind = pick(args.webrtc_bind, file.webrtc_bind);
+        if !bind.is_empty() {
+            engine.transparent.bind_addrs = bind;
+        }
+        if let Some(d) = secs(None, file.webrtc_connect_timeout, "webrtc_connect_timeout")? {
+            engine.transparent.connect_timeout = d;
+        }
+        if let Some(d) = secs(None, file.ring_timeout, "ring_timeout")? {
+            engine.transparent.ring_timeout = d;
+        }
+        engine.transparent.validate().map_err(DaemonError::Config)?;
 
         let key_store = match args.key_store.or(file.key_store) {
             Some(name) => Some(

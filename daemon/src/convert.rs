@@ -146,11 +146,65 @@ pub fn event(e: model::Event) -> pb::Event {
         model::EventKind::RelayDiscovered { address } => {
             Kind::RelayDiscovered(pb::RelayDiscovered { address })
         }
+        model::EventKind::TransparentChanged { status } => {
+            Kind::TransparentChanged(pb::TransparentChanged {
+                status: Some(transparent_status(status)),
+            })
+        }
+        model::EventKind::CallChanged { call: c } => Kind::CallChanged(pb::CallChanged {
+            call: Some(call(c)),
+        }),
     };
     pb::Event {
         seq: e.seq,
         at: e.at,
         kind: Some(kind),
+    }
+}
+
+pub fn transparent_status(t: model::TransparentStatus) -> pb::TransparentStatus {
+    pb::TransparentStatus {
+        contact: t.contact,
+        contact_name: t.contact_name,
+        local_enabled: t.local_enabled,
+        peer_enabled: t.peer_enabled,
+        state: match t.state {
+            model::TransparentState::Off => pb::TransparentState::Off,
+            model::TransparentState::WaitingForPeer => pb::TransparentState::WaitingForPeer,
+            model::TransparentState::Idle => pb::TransparentState::Idle,
+            model::TransparentState::Connecting => pb::TransparentState::Connecting,
+            model::TransparentState::Connected => pb::TransparentState::Connected,
+        } as i32,
+        session_id: t.session_id,
+        direct_sent: t.direct_sent,
+        direct_received: t.direct_received,
+    }
+}
+
+pub fn call(c: model::CallInfo) -> pb::Call {
+    pb::Call {
+        id: c.id,
+        contact: c.contact,
+        contact_name: c.contact_name,
+        outgoing: c.outgoing,
+        state: match c.state {
+            model::CallState::Ringing => pb::CallState::Ringing,
+            model::CallState::Active => pb::CallState::Active,
+            model::CallState::Ended => pb::CallState::Ended,
+        } as i32,
+        end_reason: c.end_reason,
+        started_at: c.started_at,
+        answered_at: c.answered_at,
+        ended_at: c.ended_at,
+    }
+}
+
+pub fn audio_frame(f: model::AudioFrame) -> pb::AudioFrame {
+    pb::AudioFrame {
+        opus: f.data,
+        duration_us: f.duration_us,
+        sequence: f.sequence,
+        rtp_timestamp: f.rtp_timestamp,
     }
 }
 
@@ -168,6 +222,45 @@ pub mod from_pb {
             public_key: i.public_key,
             fingerprint: i.fingerprint,
             key_store: i.key_store,
+        }
+    }
+
+    pub fn transparent_status(t: pb::TransparentStatus) -> model::TransparentStatus {
+        model::TransparentStatus {
+            state: match t.state() {
+                pb::TransparentState::WaitingForPeer => model::TransparentState::WaitingForPeer,
+                pb::TransparentState::Idle => model::TransparentState::Idle,
+                pb::TransparentState::Connecting => model::TransparentState::Connecting,
+                pb::TransparentState::Connected => model::TransparentState::Connected,
+                pb::TransparentState::Off | pb::TransparentState::Unspecified => {
+                    model::TransparentState::Off
+                }
+            },
+            contact: t.contact,
+            contact_name: t.contact_name,
+            local_enabled: t.local_enabled,
+            peer_enabled: t.peer_enabled,
+            session_id: t.session_id,
+            direct_sent: t.direct_sent,
+            direct_received: t.direct_received,
+        }
+    }
+
+    pub fn call(c: pb::Call) -> model::CallInfo {
+        model::CallInfo {
+            state: match c.state() {
+                pb::CallState::Ringing => model::CallState::Ringing,
+                pb::CallState::Active => model::CallState::Active,
+                pb::CallState::Ended | pb::CallState::Unspecified => model::CallState::Ended,
+            },
+            id: c.id,
+            contact: c.contact,
+            contact_name: c.contact_name,
+            outgoing: c.outgoing,
+            end_reason: c.end_reason,
+            started_at: c.started_at,
+            answered_at: c.answered_at,
+            ended_at: c.ended_at,
         }
     }
 
@@ -297,6 +390,12 @@ pub mod from_pb {
                 identity: identity(k.identity.ok_or(Missing("the event's identity"))?),
             },
             Kind::RelayDiscovered(k) => model::EventKind::RelayDiscovered { address: k.address },
+            Kind::TransparentChanged(k) => model::EventKind::TransparentChanged {
+                status: transparent_status(k.status.ok_or(Missing("the event's status"))?),
+            },
+            Kind::CallChanged(k) => model::EventKind::CallChanged {
+                call: call(k.call.ok_or(Missing("the event's call"))?),
+            },
         };
         Ok(model::Event {
             seq: e.seq,
@@ -387,6 +486,31 @@ mod tests {
             },
             model::EventKind::RelayDiscovered {
                 address: "127.0.0.1:1".into(),
+            },
+            model::EventKind::TransparentChanged {
+                status: model::TransparentStatus {
+                    contact: "k".into(),
+                    contact_name: Some("bob".into()),
+                    local_enabled: true,
+                    peer_enabled: false,
+                    state: model::TransparentState::WaitingForPeer,
+                    session_id: None,
+                    direct_sent: 3,
+                    direct_received: 4,
+                },
+            },
+            model::EventKind::CallChanged {
+                call: model::CallInfo {
+                    id: "c".into(),
+                    contact: "k".into(),
+                    contact_name: None,
+                    outgoing: true,
+                    state: model::CallState::Ended,
+                    end_reason: Some("busy".into()),
+                    started_at: 1,
+                    answered_at: Some(2),
+                    ended_at: Some(3),
+                },
             },
         ];
         for (i, kind) in kinds.into_iter().enumerate() {

@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod transparent;
 
 pub use config::DaemonConfig;
 pub use error::DaemonError;

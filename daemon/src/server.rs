@@ -80,6 +80,8 @@ pub fn routes(api: Api) -> Result<Routes, DaemonError> {
         .add_service(pb::relay_service_server::RelayServiceServer::new(
             api.clone(),
         ))
+        .add_service(pb::transparent_service_server::TransparentServiceServer::new(api.clone()))
+        .add_service(pb::call_service_server::CallServiceServer::new(api.clone()))
         .add_service(pb::event_service_server::EventServiceServer::new(api))
         .add_service(v1)
         .add_service(v1alpha);

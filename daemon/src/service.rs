@@ -18,7 +18,7 @@ pub const DEFAULT_PAGE: usize = 50;
 /// Implements every service of the API; cheap to clone (the engine is an `Arc` inside).
 #[derive(Clone)]
 pub struct Api {
-    engine: Engine,
+    pub(crate) engine: Engine,
 }
 
 impl Api {
@@ -28,7 +28,7 @@ impl Api {
 
     /// Runs a synchronous engine call on a blocking thread: SQLite commits and RSA sealing
     /// must not stall the runtime's workers.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,

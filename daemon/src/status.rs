@@ -23,6 +23,10 @@ pub fn grpc_code(err: &EngineError) -> Code {
         EngineError::NoIdentity | EngineError::NoRelays => Code::FailedPrecondition,
         EngineError::IdentityExists | EngineError::NameTaken(_) => Code::AlreadyExists,
         EngineError::NotAuthor(_) => Code::PermissionDenied,
+        EngineError::UnknownCall(_) => Code::NotFound,
+        EngineError::TransparentOff(_) | EngineError::CallState(_) => Code::FailedPrecondition,
+        EngineError::CallBusy => Code::AlreadyExists,
+        EngineError::TransparentUnavailable(_) => Code::Unavailable,
         EngineError::KeyStore(_) | EngineError::Storage(_) | EngineError::ShuttingDown => {
             Code::Unavailable
         }

@@ -914,7 +914,10 @@ impl Engine {
     /// already), which the sender takes as delivery; `false` if it is refused.
     pub(crate) fn receive_direct(&self, peer: &str, packet: &Packet) -> bool {
         let Ok(me) = self.me() else { return false };
-        if PublicKey::from_text(&packet.recipient).map(|k| k.to_text().to_owned()).ok().as_deref()
+        if PublicKey::from_text(&packet.recipient)
+            .map(|k| k.to_text().to_owned())
+            .ok()
+            .as_deref()
             != Some(me.public_key().to_text())
         {
             tracing::warn!("a packet for another key arrived on a data channel: refused");

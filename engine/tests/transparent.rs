@@ -21,7 +21,11 @@ async fn pair(
         c.transparent.stun_servers = vec![stun.url.clone()];
         c.transparent.bind_addrs = vec!["127.0.0.1:0".into()];
         c.transparent.connect_timeout = Duration::from_secs(10);
-        engines.push(jasper_engine::Engine::open(c, secrets.clone()).await.unwrap());
+        engines.push(
+            jasper_engine::Engine::open(c, secrets.clone())
+                .await
+                .unwrap(),
+        );
     }
     let bob = engines.pop().unwrap();
     let alice = engines.pop().unwrap();
@@ -40,14 +44,22 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
     let probes = stun.bindings();
     let (alice, bob, _a, _b) = pair(dir.path(), &relays, &stun).await;
 
-    assert_eq!(alice.set_transparent("bob", true).unwrap().state, TransparentState::WaitingForPeer);
+    assert_eq!(
+        alice.set_transparent("bob", true).unwrap().state,
+        TransparentState::WaitingForPeer
+    );
     bob.set_transparent("alice", true).unwrap();
     let up = eventually(Duration::from_secs(20), || {
         alice.transparent_status("bob").unwrap().state == TransparentState::Connected
             && bob.transparent_status("alice").unwrap().state == TransparentState::Connected
     })
     .await;
-    assert!(up, "no session: alice {:?}, bob {:?}", alice.transparent_status("bob"), bob.transparent_status("alice"));
+    assert!(
+        up,
+        "no session: alice {:?}, bob {:?}",
+        alice.transparent_status("bob"),
+        bob.transparent_status("alice")
+    );
     assert!(stun.bindings() > probes, "the STUN server was never asked");
 
     let sent = alice.send("bob", "over the data channel").unwrap();
@@ -64,13 +76,22 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
         .await
     );
     let routes = alice.message_routes(&sent.id).unwrap();
-    assert!(routes.iter().any(|(_, r)| r.as_deref() == Some("webrtc")), "{routes:?}");
+    assert!(
+        routes.iter().any(|(_, r)| r.as_deref() == Some("webrtc")),
+        "{routes:?}"
+    );
     assert_eq!(bob.transparent_status("alice").unwrap().direct_received, 1);
 
     // A call with audio.
     let call = alice.start_call("bob").await.unwrap();
     assert_eq!(call.state, CallState::Ringing);
-    assert!(eventually(Duration::from_secs(5), || bob.calls().iter().any(|c| c.id == call.id)).await);
+    assert!(
+        eventually(Duration::from_secs(5), || bob
+            .calls()
+            .iter()
+            .any(|c| c.id == call.id))
+        .await
+    );
     bob.accept_call(&call.id).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || alice
@@ -79,12 +100,19 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
         .await
     );
     for i in 0..50u8 {
-        alice.send_audio(&call.id, vec![i; 40], 20_000).await.unwrap();
+        alice
+            .send_audio(&call.id, vec![i; 40], 20_000)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut got = Vec::new();
     while got.len() < 50 {
-        match bob.next_audio(&call.id, Duration::from_secs(5)).await.unwrap() {
+        match bob
+            .next_audio(&call.id, Duration::from_secs(5))
+            .await
+            .unwrap()
+        {
             Some(f) => got.push(f),
             None => break,
         }
@@ -94,18 +122,38 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
         assert_eq!(f.data, vec![i as u8; 40]);
     }
     assert!(got.windows(2).all(|w| w[1].sequence == w[0].sequence + 1));
+    // And back: the answerer's frames reach the offerer.
+    for i in 0..10u8 {
+        bob.send_audio(&call.id, vec![i; 30], 20_000).await.unwrap();
+    }
+    let mut back = Vec::new();
+    while back.len() < 10 {
+        match alice
+            .next_audio(&call.id, Duration::from_secs(5))
+            .await
+            .unwrap()
+        {
+            Some(f) => back.push(f.data),
+            None => break,
+        }
+    }
+    assert_eq!(back, (0..10u8).map(|i| vec![i; 30]).collect::<Vec<_>>());
     alice.hang_up(&call.id).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || bob
             .call_info(&call.id)
-            .is_ok_and(|c| c.state == CallState::Ended && c.end_reason.as_deref() == Some("remote_hung_up")))
+            .is_ok_and(|c| c.state == CallState::Ended
+                && c.end_reason.as_deref() == Some("remote_hung_up")))
         .await
     );
 
     // Torn down: the next message goes through the relays.
     alice.disconnect_transparent("bob").await.unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || bob.transparent_status("alice").unwrap().state
+        eventually(Duration::from_secs(10), || bob
+            .transparent_status("alice")
+            .unwrap()
+            .state
             == TransparentState::Idle)
         .await
     );
@@ -117,7 +165,10 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
         .await
     );
     let routes = alice.message_routes(&later.id).unwrap();
-    assert!(routes.iter().all(|(_, r)| r.as_deref() != Some("webrtc")), "{routes:?}");
+    assert!(
+        routes.iter().all(|(_, r)| r.as_deref() != Some("webrtc")),
+        "{routes:?}"
+    );
     alice.shutdown();
     bob.shutdown();
 }

@@ -307,8 +307,8 @@ impl Engine {
     pub fn transparent_statuses(&self) -> Result<Vec<TransparentStatus>> {
         let keys: Vec<String> = {
             let conn = self.inner.db.lock();
-            let mut stmt =
-                conn.prepare("SELECT key FROM transparent WHERE local = 1 OR peer = 1 ORDER BY key")?;
+            let mut stmt = conn
+                .prepare("SELECT key FROM transparent WHERE local = 1 OR peer = 1 ORDER BY key")?;
             stmt.query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?
         };
@@ -425,7 +425,7 @@ impl Engine {
             id: uuid::Uuid::new_v4().to_string(),
             timestamp: timestamp_now(),
         };
-        let packets = jasper_core::seal(&me, &[key.clone()], &inner)?;
+        let packets = jasper_core::seal(&me, std::slice::from_ref(&key), &inner)?;
         self.commit(|tx| {
             for p in &packets {
                 Db::enqueue(
@@ -518,14 +518,21 @@ impl Engine {
             .entry(peer.to_owned())
             .or_insert((0, Instant::now()));
         entry.0 += 1;
-        let delay = (Duration::from_secs(2) * 2u32.saturating_pow(entry.0.min(10))).min(MAX_RETRY_DELAY);
+        let delay =
+            (Duration::from_secs(2) * 2u32.saturating_pow(entry.0.min(10))).min(MAX_RETRY_DELAY);
         entry.1 = Instant::now() + delay;
         tracing::info!(?delay, "transparent session will be retried");
     }
 
     /// Applies a signal from `sender` (an opened, verified `RTC` inner message).
     pub(crate) fn handle_signal(&self, sender: &str, content: &str) {
-        let known = self.inner.db.contact_by_key(sender).ok().flatten().is_some();
+        let known = self
+            .inner
+            .db
+            .contact_by_key(sender)
+            .ok()
+            .flatten()
+            .is_some();
         if !known {
             tracing::debug!("WebRTC signal from a key that is not a contact: ignored");
             return;
@@ -592,7 +599,10 @@ impl Engine {
                 device,
                 sdp,
             } => {
-                let Some(s) = self.hub().session(sender).filter(|s| s.id == session && s.offerer)
+                let Some(s) = self
+                    .hub()
+                    .session(sender)
+                    .filter(|s| s.id == session && s.offerer)
                 else {
                     return;
                 };
@@ -813,7 +823,10 @@ impl Engine {
         let Ok(packet) = serde_json::from_str::<Packet>(packet_json) else {
             return false;
         };
-        match session.send_packet(packet, self.hub().config.ack_timeout).await {
+        match session
+            .send_packet(packet, self.hub().config.ack_timeout)
+            .await
+        {
             Ok(true) => true,
             Ok(false) => {
                 tracing::warn!("the contact refused a packet sent directly; using the relays");
@@ -886,7 +899,9 @@ impl Engine {
 
     /// Ends a call (idempotent), telling the peer with `notify` when given.
     fn end_call(&self, id: &str, reason: &str, notify: Option<CallOp>) {
-        let Ok(slot) = self.hub().call(id) else { return };
+        let Ok(slot) = self.hub().call(id) else {
+            return;
+        };
         let info = {
             let mut info = lock(&slot.info);
             if info.state == CallState::Ended {
@@ -1064,7 +1079,7 @@ impl Engine {
                 data.len()
             )));
         }
-        if !(2_500..=120_000).contains(&duration_us) || duration_us % 2_500 != 0 {
+        if !(2_500..=120_000).contains(&duration_us) || !duration_us.is_multiple_of(2_500) {
             return Err(EngineError::InvalidArgument(format!(
                 "an Opus frame lasts a multiple of 2.5 ms up to 120 ms, not {duration_us} µs"
             )));
@@ -1112,10 +1127,9 @@ fn describe(info: &CallInfo) -> String {
         (CallState::Ringing, true) => "ringing, outgoing".into(),
         (CallState::Ringing, false) => "ringing, incoming".into(),
         (CallState::Active, _) => "active".into(),
-        (CallState::Ended, _) => format!(
-            "ended: {}",
-            info.end_reason.as_deref().unwrap_or("unknown")
-        ),
+        (CallState::Ended, _) => {
+            format!("ended: {}", info.end_reason.as_deref().unwrap_or("unknown"))
+        }
     }
 }
 
@@ -1133,8 +1147,19 @@ mod tests {
         ] {
             assert!(check_stun_url(ok).is_ok(), "{ok}");
         }
-        assert!(check_stun_url("stuns:host:5349").unwrap_err().contains("not supported"));
-        for bad in ["turn:host", "host:3478", "stun:", "stun:host:0", "stun:host:x", "stun:[::1"] {
+        assert!(
+            check_stun_url("stuns:host:5349")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        for bad in [
+            "turn:host",
+            "host:3478",
+            "stun:",
+            "stun:host:0",
+            "stun:host:x",
+            "stun:[::1",
+        ] {
             assert!(check_stun_url(bad).is_err(), "{bad}");
         }
     }

@@ -107,31 +107,33 @@ impl Shared {
                             peer: shared.peer.clone(),
                         });
                     }
-                    DataChannelEvent::OnMessage(message) => {
-                        match reassembler.push(&message.data) {
-                            Ok(None) => {}
-                            Ok(Some(Frame::Ack { hash, ok })) => {
-                                let waiter = shared
-                                    .acks
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .remove(&hash);
-                                if let Some(w) = waiter {
-                                    let _ = w.send(ok);
-                                }
-                            }
-                            Ok(Some(frame)) => {
-                                let _ = shared.events.send(SessionEvent::Frame {
-                                    session: shared.id.clone(),
-                                    peer: shared.peer.clone(),
-                                    frame,
-                                });
-                            }
-                            Err(e) => {
-                                tracing::warn!(session = shared.id, error = e, "bad data-channel frame");
+                    DataChannelEvent::OnMessage(message) => match reassembler.push(&message.data) {
+                        Ok(None) => {}
+                        Ok(Some(Frame::Ack { hash, ok })) => {
+                            let waiter = shared
+                                .acks
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&hash);
+                            if let Some(w) = waiter {
+                                let _ = w.send(ok);
                             }
                         }
-                    }
+                        Ok(Some(frame)) => {
+                            let _ = shared.events.send(SessionEvent::Frame {
+                                session: shared.id.clone(),
+                                peer: shared.peer.clone(),
+                                frame,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                session = shared.id,
+                                error = e,
+                                "bad data-channel frame"
+                            );
+                        }
+                    },
                     DataChannelEvent::OnClose | DataChannelEvent::OnError => break,
                     _ => {}
                 }
@@ -266,7 +268,6 @@ impl Session {
                 rtcp_feedback: vec![],
             },
             payload_type: OPUS_PAYLOAD_TYPE,
-            ..Default::default()
         };
         let mut media = MediaEngine::default();
         media

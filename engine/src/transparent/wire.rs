@@ -229,7 +229,8 @@ mod tests {
         ));
         let v2 = r#"{"v":2,"expires_at":5,"type":"consent","enabled":true}"#;
         assert!(SignalEnvelope::parse(v2).unwrap_err().contains("version"));
-        let empty_sdp = r#"{"v":1,"expires_at":5,"type":"answer","session":"s","device":"d","sdp":""}"#;
+        let empty_sdp =
+            r#"{"v":1,"expires_at":5,"type":"answer","session":"s","device":"d","sdp":""}"#;
         assert!(SignalEnvelope::parse(empty_sdp).is_err());
         assert!(SignalEnvelope::parse(r#"{"v":1,"expires_at":5,"type":"dance"}"#).is_err());
     }

@@ -1,0 +1,468 @@
+//! Transparent mode between two real daemons: signaling through real relays, a real STUN
+//! server (coturn) on loopback, real WebRTC peers, driven through the CLI and the gRPC API.
+
+mod common;
+
+#[path = "../../engine/tests/common/stun.rs"]
+mod stun;
+
+use std::time::Duration;
+
+use common::*;
+use jasper_proto::v1 as pb;
+use serde_json::Value;
+use stun::StunServer;
+
+const DELIVERY: Duration = Duration::from_secs(30);
+const SESSION_UP: Duration = Duration::from_secs(30);
+
+/// A daemon that may use transparent mode, with `stun` as its STUN server.
+fn transparent_daemon(
+    root: &std::path::Path,
+    name: &str,
+    mesh: &Mesh,
+    stun: &StunServer,
+) -> Daemon {
+    let mut opts = DaemonOptions::for_mesh(mesh);
+    opts.extra = vec![
+        "--stun".into(),
+        stun.url.clone(),
+        "--webrtc-bind".into(),
+        "127.0.0.1:0".into(),
+    ];
+    Daemon::start_with(root, name, opts)
+}
+
+fn state(d: &Daemon, contact: &str) -> Value {
+    d.ok(&["transparent", "status", contact])[0].clone()
+}
+
+fn wait_state(d: &Daemon, contact: &str, want: &str) -> Value {
+    wait_until(
+        SESSION_UP,
+        &format!(
+            "{}'s transparent session with {contact} to be {want}",
+            d.name
+        ),
+        || Some(state(d, contact)).filter(|s| s["state"] == want),
+    )
+}
+
+/// UDP sockets the process holds (from /proc: its socket fds matched against the UDP tables).
+fn udp_sockets(pid: u32) -> usize {
+    let inodes: std::collections::HashSet<String> = ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .flat_map(|t| {
+            std::fs::read_to_string(t)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(9).map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    l.to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')
+                        .map(str::to_owned)
+                })
+                .filter(|inode| inodes.contains(inode))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Every packet any relay holds for `key`.
+fn relay_packets(mesh: &Mesh, rt: &tokio::runtime::Runtime, key: &str) -> usize {
+    mesh.fetch_all(rt, key)
+        .iter()
+        .map(|r| r["messages"].as_array().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn messages_go_over_the_data_channel_and_back_through_relays_when_it_is_torn_down() {
+    let root = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(root.path(), 2);
+    let stun = StunServer::start(root.path());
+    let probes = stun.bindings();
+    let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
+    let bob = transparent_daemon(root.path(), "bob", &mesh, &stun);
+    let a_key = alice.create_identity();
+    let b_key = bob.create_identity();
+    befriend(&alice, "alice", &bob, "bob");
+    let rt = runtime();
+
+    // The warning comes with the API; consent on one side only is not enough.
+    let warning = alice.ok(&["transparent", "warning"]);
+    assert!(warning["warning"].as_str().unwrap().contains("IP address"));
+    let s = &alice.ok(&["transparent", "enable", "bob"])[0];
+    assert_eq!(s["state"], "waiting_for_peer");
+    assert_eq!(s["local_enabled"], true);
+    // Bob hears of it through the relays, and nothing starts until he consents too.
+    let heard = wait_until(DELIVERY, "bob to hear alice's consent", || {
+        Some(state(&bob, "alice")).filter(|s| s["peer_enabled"] == true)
+    });
+    assert_eq!(heard["state"], "off");
+    assert_eq!(
+        udp_sockets(bob.pid().unwrap()),
+        0,
+        "no WebRTC before both consent"
+    );
+
+    bob.ok(&["transparent", "enable", "alice"]);
+    wait_state(&alice, "bob", "connected");
+    wait_state(&bob, "alice", "connected");
+    assert!(stun.bindings() > probes, "the STUN server was never asked");
+    assert!(udp_sockets(alice.pid().unwrap()) > 0);
+
+    // A message over the data channel: delivered, verified, and never on a relay.
+    let before = relay_packets(&mesh, &rt, &b_key);
+    let sent = alice.ok(&["send", "--to", "bob", "straight to you"]);
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let got = bob.wait_for_message("alice", &id, DELIVERY);
+    assert_eq!(got["content"], "straight to you");
+    assert_eq!(got["sender"], a_key.as_str());
+    let routes = wait_until(DELIVERY, "alice's copy to bob to be delivered", || {
+        let routes = alice.ok(&["routes", &id]);
+        routes
+            .as_array()?
+            .iter()
+            .any(|r| r["recipient"] == b_key.as_str() && r["relay"] == "webrtc")
+            .then_some(routes)
+    });
+    assert_eq!(
+        routes.as_array().unwrap().len(),
+        1,
+        "one copy, bob's: {routes}"
+    );
+    assert_eq!(state(&bob, "alice")["direct_received"], 1);
+    assert_eq!(state(&alice, "bob")["direct_sent"], 1);
+    assert_eq!(
+        relay_packets(&mesh, &rt, &b_key),
+        before,
+        "a relay holds a packet for bob that went over the data channel"
+    );
+    // One conversation either way: the reply (also direct) lands in the same one.
+    let reply = bob.ok(&["send", "--to", "alice", "and back"]);
+    alice.wait_for_message("bob", reply["id"].as_str().unwrap(), DELIVERY);
+    assert_eq!(alice.messages("bob").len(), 2);
+
+    // Torn down on purpose: both sides see it, and the next message takes the relays.
+    let closed = &alice.ok(&["transparent", "close", "bob"])[0];
+    assert_eq!(closed["state"], "idle");
+    wait_state(&bob, "alice", "idle");
+    let later = alice.ok(&["send", "--to", "bob", "through the mesh"]);
+    let later_id = later["id"].as_str().unwrap().to_owned();
+    bob.wait_for_message("alice", &later_id, DELIVERY);
+    let routes = alice.ok(&["routes", &later_id]);
+    let to_bob = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["recipient"] == b_key.as_str())
+        .unwrap()
+        .clone();
+    assert!(
+        mesh.addrs()
+            .contains(&to_bob["relay"].as_str().unwrap_or_default().to_owned()),
+        "{to_bob}"
+    );
+    assert!(relay_packets(&mesh, &rt, &b_key) > before);
+    assert_eq!(bob.messages("alice").len(), 3);
+
+    // Opening it again from either side works.
+    let reopened = &bob.ok(&["transparent", "open", "alice", "--wait-ms", "20000"])[0];
+    assert_eq!(reopened["state"], "connected", "{reopened}");
+    wait_state(&alice, "bob", "connected");
+}
+
+#[test]
+fn a_call_carries_audio_frames_in_order_and_hanging_up_ends_it_on_both_sides() {
+    let root = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(root.path(), 2);
+    let stun = StunServer::start(root.path());
+    let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
+    let bob = transparent_daemon(root.path(), "bob", &mesh, &stun);
+    alice.create_identity();
+    bob.create_identity();
+    befriend(&alice, "alice", &bob, "bob");
+    alice.ok(&["transparent", "enable", "bob"]);
+    bob.ok(&["transparent", "enable", "alice"]);
+    wait_state(&alice, "bob", "connected");
+    wait_state(&bob, "alice", "connected");
+
+    let rt = runtime();
+    let mut a = alice.client(&rt);
+    let mut b = bob.client(&rt);
+    let bob_events = Watch::start(&bob, 0);
+
+    let call = rt
+        .block_on(a.calls.start(pb::StartCallRequest {
+            contact: "bob".into(),
+        }))
+        .unwrap()
+        .into_inner()
+        .call
+        .unwrap();
+    assert_eq!(call.state(), pb::CallState::Ringing);
+    // Bob's cue to ring: a CallChanged event for an incoming RINGING call.
+    let is_ring = |e: &Value| {
+        e["kind"]["type"] == "call_changed" && e["kind"]["call"]["id"] == call.id.as_str()
+    };
+    let events = bob_events.read_until(DELIVERY, |events| events.iter().any(is_ring));
+    let ring = &events.iter().find(|e| is_ring(e)).unwrap()["kind"]["call"];
+    assert_eq!(ring["state"], "ringing");
+    assert_eq!(ring["outgoing"], false);
+    assert_eq!(ring["contact_name"], "alice");
+
+    // No audio before the call is accepted; the caller cannot accept its own call.
+    let early = rt.block_on(async {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(pb::AudioIn {
+            call_id: call.id.clone(),
+            frame: Some(pb::AudioFrame {
+                opus: vec![1; 10],
+                duration_us: 20_000,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+        let mut out = a
+            .calls
+            .audio(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        out.message().await
+    });
+    let err = jasper_daemon::ApiError::from_status(&early.unwrap_err());
+    assert_eq!(err.code, "call_state");
+    let (_, code, _) = alice.fails(&["call", "accept", &call.id]);
+    assert_eq!(code, "call_state");
+
+    let accepted = bob.ok(&["call", "accept", &call.id]);
+    assert_eq!(accepted[0]["state"], "active");
+    wait_until(DELIVERY, "alice to see the call answered", || {
+        let calls = rt
+            .block_on(a.calls.list(pb::ListCallsRequest {}))
+            .ok()?
+            .into_inner()
+            .calls;
+        calls
+            .into_iter()
+            .find(|c| c.id == call.id && c.state() == pb::CallState::Active)
+    });
+
+    // Both sides open their audio streams; alice sends a known sequence, bob a shorter one.
+    let frames: Vec<Vec<u8>> = (0..100u32)
+        .map(|i| format!("opus-frame-{i:03}").into_bytes())
+        .collect();
+    let (received_by_bob, received_by_alice) = rt.block_on(async {
+        let (b_tx, b_rx) = tokio::sync::mpsc::channel(8);
+        b_tx.send(pb::AudioIn {
+            call_id: call.id.clone(),
+            frame: None,
+        })
+        .await
+        .unwrap();
+        let mut b_out = b
+            .calls
+            .audio(tokio_stream::wrappers::ReceiverStream::new(b_rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let (a_tx, a_rx) = tokio::sync::mpsc::channel(8);
+        a_tx.send(pb::AudioIn {
+            call_id: call.id.clone(),
+            frame: None,
+        })
+        .await
+        .unwrap();
+        let mut a_out = a
+            .calls
+            .audio(tokio_stream::wrappers::ReceiverStream::new(a_rx))
+            .await
+            .unwrap()
+            .into_inner();
+        for f in &frames {
+            a_tx.send(pb::AudioIn {
+                call_id: String::new(),
+                frame: Some(pb::AudioFrame {
+                    opus: f.clone(),
+                    duration_us: 20_000,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for i in 0..10u8 {
+            b_tx.send(pb::AudioIn {
+                call_id: String::new(),
+                frame: Some(pb::AudioFrame {
+                    opus: vec![i; 60],
+                    duration_us: 20_000,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        }
+        let mut at_bob = Vec::new();
+        while at_bob.len() < frames.len() {
+            match tokio::time::timeout(Duration::from_secs(10), b_out.message()).await {
+                Ok(Ok(Some(m))) => at_bob.push(m.frame.unwrap()),
+                other => panic!(
+                    "bob's audio stream stopped early: {other:?} after {}",
+                    at_bob.len()
+                ),
+            }
+        }
+        let mut at_alice = Vec::new();
+        while at_alice.len() < 10 {
+            match tokio::time::timeout(Duration::from_secs(10), a_out.message()).await {
+                Ok(Ok(Some(m))) => at_alice.push(m.frame.unwrap()),
+                other => panic!("alice's audio stream stopped early: {other:?}"),
+            }
+        }
+        // Hanging up ends the call on both sides, and bob's stream with it.
+        a.calls
+            .hang_up(pb::HangUpRequest {
+                call_id: call.id.clone(),
+            })
+            .await
+            .unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), b_out.message()).await;
+        assert!(
+            matches!(end, Ok(Ok(None))),
+            "bob's stream did not end: {end:?}"
+        );
+        (at_bob, at_alice)
+    });
+    let got: Vec<Vec<u8>> = received_by_bob.iter().map(|f| f.opus.clone()).collect();
+    assert_eq!(got, frames, "bob heard something else, or out of order");
+    assert!(
+        received_by_bob
+            .windows(2)
+            .all(|w| w[1].sequence == w[0].sequence + 1)
+    );
+    assert!(
+        received_by_bob
+            .windows(2)
+            .all(|w| w[1].rtp_timestamp.wrapping_sub(w[0].rtp_timestamp) == 960)
+    );
+    let back: Vec<Vec<u8>> = received_by_alice.iter().map(|f| f.opus.clone()).collect();
+    assert_eq!(back, (0..10u8).map(|i| vec![i; 60]).collect::<Vec<_>>());
+
+    let ended = wait_until(DELIVERY, "bob's call to end", || {
+        bob.ok(&["call", "list"])
+            .as_array()?
+            .iter()
+            .find(|c| c["id"] == call.id.as_str() && c["state"] == "ended")
+            .cloned()
+    });
+    assert_eq!(ended["end_reason"], "remote_hung_up");
+    let mine = &alice.ok(&["call", "list"])[0];
+    assert_eq!(mine["state"], "ended");
+    assert_eq!(mine["end_reason"], "hung_up");
+    let (_, code, _) = alice.fails(&["call", "hangup", &call.id]);
+    assert_eq!(code, "call_state");
+    bob_events.stop();
+
+    // A second call that bob rejects.
+    let second = alice.ok(&["call", "start", "bob"]);
+    let second_id = second[0]["id"].as_str().unwrap().to_owned();
+    wait_until(DELIVERY, "the second call to ring at bob's", || {
+        bob.jasper(&["call", "reject", &second_id])
+            .success()
+            .then_some(())
+    });
+    wait_until(DELIVERY, "alice to see the rejection", || {
+        alice
+            .ok(&["call", "list"])
+            .as_array()?
+            .iter()
+            .find(|c| c["id"] == second_id.as_str() && c["end_reason"] == "rejected")
+            .cloned()
+    });
+}
+
+#[test]
+fn without_consent_on_both_sides_no_ice_traffic_happens_at_all() {
+    let root = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(root.path(), 2);
+    let stun = StunServer::start(root.path());
+    let probes = stun.bindings();
+    let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
+    let bob = transparent_daemon(root.path(), "bob", &mesh, &stun);
+    alice.create_identity();
+    bob.create_identity();
+    befriend(&alice, "alice", &bob, "bob");
+
+    // Messages both ways, transparent mode off everywhere.
+    let m = alice.ok(&["send", "--to", "bob", "plain"]);
+    bob.wait_for_message("alice", m["id"].as_str().unwrap(), DELIVERY);
+    let r = bob.ok(&["send", "--to", "alice", "plain back"]);
+    alice.wait_for_message("bob", r["id"].as_str().unwrap(), DELIVERY);
+    // Alice consents, bob never does: still nothing.
+    alice.ok(&["transparent", "enable", "bob"]);
+    wait_until(DELIVERY, "bob to hear alice's consent", || {
+        Some(state(&bob, "alice")).filter(|s| s["peer_enabled"] == true)
+    });
+    let m2 = alice.ok(&["send", "--to", "bob", "still plain"]);
+    bob.wait_for_message("alice", m2["id"].as_str().unwrap(), DELIVERY);
+    assert_eq!(state(&alice, "bob")["state"], "waiting_for_peer");
+    assert_eq!(state(&bob, "alice")["state"], "off");
+    let routes = alice.ok(&["routes", m2["id"].as_str().unwrap()]);
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["relay"] != "webrtc")
+    );
+
+    // Refusals name their cause.
+    let (code, reason, _) = bob.fails(&["call", "start", "alice"]);
+    assert_eq!((code, reason.as_str()), (1, "transparent_off"));
+    let (_, reason, _) = alice.fails(&["transparent", "open", "bob", "--wait-ms", "100"]);
+    assert_eq!(reason, "transparent_off");
+    let (_, reason, _) = alice.fails(&["transparent", "enable", "carol"]);
+    assert_eq!(reason, "unknown_contact");
+    let (_, reason, _) = alice.fails(&["call", "accept", "no-such-call"]);
+    assert_eq!(reason, "unknown_call");
+
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        stun.bindings(),
+        probes,
+        "a STUN request was made without consent"
+    );
+    for d in [&alice, &bob] {
+        assert_eq!(
+            udp_sockets(d.pid().unwrap()),
+            0,
+            "{} opened a UDP socket",
+            d.name
+        );
+    }
+
+    // A STUN URL the library cannot serve is refused at start-up, with the reason.
+    let mut opts = DaemonOptions::for_mesh(&mesh);
+    opts.extra = vec!["--stun".into(), "stuns:127.0.0.1:5349".into()];
+    let mut bad = Daemon::new(root.path(), "bad", opts);
+    let err = bad.try_spawn().unwrap_err();
+    let log = bad.log();
+    assert!(
+        log.contains("stuns:") && log.contains("not supported"),
+        "{err}\n{log}"
+    );
+}
