@@ -602,6 +602,24 @@ fileprivate struct FfiConverterString: FfiConverter {
     }
 }
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterData: FfiConverterRustBuffer {
+    typealias SwiftType = Data
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Data {
+        let len: Int32 = try readInt(&buf)
+        return Data(try readBytes(&buf, count: Int(len)))
+    }
+
+    public static func write(_ value: Data, into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        writeBytes(&buf, value)
+    }
+}
+
 
 
 
@@ -615,6 +633,8 @@ fileprivate struct FfiConverterString: FfiConverter {
  */
 public protocol JasperEngineProtocol: AnyObject, Sendable {
     
+    func acceptCall(callId: String) throws  -> CallInfo
+    
     /**
      * Adds (or renames) a contact by its public key (the text form from `identity()`).
      */
@@ -623,6 +643,16 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     func addGroupMembers(group: String, members: [String]) throws  -> Conversation
     
     func addRelay(address: String) throws  -> RelayInfo
+    
+    /**
+     * Live calls first, then recently ended ones.
+     */
+    func calls()  -> [CallInfo]
+    
+    /**
+     * Closes the session on purpose: messages use the relays until either side opens it.
+     */
+    func closeTransparentSession(contact: String) async throws  -> TransparentStatus
     
     /**
      * The configuration this engine runs with.
@@ -670,6 +700,8 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
      */
     func exportIdentity() throws  -> String
     
+    func hangUp(callId: String) throws  -> CallInfo
+    
     func identity() throws  -> IdentityInfo
     
     /**
@@ -691,11 +723,24 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     func messages(target: String, before: String?, limit: UInt32) throws  -> MessagePage
     
     /**
+     * The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
+     * the speaker side of the app. Fails with `CallState` once the call has ended and every
+     * frame is read.
+     */
+    func nextAudioFrame(callId: String, timeoutMs: UInt64) async throws  -> AudioFrame?
+    
+    /**
      * Pull style: the first event after `after_seq`, waiting up to `timeout_ms` for one
      * (none when the wait ends). Pass the last `seq` handled to resume, also after a restart:
      * the log is durable.
      */
     func nextEvent(afterSeq: UInt64, timeoutMs: UInt64) async throws  -> Event?
+    
+    /**
+     * Brings the session up (after `close_transparent_session`, or to wait for it), waiting
+     * up to `wait_ms` for the data channel.
+     */
+    func openTransparentSession(contact: String, waitMs: UInt64) async throws  -> TransparentStatus
     
     /**
      * Reacts to a message (`:name:`); reacting again with the same one takes it back.
@@ -707,6 +752,8 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
      * foreground; it also runs every `discovery_interval_ms`).
      */
     func refreshRelays() async throws 
+    
+    func rejectCall(callId: String) throws  -> CallInfo
     
     func relays() throws  -> [RelayInfo]
     
@@ -731,11 +778,24 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     func send(target: String, content: String) throws  -> Message
     
     /**
+     * Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
+     * to 120 ms) into an active call: the microphone side of the app.
+     */
+    func sendAudioFrame(callId: String, opus: Data, durationUs: UInt32) async throws 
+    
+    /**
      * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
      * (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
      * itself never reaches a relay.
      */
     func sendWithAttachment(target: String, text: String, filePath: String) async throws  -> Message
+    
+    /**
+     * Enables or disables transparent mode for a contact (this login). Show
+     * `transparent_mode_warning()` first: the contact and the STUN operators learn the
+     * device's IP address. Once both sides have enabled it a session comes up by itself.
+     */
+    func setTransparent(contact: String, enabled: Bool) throws  -> TransparentStatus
     
     /**
      * Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
@@ -744,11 +804,24 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     func shutdown() 
     
     /**
+     * Rings a contact (both sides need transparent mode; the session is brought up first if
+     * it is down).
+     */
+    func startCall(contact: String) async throws  -> CallInfo
+    
+    /**
      * Listener style: calls `listener.on_event` with every event after `from_seq`, in order,
      * then with live ones, until the returned `Subscription` is cancelled or destroyed, or
      * the engine shuts down. Keep the subscription for as long as events are wanted.
      */
     func subscribe(fromSeq: UInt64, listener: EventListener)  -> Subscription
+    
+    func transparentStatus(contact: String) throws  -> TransparentStatus
+    
+    /**
+     * Every contact where either side enabled transparent mode.
+     */
+    func transparentStatuses() throws  -> [TransparentStatus]
     
 }
 /**
@@ -831,6 +904,16 @@ public static func `open`(config: EngineConfig, secretStore: SecretStore)async t
     
 
     
+open func acceptCall(callId: String)throws  -> CallInfo  {
+    return try  FfiConverterTypeCallInfo_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_accept_call(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(callId),uniffiCallStatus
+    )
+})
+}
+    
     /**
      * Adds (or renames) a contact by its public key (the text form from `identity()`).
      */
@@ -865,6 +948,37 @@ open func addRelay(address: String)throws  -> RelayInfo  {
         FfiConverterString.lower(address),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Live calls first, then recently ended ones.
+     */
+open func calls() -> [CallInfo]  {
+    return try!  FfiConverterSequenceTypeCallInfo.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_calls(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Closes the session on purpose: messages use the relays until either side opens it.
+     */
+open func closeTransparentSession(contact: String)async throws  -> TransparentStatus  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_close_transparent_session(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(contact)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeTransparentStatus_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1003,6 +1117,16 @@ open func exportIdentity()throws  -> String  {
 })
 }
     
+open func hangUp(callId: String)throws  -> CallInfo  {
+    return try  FfiConverterTypeCallInfo_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_hang_up(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(callId),uniffiCallStatus
+    )
+})
+}
+    
 open func identity()throws  -> IdentityInfo  {
     return try  FfiConverterTypeIdentityInfo_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
         uniffiCallStatus in
@@ -1071,6 +1195,27 @@ open func messages(target: String, before: String?, limit: UInt32)throws  -> Mes
 }
     
     /**
+     * The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
+     * the speaker side of the app. Fails with `CallState` once the call has ended and every
+     * frame is read.
+     */
+open func nextAudioFrame(callId: String, timeoutMs: UInt64)async throws  -> AudioFrame?  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_next_audio_frame(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(callId),FfiConverterUInt64.lower(timeoutMs)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeAudioFrame.lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
+}
+    
+    /**
      * Pull style: the first event after `after_seq`, waiting up to `timeout_ms` for one
      * (none when the wait ends). Pass the last `seq` handled to resume, also after a restart:
      * the log is durable.
@@ -1087,6 +1232,26 @@ open func nextEvent(afterSeq: UInt64, timeoutMs: UInt64)async throws  -> Event? 
             completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterOptionTypeEvent.lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
+}
+    
+    /**
+     * Brings the session up (after `close_transparent_session`, or to wait for it), waiting
+     * up to `wait_ms` for the data channel.
+     */
+open func openTransparentSession(contact: String, waitMs: UInt64)async throws  -> TransparentStatus  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_open_transparent_session(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(contact),FfiConverterUInt64.lower(waitMs)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeTransparentStatus_lift,
             errorHandler: FfiConverterTypeJasperError_lift
         )
 }
@@ -1123,6 +1288,16 @@ open func refreshRelays()async throws   {
             liftFunc: { $0 },
             errorHandler: FfiConverterTypeJasperError_lift
         )
+}
+    
+open func rejectCall(callId: String)throws  -> CallInfo  {
+    return try  FfiConverterTypeCallInfo_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_reject_call(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(callId),uniffiCallStatus
+    )
+})
 }
     
 open func relays()throws  -> [RelayInfo]  {
@@ -1195,6 +1370,26 @@ open func send(target: String, content: String)throws  -> Message  {
 }
     
     /**
+     * Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
+     * to 120 ms) into an active call: the microphone side of the app.
+     */
+open func sendAudioFrame(callId: String, opus: Data, durationUs: UInt32)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(callId),FfiConverterData.lower(opus),FfiConverterUInt32.lower(durationUs)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_void,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_void,
+            freeFunc: ffi_jasper_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
+}
+    
+    /**
      * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
      * (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
      * itself never reaches a relay.
@@ -1216,6 +1411,22 @@ open func sendWithAttachment(target: String, text: String, filePath: String)asyn
 }
     
     /**
+     * Enables or disables transparent mode for a contact (this login). Show
+     * `transparent_mode_warning()` first: the contact and the STUN operators learn the
+     * device's IP address. Once both sides have enabled it a session comes up by itself.
+     */
+open func setTransparent(contact: String, enabled: Bool)throws  -> TransparentStatus  {
+    return try  FfiConverterTypeTransparentStatus_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(contact),
+        FfiConverterBool.lower(enabled),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
      * events. Everything already acknowledged is on disk.
      */
@@ -1225,6 +1436,26 @@ open func shutdown()  {try! rustCall() {
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Rings a contact (both sides need transparent mode; the session is brought up first if
+     * it is down).
+     */
+open func startCall(contact: String)async throws  -> CallInfo  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_start_call(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(contact)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeCallInfo_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1239,6 +1470,28 @@ open func subscribe(fromSeq: UInt64, listener: EventListener) -> Subscription  {
             self.uniffiCloneHandle(),
         FfiConverterUInt64.lower(fromSeq),
         FfiConverterCallbackInterfaceEventListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+open func transparentStatus(contact: String)throws  -> TransparentStatus  {
+    return try  FfiConverterTypeTransparentStatus_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_transparent_status(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(contact),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Every contact where either side enabled transparent mode.
+     */
+open func transparentStatuses()throws  -> [TransparentStatus]  {
+    return try  FfiConverterSequenceTypeTransparentStatus.lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_transparent_statuses(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1906,6 +2159,164 @@ public func FfiConverterTypeAttachment_lower(_ value: Attachment) -> RustBuffer 
 }
 
 
+/**
+ * One received Opus packet (RFC 7587, 48 kHz clock) with its RTP sequence number (extended
+ * to 64 bits) and timestamp, for the app's jitter buffer.
+ */
+public struct AudioFrame: Equatable, Hashable {
+    public var opus: Data
+    public var sequence: UInt64
+    public var rtpTimestamp: UInt32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(opus: Data, sequence: UInt64, rtpTimestamp: UInt32) {
+        self.opus = opus
+        self.sequence = sequence
+        self.rtpTimestamp = rtpTimestamp
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension AudioFrame: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAudioFrame: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AudioFrame {
+        return
+            try AudioFrame(
+                opus: FfiConverterData.read(from: &buf), 
+                sequence: FfiConverterUInt64.read(from: &buf), 
+                rtpTimestamp: FfiConverterUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AudioFrame, into buf: inout [UInt8]) {
+        FfiConverterData.write(value.opus, into: &buf)
+        FfiConverterUInt64.write(value.sequence, into: &buf)
+        FfiConverterUInt32.write(value.rtpTimestamp, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioFrame_lift(_ buf: RustBuffer) throws -> AudioFrame {
+    return try FfiConverterTypeAudioFrame.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioFrame_lower(_ value: AudioFrame) -> RustBuffer {
+    return FfiConverterTypeAudioFrame.lower(value)
+}
+
+
+public struct CallInfo: Equatable, Hashable {
+    public var id: String
+    public var contact: String
+    public var contactName: String?
+    public var outgoing: Bool
+    public var state: CallState
+    /**
+     * hung_up, remote_hung_up, rejected, busy, no_answer, connection_lost,
+     * transparent_disabled, shutdown.
+     */
+    public var endReason: String?
+    /**
+     * Unix time in milliseconds.
+     */
+    public var startedAt: Int64
+    public var answeredAt: Int64?
+    public var endedAt: Int64?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(id: String, contact: String, contactName: String?, outgoing: Bool, state: CallState, 
+        /**
+         * hung_up, remote_hung_up, rejected, busy, no_answer, connection_lost,
+         * transparent_disabled, shutdown.
+         */endReason: String?, 
+        /**
+         * Unix time in milliseconds.
+         */startedAt: Int64, answeredAt: Int64?, endedAt: Int64?) {
+        self.id = id
+        self.contact = contact
+        self.contactName = contactName
+        self.outgoing = outgoing
+        self.state = state
+        self.endReason = endReason
+        self.startedAt = startedAt
+        self.answeredAt = answeredAt
+        self.endedAt = endedAt
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension CallInfo: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCallInfo: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CallInfo {
+        return
+            try CallInfo(
+                id: FfiConverterString.read(from: &buf), 
+                contact: FfiConverterString.read(from: &buf), 
+                contactName: FfiConverterOptionString.read(from: &buf), 
+                outgoing: FfiConverterBool.read(from: &buf), 
+                state: FfiConverterTypeCallState.read(from: &buf), 
+                endReason: FfiConverterOptionString.read(from: &buf), 
+                startedAt: FfiConverterInt64.read(from: &buf), 
+                answeredAt: FfiConverterOptionInt64.read(from: &buf), 
+                endedAt: FfiConverterOptionInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: CallInfo, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.contact, into: &buf)
+        FfiConverterOptionString.write(value.contactName, into: &buf)
+        FfiConverterBool.write(value.outgoing, into: &buf)
+        FfiConverterTypeCallState.write(value.state, into: &buf)
+        FfiConverterOptionString.write(value.endReason, into: &buf)
+        FfiConverterInt64.write(value.startedAt, into: &buf)
+        FfiConverterOptionInt64.write(value.answeredAt, into: &buf)
+        FfiConverterOptionInt64.write(value.endedAt, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCallInfo_lift(_ buf: RustBuffer) throws -> CallInfo {
+    return try FfiConverterTypeCallInfo.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCallInfo_lower(_ value: CallInfo) -> RustBuffer {
+    return FfiConverterTypeCallInfo.lower(value)
+}
+
+
 public struct Contact: Equatable, Hashable {
     public var key: String
     public var fingerprint: String
@@ -2196,6 +2607,16 @@ public struct EngineConfig: Equatable, Hashable {
      * Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
      */
     public var ipfsGateway: String?
+    /**
+     * STUN servers for transparent mode, `stun:HOST[:PORT]` (plain STUN: the WebRTC library
+     * cannot do `stuns:`). Empty: host candidates only.
+     */
+    public var stunServers: [String]
+    /**
+     * Local UDP addresses for WebRTC host candidates; `0.0.0.0:0` is every non-loopback
+     * interface (the default).
+     */
+    public var webrtcBindAddrs: [String]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2233,7 +2654,15 @@ public struct EngineConfig: Equatable, Hashable {
          */ipfsApi: String?, 
         /**
          * Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
-         */ipfsGateway: String?) {
+         */ipfsGateway: String?, 
+        /**
+         * STUN servers for transparent mode, `stun:HOST[:PORT]` (plain STUN: the WebRTC library
+         * cannot do `stuns:`). Empty: host candidates only.
+         */stunServers: [String], 
+        /**
+         * Local UDP addresses for WebRTC host candidates; `0.0.0.0:0` is every non-loopback
+         * interface (the default).
+         */webrtcBindAddrs: [String]) {
         self.dataDir = dataDir
         self.relays = relays
         self.allowPrivateRelays = allowPrivateRelays
@@ -2245,6 +2674,8 @@ public struct EngineConfig: Equatable, Hashable {
         self.relayTimeoutMs = relayTimeoutMs
         self.ipfsApi = ipfsApi
         self.ipfsGateway = ipfsGateway
+        self.stunServers = stunServers
+        self.webrtcBindAddrs = webrtcBindAddrs
     }
 
     
@@ -2273,7 +2704,9 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
                 maxMessageBytes: FfiConverterUInt64.read(from: &buf), 
                 relayTimeoutMs: FfiConverterUInt64.read(from: &buf), 
                 ipfsApi: FfiConverterOptionString.read(from: &buf), 
-                ipfsGateway: FfiConverterOptionString.read(from: &buf)
+                ipfsGateway: FfiConverterOptionString.read(from: &buf), 
+                stunServers: FfiConverterSequenceString.read(from: &buf), 
+                webrtcBindAddrs: FfiConverterSequenceString.read(from: &buf)
         )
     }
 
@@ -2289,6 +2722,8 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.relayTimeoutMs, into: &buf)
         FfiConverterOptionString.write(value.ipfsApi, into: &buf)
         FfiConverterOptionString.write(value.ipfsGateway, into: &buf)
+        FfiConverterSequenceString.write(value.stunServers, into: &buf)
+        FfiConverterSequenceString.write(value.webrtcBindAddrs, into: &buf)
     }
 }
 
@@ -2893,6 +3328,163 @@ public func FfiConverterTypeRelayInfo_lower(_ value: RelayInfo) -> RustBuffer {
 }
 
 
+public struct TransparentStatus: Equatable, Hashable {
+    public var contact: String
+    public var contactName: String?
+    public var localEnabled: Bool
+    public var peerEnabled: Bool
+    public var state: TransparentState
+    public var sessionId: String?
+    /**
+     * Packets sent over / received on the current session's data channel.
+     */
+    public var directSent: UInt64
+    public var directReceived: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(contact: String, contactName: String?, localEnabled: Bool, peerEnabled: Bool, state: TransparentState, sessionId: String?, 
+        /**
+         * Packets sent over / received on the current session's data channel.
+         */directSent: UInt64, directReceived: UInt64) {
+        self.contact = contact
+        self.contactName = contactName
+        self.localEnabled = localEnabled
+        self.peerEnabled = peerEnabled
+        self.state = state
+        self.sessionId = sessionId
+        self.directSent = directSent
+        self.directReceived = directReceived
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TransparentStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTransparentStatus: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TransparentStatus {
+        return
+            try TransparentStatus(
+                contact: FfiConverterString.read(from: &buf), 
+                contactName: FfiConverterOptionString.read(from: &buf), 
+                localEnabled: FfiConverterBool.read(from: &buf), 
+                peerEnabled: FfiConverterBool.read(from: &buf), 
+                state: FfiConverterTypeTransparentState.read(from: &buf), 
+                sessionId: FfiConverterOptionString.read(from: &buf), 
+                directSent: FfiConverterUInt64.read(from: &buf), 
+                directReceived: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TransparentStatus, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.contact, into: &buf)
+        FfiConverterOptionString.write(value.contactName, into: &buf)
+        FfiConverterBool.write(value.localEnabled, into: &buf)
+        FfiConverterBool.write(value.peerEnabled, into: &buf)
+        FfiConverterTypeTransparentState.write(value.state, into: &buf)
+        FfiConverterOptionString.write(value.sessionId, into: &buf)
+        FfiConverterUInt64.write(value.directSent, into: &buf)
+        FfiConverterUInt64.write(value.directReceived, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTransparentStatus_lift(_ buf: RustBuffer) throws -> TransparentStatus {
+    return try FfiConverterTypeTransparentStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTransparentStatus_lower(_ value: TransparentStatus) -> RustBuffer {
+    return FfiConverterTypeTransparentStatus.lower(value)
+}
+
+
+
+public enum CallState: Equatable, Hashable {
+    
+    case ringing
+    case active
+    case ended
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension CallState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCallState: FfiConverterRustBuffer {
+    typealias SwiftType = CallState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CallState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .ringing
+        
+        case 2: return .active
+        
+        case 3: return .ended
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: CallState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .ringing:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .active:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .ended:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCallState_lift(_ buf: RustBuffer) throws -> CallState {
+    return try FfiConverterTypeCallState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCallState_lower(_ value: CallState) -> RustBuffer {
+    return FfiConverterTypeCallState.lower(value)
+}
+
+
+
 
 public enum ConversationKind: Equatable, Hashable {
     
@@ -2978,6 +3570,16 @@ public enum EventKind: Equatable, Hashable {
     )
     case relayDiscovered(address: String
     )
+    /**
+     * Transparent mode with a contact changed (consent on either side, or the session).
+     */
+    case transparentChanged(status: TransparentStatus
+    )
+    /**
+     * A call rang (an incoming RINGING call is the app's cue to ring), was answered or ended.
+     */
+    case callChanged(call: CallInfo
+    )
 
 
 
@@ -3021,6 +3623,12 @@ public struct FfiConverterTypeEventKind: FfiConverterRustBuffer {
         )
         
         case 8: return .relayDiscovered(address: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 9: return .transparentChanged(status: try FfiConverterTypeTransparentStatus.read(from: &buf)
+        )
+        
+        case 10: return .callChanged(call: try FfiConverterTypeCallInfo.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -3072,6 +3680,16 @@ public struct FfiConverterTypeEventKind: FfiConverterRustBuffer {
         case let .relayDiscovered(address):
             writeInt(&buf, Int32(8))
             FfiConverterString.write(address, into: &buf)
+            
+        
+        case let .transparentChanged(status):
+            writeInt(&buf, Int32(9))
+            FfiConverterTypeTransparentStatus.write(status, into: &buf)
+            
+        
+        case let .callChanged(call):
+            writeInt(&buf, Int32(10))
+            FfiConverterTypeCallInfo.write(call, into: &buf)
             
         }
     }
@@ -3211,6 +3829,32 @@ enum JasperError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      */
     case AttachmentMalformed(code: String, detail: String
     )
+    /**
+     * Transparent mode is not enabled on one side (or both) for that contact.
+     */
+    case TransparentOff(code: String, detail: String
+    )
+    /**
+     * The direct connection to the contact is down or did not come up.
+     */
+    case TransparentUnavailable(code: String, detail: String
+    )
+    /**
+     * No call with that id.
+     */
+    case UnknownCall(code: String, detail: String
+    )
+    /**
+     * The call is not in a state that allows this (accepting an outgoing call, audio before
+     * it is answered, hanging up an ended call).
+     */
+    case CallState(code: String, detail: String
+    )
+    /**
+     * A call with this contact is already ringing or active.
+     */
+    case CallBusy(code: String, detail: String
+    )
 
     
     /**
@@ -3346,6 +3990,26 @@ public struct FfiConverterTypeJasperError: FfiConverterRustBuffer {
             detail: try FfiConverterString.read(from: &buf)
             )
         case 21: return .AttachmentMalformed(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 22: return .TransparentOff(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 23: return .TransparentUnavailable(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 24: return .UnknownCall(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 25: return .CallState(
+            code: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+        case 26: return .CallBusy(
             code: try FfiConverterString.read(from: &buf), 
             detail: try FfiConverterString.read(from: &buf)
             )
@@ -3486,6 +4150,36 @@ public struct FfiConverterTypeJasperError: FfiConverterRustBuffer {
             FfiConverterString.write(code, into: &buf)
             FfiConverterString.write(detail, into: &buf)
             
+        
+        case let .TransparentOff(code,detail):
+            writeInt(&buf, Int32(22))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .TransparentUnavailable(code,detail):
+            writeInt(&buf, Int32(23))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .UnknownCall(code,detail):
+            writeInt(&buf, Int32(24))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .CallState(code,detail):
+            writeInt(&buf, Int32(25))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .CallBusy(code,detail):
+            writeInt(&buf, Int32(26))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
         }
     }
 }
@@ -3604,6 +4298,108 @@ public func FfiConverterTypeMessageState_lift(_ buf: RustBuffer) throws -> Messa
 #endif
 public func FfiConverterTypeMessageState_lower(_ value: MessageState) -> RustBuffer {
     return FfiConverterTypeMessageState.lower(value)
+}
+
+
+
+/**
+ * Where transparent mode stands with one contact.
+ */
+
+public enum TransparentState: Equatable, Hashable {
+    
+    /**
+     * Not enabled on this side.
+     */
+    case off
+    /**
+     * Enabled here; the contact has not enabled it (as far as we have heard).
+     */
+    case waitingForPeer
+    /**
+     * Both consent; no session (closed on purpose, or between reconnects).
+     */
+    case idle
+    case connecting
+    /**
+     * The data channel is open: messages to this contact go over it.
+     */
+    case connected
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TransparentState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTransparentState: FfiConverterRustBuffer {
+    typealias SwiftType = TransparentState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TransparentState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .off
+        
+        case 2: return .waitingForPeer
+        
+        case 3: return .idle
+        
+        case 4: return .connecting
+        
+        case 5: return .connected
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TransparentState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .off:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .waitingForPeer:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .idle:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .connecting:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .connected:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTransparentState_lift(_ buf: RustBuffer) throws -> TransparentState {
+    return try FfiConverterTypeTransparentState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTransparentState_lower(_ value: TransparentState) -> RustBuffer {
+    return FfiConverterTypeTransparentState.lower(value)
 }
 
 
@@ -3892,6 +4688,30 @@ public func FfiConverterCallbackInterfaceEventListener_lower(_ v: EventListener)
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
+    typealias SwiftType = Int64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionDouble: FfiConverterRustBuffer {
     typealias SwiftType = Double?
 
@@ -3932,6 +4752,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeAudioFrame: FfiConverterRustBuffer {
+    typealias SwiftType = AudioFrame?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeAudioFrame.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeAudioFrame.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4030,6 +4874,31 @@ fileprivate struct FfiConverterSequenceTypeAttachment: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeAttachment.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeCallInfo: FfiConverterRustBuffer {
+    typealias SwiftType = [CallInfo]
+
+    public static func write(_ value: [CallInfo], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeCallInfo.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [CallInfo] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [CallInfo]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeCallInfo.read(from: &buf))
         }
         return seq
     }
@@ -4184,6 +5053,31 @@ fileprivate struct FfiConverterSequenceTypeRelayInfo: FfiConverterRustBuffer {
         return seq
     }
 }
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeTransparentStatus: FfiConverterRustBuffer {
+    typealias SwiftType = [TransparentStatus]
+
+    public static func write(_ value: [TransparentStatus], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeTransparentStatus.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [TransparentStatus] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [TransparentStatus]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeTransparentStatus.read(from: &buf))
+        }
+        return seq
+    }
+}
 private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
 private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
 
@@ -4244,6 +5138,17 @@ public func defaultConfig(dataDir: String) -> EngineConfig  {
 })
 }
 /**
+ * What enabling transparent mode gives up, in words for the user: show it before
+ * `set_transparent(contact, true)`.
+ */
+public func transparentModeWarning() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_func_transparent_mode_warning(uniffiCallStatus
+    )
+})
+}
+/**
  * A `SecretStore` in this process's memory: the identity is gone when the process exits. For
  * tests and throwaway identities; apps pass their platform store.
  */
@@ -4273,7 +5178,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_func_default_config() != 1005) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_jasper_ffi_checksum_func_transparent_mode_warning() != 22983) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_jasper_ffi_checksum_func_memory_secret_store() != 55133) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_accept_call() != 65264) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_add_contact() != 10803) {
@@ -4283,6 +5194,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() != 57680) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_calls() != 39173) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_close_transparent_session() != 33503) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_config() != 31098) {
@@ -4315,6 +5232,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_export_identity() != 5736) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_hang_up() != 28726) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_identity() != 60822) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4330,13 +5250,22 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_messages() != 54879) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame() != 49947) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_next_event() != 20576) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session() != 28993) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_react() != 3810) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays() != 31569) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_reject_call() != 24130) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_relays() != 58899) {
@@ -4357,13 +5286,28 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_send() != 30988) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame() != 1142) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment() != 40934) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent() != 60129) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_shutdown() != 16372) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_start_call() != 54068) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_subscribe() != 3276) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_transparent_status() != 49117) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_transparent_statuses() != 41153) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_subscription_cancel() != 22708) {

@@ -330,6 +330,11 @@ void uniffi_jasper_ffi_fn_free_jasperengine(uint64_t handle, RustCallStatus *_No
 uint64_t uniffi_jasper_ffi_fn_constructor_jasperengine_open(RustBuffer config, uint64_t secret_store
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ACCEPT_CALL
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ACCEPT_CALL
+RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_accept_call(uint64_t ptr, RustBuffer call_id, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_CONTACT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_CONTACT
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_add_contact(uint64_t ptr, RustBuffer key, RustBuffer name, RustBuffer avatar, RustCallStatus *_Nonnull out_status
@@ -343,6 +348,16 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(uint64_t p
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_RELAY
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_RELAY
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_add_relay(uint64_t ptr, RustBuffer address, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CALLS
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CALLS
+RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_calls(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CLOSE_TRANSPARENT_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CLOSE_TRANSPARENT_SESSION
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_close_transparent_session(uint64_t ptr, RustBuffer contact
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CONFIG
@@ -395,6 +410,11 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_edit(uint64_t ptr, RustBuffe
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_export_identity(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_HANG_UP
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_HANG_UP
+RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_hang_up(uint64_t ptr, RustBuffer call_id, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_IDENTITY
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_IDENTITY
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_identity(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -420,9 +440,19 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_message_routes(uint64_t ptr,
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_messages(uint64_t ptr, RustBuffer target, RustBuffer before, uint32_t limit, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_NEXT_AUDIO_FRAME
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_NEXT_AUDIO_FRAME
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_next_audio_frame(uint64_t ptr, RustBuffer call_id, uint64_t timeout_ms
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_NEXT_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_NEXT_EVENT
 uint64_t uniffi_jasper_ffi_fn_method_jasperengine_next_event(uint64_t ptr, uint64_t after_seq, uint64_t timeout_ms
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_OPEN_TRANSPARENT_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_OPEN_TRANSPARENT_SESSION
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_open_transparent_session(uint64_t ptr, RustBuffer contact, uint64_t wait_ms
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REACT
@@ -433,6 +463,11 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_react(uint64_t ptr, RustBuff
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REFRESH_RELAYS
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REFRESH_RELAYS
 uint64_t uniffi_jasper_ffi_fn_method_jasperengine_refresh_relays(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REJECT_CALL
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REJECT_CALL
+RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_reject_call(uint64_t ptr, RustBuffer call_id, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_RELAYS
@@ -465,9 +500,19 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_rx_relay(uint64_t ptr, RustC
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_send(uint64_t ptr, RustBuffer target, RustBuffer content, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_AUDIO_FRAME
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_AUDIO_FRAME
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame(uint64_t ptr, RustBuffer call_id, RustBuffer opus, uint32_t duration_us
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_WITH_ATTACHMENT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_WITH_ATTACHMENT
 uint64_t uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(uint64_t ptr, RustBuffer target, RustBuffer text, RustBuffer file_path
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SET_TRANSPARENT
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SET_TRANSPARENT
+RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(uint64_t ptr, RustBuffer contact, int8_t enabled, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SHUTDOWN
@@ -475,9 +520,24 @@ uint64_t uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(uint64_t 
 void uniffi_jasper_ffi_fn_method_jasperengine_shutdown(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_START_CALL
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_START_CALL
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_start_call(uint64_t ptr, RustBuffer contact
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SUBSCRIBE
 uint64_t uniffi_jasper_ffi_fn_method_jasperengine_subscribe(uint64_t ptr, uint64_t from_seq, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_TRANSPARENT_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_TRANSPARENT_STATUS
+RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_transparent_status(uint64_t ptr, RustBuffer contact, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_TRANSPARENT_STATUSES
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_TRANSPARENT_STATUSES
+RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_transparent_statuses(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_CLONE_SUBSCRIPTION
@@ -563,6 +623,12 @@ RustBuffer uniffi_jasper_ffi_fn_method_jaspererror_error_detail(RustBuffer ptr, 
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_FUNC_DEFAULT_CONFIG
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_FUNC_DEFAULT_CONFIG
 RustBuffer uniffi_jasper_ffi_fn_func_default_config(RustBuffer data_dir, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_FUNC_TRANSPARENT_MODE_WARNING
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_FUNC_TRANSPARENT_MODE_WARNING
+RustBuffer uniffi_jasper_ffi_fn_func_transparent_mode_warning(RustCallStatus *_Nonnull out_status
+    
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_FUNC_MEMORY_SECRET_STORE
@@ -837,9 +903,21 @@ uint16_t uniffi_jasper_ffi_checksum_func_default_config(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_FUNC_TRANSPARENT_MODE_WARNING
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_FUNC_TRANSPARENT_MODE_WARNING
+uint16_t uniffi_jasper_ffi_checksum_func_transparent_mode_warning(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_FUNC_MEMORY_SECRET_STORE
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_FUNC_MEMORY_SECRET_STORE
 uint16_t uniffi_jasper_ffi_checksum_func_memory_secret_store(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_ACCEPT_CALL
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_ACCEPT_CALL
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_accept_call(void
     
 );
 #endif
@@ -858,6 +936,18 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_ADD_RELAY
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_ADD_RELAY
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_add_relay(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_CALLS
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_CALLS
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_calls(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_CLOSE_TRANSPARENT_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_CLOSE_TRANSPARENT_SESSION
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_close_transparent_session(void
     
 );
 #endif
@@ -921,6 +1011,12 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_export_identity(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_HANG_UP
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_HANG_UP
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_hang_up(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_IDENTITY
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_IDENTITY
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_identity(void
@@ -951,9 +1047,21 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_messages(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_NEXT_AUDIO_FRAME
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_NEXT_AUDIO_FRAME
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_NEXT_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_NEXT_EVENT
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_next_event(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_OPEN_TRANSPARENT_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_OPEN_TRANSPARENT_SESSION
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session(void
     
 );
 #endif
@@ -966,6 +1074,12 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_react(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_REFRESH_RELAYS
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_REFRESH_RELAYS
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_REJECT_CALL
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_REJECT_CALL
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_reject_call(void
     
 );
 #endif
@@ -1005,9 +1119,21 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_send(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_AUDIO_FRAME
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_AUDIO_FRAME
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_WITH_ATTACHMENT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_WITH_ATTACHMENT
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SET_TRANSPARENT
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SET_TRANSPARENT
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent(void
     
 );
 #endif
@@ -1017,9 +1143,27 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_shutdown(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_START_CALL
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_START_CALL
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_start_call(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SUBSCRIBE
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_subscribe(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_TRANSPARENT_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_TRANSPARENT_STATUS
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_transparent_status(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_TRANSPARENT_STATUSES
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_TRANSPARENT_STATUSES
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_transparent_statuses(void
     
 );
 #endif

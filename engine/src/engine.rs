@@ -1044,7 +1044,7 @@ impl Engine {
             });
         }
         #[cfg(not(feature = "notifications"))]
-        let _ = wanted;
+        let _ = (wanted, title, body);
     }
 
     // ---- background: sending -----------------------------------------------------------

@@ -274,6 +274,115 @@ impl JasperEngine {
         .await
     }
 
+    // ---- transparent mode and calls ------------------------------------------------------
+
+    /// Enables or disables transparent mode for a contact (this login). Show
+    /// `transparent_mode_warning()` first: the contact and the STUN operators learn the
+    /// device's IP address. Once both sides have enabled it a session comes up by itself.
+    pub fn set_transparent(&self, contact: String, enabled: bool) -> Result<TransparentStatus> {
+        // Enabling may start a session, which runs on the ffi runtime.
+        let _runtime = runtime().enter();
+        Ok(self.engine.set_transparent(&contact, enabled)?.into())
+    }
+
+    pub fn transparent_status(&self, contact: String) -> Result<TransparentStatus> {
+        Ok(self.engine.transparent_status(&contact)?.into())
+    }
+
+    /// Every contact where either side enabled transparent mode.
+    pub fn transparent_statuses(&self) -> Result<Vec<TransparentStatus>> {
+        Ok(self
+            .engine
+            .transparent_statuses()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Brings the session up (after `close_transparent_session`, or to wait for it), waiting
+    /// up to `wait_ms` for the data channel.
+    pub async fn open_transparent_session(
+        &self,
+        contact: String,
+        wait_ms: u64,
+    ) -> Result<TransparentStatus> {
+        let engine = self.engine.clone();
+        on_runtime(async move {
+            Ok(engine
+                .connect_transparent(&contact, Duration::from_millis(wait_ms))
+                .await?
+                .into())
+        })
+        .await
+    }
+
+    /// Closes the session on purpose: messages use the relays until either side opens it.
+    pub async fn close_transparent_session(&self, contact: String) -> Result<TransparentStatus> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.disconnect_transparent(&contact).await?.into()) }).await
+    }
+
+    /// Rings a contact (both sides need transparent mode; the session is brought up first if
+    /// it is down).
+    pub async fn start_call(&self, contact: String) -> Result<CallInfo> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.start_call(&contact).await?.into()) }).await
+    }
+
+    pub fn accept_call(&self, call_id: String) -> Result<CallInfo> {
+        let _runtime = runtime().enter();
+        Ok(self.engine.accept_call(&call_id)?.into())
+    }
+
+    pub fn reject_call(&self, call_id: String) -> Result<CallInfo> {
+        let _runtime = runtime().enter();
+        Ok(self.engine.reject_call(&call_id)?.into())
+    }
+
+    pub fn hang_up(&self, call_id: String) -> Result<CallInfo> {
+        let _runtime = runtime().enter();
+        Ok(self.engine.hang_up(&call_id)?.into())
+    }
+
+    /// Live calls first, then recently ended ones.
+    pub fn calls(&self) -> Vec<CallInfo> {
+        self.engine.calls().into_iter().map(Into::into).collect()
+    }
+
+    /// Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
+    /// to 120 ms) into an active call: the microphone side of the app.
+    pub async fn send_audio_frame(
+        &self,
+        call_id: String,
+        opus: Vec<u8>,
+        duration_us: u32,
+    ) -> Result<()> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.send_audio(&call_id, opus, duration_us).await?) }).await
+    }
+
+    /// The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
+    /// the speaker side of the app. Fails with `CallState` once the call has ended and every
+    /// frame is read.
+    pub async fn next_audio_frame(
+        &self,
+        call_id: String,
+        timeout_ms: u64,
+    ) -> Result<Option<AudioFrame>> {
+        let engine = self.engine.clone();
+        on_runtime(async move {
+            let frame = engine
+                .next_audio(&call_id, Duration::from_millis(timeout_ms))
+                .await?;
+            Ok(frame.map(|f| AudioFrame {
+                opus: f.data,
+                sequence: f.sequence,
+                rtp_timestamp: f.rtp_timestamp,
+            }))
+        })
+        .await
+    }
+
     // ---- events -------------------------------------------------------------------------
 
     /// Pull style: the first event after `after_seq`, waiting up to `timeout_ms` for one

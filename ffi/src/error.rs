@@ -75,6 +75,22 @@ pub enum JasperError {
     /// Encrypted attachment data is structurally wrong.
     #[error("{detail}")]
     AttachmentMalformed { code: String, detail: String },
+    /// Transparent mode is not enabled on one side (or both) for that contact.
+    #[error("{detail}")]
+    TransparentOff { code: String, detail: String },
+    /// The direct connection to the contact is down or did not come up.
+    #[error("{detail}")]
+    TransparentUnavailable { code: String, detail: String },
+    /// No call with that id.
+    #[error("{detail}")]
+    UnknownCall { code: String, detail: String },
+    /// The call is not in a state that allows this (accepting an outgoing call, audio before
+    /// it is answered, hanging up an ended call).
+    #[error("{detail}")]
+    CallState { code: String, detail: String },
+    /// A call with this contact is already ringing or active.
+    #[error("{detail}")]
+    CallBusy { code: String, detail: String },
 }
 
 impl JasperError {
@@ -128,7 +144,12 @@ impl JasperError {
             | AttachmentTruncated { code, detail }
             | AttachmentWrongKey { code, detail }
             | AttachmentMismatch { code, detail }
-            | AttachmentMalformed { code, detail } => (code, detail),
+            | AttachmentMalformed { code, detail }
+            | TransparentOff { code, detail }
+            | TransparentUnavailable { code, detail }
+            | UnknownCall { code, detail }
+            | CallState { code, detail }
+            | CallBusy { code, detail } => (code, detail),
         }
     }
 }
@@ -176,6 +197,13 @@ impl From<EngineError> for JasperError {
             EngineError::Storage(_) => JasperError::Storage { code, detail },
             EngineError::Protocol(_) => JasperError::Protocol { code, detail },
             EngineError::ShuttingDown => JasperError::ShuttingDown { code, detail },
+            EngineError::TransparentOff(_) => JasperError::TransparentOff { code, detail },
+            EngineError::TransparentUnavailable(_) => {
+                JasperError::TransparentUnavailable { code, detail }
+            }
+            EngineError::UnknownCall(_) => JasperError::UnknownCall { code, detail },
+            EngineError::CallState(_) => JasperError::CallState { code, detail },
+            EngineError::CallBusy => JasperError::CallBusy { code, detail },
         }
     }
 }
@@ -211,6 +239,11 @@ mod tests {
             EngineError::KeyStore("gone".into()),
             EngineError::Storage("disk".into()),
             EngineError::ShuttingDown,
+            EngineError::TransparentOff("x".into()),
+            EngineError::TransparentUnavailable("x".into()),
+            EngineError::UnknownCall("c".into()),
+            EngineError::CallState("ended".into()),
+            EngineError::CallBusy,
         ];
         for e in cases {
             let (code, message) = (e.code(), e.to_string());

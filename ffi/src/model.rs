@@ -31,6 +31,12 @@ pub struct EngineConfig {
     pub ipfs_api: Option<String>,
     /// Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
     pub ipfs_gateway: Option<String>,
+    /// STUN servers for transparent mode, `stun:HOST[:PORT]` (plain STUN: the WebRTC library
+    /// cannot do `stuns:`). Empty: host candidates only.
+    pub stun_servers: Vec<String>,
+    /// Local UDP addresses for WebRTC host candidates; `0.0.0.0:0` is every non-loopback
+    /// interface (the default).
+    pub webrtc_bind_addrs: Vec<String>,
 }
 
 impl From<engine::EngineConfig> for EngineConfig {
@@ -47,6 +53,8 @@ impl From<engine::EngineConfig> for EngineConfig {
             relay_timeout_ms: millis(c.relay_timeout),
             ipfs_api: c.ipfs_api,
             ipfs_gateway: c.ipfs_gateway,
+            stun_servers: c.transparent.stun_servers,
+            webrtc_bind_addrs: c.transparent.bind_addrs,
         }
     }
 }
@@ -64,6 +72,10 @@ impl From<EngineConfig> for engine::EngineConfig {
         out.relay_timeout = Duration::from_millis(c.relay_timeout_ms);
         out.ipfs_api = c.ipfs_api;
         out.ipfs_gateway = c.ipfs_gateway;
+        out.transparent.stun_servers = c.stun_servers;
+        if !c.webrtc_bind_addrs.is_empty() {
+            out.transparent.bind_addrs = c.webrtc_bind_addrs;
+        }
         // Apps raise their own notifications from events; the engine's are desktop ones.
         out.notifications = false;
         out
@@ -78,6 +90,13 @@ fn millis(d: Duration) -> u64 {
 #[uniffi::export]
 pub fn default_config(data_dir: String) -> EngineConfig {
     engine::EngineConfig::new(data_dir).into()
+}
+
+/// What enabling transparent mode gives up, in words for the user: show it before
+/// `set_transparent(contact, true)`.
+#[uniffi::export]
+pub fn transparent_mode_warning() -> String {
+    engine::TRANSPARENT_MODE_WARNING.to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -405,6 +424,120 @@ pub enum EventKind {
     RelayDiscovered {
         address: String,
     },
+    /// Transparent mode with a contact changed (consent on either side, or the session).
+    TransparentChanged {
+        status: TransparentStatus,
+    },
+    /// A call rang (an incoming RINGING call is the app's cue to ring), was answered or ended.
+    CallChanged {
+        call: CallInfo,
+    },
+}
+
+/// Where transparent mode stands with one contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum TransparentState {
+    /// Not enabled on this side.
+    Off,
+    /// Enabled here; the contact has not enabled it (as far as we have heard).
+    WaitingForPeer,
+    /// Both consent; no session (closed on purpose, or between reconnects).
+    Idle,
+    Connecting,
+    /// The data channel is open: messages to this contact go over it.
+    Connected,
+}
+
+impl From<engine::TransparentState> for TransparentState {
+    fn from(s: engine::TransparentState) -> Self {
+        match s {
+            engine::TransparentState::Off => Self::Off,
+            engine::TransparentState::WaitingForPeer => Self::WaitingForPeer,
+            engine::TransparentState::Idle => Self::Idle,
+            engine::TransparentState::Connecting => Self::Connecting,
+            engine::TransparentState::Connected => Self::Connected,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct TransparentStatus {
+    pub contact: String,
+    pub contact_name: Option<String>,
+    pub local_enabled: bool,
+    pub peer_enabled: bool,
+    pub state: TransparentState,
+    pub session_id: Option<String>,
+    /// Packets sent over / received on the current session's data channel.
+    pub direct_sent: u64,
+    pub direct_received: u64,
+}
+
+impl From<engine::TransparentStatus> for TransparentStatus {
+    fn from(t: engine::TransparentStatus) -> Self {
+        Self {
+            contact: t.contact,
+            contact_name: t.contact_name,
+            local_enabled: t.local_enabled,
+            peer_enabled: t.peer_enabled,
+            state: t.state.into(),
+            session_id: t.session_id,
+            direct_sent: t.direct_sent,
+            direct_received: t.direct_received,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum CallState {
+    Ringing,
+    Active,
+    Ended,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CallInfo {
+    pub id: String,
+    pub contact: String,
+    pub contact_name: Option<String>,
+    pub outgoing: bool,
+    pub state: CallState,
+    /// hung_up, remote_hung_up, rejected, busy, no_answer, connection_lost,
+    /// transparent_disabled, shutdown.
+    pub end_reason: Option<String>,
+    /// Unix time in milliseconds.
+    pub started_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+}
+
+impl From<engine::CallInfo> for CallInfo {
+    fn from(c: engine::CallInfo) -> Self {
+        Self {
+            id: c.id,
+            contact: c.contact,
+            contact_name: c.contact_name,
+            outgoing: c.outgoing,
+            state: match c.state {
+                engine::CallState::Ringing => CallState::Ringing,
+                engine::CallState::Active => CallState::Active,
+                engine::CallState::Ended => CallState::Ended,
+            },
+            end_reason: c.end_reason,
+            started_at: c.started_at,
+            answered_at: c.answered_at,
+            ended_at: c.ended_at,
+        }
+    }
+}
+
+/// One received Opus packet (RFC 7587, 48 kHz clock) with its RTP sequence number (extended
+/// to 64 bits) and timestamp, for the app's jitter buffer.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct AudioFrame {
+    pub opus: Vec<u8>,
+    pub sequence: u64,
+    pub rtp_timestamp: u32,
 }
 
 impl From<engine::Event> for Event {
@@ -441,6 +574,10 @@ impl From<engine::Event> for Event {
                 identity: identity.into(),
             },
             K::RelayDiscovered { address } => EventKind::RelayDiscovered { address },
+            K::TransparentChanged { status } => EventKind::TransparentChanged {
+                status: status.into(),
+            },
+            K::CallChanged { call } => EventKind::CallChanged { call: call.into() },
         };
         Event {
             seq: e.seq,

@@ -560,11 +560,19 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_func_memory_secret_store() != 55133:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_func_transparent_mode_warning() != 22983:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_accept_call() != 65264:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_contact() != 10803:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members() != 11012:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() != 57680:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_calls() != 39173:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_close_transparent_session() != 33503:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_config() != 31098:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -586,6 +594,8 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_export_identity() != 5736:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_hang_up() != 28726:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_identity() != 60822:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_import_identity() != 15176:
@@ -596,11 +606,17 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_messages() != 54879:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame() != 49947:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_event() != 20576:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session() != 28993:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_react() != 3810:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays() != 31569:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_reject_call() != 24130:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_relays() != 58899:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -614,11 +630,21 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send() != 30988:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame() != 1142:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment() != 40934:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent() != 60129:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown() != 16372:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_start_call() != 54068:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_subscribe() != 3276:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_transparent_status() != 49117:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_transparent_statuses() != 41153:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_constructor_jasperengine_open() != 28638:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -671,6 +697,12 @@ _UniffiLib.uniffi_jasper_ffi_checksum_func_default_config.restype = ctypes.c_uin
 _UniffiLib.uniffi_jasper_ffi_checksum_func_memory_secret_store.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_func_memory_secret_store.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_func_transparent_mode_warning.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_func_transparent_mode_warning.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_accept_call.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_accept_call.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_add_contact.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_add_contact.restype = ctypes.c_uint16
@@ -680,6 +712,12 @@ _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members.rest
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_calls.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_calls.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_close_transparent_session.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_close_transparent_session.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_config.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_config.restype = ctypes.c_uint16
@@ -710,6 +748,9 @@ _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_edit.restype = ctypes.
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_export_identity.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_export_identity.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_hang_up.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_hang_up.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_identity.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_identity.restype = ctypes.c_uint16
@@ -725,15 +766,24 @@ _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_message_routes.restype
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_messages.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_messages.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_next_event.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_next_event.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_react.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_react.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_reject_call.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_reject_call.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_relays.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_relays.restype = ctypes.c_uint16
@@ -752,15 +802,30 @@ _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_rx_relay.restype = cty
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_start_call.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_start_call.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_subscribe.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_subscribe.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_transparent_status.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_transparent_status.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_transparent_statuses.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_transparent_statuses.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_constructor_jasperengine_open.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_constructor_jasperengine_open.restype = ctypes.c_uint16
@@ -794,6 +859,16 @@ _UniffiLib.uniffi_jasper_ffi_fn_func_memory_secret_store.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_func_memory_secret_store.restype = ctypes.c_uint64
+_UniffiLib.uniffi_jasper_ffi_fn_func_transparent_mode_warning.argtypes = (
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_func_transparent_mode_warning.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_contact.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -815,6 +890,16 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_calls.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_calls.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_close_transparent_session.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_close_transparent_session.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_config.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -873,6 +958,12 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_export_identity.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_export_identity.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_identity.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -903,12 +994,24 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_messages.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_messages.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_next_audio_frame.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.c_uint64,
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_next_audio_frame.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_next_event.argtypes = (
     ctypes.c_uint64,
     ctypes.c_uint64,
     ctypes.c_uint64,
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_next_event.restype = ctypes.c_uint64
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_open_transparent_session.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.c_uint64,
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_open_transparent_session.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_react.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -920,6 +1023,12 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_refresh_relays.argtypes = (
     ctypes.c_uint64,
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_refresh_relays.restype = ctypes.c_uint64
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_relays.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -956,6 +1065,13 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    ctypes.c_uint32,
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -963,11 +1079,23 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment.argtype
     _UniffiRustBuffer,
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment.restype = ctypes.c_uint64
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.c_int8,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_shutdown.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_shutdown.restype = None
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_start_call.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_start_call.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_subscribe.argtypes = (
     ctypes.c_uint64,
     ctypes.c_uint64,
@@ -975,6 +1103,17 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_subscribe.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_subscribe.restype = ctypes.c_uint64
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_transparent_status.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_transparent_status.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_transparent_statuses.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_transparent_statuses.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_jasper_ffi_fn_constructor_jasperengine_open.argtypes = (
     _UniffiRustBuffer,
     ctypes.c_uint64,
@@ -1558,6 +1697,85 @@ class _UniffiFfiConverterTypeAttachment(_UniffiConverterRustBuffer):
         _UniffiFfiConverterString.write(value.sha256, buf)
         _UniffiFfiConverterBoolean.write(value.is_image, buf)
 
+class _UniffiFfiConverterBytes(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        size = buf.read_i32()
+        if size < 0:
+            raise InternalError("Unexpected negative byte string length")
+        return buf.read(size)
+
+    @staticmethod
+    def check_lower(value):
+        try:
+            memoryview(value)
+        except TypeError:
+            raise TypeError("a bytes-like object is required, not {!r}".format(type(value).__name__))
+
+    @staticmethod
+    def write(value, buf):
+        buf.write_i32(len(value))
+        buf.write(value)
+
+class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
+    CLASS_NAME = "u32"
+    VALUE_MIN = 0
+    VALUE_MAX = 2**32
+
+    @staticmethod
+    def read(buf):
+        return buf.read_u32()
+
+    @staticmethod
+    def write(value, buf):
+        buf.write_u32(value)
+
+@dataclass
+class AudioFrame:
+    """
+    One received Opus packet (RFC 7587, 48 kHz clock) with its RTP sequence number (extended
+    to 64 bits) and timestamp, for the app's jitter buffer.
+"""
+    def __init__(self, *, opus:bytes, sequence:int, rtp_timestamp:int):
+        self.opus = opus
+        self.sequence = sequence
+        self.rtp_timestamp = rtp_timestamp
+        
+        
+
+    
+    def __str__(self):
+        return "AudioFrame(opus={}, sequence={}, rtp_timestamp={})".format(self.opus, self.sequence, self.rtp_timestamp)
+    def __eq__(self, other):
+        if self.opus != other.opus:
+            return False
+        if self.sequence != other.sequence:
+            return False
+        if self.rtp_timestamp != other.rtp_timestamp:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeAudioFrame(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return AudioFrame(
+            opus=_UniffiFfiConverterBytes.read(buf),
+            sequence=_UniffiFfiConverterUInt64.read(buf),
+            rtp_timestamp=_UniffiFfiConverterUInt32.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterBytes.check_lower(value.opus)
+        _UniffiFfiConverterUInt64.check_lower(value.sequence)
+        _UniffiFfiConverterUInt32.check_lower(value.rtp_timestamp)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterBytes.write(value.opus, buf)
+        _UniffiFfiConverterUInt64.write(value.sequence, buf)
+        _UniffiFfiConverterUInt32.write(value.rtp_timestamp, buf)
+
 class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
     @classmethod
     def check_lower(cls, value):
@@ -1583,6 +1801,54 @@ class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
         else:
             raise InternalError("Unexpected flag byte for optional type")
 
+
+
+
+
+
+class CallState(enum.Enum):
+    
+    RINGING = 0
+    
+    ACTIVE = 1
+    
+    ENDED = 2
+    
+
+
+class _UniffiFfiConverterTypeCallState(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return CallState.RINGING
+        if variant == 2:
+            return CallState.ACTIVE
+        if variant == 3:
+            return CallState.ENDED
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value == CallState.RINGING:
+            return
+        if value == CallState.ACTIVE:
+            return
+        if value == CallState.ENDED:
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value == CallState.RINGING:
+            buf.write_i32(1)
+        if value == CallState.ACTIVE:
+            buf.write_i32(2)
+        if value == CallState.ENDED:
+            buf.write_i32(3)
+
+
+
 class _UniffiFfiConverterInt64(_UniffiConverterPrimitiveInt):
     CLASS_NAME = "i64"
     VALUE_MIN = -2**63
@@ -1595,6 +1861,109 @@ class _UniffiFfiConverterInt64(_UniffiConverterPrimitiveInt):
     @staticmethod
     def write(value, buf):
         buf.write_i64(value)
+
+class _UniffiFfiConverterOptionalInt64(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterInt64.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterInt64.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterInt64.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+@dataclass
+class CallInfo:
+    def __init__(self, *, id:str, contact:str, contact_name:typing.Optional[str], outgoing:bool, state:CallState, end_reason:typing.Optional[str], started_at:int, answered_at:typing.Optional[int], ended_at:typing.Optional[int]):
+        self.id = id
+        self.contact = contact
+        self.contact_name = contact_name
+        self.outgoing = outgoing
+        self.state = state
+        self.end_reason = end_reason
+        self.started_at = started_at
+        self.answered_at = answered_at
+        self.ended_at = ended_at
+        
+        
+
+    
+    def __str__(self):
+        return "CallInfo(id={}, contact={}, contact_name={}, outgoing={}, state={}, end_reason={}, started_at={}, answered_at={}, ended_at={})".format(self.id, self.contact, self.contact_name, self.outgoing, self.state, self.end_reason, self.started_at, self.answered_at, self.ended_at)
+    def __eq__(self, other):
+        if self.id != other.id:
+            return False
+        if self.contact != other.contact:
+            return False
+        if self.contact_name != other.contact_name:
+            return False
+        if self.outgoing != other.outgoing:
+            return False
+        if self.state != other.state:
+            return False
+        if self.end_reason != other.end_reason:
+            return False
+        if self.started_at != other.started_at:
+            return False
+        if self.answered_at != other.answered_at:
+            return False
+        if self.ended_at != other.ended_at:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeCallInfo(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return CallInfo(
+            id=_UniffiFfiConverterString.read(buf),
+            contact=_UniffiFfiConverterString.read(buf),
+            contact_name=_UniffiFfiConverterOptionalString.read(buf),
+            outgoing=_UniffiFfiConverterBoolean.read(buf),
+            state=_UniffiFfiConverterTypeCallState.read(buf),
+            end_reason=_UniffiFfiConverterOptionalString.read(buf),
+            started_at=_UniffiFfiConverterInt64.read(buf),
+            answered_at=_UniffiFfiConverterOptionalInt64.read(buf),
+            ended_at=_UniffiFfiConverterOptionalInt64.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterString.check_lower(value.id)
+        _UniffiFfiConverterString.check_lower(value.contact)
+        _UniffiFfiConverterOptionalString.check_lower(value.contact_name)
+        _UniffiFfiConverterBoolean.check_lower(value.outgoing)
+        _UniffiFfiConverterTypeCallState.check_lower(value.state)
+        _UniffiFfiConverterOptionalString.check_lower(value.end_reason)
+        _UniffiFfiConverterInt64.check_lower(value.started_at)
+        _UniffiFfiConverterOptionalInt64.check_lower(value.answered_at)
+        _UniffiFfiConverterOptionalInt64.check_lower(value.ended_at)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterString.write(value.id, buf)
+        _UniffiFfiConverterString.write(value.contact, buf)
+        _UniffiFfiConverterOptionalString.write(value.contact_name, buf)
+        _UniffiFfiConverterBoolean.write(value.outgoing, buf)
+        _UniffiFfiConverterTypeCallState.write(value.state, buf)
+        _UniffiFfiConverterOptionalString.write(value.end_reason, buf)
+        _UniffiFfiConverterInt64.write(value.started_at, buf)
+        _UniffiFfiConverterOptionalInt64.write(value.answered_at, buf)
+        _UniffiFfiConverterOptionalInt64.write(value.ended_at, buf)
 
 @dataclass
 class Contact:
@@ -1835,7 +2204,7 @@ class EngineConfig:
     """
     What `JasperEngine.open` takes; start from `default_config(data_dir)` and change fields.
 """
-    def __init__(self, *, data_dir:str, relays:typing.List[str], allow_private_relays:bool, poll_interval_ms:int, long_poll_ms:int, delivery_timeout_ms:int, discovery_interval_ms:int, max_message_bytes:int, relay_timeout_ms:int, ipfs_api:typing.Optional[str], ipfs_gateway:typing.Optional[str]):
+    def __init__(self, *, data_dir:str, relays:typing.List[str], allow_private_relays:bool, poll_interval_ms:int, long_poll_ms:int, delivery_timeout_ms:int, discovery_interval_ms:int, max_message_bytes:int, relay_timeout_ms:int, ipfs_api:typing.Optional[str], ipfs_gateway:typing.Optional[str], stun_servers:typing.List[str], webrtc_bind_addrs:typing.List[str]):
         self.data_dir = data_dir
         self.relays = relays
         self.allow_private_relays = allow_private_relays
@@ -1847,12 +2216,14 @@ class EngineConfig:
         self.relay_timeout_ms = relay_timeout_ms
         self.ipfs_api = ipfs_api
         self.ipfs_gateway = ipfs_gateway
+        self.stun_servers = stun_servers
+        self.webrtc_bind_addrs = webrtc_bind_addrs
         
         
 
     
     def __str__(self):
-        return "EngineConfig(data_dir={}, relays={}, allow_private_relays={}, poll_interval_ms={}, long_poll_ms={}, delivery_timeout_ms={}, discovery_interval_ms={}, max_message_bytes={}, relay_timeout_ms={}, ipfs_api={}, ipfs_gateway={})".format(self.data_dir, self.relays, self.allow_private_relays, self.poll_interval_ms, self.long_poll_ms, self.delivery_timeout_ms, self.discovery_interval_ms, self.max_message_bytes, self.relay_timeout_ms, self.ipfs_api, self.ipfs_gateway)
+        return "EngineConfig(data_dir={}, relays={}, allow_private_relays={}, poll_interval_ms={}, long_poll_ms={}, delivery_timeout_ms={}, discovery_interval_ms={}, max_message_bytes={}, relay_timeout_ms={}, ipfs_api={}, ipfs_gateway={}, stun_servers={}, webrtc_bind_addrs={})".format(self.data_dir, self.relays, self.allow_private_relays, self.poll_interval_ms, self.long_poll_ms, self.delivery_timeout_ms, self.discovery_interval_ms, self.max_message_bytes, self.relay_timeout_ms, self.ipfs_api, self.ipfs_gateway, self.stun_servers, self.webrtc_bind_addrs)
     def __eq__(self, other):
         if self.data_dir != other.data_dir:
             return False
@@ -1876,6 +2247,10 @@ class EngineConfig:
             return False
         if self.ipfs_gateway != other.ipfs_gateway:
             return False
+        if self.stun_servers != other.stun_servers:
+            return False
+        if self.webrtc_bind_addrs != other.webrtc_bind_addrs:
+            return False
         return True
 
 class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
@@ -1893,6 +2268,8 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
             relay_timeout_ms=_UniffiFfiConverterUInt64.read(buf),
             ipfs_api=_UniffiFfiConverterOptionalString.read(buf),
             ipfs_gateway=_UniffiFfiConverterOptionalString.read(buf),
+            stun_servers=_UniffiFfiConverterSequenceString.read(buf),
+            webrtc_bind_addrs=_UniffiFfiConverterSequenceString.read(buf),
         )
 
     @staticmethod
@@ -1908,6 +2285,8 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterUInt64.check_lower(value.relay_timeout_ms)
         _UniffiFfiConverterOptionalString.check_lower(value.ipfs_api)
         _UniffiFfiConverterOptionalString.check_lower(value.ipfs_gateway)
+        _UniffiFfiConverterSequenceString.check_lower(value.stun_servers)
+        _UniffiFfiConverterSequenceString.check_lower(value.webrtc_bind_addrs)
 
     @staticmethod
     def write(value, buf):
@@ -1922,6 +2301,8 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterUInt64.write(value.relay_timeout_ms, buf)
         _UniffiFfiConverterOptionalString.write(value.ipfs_api, buf)
         _UniffiFfiConverterOptionalString.write(value.ipfs_gateway, buf)
+        _UniffiFfiConverterSequenceString.write(value.stun_servers, buf)
+        _UniffiFfiConverterSequenceString.write(value.webrtc_bind_addrs, buf)
 
 
 
@@ -2245,6 +2626,157 @@ class _UniffiFfiConverterTypeIdentityInfo(_UniffiConverterRustBuffer):
 
 
 
+class TransparentState(enum.Enum):
+    """
+    Where transparent mode stands with one contact.
+"""
+    
+    OFF = 0
+    """
+    Not enabled on this side.
+"""
+    
+    WAITING_FOR_PEER = 1
+    """
+    Enabled here; the contact has not enabled it (as far as we have heard).
+"""
+    
+    IDLE = 2
+    """
+    Both consent; no session (closed on purpose, or between reconnects).
+"""
+    
+    CONNECTING = 3
+    
+    CONNECTED = 4
+    """
+    The data channel is open: messages to this contact go over it.
+"""
+    
+
+
+class _UniffiFfiConverterTypeTransparentState(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return TransparentState.OFF
+        if variant == 2:
+            return TransparentState.WAITING_FOR_PEER
+        if variant == 3:
+            return TransparentState.IDLE
+        if variant == 4:
+            return TransparentState.CONNECTING
+        if variant == 5:
+            return TransparentState.CONNECTED
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value == TransparentState.OFF:
+            return
+        if value == TransparentState.WAITING_FOR_PEER:
+            return
+        if value == TransparentState.IDLE:
+            return
+        if value == TransparentState.CONNECTING:
+            return
+        if value == TransparentState.CONNECTED:
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value == TransparentState.OFF:
+            buf.write_i32(1)
+        if value == TransparentState.WAITING_FOR_PEER:
+            buf.write_i32(2)
+        if value == TransparentState.IDLE:
+            buf.write_i32(3)
+        if value == TransparentState.CONNECTING:
+            buf.write_i32(4)
+        if value == TransparentState.CONNECTED:
+            buf.write_i32(5)
+
+
+
+@dataclass
+class TransparentStatus:
+    def __init__(self, *, contact:str, contact_name:typing.Optional[str], local_enabled:bool, peer_enabled:bool, state:TransparentState, session_id:typing.Optional[str], direct_sent:int, direct_received:int):
+        self.contact = contact
+        self.contact_name = contact_name
+        self.local_enabled = local_enabled
+        self.peer_enabled = peer_enabled
+        self.state = state
+        self.session_id = session_id
+        self.direct_sent = direct_sent
+        self.direct_received = direct_received
+        
+        
+
+    
+    def __str__(self):
+        return "TransparentStatus(contact={}, contact_name={}, local_enabled={}, peer_enabled={}, state={}, session_id={}, direct_sent={}, direct_received={})".format(self.contact, self.contact_name, self.local_enabled, self.peer_enabled, self.state, self.session_id, self.direct_sent, self.direct_received)
+    def __eq__(self, other):
+        if self.contact != other.contact:
+            return False
+        if self.contact_name != other.contact_name:
+            return False
+        if self.local_enabled != other.local_enabled:
+            return False
+        if self.peer_enabled != other.peer_enabled:
+            return False
+        if self.state != other.state:
+            return False
+        if self.session_id != other.session_id:
+            return False
+        if self.direct_sent != other.direct_sent:
+            return False
+        if self.direct_received != other.direct_received:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeTransparentStatus(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return TransparentStatus(
+            contact=_UniffiFfiConverterString.read(buf),
+            contact_name=_UniffiFfiConverterOptionalString.read(buf),
+            local_enabled=_UniffiFfiConverterBoolean.read(buf),
+            peer_enabled=_UniffiFfiConverterBoolean.read(buf),
+            state=_UniffiFfiConverterTypeTransparentState.read(buf),
+            session_id=_UniffiFfiConverterOptionalString.read(buf),
+            direct_sent=_UniffiFfiConverterUInt64.read(buf),
+            direct_received=_UniffiFfiConverterUInt64.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterString.check_lower(value.contact)
+        _UniffiFfiConverterOptionalString.check_lower(value.contact_name)
+        _UniffiFfiConverterBoolean.check_lower(value.local_enabled)
+        _UniffiFfiConverterBoolean.check_lower(value.peer_enabled)
+        _UniffiFfiConverterTypeTransparentState.check_lower(value.state)
+        _UniffiFfiConverterOptionalString.check_lower(value.session_id)
+        _UniffiFfiConverterUInt64.check_lower(value.direct_sent)
+        _UniffiFfiConverterUInt64.check_lower(value.direct_received)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterString.write(value.contact, buf)
+        _UniffiFfiConverterOptionalString.write(value.contact_name, buf)
+        _UniffiFfiConverterBoolean.write(value.local_enabled, buf)
+        _UniffiFfiConverterBoolean.write(value.peer_enabled, buf)
+        _UniffiFfiConverterTypeTransparentState.write(value.state, buf)
+        _UniffiFfiConverterOptionalString.write(value.session_id, buf)
+        _UniffiFfiConverterUInt64.write(value.direct_sent, buf)
+        _UniffiFfiConverterUInt64.write(value.direct_received, buf)
+
+
+
+
+
+
 class EventKind:
     def __init__(self):
         raise RuntimeError("EventKind cannot be instantiated directly")
@@ -2457,6 +2989,60 @@ class EventKind:
                 return False
             return True
 
+    @dataclass
+    class TRANSPARENT_CHANGED:
+        """
+        Transparent mode with a contact changed (consent on either side, or the session).
+"""
+        
+        def __init__(self, status:TransparentStatus):
+            self.status = status
+            
+            
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "EventKind.TRANSPARENT_CHANGED(status={})".format(self.status)
+        def __eq__(self, other):
+            if not isinstance(other, EventKind):
+                return NotImplemented
+            if not other.is_TRANSPARENT_CHANGED():
+                return False
+            if self.status != other.status:
+                return False
+            return True
+
+    @dataclass
+    class CALL_CHANGED:
+        """
+        A call rang (an incoming RINGING call is the app's cue to ring), was answered or ended.
+"""
+        
+        def __init__(self, call:CallInfo):
+            self.call = call
+            
+            
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "EventKind.CALL_CHANGED(call={})".format(self.call)
+        def __eq__(self, other):
+            if not isinstance(other, EventKind):
+                return NotImplemented
+            if not other.is_CALL_CHANGED():
+                return False
+            if self.call != other.call:
+                return False
+            return True
+
     
 
     # For each variant, we have `is_NAME` and `is_name` methods for easily checking
@@ -2493,6 +3079,14 @@ class EventKind:
         return isinstance(self, EventKind.RELAY_DISCOVERED)
     def is_relay_discovered(self) -> bool:
         return isinstance(self, EventKind.RELAY_DISCOVERED)
+    def is_TRANSPARENT_CHANGED(self) -> bool:
+        return isinstance(self, EventKind.TRANSPARENT_CHANGED)
+    def is_transparent_changed(self) -> bool:
+        return isinstance(self, EventKind.TRANSPARENT_CHANGED)
+    def is_CALL_CHANGED(self) -> bool:
+        return isinstance(self, EventKind.CALL_CHANGED)
+    def is_call_changed(self) -> bool:
+        return isinstance(self, EventKind.CALL_CHANGED)
     
 
 # Now, a little trick - we make each nested variant class be a subclass of the main
@@ -2506,6 +3100,8 @@ EventKind.CONVERSATION_UPDATED = type("EventKind.CONVERSATION_UPDATED", (EventKi
 EventKind.CONTACT_ADDED = type("EventKind.CONTACT_ADDED", (EventKind.CONTACT_ADDED, EventKind,), {})  # type: ignore
 EventKind.IDENTITY_CHANGED = type("EventKind.IDENTITY_CHANGED", (EventKind.IDENTITY_CHANGED, EventKind,), {})  # type: ignore
 EventKind.RELAY_DISCOVERED = type("EventKind.RELAY_DISCOVERED", (EventKind.RELAY_DISCOVERED, EventKind,), {})  # type: ignore
+EventKind.TRANSPARENT_CHANGED = type("EventKind.TRANSPARENT_CHANGED", (EventKind.TRANSPARENT_CHANGED, EventKind,), {})  # type: ignore
+EventKind.CALL_CHANGED = type("EventKind.CALL_CHANGED", (EventKind.CALL_CHANGED, EventKind,), {})  # type: ignore
 
 
 
@@ -2549,6 +3145,14 @@ class _UniffiFfiConverterTypeEventKind(_UniffiConverterRustBuffer):
             return EventKind.RELAY_DISCOVERED(
                 _UniffiFfiConverterString.read(buf),
             )
+        if variant == 9:
+            return EventKind.TRANSPARENT_CHANGED(
+                _UniffiFfiConverterTypeTransparentStatus.read(buf),
+            )
+        if variant == 10:
+            return EventKind.CALL_CHANGED(
+                _UniffiFfiConverterTypeCallInfo.read(buf),
+            )
         raise InternalError("Raw enum value doesn't match any cases")
 
     @staticmethod
@@ -2579,6 +3183,12 @@ class _UniffiFfiConverterTypeEventKind(_UniffiConverterRustBuffer):
             return
         if value.is_RELAY_DISCOVERED():
             _UniffiFfiConverterString.check_lower(value.address)
+            return
+        if value.is_TRANSPARENT_CHANGED():
+            _UniffiFfiConverterTypeTransparentStatus.check_lower(value.status)
+            return
+        if value.is_CALL_CHANGED():
+            _UniffiFfiConverterTypeCallInfo.check_lower(value.call)
             return
         raise ValueError(value)
 
@@ -2611,6 +3221,12 @@ class _UniffiFfiConverterTypeEventKind(_UniffiConverterRustBuffer):
         if value.is_RELAY_DISCOVERED():
             buf.write_i32(8)
             _UniffiFfiConverterString.write(value.address, buf)
+        if value.is_TRANSPARENT_CHANGED():
+            buf.write_i32(9)
+            _UniffiFfiConverterTypeTransparentStatus.write(value.status, buf)
+        if value.is_CALL_CHANGED():
+            buf.write_i32(10)
+            _UniffiFfiConverterTypeCallInfo.write(value.call, buf)
 
 
 
@@ -3899,6 +4515,242 @@ class JasperError:  # type: ignore
             )
             return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempJasperError.AttachmentMalformed = AttachmentMalformed # type: ignore
+    class TransparentOff(_UniffiTempJasperError):
+        """
+        Transparent mode is not enabled on one side (or both) for that contact.
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.TransparentOff({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.TransparentOff = TransparentOff # type: ignore
+    class TransparentUnavailable(_UniffiTempJasperError):
+        """
+        The direct connection to the contact is down or did not come up.
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.TransparentUnavailable({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.TransparentUnavailable = TransparentUnavailable # type: ignore
+    class UnknownCall(_UniffiTempJasperError):
+        """
+        No call with that id.
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.UnknownCall({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.UnknownCall = UnknownCall # type: ignore
+    class CallState(_UniffiTempJasperError):
+        """
+        The call is not in a state that allows this (accepting an outgoing call, audio before
+        it is answered, hanging up an ended call).
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.CallState({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.CallState = CallState # type: ignore
+    class CallBusy(_UniffiTempJasperError):
+        """
+        A call with this contact is already ringing or active.
+"""
+        
+        def __init__(self, code, detail):
+            super().__init__(", ".join([
+                "code={!r}".format(code),
+                "detail={!r}".format(detail),
+            ]))
+            self.code = code
+            self.detail = detail
+
+        def __repr__(self):
+            return "JasperError.CallBusy({})".format(str(self))
+        def error_code(self, ) -> str:
+            """
+            The stable code (`unknown_contact`, ...), whichever the variant: for handlers that log
+            or forward errors without matching each variant.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def error_detail(self, ) -> str:
+            """
+            The human-readable message.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeJasperError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_jasper_ffi_fn_method_jaspererror_error_detail,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempJasperError.CallBusy = CallBusy # type: ignore
 
 JasperError = _UniffiTempJasperError # type: ignore
 del _UniffiTempJasperError
@@ -4013,6 +4865,31 @@ class _UniffiFfiConverterTypeJasperError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
                 _UniffiFfiConverterString.read(buf),
             )
+        if variant == 22:
+            return JasperError.TransparentOff(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 23:
+            return JasperError.TransparentUnavailable(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 24:
+            return JasperError.UnknownCall(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 25:
+            return JasperError.CallState(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 26:
+            return JasperError.CallBusy(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+            )
         raise InternalError("Raw enum value doesn't match any cases")
 
     @staticmethod
@@ -4098,6 +4975,26 @@ class _UniffiFfiConverterTypeJasperError(_UniffiConverterRustBuffer):
             _UniffiFfiConverterString.check_lower(value.detail)
             return
         if isinstance(value, JasperError.AttachmentMalformed):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.TransparentOff):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.TransparentUnavailable):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.UnknownCall):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.CallState):
+            _UniffiFfiConverterString.check_lower(value.code)
+            _UniffiFfiConverterString.check_lower(value.detail)
+            return
+        if isinstance(value, JasperError.CallBusy):
             _UniffiFfiConverterString.check_lower(value.code)
             _UniffiFfiConverterString.check_lower(value.detail)
             return
@@ -4188,6 +5085,49 @@ class _UniffiFfiConverterTypeJasperError(_UniffiConverterRustBuffer):
             buf.write_i32(21)
             _UniffiFfiConverterString.write(value.code, buf)
             _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.TransparentOff):
+            buf.write_i32(22)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.TransparentUnavailable):
+            buf.write_i32(23)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.UnknownCall):
+            buf.write_i32(24)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.CallState):
+            buf.write_i32(25)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
+        if isinstance(value, JasperError.CallBusy):
+            buf.write_i32(26)
+            _UniffiFfiConverterString.write(value.code, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
+
+class _UniffiFfiConverterSequenceTypeCallInfo(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiFfiConverterTypeCallInfo.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiFfiConverterTypeCallInfo.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiFfiConverterTypeCallInfo.read(buf) for i in range(count)
+        ]
 
 class _UniffiFfiConverterSequenceTypeContact(_UniffiConverterRustBuffer):
     @classmethod
@@ -4234,19 +5174,6 @@ class _UniffiFfiConverterSequenceTypeConversation(_UniffiConverterRustBuffer):
         return [
             _UniffiFfiConverterTypeConversation.read(buf) for i in range(count)
         ]
-
-class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
-    CLASS_NAME = "u32"
-    VALUE_MIN = 0
-    VALUE_MAX = 2**32
-
-    @staticmethod
-    def read(buf):
-        return buf.read_u32()
-
-    @staticmethod
-    def write(value, buf):
-        buf.write_u32(value)
 
 
 
@@ -4351,6 +5278,31 @@ class _UniffiFfiConverterSequenceTypeMessageRoute(_UniffiConverterRustBuffer):
         return [
             _UniffiFfiConverterTypeMessageRoute.read(buf) for i in range(count)
         ]
+
+class _UniffiFfiConverterOptionalTypeAudioFrame(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterTypeAudioFrame.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterTypeAudioFrame.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterTypeAudioFrame.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
 
 class _UniffiFfiConverterOptionalTypeEvent(_UniffiConverterRustBuffer):
     @classmethod
@@ -4577,6 +5529,29 @@ class _UniffiFfiConverterTypeSubscription:
     def write(cls, value: Subscription, buf: _UniffiRustBuffer):
         buf.write_u64(cls.lower(value))
 
+class _UniffiFfiConverterSequenceTypeTransparentStatus(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiFfiConverterTypeTransparentStatus.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiFfiConverterTypeTransparentStatus.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiFfiConverterTypeTransparentStatus.read(buf) for i in range(count)
+        ]
+
 
 class JasperEngineProtocol(typing.Protocol):
     """
@@ -4588,6 +5563,8 @@ class JasperEngineProtocol(typing.Protocol):
     never wait on the network (sending is queued, then done in the background).
 """
     
+    def accept_call(self, call_id: str) -> CallInfo:
+        raise NotImplementedError
     def add_contact(self, key: str,name: str,avatar: typing.Optional[str]) -> Contact:
         """
         Adds (or renames) a contact by its public key (the text form from `identity()`).
@@ -4596,6 +5573,16 @@ class JasperEngineProtocol(typing.Protocol):
     def add_group_members(self, group: str,members: typing.List[str]) -> Conversation:
         raise NotImplementedError
     def add_relay(self, address: str) -> RelayInfo:
+        raise NotImplementedError
+    def calls(self, ) -> typing.List[CallInfo]:
+        """
+        Live calls first, then recently ended ones.
+"""
+        raise NotImplementedError
+    async def close_transparent_session(self, contact: str) -> TransparentStatus:
+        """
+        Closes the session on purpose: messages use the relays until either side opens it.
+"""
         raise NotImplementedError
     def config(self, ) -> EngineConfig:
         """
@@ -4643,6 +5630,8 @@ class JasperEngineProtocol(typing.Protocol):
         the key leaves the engine other than through the app's `SecretStore`.
 """
         raise NotImplementedError
+    def hang_up(self, call_id: str) -> CallInfo:
+        raise NotImplementedError
     def identity(self, ) -> IdentityInfo:
         raise NotImplementedError
     async def import_identity(self, pkcs8_pem: str) -> IdentityInfo:
@@ -4663,11 +5652,24 @@ class JasperEngineProtocol(typing.Protocol):
         to go further back. `limit` is clamped to 1..=500.
 """
         raise NotImplementedError
+    async def next_audio_frame(self, call_id: str,timeout_ms: int) -> typing.Optional[AudioFrame]:
+        """
+        The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
+        the speaker side of the app. Fails with `CallState` once the call has ended and every
+        frame is read.
+"""
+        raise NotImplementedError
     async def next_event(self, after_seq: int,timeout_ms: int) -> typing.Optional[Event]:
         """
         Pull style: the first event after `after_seq`, waiting up to `timeout_ms` for one
         (none when the wait ends). Pass the last `seq` handled to resume, also after a restart:
         the log is durable.
+"""
+        raise NotImplementedError
+    async def open_transparent_session(self, contact: str,wait_ms: int) -> TransparentStatus:
+        """
+        Brings the session up (after `close_transparent_session`, or to wait for it), waiting
+        up to `wait_ms` for the data channel.
 """
         raise NotImplementedError
     def react(self, message_id: str,reaction: str) -> Message:
@@ -4680,6 +5682,8 @@ class JasperEngineProtocol(typing.Protocol):
         Refreshes relay lists and load figures now (apps call it when brought to the
         foreground; it also runs every `discovery_interval_ms`).
 """
+        raise NotImplementedError
+    def reject_call(self, call_id: str) -> CallInfo:
         raise NotImplementedError
     def relays(self, ) -> typing.List[RelayInfo]:
         raise NotImplementedError
@@ -4703,11 +5707,24 @@ class JasperEngineProtocol(typing.Protocol):
         returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
 """
         raise NotImplementedError
+    async def send_audio_frame(self, call_id: str,opus: bytes,duration_us: int) -> None:
+        """
+        Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
+        to 120 ms) into an active call: the microphone side of the app.
+"""
+        raise NotImplementedError
     async def send_with_attachment(self, target: str,text: str,file_path: str) -> Message:
         """
         Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
         (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
         itself never reaches a relay.
+"""
+        raise NotImplementedError
+    def set_transparent(self, contact: str,enabled: bool) -> TransparentStatus:
+        """
+        Enables or disables transparent mode for a contact (this login). Show
+        `transparent_mode_warning()` first: the contact and the STUN operators learn the
+        device's IP address. Once both sides have enabled it a session comes up by itself.
 """
         raise NotImplementedError
     def shutdown(self, ) -> None:
@@ -4716,11 +5733,24 @@ class JasperEngineProtocol(typing.Protocol):
         events. Everything already acknowledged is on disk.
 """
         raise NotImplementedError
+    async def start_call(self, contact: str) -> CallInfo:
+        """
+        Rings a contact (both sides need transparent mode; the session is brought up first if
+        it is down).
+"""
+        raise NotImplementedError
     def subscribe(self, from_seq: int,listener: EventListener) -> Subscription:
         """
         Listener style: calls `listener.on_event` with every event after `from_seq`, in order,
         then with live ones, until the returned `Subscription` is cancelled or destroyed, or
         the engine shuts down. Keep the subscription for as long as events are wanted.
+"""
+        raise NotImplementedError
+    def transparent_status(self, contact: str) -> TransparentStatus:
+        raise NotImplementedError
+    def transparent_statuses(self, ) -> typing.List[TransparentStatus]:
+        """
+        Every contact where either side enabled transparent mode.
 """
         raise NotImplementedError
 
@@ -4780,6 +5810,21 @@ class JasperEngine(JasperEngineProtocol):
         inst = cls.__new__(cls)
         inst._handle = handle
         return inst
+    def accept_call(self, call_id: str) -> CallInfo:
+        
+        _UniffiFfiConverterString.check_lower(call_id)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(call_id),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeCallInfo.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
     def add_contact(self, key: str,name: str,avatar: typing.Optional[str]) -> Contact:
         """
         Adds (or renames) a contact by its public key (the text form from `identity()`).
@@ -4837,6 +5882,41 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
+    def calls(self, ) -> typing.List[CallInfo]:
+        """
+        Live calls first, then recently ended ones.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterSequenceTypeCallInfo.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_calls,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    async def close_transparent_session(self, contact: str) -> TransparentStatus:
+        """
+        Closes the session on purpose: messages use the relays until either side opens it.
+"""
+        
+        _UniffiFfiConverterString.check_lower(contact)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(contact),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeTransparentStatus.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_close_transparent_session(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
     def config(self, ) -> EngineConfig:
         """
         The configuration this engine runs with.
@@ -5017,6 +6097,21 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
+    def hang_up(self, call_id: str) -> CallInfo:
+        
+        _UniffiFfiConverterString.check_lower(call_id)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(call_id),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeCallInfo.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
     def identity(self, ) -> IdentityInfo:
         _uniffi_lowered_args = (
             self._uniffi_clone_handle(),
@@ -5107,6 +6202,31 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
+    async def next_audio_frame(self, call_id: str,timeout_ms: int) -> typing.Optional[AudioFrame]:
+        """
+        The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
+        the speaker side of the app. Fails with `CallState` once the call has ended and every
+        frame is read.
+"""
+        
+        _UniffiFfiConverterString.check_lower(call_id)
+
+        _UniffiFfiConverterUInt64.check_lower(timeout_ms)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(call_id),
+            _UniffiFfiConverterUInt64.lower(timeout_ms),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterOptionalTypeAudioFrame.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_next_audio_frame(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
     async def next_event(self, after_seq: int,timeout_ms: int) -> typing.Optional[Event]:
         """
         Pull style: the first event after `after_seq`, waiting up to `timeout_ms` for one
@@ -5126,6 +6246,30 @@ class JasperEngine(JasperEngineProtocol):
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
         return await _uniffi_rust_call_async(
             _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_next_event(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def open_transparent_session(self, contact: str,wait_ms: int) -> TransparentStatus:
+        """
+        Brings the session up (after `close_transparent_session`, or to wait for it), waiting
+        up to `wait_ms` for the data channel.
+"""
+        
+        _UniffiFfiConverterString.check_lower(contact)
+
+        _UniffiFfiConverterUInt64.check_lower(wait_ms)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(contact),
+            _UniffiFfiConverterUInt64.lower(wait_ms),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeTransparentStatus.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_open_transparent_session(*_uniffi_lowered_args),
             _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
             _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
             _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
@@ -5171,6 +6315,21 @@ class JasperEngine(JasperEngineProtocol):
             _uniffi_lift_return,
             _uniffi_error_converter,
         )
+    def reject_call(self, call_id: str) -> CallInfo:
+        
+        _UniffiFfiConverterString.check_lower(call_id)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(call_id),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeCallInfo.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
     def relays(self, ) -> typing.List[RelayInfo]:
         _uniffi_lowered_args = (
             self._uniffi_clone_handle(),
@@ -5271,6 +6430,33 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
+    async def send_audio_frame(self, call_id: str,opus: bytes,duration_us: int) -> None:
+        """
+        Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
+        to 120 ms) into an active call: the microphone side of the app.
+"""
+        
+        _UniffiFfiConverterString.check_lower(call_id)
+
+        _UniffiFfiConverterBytes.check_lower(opus)
+
+        _UniffiFfiConverterUInt32.check_lower(duration_us)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(call_id),
+            _UniffiFfiConverterBytes.lower(opus),
+            _UniffiFfiConverterUInt32.lower(duration_us),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_void,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_void,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_void,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
     async def send_with_attachment(self, target: str,text: str,file_path: str) -> Message:
         """
         Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
@@ -5299,6 +6485,29 @@ class JasperEngine(JasperEngineProtocol):
             _uniffi_lift_return,
             _uniffi_error_converter,
         )
+    def set_transparent(self, contact: str,enabled: bool) -> TransparentStatus:
+        """
+        Enables or disables transparent mode for a contact (this login). Show
+        `transparent_mode_warning()` first: the contact and the STUN operators learn the
+        device's IP address. Once both sides have enabled it a session comes up by itself.
+"""
+        
+        _UniffiFfiConverterString.check_lower(contact)
+
+        _UniffiFfiConverterBoolean.check_lower(enabled)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(contact),
+            _UniffiFfiConverterBoolean.lower(enabled),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeTransparentStatus.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
     def shutdown(self, ) -> None:
         """
         Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
@@ -5315,6 +6524,27 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
+    async def start_call(self, contact: str) -> CallInfo:
+        """
+        Rings a contact (both sides need transparent mode; the session is brought up first if
+        it is down).
+"""
+        
+        _UniffiFfiConverterString.check_lower(contact)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(contact),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeCallInfo.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_start_call(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
     def subscribe(self, from_seq: int,listener: EventListener) -> Subscription:
         """
         Listener style: calls `listener.on_event` with every event after `from_seq`, in order,
@@ -5335,6 +6565,36 @@ class JasperEngine(JasperEngineProtocol):
         _uniffi_ffi_result = _uniffi_rust_call_with_error(
             _uniffi_error_converter,
             _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_subscribe,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def transparent_status(self, contact: str) -> TransparentStatus:
+        
+        _UniffiFfiConverterString.check_lower(contact)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(contact),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeTransparentStatus.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_transparent_status,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def transparent_statuses(self, ) -> typing.List[TransparentStatus]:
+        """
+        Every contact where either side enabled transparent mode.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterSequenceTypeTransparentStatus.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_transparent_statuses,
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
@@ -5688,14 +6948,33 @@ def memory_secret_store() -> SecretStore:
         *_uniffi_lowered_args,
     )
     return _uniffi_lift_return(_uniffi_ffi_result)
+def transparent_mode_warning() -> str:
+    """
+    What enabling transparent mode gives up, in words for the user: show it before
+    `set_transparent(contact, true)`.
+"""
+    _uniffi_lowered_args = (
+    )
+    _uniffi_lift_return = _UniffiFfiConverterString.lift
+    _uniffi_error_converter = None
+    _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        _uniffi_error_converter,
+        _UniffiLib.uniffi_jasper_ffi_fn_func_transparent_mode_warning,
+        *_uniffi_lowered_args,
+    )
+    return _uniffi_lift_return(_uniffi_ffi_result)
 
 __all__ = [
     "InternalError",
+    "CallState",
     "ConversationKind",
     "MessageState",
+    "TransparentState",
     "EventKind",
     "JasperError",
     "Attachment",
+    "AudioFrame",
+    "CallInfo",
     "Contact",
     "Conversation",
     "DownloadResult",
@@ -5703,12 +6982,14 @@ __all__ = [
     "Reaction",
     "Message",
     "IdentityInfo",
+    "TransparentStatus",
     "Event",
     "MessagePage",
     "MessageRoute",
     "RelayInfo",
     "default_config",
     "memory_secret_store",
+    "transparent_mode_warning",
     "Subscription",
     "SubscriptionProtocol",
     "JasperEngine",

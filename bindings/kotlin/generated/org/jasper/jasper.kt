@@ -768,13 +768,21 @@ internal object IntegrityCheckingUniffiLib {
     internal fun ensureInitialized() = Unit
     external fun uniffi_jasper_ffi_checksum_func_default_config(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_func_transparent_mode_warning(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_func_memory_secret_store(
+    ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_accept_call(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_add_contact(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_add_relay(
+    ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_calls(
+    ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_close_transparent_session(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_config(
     ): Int
@@ -796,6 +804,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_export_identity(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_hang_up(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_identity(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_import_identity(
@@ -806,11 +816,17 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_messages(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_next_event(
+    ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_react(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays(
+    ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_reject_call(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_relays(
     ): Int
@@ -824,11 +840,21 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_send(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment(
+    ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_shutdown(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_start_call(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_subscribe(
+    ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_transparent_status(
+    ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_transparent_statuses(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_subscription_cancel(
     ): Int
@@ -879,12 +905,18 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_jasper_ffi_fn_constructor_jasperengine_open(`config`: RustBuffer.ByValue,`secretStore`: Long,
     ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_accept_call(`ptr`: Long,`callId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_add_contact(`ptr`: Long,`key`: RustBuffer.ByValue,`name`: RustBuffer.ByValue,`avatar`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(`ptr`: Long,`group`: RustBuffer.ByValue,`members`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_add_relay(`ptr`: Long,`address`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_calls(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_close_transparent_session(`ptr`: Long,`contact`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_config(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_contacts(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -905,6 +937,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_export_identity(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_hang_up(`ptr`: Long,`callId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_identity(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_import_identity(`ptr`: Long,`pkcs8Pem`: RustBuffer.ByValue,
@@ -915,12 +949,18 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_messages(`ptr`: Long,`target`: RustBuffer.ByValue,`before`: RustBuffer.ByValue,`limit`: Int,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_next_audio_frame(`ptr`: Long,`callId`: RustBuffer.ByValue,`timeoutMs`: Long,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_next_event(`ptr`: Long,`afterSeq`: Long,`timeoutMs`: Long,
+    ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_open_transparent_session(`ptr`: Long,`contact`: RustBuffer.ByValue,`waitMs`: Long,
     ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_react(`ptr`: Long,`messageId`: RustBuffer.ByValue,`reaction`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_refresh_relays(`ptr`: Long,
     ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_reject_call(`ptr`: Long,`callId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_relays(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(`ptr`: Long,`group`: RustBuffer.ByValue,`members`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -933,12 +973,22 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_send(`ptr`: Long,`target`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame(`ptr`: Long,`callId`: RustBuffer.ByValue,`opus`: RustBuffer.ByValue,`durationUs`: Int,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(`ptr`: Long,`target`: RustBuffer.ByValue,`text`: RustBuffer.ByValue,`filePath`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(`ptr`: Long,`contact`: RustBuffer.ByValue,`enabled`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_start_call(`ptr`: Long,`contact`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_subscribe(`ptr`: Long,`fromSeq`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_transparent_status(`ptr`: Long,`contact`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_transparent_statuses(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_clone_subscription(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_jasper_ffi_fn_free_subscription(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -972,6 +1022,8 @@ internal object UniffiLib {
     external fun uniffi_jasper_ffi_fn_method_jaspererror_error_detail(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_func_default_config(`dataDir`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_func_transparent_mode_warning(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_func_memory_secret_store(uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1097,7 +1149,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_func_default_config() and 0xFFFF) != 1005) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_jasper_ffi_checksum_func_transparent_mode_warning() and 0xFFFF) != 22983) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_jasper_ffi_checksum_func_memory_secret_store() and 0xFFFF) != 55133) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_accept_call() and 0xFFFF) != 65264) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_contact() and 0xFFFF) != 10803) {
@@ -1107,6 +1165,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() and 0xFFFF) != 57680) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_calls() and 0xFFFF) != 39173) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_close_transparent_session() and 0xFFFF) != 33503) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_config() and 0xFFFF) != 31098) {
@@ -1139,6 +1203,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_export_identity() and 0xFFFF) != 5736) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_hang_up() and 0xFFFF) != 28726) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_identity() and 0xFFFF) != 60822) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1154,13 +1221,22 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_messages() and 0xFFFF) != 54879) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame() and 0xFFFF) != 49947) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_event() and 0xFFFF) != 20576) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session() and 0xFFFF) != 28993) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_react() and 0xFFFF) != 3810) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays() and 0xFFFF) != 31569) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_reject_call() and 0xFFFF) != 24130) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_relays() and 0xFFFF) != 58899) {
@@ -1181,13 +1257,28 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send() and 0xFFFF) != 30988) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame() and 0xFFFF) != 1142) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment() and 0xFFFF) != 40934) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent() and 0xFFFF) != 60129) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown() and 0xFFFF) != 16372) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_start_call() and 0xFFFF) != 54068) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_subscribe() and 0xFFFF) != 3276) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_transparent_status() and 0xFFFF) != 49117) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_transparent_statuses() and 0xFFFF) != 41153) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_subscription_cancel() and 0xFFFF) != 22708) {
@@ -1620,6 +1711,25 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
     }
 }
 
+/**
+ * @suppress
+ */
+public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
+    override fun read(buf: ByteBuffer): ByteArray {
+        val len = buf.getInt()
+        val byteArr = ByteArray(len)
+        buf.get(byteArr)
+        return byteArr
+    }
+    override fun allocationSize(value: ByteArray): ULong {
+        return 4UL + value.size.toULong()
+    }
+    override fun write(value: ByteArray, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        buf.put(value)
+    }
+}
+
 
 // This template implements a class for working with a Rust struct via a handle
 // to the live Rust struct on the other side of the FFI.
@@ -1726,6 +1836,8 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
  */
 public interface JasperEngineInterface {
     
+    fun `acceptCall`(`callId`: kotlin.String): CallInfo
+    
     /**
      * Adds (or renames) a contact by its public key (the text form from `identity()`).
      */
@@ -1734,6 +1846,16 @@ public interface JasperEngineInterface {
     fun `addGroupMembers`(`group`: kotlin.String, `members`: List<kotlin.String>): Conversation
     
     fun `addRelay`(`address`: kotlin.String): RelayInfo
+    
+    /**
+     * Live calls first, then recently ended ones.
+     */
+    fun `calls`(): List<CallInfo>
+    
+    /**
+     * Closes the session on purpose: messages use the relays until either side opens it.
+     */
+    suspend fun `closeTransparentSession`(`contact`: kotlin.String): TransparentStatus
     
     /**
      * The configuration this engine runs with.
@@ -1781,6 +1903,8 @@ public interface JasperEngineInterface {
      */
     fun `exportIdentity`(): kotlin.String
     
+    fun `hangUp`(`callId`: kotlin.String): CallInfo
+    
     fun `identity`(): IdentityInfo
     
     /**
@@ -1802,11 +1926,24 @@ public interface JasperEngineInterface {
     fun `messages`(`target`: kotlin.String, `before`: kotlin.String?, `limit`: kotlin.UInt): MessagePage
     
     /**
+     * The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
+     * the speaker side of the app. Fails with `CallState` once the call has ended and every
+     * frame is read.
+     */
+    suspend fun `nextAudioFrame`(`callId`: kotlin.String, `timeoutMs`: kotlin.ULong): AudioFrame?
+    
+    /**
      * Pull style: the first event after `after_seq`, waiting up to `timeout_ms` for one
      * (none when the wait ends). Pass the last `seq` handled to resume, also after a restart:
      * the log is durable.
      */
     suspend fun `nextEvent`(`afterSeq`: kotlin.ULong, `timeoutMs`: kotlin.ULong): Event?
+    
+    /**
+     * Brings the session up (after `close_transparent_session`, or to wait for it), waiting
+     * up to `wait_ms` for the data channel.
+     */
+    suspend fun `openTransparentSession`(`contact`: kotlin.String, `waitMs`: kotlin.ULong): TransparentStatus
     
     /**
      * Reacts to a message (`:name:`); reacting again with the same one takes it back.
@@ -1818,6 +1955,8 @@ public interface JasperEngineInterface {
      * foreground; it also runs every `discovery_interval_ms`).
      */
     suspend fun `refreshRelays`()
+    
+    fun `rejectCall`(`callId`: kotlin.String): CallInfo
     
     fun `relays`(): List<RelayInfo>
     
@@ -1842,11 +1981,24 @@ public interface JasperEngineInterface {
     fun `send`(`target`: kotlin.String, `content`: kotlin.String): Message
     
     /**
+     * Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
+     * to 120 ms) into an active call: the microphone side of the app.
+     */
+    suspend fun `sendAudioFrame`(`callId`: kotlin.String, `opus`: kotlin.ByteArray, `durationUs`: kotlin.UInt)
+    
+    /**
      * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
      * (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
      * itself never reaches a relay.
      */
     suspend fun `sendWithAttachment`(`target`: kotlin.String, `text`: kotlin.String, `filePath`: kotlin.String): Message
+    
+    /**
+     * Enables or disables transparent mode for a contact (this login). Show
+     * `transparent_mode_warning()` first: the contact and the STUN operators learn the
+     * device's IP address. Once both sides have enabled it a session comes up by itself.
+     */
+    fun `setTransparent`(`contact`: kotlin.String, `enabled`: kotlin.Boolean): TransparentStatus
     
     /**
      * Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
@@ -1855,11 +2007,24 @@ public interface JasperEngineInterface {
     fun `shutdown`()
     
     /**
+     * Rings a contact (both sides need transparent mode; the session is brought up first if
+     * it is down).
+     */
+    suspend fun `startCall`(`contact`: kotlin.String): CallInfo
+    
+    /**
      * Listener style: calls `listener.on_event` with every event after `from_seq`, in order,
      * then with live ones, until the returned `Subscription` is cancelled or destroyed, or
      * the engine shuts down. Keep the subscription for as long as events are wanted.
      */
     fun `subscribe`(`fromSeq`: kotlin.ULong, `listener`: EventListener): Subscription
+    
+    fun `transparentStatus`(`contact`: kotlin.String): TransparentStatus
+    
+    /**
+     * Every contact where either side enabled transparent mode.
+     */
+    fun `transparentStatuses`(): List<TransparentStatus>
     
     companion object
 }
@@ -1974,6 +2139,21 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     }
 
     
+    @Throws(JasperException::class)override fun `acceptCall`(`callId`: kotlin.String): CallInfo {
+            return FfiConverterTypeCallInfo.lift(
+    callWithHandle {
+    uniffiRustCallWithError(JasperException) { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call(
+        it,
+        
+        FfiConverterString.lower(`callId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
     /**
      * Adds (or renames) a contact by its public key (the text form from `identity()`).
      */
@@ -2023,6 +2203,47 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     )
     }
     
+
+    
+    /**
+     * Live calls first, then recently ended ones.
+     */override fun `calls`(): List<CallInfo> {
+            return FfiConverterSequenceTypeCallInfo.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_calls(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Closes the session on purpose: messages use the relays until either side opens it.
+     */
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `closeTransparentSession`(`contact`: kotlin.String) : TransparentStatus {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_close_transparent_session(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`contact`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeTransparentStatus.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -2214,6 +2435,21 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     
 
     
+    @Throws(JasperException::class)override fun `hangUp`(`callId`: kotlin.String): CallInfo {
+            return FfiConverterTypeCallInfo.lift(
+    callWithHandle {
+    uniffiRustCallWithError(JasperException) { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up(
+        it,
+        
+        FfiConverterString.lower(`callId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
     @Throws(JasperException::class)override fun `identity`(): IdentityInfo {
             return FfiConverterTypeIdentityInfo.lift(
     callWithHandle {
@@ -2308,6 +2544,34 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
 
     
     /**
+     * The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
+     * the speaker side of the app. Fails with `CallState` once the call has ended and every
+     * frame is read.
+     */
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `nextAudioFrame`(`callId`: kotlin.String, `timeoutMs`: kotlin.ULong) : AudioFrame? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_next_audio_frame(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`callId`),
+        FfiConverterULong.lower(`timeoutMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeAudioFrame.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Pull style: the first event after `after_seq`, waiting up to `timeout_ms` for one
      * (none when the wait ends). Pass the last `seq` handled to resume, also after a restart:
      * the log is durable.
@@ -2329,6 +2593,33 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
         { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterOptionalTypeEvent.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Brings the session up (after `close_transparent_session`, or to wait for it), waiting
+     * up to `wait_ms` for the data channel.
+     */
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `openTransparentSession`(`contact`: kotlin.String, `waitMs`: kotlin.ULong) : TransparentStatus {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_open_transparent_session(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`contact`),
+        FfiConverterULong.lower(`waitMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeTransparentStatus.lift(it) },
         // Error FFI converter
         JasperException.ErrorHandler,
     )
@@ -2378,6 +2669,21 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
         JasperException.ErrorHandler,
     )
     }
+
+    
+    @Throws(JasperException::class)override fun `rejectCall`(`callId`: kotlin.String): CallInfo {
+            return FfiConverterTypeCallInfo.lift(
+    callWithHandle {
+    uniffiRustCallWithError(JasperException) { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call(
+        it,
+        
+        FfiConverterString.lower(`callId`),_status)
+}
+    }
+    )
+    }
+    
 
     
     @Throws(JasperException::class)override fun `relays`(): List<RelayInfo> {
@@ -2480,6 +2786,35 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
 
     
     /**
+     * Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
+     * to 120 ms) into an active call: the microphone side of the app.
+     */
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `sendAudioFrame`(`callId`: kotlin.String, `opus`: kotlin.ByteArray, `durationUs`: kotlin.UInt) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`callId`),
+        FfiConverterByteArray.lower(`opus`),
+        FfiConverterUInt.lower(`durationUs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        JasperException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
      * (`EngineConfig.ipfs_api`) and sends `text` followed by the attachment's link. The file
      * itself never reaches a relay.
@@ -2509,6 +2844,27 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
 
     
     /**
+     * Enables or disables transparent mode for a contact (this login). Show
+     * `transparent_mode_warning()` first: the contact and the STUN operators learn the
+     * device's IP address. Once both sides have enabled it a session comes up by itself.
+     */
+    @Throws(JasperException::class)override fun `setTransparent`(`contact`: kotlin.String, `enabled`: kotlin.Boolean): TransparentStatus {
+            return FfiConverterTypeTransparentStatus.lift(
+    callWithHandle {
+    uniffiRustCallWithError(JasperException) { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(
+        it,
+        
+        FfiConverterString.lower(`contact`),
+        FfiConverterBoolean.lower(`enabled`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
      * events. Everything already acknowledged is on disk.
      */override fun `shutdown`()
@@ -2525,6 +2881,32 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
 
     
     /**
+     * Rings a contact (both sides need transparent mode; the session is brought up first if
+     * it is down).
+     */
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `startCall`(`contact`: kotlin.String) : CallInfo {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_start_call(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`contact`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeCallInfo.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Listener style: calls `listener.on_event` with every event after `from_seq`, in order,
      * then with live ones, until the returned `Subscription` is cancelled or destroyed, or
      * the engine shuts down. Keep the subscription for as long as events are wanted.
@@ -2537,6 +2919,38 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
         
         FfiConverterULong.lower(`fromSeq`),
         FfiConverterTypeEventListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(JasperException::class)override fun `transparentStatus`(`contact`: kotlin.String): TransparentStatus {
+            return FfiConverterTypeTransparentStatus.lift(
+    callWithHandle {
+    uniffiRustCallWithError(JasperException) { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_transparent_status(
+        it,
+        
+        FfiConverterString.lower(`contact`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Every contact where either side enabled transparent mode.
+     */
+    @Throws(JasperException::class)override fun `transparentStatuses`(): List<TransparentStatus> {
+            return FfiConverterSequenceTypeTransparentStatus.lift(
+    callWithHandle {
+    uniffiRustCallWithError(JasperException) { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_transparent_statuses(
+        it,
+        _status)
 }
     }
     )
@@ -3445,6 +3859,133 @@ public object FfiConverterTypeAttachment: FfiConverterRustBuffer<Attachment> {
 
 
 
+/**
+ * One received Opus packet (RFC 7587, 48 kHz clock) with its RTP sequence number (extended
+ * to 64 bits) and timestamp, for the app's jitter buffer.
+ */
+data class AudioFrame (
+    var `opus`: kotlin.ByteArray
+    , 
+    var `sequence`: kotlin.ULong
+    , 
+    var `rtpTimestamp`: kotlin.UInt
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAudioFrame: FfiConverterRustBuffer<AudioFrame> {
+    override fun read(buf: ByteBuffer): AudioFrame {
+        return AudioFrame(
+            FfiConverterByteArray.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AudioFrame) = (
+            FfiConverterByteArray.allocationSize(value.`opus`) +
+            FfiConverterULong.allocationSize(value.`sequence`) +
+            FfiConverterUInt.allocationSize(value.`rtpTimestamp`)
+    )
+
+    override fun write(value: AudioFrame, buf: ByteBuffer) {
+            FfiConverterByteArray.write(value.`opus`, buf)
+            FfiConverterULong.write(value.`sequence`, buf)
+            FfiConverterUInt.write(value.`rtpTimestamp`, buf)
+    }
+}
+
+
+
+data class CallInfo (
+    var `id`: kotlin.String
+    , 
+    var `contact`: kotlin.String
+    , 
+    var `contactName`: kotlin.String?
+    , 
+    var `outgoing`: kotlin.Boolean
+    , 
+    var `state`: CallState
+    , 
+    /**
+     * hung_up, remote_hung_up, rejected, busy, no_answer, connection_lost,
+     * transparent_disabled, shutdown.
+     */
+    var `endReason`: kotlin.String?
+    , 
+    /**
+     * Unix time in milliseconds.
+     */
+    var `startedAt`: kotlin.Long
+    , 
+    var `answeredAt`: kotlin.Long?
+    , 
+    var `endedAt`: kotlin.Long?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCallInfo: FfiConverterRustBuffer<CallInfo> {
+    override fun read(buf: ByteBuffer): CallInfo {
+        return CallInfo(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterTypeCallState.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterOptionalLong.read(buf),
+            FfiConverterOptionalLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: CallInfo) = (
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`contact`) +
+            FfiConverterOptionalString.allocationSize(value.`contactName`) +
+            FfiConverterBoolean.allocationSize(value.`outgoing`) +
+            FfiConverterTypeCallState.allocationSize(value.`state`) +
+            FfiConverterOptionalString.allocationSize(value.`endReason`) +
+            FfiConverterLong.allocationSize(value.`startedAt`) +
+            FfiConverterOptionalLong.allocationSize(value.`answeredAt`) +
+            FfiConverterOptionalLong.allocationSize(value.`endedAt`)
+    )
+
+    override fun write(value: CallInfo, buf: ByteBuffer) {
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`contact`, buf)
+            FfiConverterOptionalString.write(value.`contactName`, buf)
+            FfiConverterBoolean.write(value.`outgoing`, buf)
+            FfiConverterTypeCallState.write(value.`state`, buf)
+            FfiConverterOptionalString.write(value.`endReason`, buf)
+            FfiConverterLong.write(value.`startedAt`, buf)
+            FfiConverterOptionalLong.write(value.`answeredAt`, buf)
+            FfiConverterOptionalLong.write(value.`endedAt`, buf)
+    }
+}
+
+
+
 data class Contact (
     var `key`: kotlin.String
     , 
@@ -3689,6 +4230,18 @@ data class EngineConfig (
      * Base URL of an IPFS gateway to fetch attachments from instead of the RPC API.
      */
     var `ipfsGateway`: kotlin.String?
+    , 
+    /**
+     * STUN servers for transparent mode, `stun:HOST[:PORT]` (plain STUN: the WebRTC library
+     * cannot do `stuns:`). Empty: host candidates only.
+     */
+    var `stunServers`: List<kotlin.String>
+    , 
+    /**
+     * Local UDP addresses for WebRTC host candidates; `0.0.0.0:0` is every non-loopback
+     * interface (the default).
+     */
+    var `webrtcBindAddrs`: List<kotlin.String>
     
 ){
     
@@ -3716,6 +4269,8 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterULong.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterSequenceString.read(buf),
         )
     }
 
@@ -3730,7 +4285,9 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterULong.allocationSize(value.`maxMessageBytes`) +
             FfiConverterULong.allocationSize(value.`relayTimeoutMs`) +
             FfiConverterOptionalString.allocationSize(value.`ipfsApi`) +
-            FfiConverterOptionalString.allocationSize(value.`ipfsGateway`)
+            FfiConverterOptionalString.allocationSize(value.`ipfsGateway`) +
+            FfiConverterSequenceString.allocationSize(value.`stunServers`) +
+            FfiConverterSequenceString.allocationSize(value.`webrtcBindAddrs`)
     )
 
     override fun write(value: EngineConfig, buf: ByteBuffer) {
@@ -3745,6 +4302,8 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterULong.write(value.`relayTimeoutMs`, buf)
             FfiConverterOptionalString.write(value.`ipfsApi`, buf)
             FfiConverterOptionalString.write(value.`ipfsGateway`, buf)
+            FfiConverterSequenceString.write(value.`stunServers`, buf)
+            FfiConverterSequenceString.write(value.`webrtcBindAddrs`, buf)
     }
 }
 
@@ -4196,6 +4755,114 @@ public object FfiConverterTypeRelayInfo: FfiConverterRustBuffer<RelayInfo> {
 
 
 
+data class TransparentStatus (
+    var `contact`: kotlin.String
+    , 
+    var `contactName`: kotlin.String?
+    , 
+    var `localEnabled`: kotlin.Boolean
+    , 
+    var `peerEnabled`: kotlin.Boolean
+    , 
+    var `state`: TransparentState
+    , 
+    var `sessionId`: kotlin.String?
+    , 
+    /**
+     * Packets sent over / received on the current session's data channel.
+     */
+    var `directSent`: kotlin.ULong
+    , 
+    var `directReceived`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTransparentStatus: FfiConverterRustBuffer<TransparentStatus> {
+    override fun read(buf: ByteBuffer): TransparentStatus {
+        return TransparentStatus(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterTypeTransparentState.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: TransparentStatus) = (
+            FfiConverterString.allocationSize(value.`contact`) +
+            FfiConverterOptionalString.allocationSize(value.`contactName`) +
+            FfiConverterBoolean.allocationSize(value.`localEnabled`) +
+            FfiConverterBoolean.allocationSize(value.`peerEnabled`) +
+            FfiConverterTypeTransparentState.allocationSize(value.`state`) +
+            FfiConverterOptionalString.allocationSize(value.`sessionId`) +
+            FfiConverterULong.allocationSize(value.`directSent`) +
+            FfiConverterULong.allocationSize(value.`directReceived`)
+    )
+
+    override fun write(value: TransparentStatus, buf: ByteBuffer) {
+            FfiConverterString.write(value.`contact`, buf)
+            FfiConverterOptionalString.write(value.`contactName`, buf)
+            FfiConverterBoolean.write(value.`localEnabled`, buf)
+            FfiConverterBoolean.write(value.`peerEnabled`, buf)
+            FfiConverterTypeTransparentState.write(value.`state`, buf)
+            FfiConverterOptionalString.write(value.`sessionId`, buf)
+            FfiConverterULong.write(value.`directSent`, buf)
+            FfiConverterULong.write(value.`directReceived`, buf)
+    }
+}
+
+
+
+
+enum class CallState {
+    
+    RINGING,
+    ACTIVE,
+    ENDED;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCallState: FfiConverterRustBuffer<CallState> {
+    override fun read(buf: ByteBuffer) = try {
+        
+        CallState.entries[buf.getInt() - 1]
+        
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: CallState) = 4UL
+
+    override fun write(value: CallState, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 
 enum class ConversationKind {
     
@@ -4309,6 +4976,30 @@ sealed class EventKind {
         companion object
     }
     
+    /**
+     * Transparent mode with a contact changed (consent on either side, or the session).
+     */
+    data class TransparentChanged(
+        val `status`: org.jasper.TransparentStatus) : EventKind()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * A call rang (an incoming RINGING call is the app's cue to ring), was answered or ended.
+     */
+    data class CallChanged(
+        val `call`: org.jasper.CallInfo) : EventKind()
+        
+    {
+        
+
+        companion object
+    }
+    
 
     
 
@@ -4351,6 +5042,12 @@ public object FfiConverterTypeEventKind : FfiConverterRustBuffer<EventKind>{
                 )
             8 -> EventKind.RelayDiscovered(
                 FfiConverterString.read(buf),
+                )
+            9 -> EventKind.TransparentChanged(
+                FfiConverterTypeTransparentStatus.read(buf),
+                )
+            10 -> EventKind.CallChanged(
+                FfiConverterTypeCallInfo.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
@@ -4416,6 +5113,20 @@ public object FfiConverterTypeEventKind : FfiConverterRustBuffer<EventKind>{
                 + FfiConverterString.allocationSize(value.`address`)
             )
         }
+        is EventKind.TransparentChanged -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeTransparentStatus.allocationSize(value.`status`)
+            )
+        }
+        is EventKind.CallChanged -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeCallInfo.allocationSize(value.`call`)
+            )
+        }
     }
 
     override fun write(value: EventKind, buf: ByteBuffer) {
@@ -4461,6 +5172,16 @@ public object FfiConverterTypeEventKind : FfiConverterRustBuffer<EventKind>{
             is EventKind.RelayDiscovered -> {
                 buf.putInt(8)
                 FfiConverterString.write(value.`address`, buf)
+                Unit
+            }
+            is EventKind.TransparentChanged -> {
+                buf.putInt(9)
+                FfiConverterTypeTransparentStatus.write(value.`status`, buf)
+                Unit
+            }
+            is EventKind.CallChanged -> {
+                buf.putInt(10)
+                FfiConverterTypeCallInfo.write(value.`call`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -4755,6 +5476,72 @@ sealed class JasperException: kotlin.Exception() {
             get() = "code=${ `code` }, detail=${ `detail` }"
     }
     
+    /**
+     * Transparent mode is not enabled on one side (or both) for that contact.
+     */
+    class TransparentOff(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
+    /**
+     * The direct connection to the contact is down or did not come up.
+     */
+    class TransparentUnavailable(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
+    /**
+     * No call with that id.
+     */
+    class UnknownCall(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
+    /**
+     * The call is not in a state that allows this (accepting an outgoing call, audio before
+     * it is answered, hanging up an ended call).
+     */
+    class CallState(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
+    /**
+     * A call with this contact is already ringing or active.
+     */
+    class CallBusy(
+        
+        val `code`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : JasperException() {
+        override val message
+            get() = "code=${ `code` }, detail=${ `detail` }"
+    }
+    
 
     
         /**
@@ -4885,6 +5672,26 @@ public object FfiConverterTypeJasperError : FfiConverterRustBuffer<JasperExcepti
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
+            22 -> JasperException.TransparentOff(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            23 -> JasperException.TransparentUnavailable(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            24 -> JasperException.UnknownCall(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            25 -> JasperException.CallState(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            26 -> JasperException.CallBusy(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
     }
@@ -5012,6 +5819,36 @@ public object FfiConverterTypeJasperError : FfiConverterRustBuffer<JasperExcepti
                 + FfiConverterString.allocationSize(value.`detail`)
             )
             is JasperException.AttachmentMalformed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.TransparentOff -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.TransparentUnavailable -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.UnknownCall -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.CallState -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+            is JasperException.CallBusy -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`code`)
@@ -5148,6 +5985,36 @@ public object FfiConverterTypeJasperError : FfiConverterRustBuffer<JasperExcepti
                 FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
+            is JasperException.TransparentOff -> {
+                buf.putInt(22)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+            is JasperException.TransparentUnavailable -> {
+                buf.putInt(23)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+            is JasperException.UnknownCall -> {
+                buf.putInt(24)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+            is JasperException.CallState -> {
+                buf.putInt(25)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+            is JasperException.CallBusy -> {
+                buf.putInt(26)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
 
@@ -5201,6 +6068,60 @@ public object FfiConverterTypeMessageState: FfiConverterRustBuffer<MessageState>
     override fun allocationSize(value: MessageState) = 4UL
 
     override fun write(value: MessageState, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Where transparent mode stands with one contact.
+ */
+
+enum class TransparentState {
+    
+    /**
+     * Not enabled on this side.
+     */
+    OFF,
+    /**
+     * Enabled here; the contact has not enabled it (as far as we have heard).
+     */
+    WAITING_FOR_PEER,
+    /**
+     * Both consent; no session (closed on purpose, or between reconnects).
+     */
+    IDLE,
+    CONNECTING,
+    /**
+     * The data channel is open: messages to this contact go over it.
+     */
+    CONNECTED;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTransparentState: FfiConverterRustBuffer<TransparentState> {
+    override fun read(buf: ByteBuffer) = try {
+        
+        TransparentState.entries[buf.getInt() - 1]
+        
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: TransparentState) = 4UL
+
+    override fun write(value: TransparentState, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -5344,6 +6265,38 @@ public object FfiConverterTypeEventListener: FfiConverterCallbackInterface<Event
 /**
  * @suppress
  */
+public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
+    override fun read(buf: ByteBuffer): kotlin.Long? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterLong.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Long?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterLong.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Long?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterLong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalDouble: FfiConverterRustBuffer<kotlin.Double?> {
     override fun read(buf: ByteBuffer): kotlin.Double? {
         if (buf.get().toInt() == 0) {
@@ -5398,6 +6351,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
         } else {
             buf.put(1)
             FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeAudioFrame: FfiConverterRustBuffer<AudioFrame?> {
+    override fun read(buf: ByteBuffer): AudioFrame? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeAudioFrame.read(buf)
+    }
+
+    override fun allocationSize(value: AudioFrame?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeAudioFrame.allocationSize(value)
+        }
+    }
+
+    override fun write(value: AudioFrame?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeAudioFrame.write(value, buf)
         }
     }
 }
@@ -5518,6 +6503,34 @@ public object FfiConverterSequenceTypeAttachment: FfiConverterRustBuffer<List<At
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeAttachment.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeCallInfo: FfiConverterRustBuffer<List<CallInfo>> {
+    override fun read(buf: ByteBuffer): List<CallInfo> {
+        val len = buf.getInt()
+        return List<CallInfo>(len) {
+            FfiConverterTypeCallInfo.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<CallInfo>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeCallInfo.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<CallInfo>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeCallInfo.write(it, buf)
         }
     }
 }
@@ -5693,6 +6706,34 @@ public object FfiConverterSequenceTypeRelayInfo: FfiConverterRustBuffer<List<Rel
 
 
 
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeTransparentStatus: FfiConverterRustBuffer<List<TransparentStatus>> {
+    override fun read(buf: ByteBuffer): List<TransparentStatus> {
+        val len = buf.getInt()
+        return List<TransparentStatus>(len) {
+            FfiConverterTypeTransparentStatus.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<TransparentStatus>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeTransparentStatus.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<TransparentStatus>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeTransparentStatus.write(it, buf)
+        }
+    }
+}
+
+
+
+
 
 
 
@@ -5706,6 +6747,20 @@ public object FfiConverterSequenceTypeRelayInfo: FfiConverterRustBuffer<List<Rel
     
         
         FfiConverterString.lower(`dataDir`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * What enabling transparent mode gives up, in words for the user: show it before
+         * `set_transparent(contact, true)`.
+         */ fun `transparentModeWarning`(): kotlin.String {
+            return FfiConverterString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_func_transparent_mode_warning(
+    
+        _status)
 }
     )
     }

@@ -1,0 +1,126 @@
+"""Transparent mode through the Python bindings: two in-process engines consent, a WebRTC session
+comes up through signaling over real relays (STUN: a real coturn on loopback), a message goes over
+the data channel, and a call carries Opus frames both ways through `send_audio_frame` and
+`next_audio_frame` until hang-up ends it on both sides."""
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from test_exchange import config, dict_store, until
+
+FRAMES = [f"opus-{i:02}".encode() for i in range(30)]
+
+
+@pytest.fixture()
+def stun_url(tmp_path):
+    if shutil.which("turnserver") is None:
+        pytest.fail("turnserver (Debian package coturn) is needed: scripts/test.sh installs it")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        ["turnserver", "-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls", "--simple-log",
+         "--listening-ip", "127.0.0.1", "--listening-port", str(port),
+         "--log-file", str(tmp_path / "coturn.log"), "--pidfile", str(tmp_path / "coturn.pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    # Ready once it answers a STUN Binding request.
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.settimeout(0.2)
+    deadline = time.monotonic() + 10
+    while True:
+        probe.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12), ("127.0.0.1", port))
+        try:
+            if probe.recv(512)[:2] == b"\x01\x01":
+                break
+        except socket.timeout:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("coturn did not answer STUN")
+    probe.close()
+    yield f"stun:127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()
+
+
+def test_transparent_session_message_and_call(jasper, relays, stun_url, tmp_path):
+    asyncio.run(_transparent(jasper, relays, stun_url, tmp_path))
+
+
+async def _transparent(jasper, relays, stun_url, tmp_path):
+    engines = []
+    for name in ("alice", "bob"):
+        cfg = config(jasper, tmp_path / name, relays)
+        cfg.stun_servers = [stun_url]
+        cfg.webrtc_bind_addrs = ["127.0.0.1:0"]
+        engines.append(await jasper.JasperEngine.open(cfg, dict_store(jasper)))
+    alice, bob = engines
+    a, b = await asyncio.gather(alice.create_identity(), bob.create_identity())
+    alice.add_contact(b.public_key, "bob", None)
+    bob.add_contact(a.public_key, "alice", None)
+    assert "IP address" in jasper.transparent_mode_warning()
+
+    # Calls need consent on both sides first.
+    with pytest.raises(jasper.JasperError.TransparentOff) as refused:
+        await alice.start_call("bob")
+    assert refused.value.error_code() == "transparent_off"
+
+    assert alice.set_transparent("bob", True).state == jasper.TransparentState.WAITING_FOR_PEER
+    bob.set_transparent("alice", True)
+    await until(
+        lambda: alice.transparent_status("bob").state == jasper.TransparentState.CONNECTED
+        and bob.transparent_status("alice").state == jasper.TransparentState.CONNECTED,
+        "the transparent session",
+    )
+
+    sent = alice.send("bob", "direct")
+    await until(
+        lambda: any(m.id == sent.id for m in bob.messages("alice", None, 10).messages),
+        "the direct message",
+    )
+    await until(
+        lambda: any(r.relay == "webrtc" for r in alice.message_routes(sent.id)),
+        "the message to be marked delivered over the data channel",
+    )
+    assert bob.transparent_status("alice").direct_received == 1
+
+    call = await alice.start_call("bob")
+    assert call.state == jasper.CallState.RINGING and call.outgoing
+    incoming = await until(lambda: next((c for c in bob.calls() if c.id == call.id), None), "ringing")
+    assert not incoming.outgoing and incoming.contact_name == "alice"
+    with pytest.raises(jasper.JasperError.CallState):
+        await alice.send_audio_frame(call.id, b"early", 20_000)
+    bob.accept_call(call.id)
+    await until(lambda: alice.calls()[0].state == jasper.CallState.ACTIVE, "the call to be answered")
+    with pytest.raises(jasper.JasperError.InvalidArgument):
+        await alice.send_audio_frame(call.id, b"x", 7_000)
+
+    for frame in FRAMES:
+        await alice.send_audio_frame(call.id, frame, 20_000)
+    await bob.send_audio_frame(call.id, b"reply", 20_000)
+    heard = []
+    while len(heard) < len(FRAMES):
+        frame = await bob.next_audio_frame(call.id, 5000)
+        assert frame is not None, f"only {len(heard)} frames arrived"
+        heard.append(frame)
+    assert [f.opus for f in heard] == FRAMES
+    assert all(y.sequence == x.sequence + 1 for x, y in zip(heard, heard[1:]))
+    back = await alice.next_audio_frame(call.id, 5000)
+    assert back is not None and back.opus == b"reply"
+
+    alice.hang_up(call.id)
+    await until(
+        lambda: next(c for c in bob.calls() if c.id == call.id).end_reason == "remote_hung_up",
+        "the hang-up to reach bob",
+    )
+    with pytest.raises(jasper.JasperError.CallState):
+        await bob.next_audio_frame(call.id, 100)
+    alice.shutdown()
+    bob.shutdown()
