@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The one command that runs every test: installs what the tests need (redis-server, a C
-# toolchain for aws-lc; gnome-keyring, dbus, libsecret-tools and keyutils through
-# with-secret-service.sh), then formatting, clippy with warnings as errors, and the whole
-# workspace's tests (unit, real relay processes, real Redis, a real Secret Service and keyutils);
-# then the uniffi bindings: the committed ones must match a fresh generation, and the Python
-# (pytest) and Kotlin-on-the-JVM (Maven, JUnit) tests run them against real relays.
+# toolchain for aws-lc, coturn as the STUN server of the transparent-mode tests; gnome-keyring,
+# dbus, libsecret-tools and keyutils through with-secret-service.sh), then formatting, clippy
+# with warnings as errors, and the whole workspace's tests (unit, real relay processes, real
+# Redis, a real Secret Service and keyutils, real WebRTC peers); then the uniffi bindings: the
+# committed ones must match a fresh generation, and the Python (pytest) and Kotlin-on-the-JVM
+# (Maven, JUnit) tests run them against real relays.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq

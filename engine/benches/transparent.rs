@@ -1,0 +1,293 @@
+//! Transparent mode, measured in one run through release relays on loopback and a real STUN
+//! server (coturn): message latency over the WebRTC data channel against the relay path with
+//! a 1 s poll interval (the same two engines, the session closed for the second part), the
+//! session's setup time, and call setup from `start_call` to the callee's first audio frame.
+//!
+//!   cargo build --release -p jasper-relay && cargo bench -p jasper-engine --bench transparent
+//!
+//! Options after `--`: `--messages N` (default 200 direct, at most 60 through the relays).
+
+#[path = "../tests/common/stun.rs"]
+#[allow(dead_code)]
+mod stun;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jasper_engine::{
+    CallState, Engine, EngineConfig, EphemeralSecretStore, EventKind, TransparentState,
+};
+use stun::StunServer;
+
+struct Relay(Child, String);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn relay_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("jasper-relay");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build --release -p jasper-relay ({} missing)",
+        bin.display()
+    );
+    bin
+}
+
+fn relay(dir: &Path, port: u16, peer: u16) -> Relay {
+    let mut child = Command::new(relay_binary())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.join(format!("r{port}")))
+        .args(["--allow-private-peers", "true", "--peer"])
+        .arg(format!("127.0.0.1:{peer}"))
+        .env("JASPER_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    lines.next();
+    std::thread::spawn(move || for _ in lines {});
+    Relay(child, format!("127.0.0.1:{port}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(dir: &Path, relays: &[Relay], stun: &StunServer) -> EngineConfig {
+    let mut c = EngineConfig::new(dir);
+    c.relays = relays.iter().map(|r| r.1.clone()).collect();
+    c.allow_private_relays = true;
+    c.notifications = false;
+    // The relay path the issue compares against: plain polling every second.
+    c.poll_interval = Duration::from_secs(1);
+    c.long_poll = Duration::ZERO;
+    c.transparent.stun_servers = vec![stun.url.clone()];
+    c.transparent.bind_addrs = vec!["127.0.0.1:0".into()];
+    c
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn row(name: &str, sorted: &[Duration]) {
+    println!(
+        "| {name} | {} | {} | {} | {} |",
+        sorted.len(),
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99)),
+        ms(*sorted.last().unwrap())
+    );
+}
+
+async fn wait_for(
+    events: &mut (impl futures::Stream<Item = jasper_engine::Result<jasper_engine::Event>> + Unpin),
+    id: &str,
+) {
+    while let Some(e) = events.next().await {
+        if let EventKind::MessageReceived { message } = e.unwrap().kind
+            && message.id == id
+        {
+            return;
+        }
+    }
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn deliveries(
+    alice: &Engine,
+    events: &mut (impl futures::Stream<Item = jasper_engine::Result<jasper_engine::Event>> + Unpin),
+    n: usize,
+    spread: bool,
+) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if spread {
+            // Spread sends over the poll period so polling is measured fairly.
+            tokio::time::sleep(Duration::from_millis(137 * (i as u64 % 7))).await;
+        }
+        let started = Instant::now();
+        let m = alice.send("bob", &format!("message {i}")).unwrap();
+        wait_for(events, &m.id).await;
+        out.push(started.elapsed());
+    }
+    out.sort();
+    out
+}
+
+/// `start_call` until the callee holds the first audio frame; the callee accepts as soon as
+/// the call rings, and the caller sends a 20 ms frame every 20 ms once it is answered.
+async fn call_setup(alice: &Engine, bob: &Engine) -> Duration {
+    let started = Instant::now();
+    let call = alice.start_call("bob").await.unwrap();
+    until("the call to ring", || {
+        bob.calls()
+            .iter()
+            .any(|c| c.id == call.id && c.state == CallState::Ringing)
+    })
+    .await;
+    bob.accept_call(&call.id).unwrap();
+    let sender = {
+        let alice = alice.clone();
+        let id = call.id.clone();
+        tokio::spawn(async move {
+            while alice
+                .call_info(&id)
+                .is_ok_and(|c| c.state != CallState::Active)
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            while alice.send_audio(&id, vec![0xf8; 80], 20_000).await.is_ok() {
+                tick.tick().await;
+            }
+        })
+    };
+    let first = bob
+        .next_audio(&call.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(first.is_some(), "no audio arrived");
+    alice.hang_up(&call.id).unwrap();
+    let _ = sender.await;
+    until("the callee to see the hang-up", || {
+        bob.call_info(&call.id)
+            .is_ok_and(|c| c.state == CallState::Ended)
+    })
+    .await;
+    took
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--messages")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    let (p0, p1) = (free_port(), free_port());
+    let relays = vec![relay(dir.path(), p0, p1), relay(dir.path(), p1, p0)];
+    let stun = StunServer::start(dir.path());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "jasper-engine transparent bench: 2 release relays and coturn on loopback, 2 in-process engines polling every 1 s\n"
+    );
+
+    let secrets = Arc::new(EphemeralSecretStore::default());
+    let alice = Engine::open(
+        config(&dir.path().join("alice"), &relays, &stun),
+        secrets.clone(),
+    )
+    .await
+    .unwrap();
+    let bob = Engine::open(config(&dir.path().join("bob"), &relays, &stun), secrets)
+        .await
+        .unwrap();
+    let a = alice.create_identity().await.unwrap();
+    let b = bob.create_identity().await.unwrap();
+    alice.add_contact(&b.public_key, "bob", None).unwrap();
+    bob.add_contact(&a.public_key, "alice", None).unwrap();
+    let mut events = Box::pin(bob.subscribe(0));
+
+    // Session setup: the second consent until both data channels are open (two relay hops at
+    // 1 s polling for consent/offer/answer dominate it).
+    alice.set_transparent("bob", true).unwrap();
+    until("bob to hear alice's consent", || {
+        bob.transparent_status("alice").unwrap().peer_enabled
+    })
+    .await;
+    let started = Instant::now();
+    bob.set_transparent("alice", true).unwrap();
+    until("the session", || {
+        alice.transparent_status("bob").unwrap().state == TransparentState::Connected
+            && bob.transparent_status("alice").unwrap().state == TransparentState::Connected
+    })
+    .await;
+    let setup = started.elapsed();
+
+    let warm = alice.send("bob", "warm-up").unwrap();
+    wait_for(&mut events, &warm.id).await;
+    let direct = deliveries(&alice, &mut events, n, false).await;
+    let warm_call: Vec<Duration> = {
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(call_setup(&alice, &bob).await);
+        }
+        v.sort();
+        v
+    };
+
+    // The same engines with the session closed: the relay path, 1 s polling.
+    alice.disconnect_transparent("bob").await.unwrap();
+    until("bob to see the session closed", || {
+        bob.transparent_status("alice").unwrap().state == TransparentState::Idle
+    })
+    .await;
+    let relayed = deliveries(&alice, &mut events, n.min(60), true).await;
+    assert_eq!(
+        alice.transparent_status("bob").unwrap().state,
+        TransparentState::Idle
+    );
+
+    // A call with no session up: start_call opens it first (signaling through the relays).
+    let cold = call_setup(&alice, &bob).await;
+
+    println!("| message delivery, send -> recipient event | n | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    row("WebRTC data channel (transparent mode)", &direct);
+    row(
+        "relays, 1 s polling (same engines, session closed)",
+        &relayed,
+    );
+    println!(
+        "\nmedian speed-up: {:.0}x",
+        percentile(&relayed, 0.5).as_secs_f64() / percentile(&direct, 0.5).as_secs_f64()
+    );
+    println!("\n| setup | n | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    row(
+        "call: `start_call` -> callee's first audio frame, session up",
+        &warm_call,
+    );
+    row(
+        "call: same, no session up (opened through the relays first)",
+        &[cold],
+    );
+    row(
+        "session: second consent -> both data channels open",
+        &[setup],
+    );
+    alice.shutdown();
+    bob.shutdown();
+}
