@@ -220,6 +220,39 @@ mod tests {
         assert!(r.push(b"\x07x").unwrap_err().contains("flag"));
     }
 
+    /// The vectors in docs/protocol.md ("Transparent mode"), byte for byte.
+    #[test]
+    fn documented_vectors() {
+        let consent = SignalEnvelope {
+            v: 1,
+            expires_at: 1_764_115_200_000,
+            signal: Signal::Consent { enabled: true },
+        };
+        let text = r#"{"v":1,"expires_at":1764115200000,"type":"consent","enabled":true}"#;
+        assert_eq!(serde_json::to_string(&consent).unwrap(), text);
+        assert_eq!(SignalEnvelope::parse(text).unwrap(), consent);
+        let bye = r#"{"v":1,"expires_at":1764115200000,"type":"bye","session":"7f0c5a52-1f7e-4b8e-9d51-0c6a1f3e2b10"}"#;
+        assert!(matches!(SignalEnvelope::parse(bye).unwrap().signal, Signal::Bye { .. }));
+        let ack = Frame::Ack {
+            hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            ok: true,
+        };
+        let chunks = chunk_frame(&ack);
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(
+            chunks[0],
+            b"\x01{\"t\":\"ack\",\"hash\":\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\",\"ok\":true}"
+        );
+        let invite = Frame::Call {
+            call: "c1".into(),
+            op: CallOp::Invite,
+        };
+        assert_eq!(
+            serde_json::to_string(&invite).unwrap(),
+            r#"{"t":"call","call":"c1","op":"invite"}"#
+        );
+    }
+
     #[test]
     fn signals_are_checked() {
         let ok = r#"{"v":1,"expires_at":5,"type":"offer","session":"s","device":"d","sdp":"v=0"}"#;
