@@ -143,11 +143,21 @@ fn messages_go_over_the_data_channel_and_back_through_relays_when_it_is_torn_dow
     );
     assert_eq!(state(&bob, "alice")["direct_received"], 1);
     assert_eq!(state(&alice, "bob")["direct_sent"], 1);
+    // Bob's other login, without transparent mode, still gets it: the login that received it
+    // directly queues the same packet for its own key through its TX relay.
+    let bob2 = Daemon::start(root.path(), "bob2", &mesh);
+    let pem = bob.ok(&["identity", "export"]);
+    let out = bob2.jasper_with_stdin(&["identity", "import", "-"], pem["pkcs8_pem"].as_str());
+    assert!(out.success(), "{out:?}");
+    bob2.ok(&["contact", "add", &a_key, "--name", "alice"]);
+    let mirrored = bob2.wait_for_message("alice", &id, DELIVERY);
+    assert_eq!(mirrored["content"], "straight to you");
     assert_eq!(
         relay_packets(&mesh, &rt, &b_key),
-        before,
-        "a relay holds a packet for bob that went over the data channel"
+        before + 1,
+        "exactly the mirrored copy"
     );
+    assert_eq!(state(&bob2, "alice")["state"], "off");
     // One conversation either way: the reply (also direct) lands in the same one.
     let reply = bob.ok(&["send", "--to", "alice", "and back"]);
     alice.wait_for_message("bob", reply["id"].as_str().unwrap(), DELIVERY);
@@ -176,10 +186,16 @@ fn messages_go_over_the_data_channel_and_back_through_relays_when_it_is_torn_dow
     assert!(relay_packets(&mesh, &rt, &b_key) > before);
     assert_eq!(bob.messages("alice").len(), 3);
 
-    // Opening it again from either side works.
+    // Opening it again works from either side (one of them offers, the other asks the
+    // offerer to: both ways are exercised whichever key sorts first).
     let reopened = &bob.ok(&["transparent", "open", "alice", "--wait-ms", "20000"])[0];
     assert_eq!(reopened["state"], "connected", "{reopened}");
     wait_state(&alice, "bob", "connected");
+    bob.ok(&["transparent", "close", "alice"]);
+    wait_state(&alice, "bob", "idle");
+    let reopened = &alice.ok(&["transparent", "open", "bob", "--wait-ms", "20000"])[0];
+    assert_eq!(reopened["state"], "connected", "{reopened}");
+    wait_state(&bob, "alice", "connected");
 }
 
 #[test]

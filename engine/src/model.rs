@@ -262,8 +262,9 @@ pub struct CallInfo {
     pub contact_name: Option<String>,
     pub outgoing: bool,
     pub state: CallState,
-    /// Why it ended: `hung_up`, `remote_hung_up`, `rejected`, `busy`, `no_answer`,
-    /// `connection_lost`, `transparent_disabled`, `shutdown`.
+    /// Why it ended: `hung_up`, `remote_hung_up`, `cancelled` (the caller hung up while it
+    /// rang), `rejected`, `busy`, `no_answer`, `connection_lost`, `transparent_disabled`,
+    /// `shutdown`.
     pub end_reason: Option<String>,
     pub started_at: i64,
     pub answered_at: Option<i64>,

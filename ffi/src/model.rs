@@ -502,8 +502,8 @@ pub struct CallInfo {
     pub contact_name: Option<String>,
     pub outgoing: bool,
     pub state: CallState,
-    /// hung_up, remote_hung_up, rejected, busy, no_answer, connection_lost,
-    /// transparent_disabled, shutdown.
+    /// hung_up, remote_hung_up, cancelled (the caller hung up while it rang), rejected, busy,
+    /// no_answer, connection_lost, transparent_disabled, shutdown.
     pub end_reason: Option<String>,
     /// Unix time in milliseconds.
     pub started_at: i64,

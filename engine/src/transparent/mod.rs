@@ -153,6 +153,8 @@ pub struct Hub {
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<SessionEvent>>>,
     /// Peer connections created by this process (none while no contact consents both ways).
     pub peer_connections_created: AtomicU64,
+    /// Bounds the packets from data channels being opened at once.
+    direct_receive: Arc<tokio::sync::Semaphore>,
 }
 
 impl Hub {
@@ -173,6 +175,7 @@ impl Hub {
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
             peer_connections_created: AtomicU64::new(0),
+            direct_receive: Arc::new(tokio::sync::Semaphore::new(2)),
         }
     }
 
@@ -329,7 +332,14 @@ impl Engine {
         let (was, _) = self.consent(&key)?;
         self.set_consent(&key, Some(enabled), None)?;
         if was != enabled {
-            self.post_signal(&key, Signal::Consent { enabled })?;
+            let yours_known = self.consent(&key)?.1;
+            self.post_signal(
+                &key,
+                Signal::Consent {
+                    enabled,
+                    yours_known,
+                },
+            )?;
         }
         if enabled {
             lock(&self.hub().closed_on_purpose).remove(&key);
@@ -366,8 +376,7 @@ impl Engine {
             if self.is_offerer(&key)? {
                 self.maybe_start(&key);
             } else {
-                // The offerer starts when it hears our consent again.
-                self.post_signal(&key, Signal::Consent { enabled: true })?;
+                self.post_signal(&key, Signal::Reconnect)?;
             }
         }
         let deadline = tokio::time::Instant::now() + wait;
@@ -549,16 +558,25 @@ impl Engine {
             return;
         };
         match env.signal {
-            Signal::Consent { enabled } => {
+            Signal::Consent {
+                enabled,
+                yours_known,
+            } => {
                 if peer_before != enabled {
                     let _ = self.set_consent(sender, None, Some(enabled));
                 }
                 if enabled {
                     lock(&self.hub().closed_on_purpose).remove(sender);
                     lock(&self.hub().retries).remove(sender);
-                    if local && !peer_before {
-                        // Tell them ours: they may have enabled it before we did.
-                        let _ = self.post_signal(sender, Signal::Consent { enabled: true });
+                    if local && !yours_known {
+                        // Tell them ours: they enabled it before hearing of ours.
+                        let _ = self.post_signal(
+                            sender,
+                            Signal::Consent {
+                                enabled: true,
+                                yours_known: true,
+                            },
+                        );
                     }
                     self.maybe_start(sender);
                 } else {
@@ -567,6 +585,23 @@ impl Engine {
                         tokio::spawn(async move { s.close("the contact disabled it").await });
                     }
                 }
+                self.emit_status(sender);
+            }
+            Signal::Reconnect => {
+                if !local || stale || !self.is_offerer(sender).unwrap_or(false) {
+                    return;
+                }
+                if !peer_before {
+                    let _ = self.set_consent(sender, None, Some(true));
+                }
+                lock(&self.hub().closed_on_purpose).remove(sender);
+                lock(&self.hub().retries).remove(sender);
+                // The contact has no session: whatever we hold is dead.
+                if let Some(old) = lock(&self.hub().sessions).remove(sender) {
+                    self.end_calls_with(sender, "connection_lost");
+                    tokio::spawn(async move { old.close("the contact reconnects").await });
+                }
+                self.maybe_start(sender);
                 self.emit_status(sender);
             }
             Signal::Offer {
@@ -705,7 +740,7 @@ impl Engine {
                     if self.is_offerer(&s.contact).unwrap_or(false) {
                         self.maybe_start(&s.contact);
                     } else {
-                        let _ = self.post_signal(&s.contact, Signal::Consent { enabled: true });
+                        let _ = self.post_signal(&s.contact, Signal::Reconnect);
                     }
                 }
             }
@@ -785,11 +820,26 @@ impl Engine {
                     Frame::Packet { packet } => {
                         let engine = self.clone();
                         tokio::spawn(async move {
+                            // Opening is private-key work: a contact flooding the channel gets
+                            // two cores' worth, not one thread per frame.
+                            let Ok(_permit) =
+                                engine.hub().direct_receive.clone().acquire_owned().await
+                            else {
+                                return;
+                            };
                             let hash = packet.hash.to_ascii_lowercase();
                             let from = peer.clone();
                             let ok = tokio::task::spawn_blocking({
                                 let engine = engine.clone();
-                                move || engine.receive_direct(&from, &packet)
+                                let hash = hash.clone();
+                                move || {
+                                    let fresh = !engine.inner.db.was_seen(&hash).unwrap_or(true);
+                                    let ok = engine.receive_direct(&from, &packet);
+                                    if ok && fresh {
+                                        engine.mirror_to_own_logins(&packet);
+                                    }
+                                    ok
+                                }
                             })
                             .await
                             .unwrap_or(false);
@@ -810,6 +860,33 @@ impl Engine {
                 {
                     tracing::debug!("call audio buffer full: frame dropped");
                 }
+            }
+        }
+    }
+
+    /// Queues a packet that arrived on a data channel for the relays too, addressed (as it is)
+    /// to this key, through this key's own TX relay: other logins of the key fetch it from
+    /// there, as they would have had it come through the relays. This login has it marked
+    /// seen already. Relays learn nothing new: a packet for this key, as for every message.
+    fn mirror_to_own_logins(&self, packet: &Packet) {
+        let Ok(me) = self.me() else { return };
+        let json = serde_json::to_string(packet).expect("packets serialise");
+        let hash = packet.hash.to_ascii_lowercase();
+        let queued = self.commit(|tx| {
+            Db::enqueue(
+                tx,
+                None,
+                true,
+                &packet.recipient,
+                &hex::encode(me.public_key().fingerprint()),
+                &json,
+                &hash,
+            )
+        });
+        match queued {
+            Ok(_) => self.inner.wake_outbox.notify_one(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not queue a direct packet for other logins")
             }
         }
     }
@@ -977,7 +1054,16 @@ impl Engine {
             }
             (CallOp::Reject, Some(_)) => self.end_call(&call, "rejected", None),
             (CallOp::Busy, Some(_)) => self.end_call(&call, "busy", None),
-            (CallOp::Hangup, Some(_)) => self.end_call(&call, "remote_hung_up", None),
+            (CallOp::Hangup, Some(slot)) => {
+                let info = slot.info();
+                let reason = if !info.outgoing && info.state == CallState::Ringing {
+                    // The caller gave up before it was answered.
+                    "cancelled"
+                } else {
+                    "remote_hung_up"
+                };
+                self.end_call(&call, reason, None);
+            }
             _ => tracing::debug!(?op, "call signal for no matching call ignored"),
         }
     }

@@ -27,7 +27,16 @@ pub struct SignalEnvelope {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Signal {
     /// The sender has (or no longer has) transparent mode enabled for the recipient.
-    Consent { enabled: bool },
+    /// `yours_known`: the sender has already heard the recipient's consent (no need to answer
+    /// with it).
+    Consent {
+        enabled: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        yours_known: bool,
+    },
+    /// The sender (the answering side) has no session with the recipient and wants one: the
+    /// offerer drops whatever session it still holds and offers anew.
+    Reconnect,
     /// A session offer: a complete SDP (ICE candidates included, no trickling needed).
     Offer {
         session: String,
@@ -68,7 +77,7 @@ impl SignalEnvelope {
         }
         let id_ok = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
         match &env.signal {
-            Signal::Consent { .. } => {}
+            Signal::Consent { .. } | Signal::Reconnect => {}
             Signal::Offer {
                 session,
                 device,
@@ -226,13 +235,19 @@ mod tests {
         let consent = SignalEnvelope {
             v: 1,
             expires_at: 1_764_115_200_000,
-            signal: Signal::Consent { enabled: true },
+            signal: Signal::Consent {
+                enabled: true,
+                yours_known: false,
+            },
         };
         let text = r#"{"v":1,"expires_at":1764115200000,"type":"consent","enabled":true}"#;
         assert_eq!(serde_json::to_string(&consent).unwrap(), text);
         assert_eq!(SignalEnvelope::parse(text).unwrap(), consent);
         let bye = r#"{"v":1,"expires_at":1764115200000,"type":"bye","session":"7f0c5a52-1f7e-4b8e-9d51-0c6a1f3e2b10"}"#;
-        assert!(matches!(SignalEnvelope::parse(bye).unwrap().signal, Signal::Bye { .. }));
+        assert!(matches!(
+            SignalEnvelope::parse(bye).unwrap().signal,
+            Signal::Bye { .. }
+        ));
         let ack = Frame::Ack {
             hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
             ok: true,

@@ -2228,8 +2228,8 @@ public struct CallInfo: Equatable, Hashable {
     public var outgoing: Bool
     public var state: CallState
     /**
-     * hung_up, remote_hung_up, rejected, busy, no_answer, connection_lost,
-     * transparent_disabled, shutdown.
+     * hung_up, remote_hung_up, cancelled (the caller hung up while it rang), rejected, busy,
+     * no_answer, connection_lost, transparent_disabled, shutdown.
      */
     public var endReason: String?
     /**
@@ -2243,8 +2243,8 @@ public struct CallInfo: Equatable, Hashable {
     // declare one manually.
     public init(id: String, contact: String, contactName: String?, outgoing: Bool, state: CallState, 
         /**
-         * hung_up, remote_hung_up, rejected, busy, no_answer, connection_lost,
-         * transparent_disabled, shutdown.
+         * hung_up, remote_hung_up, cancelled (the caller hung up while it rang), rejected, busy,
+         * no_answer, connection_lost, transparent_disabled, shutdown.
          */endReason: String?, 
         /**
          * Unix time in milliseconds.

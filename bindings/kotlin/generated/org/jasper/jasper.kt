@@ -3918,8 +3918,8 @@ data class CallInfo (
     var `state`: CallState
     , 
     /**
-     * hung_up, remote_hung_up, rejected, busy, no_answer, connection_lost,
-     * transparent_disabled, shutdown.
+     * hung_up, remote_hung_up, cancelled (the caller hung up while it rang), rejected, busy,
+     * no_answer, connection_lost, transparent_disabled, shutdown.
      */
     var `endReason`: kotlin.String?
     , 
