@@ -3,7 +3,9 @@
 # with the other two, with the embedded store. Sends one packet to the first relay and
 # fetches it from the third to show the mesh moving it; then starts two daemons (alice and
 # bob, keys in the kernel keyring) that exchange an end-to-end encrypted message through the
-# mesh, each sending through a different relay than it receives on. Runs until Ctrl-C.
+# mesh, each sending through a different relay than it receives on; then both enable
+# transparent mode and a second message goes straight over a WebRTC data channel (with a
+# loopback STUN server when coturn's `turnserver` is installed). Runs until Ctrl-C.
 #
 #   scripts/mesh.sh                 ports 8080 8081 8082, data in ~/.local/share/jasper-mesh
 #   JASPER_MESH_PORTS="9000 9001 9002" JASPER_MESH_DIR=/tmp/mesh scripts/mesh.sh
@@ -56,11 +58,22 @@ jasperd="$CARGO_TARGET_DIR/debug/jasperd"
 jasper="$CARGO_TARGET_DIR/debug/jasper"
 relay_flags=()
 for p in "${ports[@]}"; do relay_flags+=(--relay "127.0.0.1:$p"); done
+# Transparent mode: host candidates on loopback, and a STUN server if coturn is there.
+webrtc_flags=(--webrtc-bind 127.0.0.1:0)
+if command -v turnserver >/dev/null 2>&1; then
+  stun_port=$((ports[0] + 400))
+  turnserver -n --stun-only --no-cli --no-tls --no-dtls --listening-ip 127.0.0.1 \
+    --listening-port "$stun_port" --log-file "$dir/coturn.log" --pidfile "$dir/coturn.pid" \
+    >/dev/null 2>&1 &
+  pids+=($!)
+  webrtc_flags+=(--stun "stun:127.0.0.1:$stun_port")
+fi
 for who in alice bob; do
   rm -rf "$dir/$who"
   mkdir -p "$dir/$who"
   "$jasperd" --data-dir "$dir/$who/data" --socket "$dir/$who/jasperd.sock" --key-store keyutils \
-    --allow-private-relays --no-notifications "${relay_flags[@]}" >"$dir/$who.log" 2>&1 &
+    --allow-private-relays --no-notifications "${relay_flags[@]}" "${webrtc_flags[@]}" \
+    >"$dir/$who.log" 2>&1 &
   pids+=($!)
 done
 for who in alice bob; do
@@ -82,6 +95,23 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 echo "alice's RX relay: $(j alice relays rx)"
+
+echo
+echo "Transparent mode (the contact and the STUN operator learn your IP address):"
+j alice transparent enable bob >/dev/null 2>&1
+j bob transparent enable alice >/dev/null 2>&1
+for _ in $(seq 300); do
+  j alice transparent status bob | grep -q connected && break
+  sleep 0.1
+done
+j alice transparent status bob
+id=$(j alice --json send --to bob "Hello again, straight over WebRTC." | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
+for _ in $(seq 300); do
+  j bob messages --with alice | grep -q "straight over WebRTC" && break
+  sleep 0.1
+done
+j bob messages --with alice | tail -1
+echo "route of that message: $(j alice routes "$id" | cut -f2)"
 echo "Try: $jasper --socket $dir/bob/jasperd.sock send --to alice 'hi'"
 echo "     $jasper --socket $dir/alice/jasperd.sock watch"
 echo "Status: curl http://127.0.0.1:${ports[0]}/status     Stop: Ctrl-C"

@@ -7,70 +7,15 @@
 //!
 //! Options after `--`: `--messages N` (default 200).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use jasper_engine::{Engine, EngineConfig, EphemeralSecretStore, EventKind, MessageState};
+use jasper_engine::{Engine, EngineConfig, EphemeralSecretStore, MessageState};
 
-struct Relay(Child, String);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("jasper-relay");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release -p jasper-relay ({} missing)",
-        bin.display()
-    );
-    bin
-}
-
-fn mesh(n: usize, dir: &Path) -> Vec<Relay> {
-    let ports: Vec<u16> = (0..n)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    (0..n)
-        .map(|i| {
-            let mut cmd = Command::new(relay_binary());
-            cmd.arg("--listen")
-                .arg(format!("127.0.0.1:{}", ports[i]))
-                .arg("--data-dir")
-                .arg(dir.join(format!("r{i}")));
-            cmd.args(["--allow-private-peers", "true"]);
-            for (j, p) in ports.iter().enumerate() {
-                if i != j {
-                    cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
-                }
-            }
-            let mut child = cmd
-                .env("JASPER_LOG", "error")
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            lines.next();
-            std::thread::spawn(move || for _ in lines {});
-            Relay(child, format!("127.0.0.1:{}", ports[i]))
-        })
-        .collect()
-}
+mod common;
+use common::*;
 
 fn config(dir: &Path, relays: &[Relay], long_poll: bool) -> EngineConfig {
     let mut c = EngineConfig::new(dir);
@@ -84,14 +29,6 @@ fn config(dir: &Path, relays: &[Relay], long_poll: bool) -> EngineConfig {
         Duration::ZERO
     };
     c
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 async fn latency_run(dir: &Path, relays: &[Relay], long_poll: bool, n: usize) -> Vec<Duration> {
@@ -128,19 +65,6 @@ async fn latency_run(dir: &Path, relays: &[Relay], long_poll: bool, n: usize) ->
     bob.shutdown();
     out.sort();
     out
-}
-
-async fn wait_for(
-    events: &mut (impl futures::Stream<Item = jasper_engine::Result<jasper_engine::Event>> + Unpin),
-    id: &str,
-) {
-    while let Some(e) = events.next().await {
-        if let EventKind::MessageReceived { message } = e.unwrap().kind
-            && message.id == id
-        {
-            return;
-        }
-    }
 }
 
 fn openssl_rsa4096_signs_per_sec() -> Option<f64> {

@@ -11,63 +11,15 @@
 #[allow(dead_code)]
 mod stun;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use jasper_engine::{
-    CallState, Engine, EngineConfig, EphemeralSecretStore, EventKind, TransparentState,
-};
+use jasper_engine::{CallState, Engine, EngineConfig, EphemeralSecretStore, TransparentState};
 use stun::StunServer;
 
-struct Relay(Child, String);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("jasper-relay");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release -p jasper-relay ({} missing)",
-        bin.display()
-    );
-    bin
-}
-
-fn relay(dir: &Path, port: u16, peer: u16) -> Relay {
-    let mut child = Command::new(relay_binary())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir.join(format!("r{port}")))
-        .args(["--allow-private-peers", "true", "--peer"])
-        .arg(format!("127.0.0.1:{peer}"))
-        .env("JASPER_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    lines.next();
-    std::thread::spawn(move || for _ in lines {});
-    Relay(child, format!("127.0.0.1:{port}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::*;
 
 fn config(dir: &Path, relays: &[Relay], stun: &StunServer) -> EngineConfig {
     let mut c = EngineConfig::new(dir);
@@ -82,14 +34,6 @@ fn config(dir: &Path, relays: &[Relay], stun: &StunServer) -> EngineConfig {
     c
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 fn row(name: &str, sorted: &[Duration]) {
     println!(
         "| {name} | {} | {} | {} | {} |",
@@ -98,19 +42,6 @@ fn row(name: &str, sorted: &[Duration]) {
         ms(percentile(sorted, 0.99)),
         ms(*sorted.last().unwrap())
     );
-}
-
-async fn wait_for(
-    events: &mut (impl futures::Stream<Item = jasper_engine::Result<jasper_engine::Event>> + Unpin),
-    id: &str,
-) {
-    while let Some(e) = events.next().await {
-        if let EventKind::MessageReceived { message } = e.unwrap().kind
-            && message.id == id
-        {
-            return;
-        }
-    }
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
@@ -196,8 +127,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
-    let (p0, p1) = (free_port(), free_port());
-    let relays = vec![relay(dir.path(), p0, p1), relay(dir.path(), p1, p0)];
+    let relays = mesh(2, dir.path());
     let stun = StunServer::start(dir.path());
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!(

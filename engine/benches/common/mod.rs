@@ -1,0 +1,91 @@
+//! What the engine's benches share: release relays on loopback, percentiles, waiting for a
+//! message's arrival event.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jasper_engine::EventKind;
+
+/// A release `jasper-relay` process (killed on drop) and its address.
+pub struct Relay(Child, pub String);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn relay_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("jasper-relay");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build --release -p jasper-relay ({} missing)",
+        bin.display()
+    );
+    bin
+}
+
+/// `n` relays in a full mesh.
+pub fn mesh(n: usize, dir: &Path) -> Vec<Relay> {
+    let ports: Vec<u16> = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    (0..n)
+        .map(|i| {
+            let mut cmd = Command::new(relay_binary());
+            cmd.arg("--listen")
+                .arg(format!("127.0.0.1:{}", ports[i]))
+                .arg("--data-dir")
+                .arg(dir.join(format!("r{i}")));
+            cmd.args(["--allow-private-peers", "true"]);
+            for (j, p) in ports.iter().enumerate() {
+                if i != j {
+                    cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
+                }
+            }
+            let mut child = cmd
+                .env("JASPER_LOG", "error")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            lines.next();
+            std::thread::spawn(move || for _ in lines {});
+            Relay(child, format!("127.0.0.1:{}", ports[i]))
+        })
+        .collect()
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Reads events until the `MessageReceived` of `id`.
+pub async fn wait_for(
+    events: &mut (impl futures::Stream<Item = jasper_engine::Result<jasper_engine::Event>> + Unpin),
+    id: &str,
+) {
+    while let Some(e) = events.next().await {
+        if let EventKind::MessageReceived { message } = e.unwrap().kind
+            && message.id == id
+        {
+            return;
+        }
+    }
+}
