@@ -482,3 +482,78 @@ fn without_consent_on_both_sides_no_ice_traffic_happens_at_all() {
         "{err}\n{log}"
     );
 }
+
+/// The relay route a copy of `id` to `key` took (`None` while unsent, `Some("webrtc")` direct).
+fn route_to(d: &Daemon, id: &str, key: &str) -> Option<String> {
+    d.ok(&["routes", id])
+        .as_array()?
+        .iter()
+        .find(|r| r["recipient"] == key)?["relay"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn the_relays_carry_messages_when_the_direct_path_never_comes_up_or_dies_silently() {
+    let root = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(root.path(), 2);
+    let stun = StunServer::start(root.path());
+    let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
+    let mut bob = transparent_daemon(root.path(), "bob", &mesh, &stun);
+    // Carol's only WebRTC address is not on this machine: her side of a session cannot exist.
+    let mut opts = DaemonOptions::for_mesh(&mesh);
+    opts.extra = vec![
+        "--stun".into(),
+        stun.url.clone(),
+        "--webrtc-bind".into(),
+        "203.0.113.77:0".into(),
+    ];
+    let carol = Daemon::start_with(root.path(), "carol", opts);
+    alice.create_identity();
+    let b_key = bob.create_identity();
+    let c_key = carol.create_identity();
+    befriend(&alice, "alice", &bob, "bob");
+    befriend(&alice, "alice", &carol, "carol");
+
+    // Never comes up: both consent, messages still arrive, through the relays.
+    alice.ok(&["transparent", "enable", "carol"]);
+    carol.ok(&["transparent", "enable", "alice"]);
+    wait_until(DELIVERY, "alice to hear carol's consent", || {
+        Some(state(&alice, "carol")).filter(|s| s["peer_enabled"] == true)
+    });
+    for text in ["one", "two"] {
+        let m = alice.ok(&["send", "--to", "carol", text]);
+        let id = m["id"].as_str().unwrap().to_owned();
+        carol.wait_for_message("alice", &id, DELIVERY);
+        let route = wait_until(DELIVERY, "the copy to carol to be sent", || {
+            route_to(&alice, &id, &c_key)
+        });
+        assert!(mesh.addrs().contains(&route), "{route}");
+    }
+    assert_ne!(state(&alice, "carol")["state"], "connected");
+
+    // Dies silently: bob's daemon is killed while the session is up. Alice's next message finds
+    // no acknowledgement on the channel and goes through the relays; bob gets it on restart,
+    // and the session comes back by itself.
+    alice.ok(&["transparent", "enable", "bob"]);
+    bob.ok(&["transparent", "enable", "alice"]);
+    wait_state(&alice, "bob", "connected");
+    bob.kill9();
+    let m = alice.ok(&["send", "--to", "bob", "are you there?"]);
+    let id = m["id"].as_str().unwrap().to_owned();
+    let route = wait_until(DELIVERY, "the copy to bob to fall back to a relay", || {
+        route_to(&alice, &id, &b_key)
+    });
+    assert!(mesh.addrs().contains(&route), "{route}");
+    bob.restart();
+    let got = bob.wait_for_message("alice", &id, DELIVERY);
+    assert_eq!(got["content"], "are you there?");
+    wait_state(&alice, "bob", "connected");
+    wait_state(&bob, "alice", "connected");
+    let again = alice.ok(&["send", "--to", "bob", "back to direct"]);
+    let again_id = again["id"].as_str().unwrap().to_owned();
+    bob.wait_for_message("alice", &again_id, DELIVERY);
+    wait_until(DELIVERY, "the next message to go direct", || {
+        (route_to(&alice, &again_id, &b_key).as_deref() == Some("webrtc")).then_some(())
+    });
+}
