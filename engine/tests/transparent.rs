@@ -21,6 +21,10 @@ async fn pair(
         c.transparent.stun_servers = vec![stun.url.clone()];
         c.transparent.bind_addrs = vec!["127.0.0.1:0".into()];
         c.transparent.connect_timeout = Duration::from_secs(10);
+        // Plain 1 s polling: signals take up to a second through the relays, which is what
+        // lets a closing channel outrun its `bye` (see the teardown below).
+        c.long_poll = Duration::ZERO;
+        c.poll_interval = Duration::from_secs(1);
         engines.push(
             jasper_engine::Engine::open(c, secrets.clone())
                 .await
@@ -147,15 +151,31 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
         .await
     );
 
-    // Torn down: the next message goes through the relays.
-    alice.disconnect_transparent("bob").await.unwrap();
+    // Torn down on purpose, by the answering side: the offerer sees its channel close before
+    // the `bye` crosses the relays, and its automatic reconnect must not undo the close.
+    let alice_offers = alice.identity().unwrap().fingerprint < bob.identity().unwrap().fingerprint;
+    let (closer, contact) = if alice_offers {
+        (&bob, "alice")
+    } else {
+        (&alice, "bob")
+    };
+    closer.disconnect_transparent(contact).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || bob
-            .transparent_status("alice")
-            .unwrap()
-            .state
-            == TransparentState::Idle)
+        eventually(Duration::from_secs(10), || {
+            alice.transparent_status("bob").unwrap().state == TransparentState::Idle
+                && bob.transparent_status("alice").unwrap().state == TransparentState::Idle
+        })
         .await
+    );
+    // Past the first reconnect delay (4 s): still closed on both sides.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        alice.transparent_status("bob").unwrap().state,
+        TransparentState::Idle
+    );
+    assert_eq!(
+        bob.transparent_status("alice").unwrap().state,
+        TransparentState::Idle
     );
     let later = alice.send("bob", "through the relays").unwrap();
     assert!(

@@ -144,8 +144,11 @@ pub struct Hub {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Peers with an offer being prepared.
     starting: Mutex<HashSet<String>>,
-    /// Peers whose session was closed on purpose (by either side): no automatic reconnect.
-    closed_on_purpose: Mutex<HashSet<String>>,
+    /// Peers whose session this side's user closed: no automatic reconnect, and automatic
+    /// offers from them are refused, until the user (or the peer's user) asks to open it.
+    closed_here: Mutex<HashSet<String>>,
+    /// Peers who closed the session on purpose (`bye`): no automatic reconnect to them.
+    closed_by_peer: Mutex<HashSet<String>>,
     /// Offerer-side reconnects: peer → (failures so far, not before).
     retries: Mutex<HashMap<String, (u32, Instant)>>,
     calls: Mutex<HashMap<String, Arc<CallSlot>>>,
@@ -169,7 +172,8 @@ impl Hub {
             config,
             sessions: Mutex::default(),
             starting: Mutex::default(),
-            closed_on_purpose: Mutex::default(),
+            closed_here: Mutex::default(),
+            closed_by_peer: Mutex::default(),
             retries: Mutex::default(),
             calls: Mutex::default(),
             events_tx,
@@ -342,8 +346,8 @@ impl Engine {
             )?;
         }
         if enabled {
-            lock(&self.hub().closed_on_purpose).remove(&key);
-            self.maybe_start(&key);
+            self.clear_closed(&key);
+            self.maybe_start(&key, false);
         } else {
             self.end_calls_with(&key, "transparent_disabled");
             if let Some(s) = lock(&self.hub().sessions).remove(&key) {
@@ -370,13 +374,13 @@ impl Engine {
                 if local { "the contact's" } else { "this" }
             )));
         }
-        lock(&self.hub().closed_on_purpose).remove(&key);
+        self.clear_closed(&key);
         lock(&self.hub().retries).remove(&key);
         if self.hub().session(&key).is_none() {
             if self.is_offerer(&key)? {
-                self.maybe_start(&key);
+                self.maybe_start(&key, true);
             } else {
-                self.post_signal(&key, Signal::Reconnect)?;
+                self.post_signal(&key, Signal::Reconnect { requested: true })?;
             }
         }
         let deadline = tokio::time::Instant::now() + wait;
@@ -399,7 +403,8 @@ impl Engine {
     /// [`Engine::connect_transparent`] (on either side) or a restart. Consent is unchanged.
     pub async fn disconnect_transparent(&self, contact: &str) -> Result<TransparentStatus> {
         let key = self.contact_key(contact)?;
-        lock(&self.hub().closed_on_purpose).insert(key.clone());
+        lock(&self.hub().closed_here).insert(key.clone());
+        lock(&self.hub().retries).remove(&key);
         let session = lock(&self.hub().sessions).remove(&key);
         if let Some(s) = session {
             self.end_calls_with(&key, "hung_up");
@@ -453,15 +458,26 @@ impl Engine {
         Ok(())
     }
 
+    fn clear_closed(&self, peer: &str) {
+        lock(&self.hub().closed_here).remove(peer);
+        lock(&self.hub().closed_by_peer).remove(peer);
+    }
+
+    fn closed_on_purpose(&self, peer: &str) -> bool {
+        lock(&self.hub().closed_here).contains(peer)
+            || lock(&self.hub().closed_by_peer).contains(peer)
+    }
+
     /// Starts an offer to `peer` if both consent, none is up or starting, it was not closed
-    /// on purpose, this side is the offerer and no retry back-off is pending.
-    fn maybe_start(&self, peer: &str) {
+    /// on purpose, this side is the offerer and no retry back-off is pending. `requested`:
+    /// the user asked (the offer then overrides a deliberate close on the other side).
+    fn maybe_start(&self, peer: &str, requested: bool) {
         let Ok((true, true)) = self.consent(peer) else {
             return;
         };
         if !self.is_offerer(peer).unwrap_or(false)
             || self.hub().session(peer).is_some()
-            || lock(&self.hub().closed_on_purpose).contains(peer)
+            || self.closed_on_purpose(peer)
             || lock(&self.hub().retries)
                 .get(peer)
                 .is_some_and(|(_, at)| *at > Instant::now())
@@ -493,6 +509,7 @@ impl Engine {
                         session: id.clone(),
                         device: engine.hub().device.clone(),
                         sdp,
+                        requested,
                     };
                     if let Err(e) = engine.post_signal(&peer, signal) {
                         tracing::warn!(error = %e, "could not queue an offer");
@@ -566,7 +583,8 @@ impl Engine {
                     let _ = self.set_consent(sender, None, Some(enabled));
                 }
                 if enabled {
-                    lock(&self.hub().closed_on_purpose).remove(sender);
+                    // The contact's user (re-)enabled it: their earlier close no longer holds.
+                    lock(&self.hub().closed_by_peer).remove(sender);
                     lock(&self.hub().retries).remove(sender);
                     if local && !yours_known {
                         // Tell them ours: they enabled it before hearing of ours.
@@ -578,7 +596,7 @@ impl Engine {
                             },
                         );
                     }
-                    self.maybe_start(sender);
+                    self.maybe_start(sender, false);
                 } else {
                     self.end_calls_with(sender, "transparent_disabled");
                     if let Some(s) = lock(&self.hub().sessions).remove(sender) {
@@ -587,27 +605,32 @@ impl Engine {
                 }
                 self.emit_status(sender);
             }
-            Signal::Reconnect => {
+            Signal::Reconnect { requested } => {
                 if !local || stale || !self.is_offerer(sender).unwrap_or(false) {
+                    return;
+                }
+                if !requested && lock(&self.hub().closed_here).contains(sender) {
+                    tracing::info!("automatic reconnect after a deliberate close: ignored");
                     return;
                 }
                 if !peer_before {
                     let _ = self.set_consent(sender, None, Some(true));
                 }
-                lock(&self.hub().closed_on_purpose).remove(sender);
+                self.clear_closed(sender);
                 lock(&self.hub().retries).remove(sender);
                 // The contact has no session: whatever we hold is dead.
                 if let Some(old) = lock(&self.hub().sessions).remove(sender) {
                     self.end_calls_with(sender, "connection_lost");
                     tokio::spawn(async move { old.close("the contact reconnects").await });
                 }
-                self.maybe_start(sender);
+                self.maybe_start(sender, false);
                 self.emit_status(sender);
             }
             Signal::Offer {
                 session,
                 device,
                 sdp,
+                requested,
             } => {
                 if !local {
                     tracing::info!(
@@ -625,7 +648,13 @@ impl Engine {
                 if self.hub().session(sender).is_some_and(|s| s.id == session) {
                     return;
                 }
-                lock(&self.hub().closed_on_purpose).remove(sender);
+                if !requested && lock(&self.hub().closed_here).contains(sender) {
+                    // An automatic reconnect racing our `bye`: say it again.
+                    tracing::info!(session, "automatic offer after a deliberate close: refused");
+                    let _ = self.post_signal(sender, Signal::Bye { session });
+                    return;
+                }
+                self.clear_closed(sender);
                 tracing::info!(session, device, "answering a WebRTC offer");
                 self.answer(sender.to_owned(), session, sdp);
             }
@@ -670,14 +699,20 @@ impl Engine {
                 }
             }
             Signal::Bye { session } => {
-                let current = self.hub().session(sender).filter(|s| s.id == session);
+                // Applies to that session, or to none (ours may already be gone: the channel
+                // closing can beat the `bye` through the relays). A newer session stands.
+                let current = self.hub().session(sender);
+                if current.as_ref().is_some_and(|s| s.id != session) {
+                    return;
+                }
+                lock(&self.hub().closed_by_peer).insert(sender.to_owned());
+                lock(&self.hub().retries).remove(sender);
                 if let Some(s) = current {
-                    lock(&self.hub().closed_on_purpose).insert(sender.to_owned());
                     lock(&self.hub().sessions).remove(sender);
                     self.end_calls_with(sender, "remote_hung_up");
                     tokio::spawn(async move { s.close("the contact closed it").await });
-                    self.emit_status(sender);
                 }
+                self.emit_status(sender);
             }
         }
     }
@@ -738,9 +773,10 @@ impl Engine {
             for s in statuses {
                 if s.local_enabled && s.peer_enabled {
                     if self.is_offerer(&s.contact).unwrap_or(false) {
-                        self.maybe_start(&s.contact);
+                        self.maybe_start(&s.contact, false);
                     } else {
-                        let _ = self.post_signal(&s.contact, Signal::Reconnect);
+                        let _ =
+                            self.post_signal(&s.contact, Signal::Reconnect { requested: false });
                     }
                 }
             }
@@ -759,7 +795,7 @@ impl Engine {
                         .map(|(k, _)| k.clone())
                         .collect();
                     for peer in due {
-                        self.maybe_start(&peer);
+                        self.maybe_start(&peer, false);
                     }
                 }
                 _ = self.inner.stop.cancelled() => {
@@ -800,9 +836,7 @@ impl Engine {
                     tracing::info!(session, why, "transparent session down");
                     self.end_calls_with(&peer, "connection_lost");
                     tokio::spawn(async move { s.close("down").await });
-                    if self.is_offerer(&peer).unwrap_or(false)
-                        && !lock(&self.hub().closed_on_purpose).contains(&peer)
-                    {
+                    if self.is_offerer(&peer).unwrap_or(false) && !self.closed_on_purpose(&peer) {
                         self.schedule_retry(&peer);
                     }
                     self.emit_status(&peer);

@@ -36,12 +36,21 @@ pub enum Signal {
     },
     /// The sender (the answering side) has no session with the recipient and wants one: the
     /// offerer drops whatever session it still holds and offers anew.
-    Reconnect,
+    Reconnect {
+        /// The user asked for it (not a start-up announcement): it overrides a deliberate
+        /// close on the recipient's side.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        requested: bool,
+    },
     /// A session offer: a complete SDP (ICE candidates included, no trickling needed).
+    /// `requested`: the user asked for it, which overrides a deliberate close on the
+    /// recipient's side; automatic offers (start-up, reconnects) do not.
     Offer {
         session: String,
         device: String,
         sdp: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        requested: bool,
     },
     /// The answer to `session`, from one login (`device`) of the recipient key.
     Answer {
@@ -77,11 +86,12 @@ impl SignalEnvelope {
         }
         let id_ok = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
         match &env.signal {
-            Signal::Consent { .. } | Signal::Reconnect => {}
+            Signal::Consent { .. } | Signal::Reconnect { .. } => {}
             Signal::Offer {
                 session,
                 device,
                 sdp,
+                ..
             }
             | Signal::Answer {
                 session,
