@@ -977,6 +977,20 @@ impl Engine {
             {
                 return Ok(None);
             }
+            if let Source::Direct(_) = source {
+                // A data channel reaches this login only; the same packet goes to this key
+                // through the relays too, for the other logins (docs/protocol.md, "Other
+                // logins of the recipient"). In this transaction: applied means mirrored.
+                Db::enqueue(
+                    tx,
+                    None,
+                    true,
+                    &packet.recipient,
+                    &hex::encode(me.public_key().fingerprint()),
+                    &to_json(packet),
+                    &hash,
+                )?;
+            }
             if sender == me_text {
                 if opened.message.kind.as_str() != TYPE_SENT {
                     return Ok(None);
@@ -995,6 +1009,9 @@ impl Engine {
                 apply_incoming(tx, &me_text, &opened.message, None)
             }
         });
+        if matches!(source, Source::Direct(_)) {
+            self.inner.wake_outbox.notify_one();
+        }
         match result {
             Ok(Some(message)) => {
                 self.notify_desktop(&message);

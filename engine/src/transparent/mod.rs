@@ -865,15 +865,7 @@ impl Engine {
                             let from = peer.clone();
                             let ok = tokio::task::spawn_blocking({
                                 let engine = engine.clone();
-                                let hash = hash.clone();
-                                move || {
-                                    let fresh = !engine.inner.db.was_seen(&hash).unwrap_or(true);
-                                    let ok = engine.receive_direct(&from, &packet);
-                                    if ok && fresh {
-                                        engine.mirror_to_own_logins(&packet);
-                                    }
-                                    ok
-                                }
+                                move || engine.receive_direct(&from, &packet)
                             })
                             .await
                             .unwrap_or(false);
@@ -894,33 +886,6 @@ impl Engine {
                 {
                     tracing::debug!("call audio buffer full: frame dropped");
                 }
-            }
-        }
-    }
-
-    /// Queues a packet that arrived on a data channel for the relays too, addressed (as it is)
-    /// to this key, through this key's own TX relay: other logins of the key fetch it from
-    /// there, as they would have had it come through the relays. This login has it marked
-    /// seen already. Relays learn nothing new: a packet for this key, as for every message.
-    fn mirror_to_own_logins(&self, packet: &Packet) {
-        let Ok(me) = self.me() else { return };
-        let json = serde_json::to_string(packet).expect("packets serialise");
-        let hash = packet.hash.to_ascii_lowercase();
-        let queued = self.commit(|tx| {
-            Db::enqueue(
-                tx,
-                None,
-                true,
-                &packet.recipient,
-                &hex::encode(me.public_key().fingerprint()),
-                &json,
-                &hash,
-            )
-        });
-        match queued {
-            Ok(_) => self.inner.wake_outbox.notify_one(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not queue a direct packet for other logins")
             }
         }
     }
