@@ -33,6 +33,38 @@ fn transparent_daemon(
     Daemon::start_with(root, name, opts)
 }
 
+/// Two transparent-capable daemons with identities, contacts of each other, over a 2-relay mesh
+/// with coturn. Fields drop in order: daemons, then relays and STUN, then the directory.
+struct Two {
+    alice: Daemon,
+    bob: Daemon,
+    a_key: String,
+    b_key: String,
+    stun: StunServer,
+    mesh: Mesh,
+    root: tempfile::TempDir,
+}
+
+fn two() -> Two {
+    let root = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(root.path(), 2);
+    let stun = StunServer::start(root.path());
+    let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
+    let bob = transparent_daemon(root.path(), "bob", &mesh, &stun);
+    let a_key = alice.create_identity();
+    let b_key = bob.create_identity();
+    befriend(&alice, "alice", &bob, "bob");
+    Two {
+        alice,
+        bob,
+        a_key,
+        b_key,
+        stun,
+        mesh,
+        root,
+    }
+}
+
 fn state(d: &Daemon, contact: &str) -> Value {
     d.ok(&["transparent", "status", contact])[0].clone()
 }
@@ -87,15 +119,17 @@ fn relay_packets(mesh: &Mesh, rt: &tokio::runtime::Runtime, key: &str) -> usize 
 
 #[test]
 fn messages_go_over_the_data_channel_and_back_through_relays_when_it_is_torn_down() {
-    let root = tempfile::tempdir().unwrap();
-    let mesh = Mesh::start(root.path(), 2);
-    let stun = StunServer::start(root.path());
+    // Bound root first: locals drop in reverse, so daemons go before relays, STUN and the dir.
+    let Two {
+        root,
+        mesh,
+        stun,
+        alice,
+        bob,
+        a_key,
+        b_key,
+    } = two();
     let probes = stun.bindings();
-    let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
-    let bob = transparent_daemon(root.path(), "bob", &mesh, &stun);
-    let a_key = alice.create_identity();
-    let b_key = bob.create_identity();
-    befriend(&alice, "alice", &bob, "bob");
     let rt = runtime();
 
     // The warning comes with the API; consent on one side only is not enough.
@@ -198,16 +232,42 @@ fn messages_go_over_the_data_channel_and_back_through_relays_when_it_is_torn_dow
     wait_state(&bob, "alice", "connected");
 }
 
+/// Opens a call's `Audio` stream: the sender for frames to send, and the stream of frames
+/// the peer sends.
+async fn open_audio(
+    c: &mut jasper_daemon::client::Client,
+    call_id: &str,
+) -> (
+    tokio::sync::mpsc::Sender<pb::AudioIn>,
+    tonic::Streaming<pb::AudioOut>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(pb::AudioIn {
+        call_id: call_id.to_owned(),
+        frame: None,
+    })
+    .await
+    .unwrap();
+    let out = c
+        .calls
+        .audio(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, out)
+}
+
 #[test]
 fn a_call_carries_audio_frames_in_order_and_hanging_up_ends_it_on_both_sides() {
-    let root = tempfile::tempdir().unwrap();
-    let mesh = Mesh::start(root.path(), 2);
-    let stun = StunServer::start(root.path());
-    let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
-    let bob = transparent_daemon(root.path(), "bob", &mesh, &stun);
-    alice.create_identity();
-    bob.create_identity();
-    befriend(&alice, "alice", &bob, "bob");
+    // Every part bound: an unbound field of the temporary would drop (relays, STUN) right here.
+    let Two {
+        root: _root,
+        mesh: _mesh,
+        stun: _stun,
+        alice,
+        bob,
+        ..
+    } = two();
     alice.ok(&["transparent", "enable", "bob"]);
     bob.ok(&["transparent", "enable", "alice"]);
     wait_state(&alice, "bob", "connected");
@@ -281,32 +341,8 @@ fn a_call_carries_audio_frames_in_order_and_hanging_up_ends_it_on_both_sides() {
         .map(|i| format!("opus-frame-{i:03}").into_bytes())
         .collect();
     let (received_by_bob, received_by_alice) = rt.block_on(async {
-        let (b_tx, b_rx) = tokio::sync::mpsc::channel(8);
-        b_tx.send(pb::AudioIn {
-            call_id: call.id.clone(),
-            frame: None,
-        })
-        .await
-        .unwrap();
-        let mut b_out = b
-            .calls
-            .audio(tokio_stream::wrappers::ReceiverStream::new(b_rx))
-            .await
-            .unwrap()
-            .into_inner();
-        let (a_tx, a_rx) = tokio::sync::mpsc::channel(8);
-        a_tx.send(pb::AudioIn {
-            call_id: call.id.clone(),
-            frame: None,
-        })
-        .await
-        .unwrap();
-        let mut a_out = a
-            .calls
-            .audio(tokio_stream::wrappers::ReceiverStream::new(a_rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let (b_tx, mut b_out) = open_audio(&mut b, &call.id).await;
+        let (a_tx, mut a_out) = open_audio(&mut a, &call.id).await;
         for f in &frames {
             a_tx.send(pb::AudioIn {
                 call_id: String::new(),
@@ -413,15 +449,15 @@ fn a_call_carries_audio_frames_in_order_and_hanging_up_ends_it_on_both_sides() {
 
 #[test]
 fn without_consent_on_both_sides_no_ice_traffic_happens_at_all() {
-    let root = tempfile::tempdir().unwrap();
-    let mesh = Mesh::start(root.path(), 2);
-    let stun = StunServer::start(root.path());
+    let Two {
+        root,
+        mesh,
+        stun,
+        alice,
+        bob,
+        ..
+    } = two();
     let probes = stun.bindings();
-    let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
-    let bob = transparent_daemon(root.path(), "bob", &mesh, &stun);
-    alice.create_identity();
-    bob.create_identity();
-    befriend(&alice, "alice", &bob, "bob");
 
     // Messages both ways, transparent mode off everywhere.
     let m = alice.ok(&["send", "--to", "bob", "plain"]);

@@ -50,20 +50,9 @@ async fn latency_run(dir: &Path, relays: &[Relay], long_poll: bool, n: usize) ->
     // Warm-up: assignments made, connections open.
     let warm = alice.send("bob", "warm-up").unwrap();
     wait_for(&mut events, &warm.id).await;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        // Spread sends over the poll period so polling is measured fairly, not phase-locked.
-        if !long_poll {
-            tokio::time::sleep(Duration::from_millis(137 * (i as u64 % 7))).await;
-        }
-        let started = Instant::now();
-        let m = alice.send("bob", &format!("message {i}")).unwrap();
-        wait_for(&mut events, &m.id).await;
-        out.push(started.elapsed());
-    }
+    let out = deliveries(&alice, "bob", &mut events, n, !long_poll).await;
     alice.shutdown();
     bob.shutdown();
-    out.sort();
     out
 }
 
@@ -86,13 +75,7 @@ fn openssl_rsa4096_signs_per_sec() -> Option<f64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--messages")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let n = messages_arg(200);
     let dir = tempfile::tempdir().unwrap();
     let relays = mesh(4, dir.path());
     tokio::time::sleep(Duration::from_millis(500)).await;

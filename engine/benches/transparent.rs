@@ -52,27 +52,6 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-async fn deliveries(
-    alice: &Engine,
-    events: &mut (impl futures::Stream<Item = jasper_engine::Result<jasper_engine::Event>> + Unpin),
-    n: usize,
-    spread: bool,
-) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        if spread {
-            // Spread sends over the poll period so polling is measured fairly.
-            tokio::time::sleep(Duration::from_millis(137 * (i as u64 % 7))).await;
-        }
-        let started = Instant::now();
-        let m = alice.send("bob", &format!("message {i}")).unwrap();
-        wait_for(events, &m.id).await;
-        out.push(started.elapsed());
-    }
-    out.sort();
-    out
-}
-
 /// `start_call` until the callee holds the first audio frame; the callee accepts as soon as
 /// the call rings, and the caller sends a 20 ms frame every 20 ms once it is answered.
 async fn call_setup(alice: &Engine, bob: &Engine) -> Duration {
@@ -119,13 +98,7 @@ async fn call_setup(alice: &Engine, bob: &Engine) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--messages")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let n = messages_arg(200);
     let dir = tempfile::tempdir().unwrap();
     let relays = mesh(2, dir.path());
     let stun = StunServer::start(dir.path());
@@ -168,7 +141,7 @@ async fn main() {
 
     let warm = alice.send("bob", "warm-up").unwrap();
     wait_for(&mut events, &warm.id).await;
-    let direct = deliveries(&alice, &mut events, n, false).await;
+    let direct = deliveries(&alice, "bob", &mut events, n, false).await;
     let warm_call: Vec<Duration> = {
         let mut v = Vec::new();
         for _ in 0..10 {
@@ -184,7 +157,7 @@ async fn main() {
         bob.transparent_status("alice").unwrap().state == TransparentState::Idle
     })
     .await;
-    let relayed = deliveries(&alice, &mut events, n.min(60), true).await;
+    let relayed = deliveries(&alice, "bob", &mut events, n.min(60), true).await;
     assert_eq!(
         alice.transparent_status("bob").unwrap().state,
         TransparentState::Idle

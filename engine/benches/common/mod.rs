@@ -5,10 +5,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jasper_engine::EventKind;
+use jasper_engine::{Engine, EventKind};
 
 /// A release `jasper-relay` process (killed on drop) and its address.
 pub struct Relay(Child, pub String);
@@ -88,4 +88,38 @@ pub async fn wait_for(
             return;
         }
     }
+}
+
+/// Sends `n` messages to `to` one after the other, each once the previous arrived; the
+/// sorted latencies from `send` to the recipient's event. `spread`: start sends at varying
+/// points of a polling period, so polling is measured fairly rather than phase-locked.
+pub async fn deliveries(
+    sender: &Engine,
+    to: &str,
+    events: &mut (impl futures::Stream<Item = jasper_engine::Result<jasper_engine::Event>> + Unpin),
+    n: usize,
+    spread: bool,
+) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if spread {
+            tokio::time::sleep(Duration::from_millis(137 * (i as u64 % 7))).await;
+        }
+        let started = Instant::now();
+        let m = sender.send(to, &format!("message {i}")).unwrap();
+        wait_for(events, &m.id).await;
+        out.push(started.elapsed());
+    }
+    out.sort();
+    out
+}
+
+/// `--messages N` from the bench's arguments (after `--`), else `default`.
+pub fn messages_arg(default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--messages")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
