@@ -240,10 +240,11 @@ pub struct TransparentStatus {
 
 /// What enabling transparent mode gives up, for frontends to show before they enable it.
 pub const TRANSPARENT_MODE_WARNING: &str = "Transparent mode connects this device directly to the contact over WebRTC. \
-The contact learns your IP addresses, and the operator of each STUN server in use can see that your \
-two addresses talk to each other. Both sides must enable it, and doing so exposes your public key to the \
-other side's network path at the start of contact. Messages stay end-to-end encrypted and signed exactly \
-as on the relay path; when the direct connection is down they go through the relays as usual.";
+The contact learns your IP addresses and can tie them to your public key (as you can theirs), and \
+the operator of each STUN server in use sees your address and can see that your two addresses \
+talk to each other. Both sides must enable it. Messages stay end-to-end encrypted and signed \
+exactly as on the relay path; when the direct connection is down they go through the relays as \
+usual.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
