@@ -19,11 +19,16 @@ pub const DEFAULT_PAGE: usize = 50;
 #[derive(Clone)]
 pub struct Api {
     pub(crate) engine: Engine,
+    /// The one `CallService.Audio` stream that receives each call's audio.
+    pub(crate) audio_readers: crate::transparent::AudioReaders,
 }
 
 impl Api {
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            audio_readers: Default::default(),
+        }
     }
 
     /// Runs a synchronous engine call on a blocking thread: SQLite commits and RSA sealing

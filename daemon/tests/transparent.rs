@@ -385,6 +385,32 @@ fn a_call_carries_audio_frames_in_order_and_hanging_up_ends_it_on_both_sides() {
                 other => panic!("alice's audio stream stopped early: {other:?}"),
             }
         }
+        // Bob's frontend reopens its stream: the new one takes the audio over, the old one ends.
+        let (_b_tx2, mut b_out2) = open_audio(&mut b, &call.id).await;
+        let old = tokio::time::timeout(Duration::from_secs(10), b_out.message()).await;
+        assert!(
+            matches!(old, Ok(Ok(None))),
+            "the replaced stream did not end: {old:?}"
+        );
+        for i in 0..5u8 {
+            a_tx.send(pb::AudioIn {
+                call_id: String::new(),
+                frame: Some(pb::AudioFrame {
+                    opus: vec![0xa0 + i; 20],
+                    duration_us: 20_000,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        }
+        for i in 0..5u8 {
+            let m = tokio::time::timeout(Duration::from_secs(10), b_out2.message()).await;
+            match m {
+                Ok(Ok(Some(m))) => assert_eq!(m.frame.unwrap().opus, vec![0xa0 + i; 20]),
+                other => panic!("the new stream got {other:?}"),
+            }
+        }
         // Hanging up ends the call on both sides, and bob's stream with it.
         a.calls
             .hang_up(pb::HangUpRequest {
@@ -392,7 +418,7 @@ fn a_call_carries_audio_frames_in_order_and_hanging_up_ends_it_on_both_sides() {
             })
             .await
             .unwrap();
-        let end = tokio::time::timeout(Duration::from_secs(10), b_out.message()).await;
+        let end = tokio::time::timeout(Duration::from_secs(10), b_out2.message()).await;
         assert!(
             matches!(end, Ok(Ok(None))),
             "bob's stream did not end: {end:?}"
