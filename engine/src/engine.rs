@@ -964,7 +964,8 @@ impl Engine {
         }
         let me_text = me.public_key().to_text().to_owned();
         if opened.message.kind.as_str() == TYPE_RTC {
-            if self.inner.db.mark_seen(&hash).is_ok() && sender != me_text {
+            // Handled once: only the call that marks it seen acts on it.
+            if self.inner.db.mark_seen(&hash).unwrap_or(false) && sender != me_text {
                 self.handle_signal(&sender, &opened.message.content);
             }
             return true;
@@ -1414,7 +1415,7 @@ async fn blocking_secrets<T: Send + 'static>(
         .map_err(EngineError::KeyStore)
 }
 
-fn to_json(p: &Packet) -> String {
+pub(crate) fn to_json(p: &Packet) -> String {
     serde_json::to_string(p).expect("packet serialises")
 }
 

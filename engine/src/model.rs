@@ -272,9 +272,10 @@ pub struct CallInfo {
     pub ended_at: Option<i64>,
 }
 
-/// One frame of call audio: a single Opus packet (RFC 7587) of `duration_us` microseconds.
-/// Received frames carry the RTP sequence number (extended to 64 bits) and timestamp, so a
-/// frontend's jitter buffer can reorder and time them.
+/// One frame of call audio: a single Opus packet (RFC 7587). Frames to send give their
+/// `duration_us`; received frames carry the RTP sequence number (extended to 64 bits) and
+/// timestamp instead (their `duration_us` is 0: RTP does not carry it), so a frontend's jitter
+/// buffer can reorder and time them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioFrame {
     pub data: Vec<u8>,

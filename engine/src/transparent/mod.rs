@@ -18,7 +18,7 @@ pub mod session;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,8 +154,6 @@ pub struct Hub {
     calls: Mutex<HashMap<String, Arc<CallSlot>>>,
     events_tx: mpsc::UnboundedSender<SessionEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<SessionEvent>>>,
-    /// Peer connections created by this process (none while no contact consents both ways).
-    pub peer_connections_created: AtomicU64,
     /// Bounds the packets from data channels being opened at once.
     direct_receive: Arc<tokio::sync::Semaphore>,
 }
@@ -178,7 +176,6 @@ impl Hub {
             calls: Mutex::default(),
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
-            peer_connections_created: AtomicU64::new(0),
             direct_receive: Arc::new(tokio::sync::Semaphore::new(2)),
         }
     }
@@ -217,11 +214,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Engine {
     fn hub(&self) -> &Hub {
         &self.inner.transparent
-    }
-
-    /// Peer connections this process has created (a test and diagnostics figure).
-    pub fn peer_connections_created(&self) -> u64 {
-        self.hub().peer_connections_created.load(Ordering::Relaxed)
     }
 
     fn consent(&self, key: &str) -> Result<(bool, bool)> {
@@ -448,7 +440,7 @@ impl Engine {
                     false,
                     &p.recipient,
                     &hex::encode(key.fingerprint()),
-                    &serde_json::to_string(p).expect("packets serialise"),
+                    &crate::engine::to_json(p),
                     &p.hash,
                 )?;
             }
@@ -489,10 +481,6 @@ impl Engine {
         let peer = peer.to_owned();
         tokio::spawn(async move {
             let id = uuid::Uuid::new_v4().to_string();
-            engine
-                .hub()
-                .peer_connections_created
-                .fetch_add(1, Ordering::Relaxed);
             let result = Session::offer(
                 &engine.hub().settings,
                 id.clone(),
@@ -720,10 +708,6 @@ impl Engine {
     fn answer(&self, peer: String, id: String, offer_sdp: String) {
         let engine = self.clone();
         tokio::spawn(async move {
-            engine
-                .hub()
-                .peer_connections_created
-                .fetch_add(1, Ordering::Relaxed);
             let result = Session::answer(
                 &engine.hub().settings,
                 id.clone(),
@@ -1247,5 +1231,86 @@ mod tests {
         ] {
             assert!(check_stun_url(bad).is_err(), "{bad}");
         }
+    }
+}
+
+/// What a data channel may deliver, through `receive_direct` on a real engine (its own
+/// database, no relays): only the contact's own packets, addressed to this key, and each one
+/// applied is also queued for this key's other logins.
+#[cfg(test)]
+mod direct_packets {
+    use std::sync::Arc;
+
+    use jasper_core::PrivateKey;
+    use jasper_core::protocol::{InnerMessage, MessageKind, timestamp_now};
+
+    use crate::{Engine, EngineConfig, EphemeralSecretStore};
+
+    fn message(from: &PrivateKey, to: &PrivateKey, text: &str) -> jasper_core::protocol::Packet {
+        let inner = InnerMessage {
+            sender: from.public_key().to_text().to_owned(),
+            channel_id: uuid::Uuid::new_v4().to_string(),
+            kind: MessageKind::Message,
+            content: text.into(),
+            id: uuid::Uuid::new_v4().to_string(),
+            timestamp: timestamp_now(),
+        };
+        jasper_core::seal(from, &[to.public_key()], &inner)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_contacts_own_packets_to_this_key_are_applied_and_mirrored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig::new(dir.path());
+        config.notifications = false;
+        let engine = Engine::open(config, Arc::new(EphemeralSecretStore::default()))
+            .await
+            .unwrap();
+        engine.create_identity().await.unwrap();
+        let me = engine.me().unwrap();
+        let (bob, mallory) = (
+            PrivateKey::generate().unwrap(),
+            PrivateKey::generate().unwrap(),
+        );
+        let bob_key = bob.public_key().to_text().to_owned();
+        engine.add_contact(&bob_key, "bob", None).unwrap();
+        let mirrored = || {
+            engine
+                .inner
+                .db
+                .due_outbox(i64::MAX, 100)
+                .unwrap()
+                .into_iter()
+                .filter(|i| i.self_copy)
+                .count()
+        };
+
+        // Another key's packet on bob's channel, and bob's packet for someone else: refused.
+        assert!(!engine.receive_direct(&bob_key, &message(&mallory, &me, "forwarded")));
+        assert!(!engine.receive_direct(&bob_key, &message(&bob, &mallory, "not yours")));
+        // A packet whose fields are broken: refused.
+        let mut broken = message(&bob, &me, "broken");
+        broken.hash = "00".repeat(32);
+        assert!(!engine.receive_direct(&bob_key, &broken));
+        assert_eq!(mirrored(), 0);
+        assert!(
+            engine
+                .messages("bob", None, 10)
+                .unwrap()
+                .messages
+                .is_empty()
+        );
+
+        // Bob's own packet: applied, mirrored once; again: acknowledged, not applied twice.
+        let good = message(&bob, &me, "hello direct");
+        assert!(engine.receive_direct(&bob_key, &good));
+        assert!(engine.receive_direct(&bob_key, &good));
+        let history = engine.messages("bob", None, 10).unwrap().messages;
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].content, "hello direct");
+        assert_eq!(mirrored(), 1);
+        engine.shutdown();
     }
 }
