@@ -1,4 +1,5 @@
-//! The HTTP face of the relay: the four endpoints of the spec plus `GET /status`, JSON errors
+//! The HTTP face of the relay: the four endpoints of the spec plus `GET /status` and
+//! `POST /sync/recent` (extensions), JSON errors
 //! for everything (unknown routes and methods included), and body limits enforced before a
 //! body is read whole.
 
@@ -30,6 +31,13 @@ use crate::store::PutOutcome;
 /// Most packets one `/fetch {hashes}` may ask for (relays pull in chunks of 500).
 pub const MAX_FETCH_HASHES: usize = 1000;
 
+/// Most hashes one `/sync/recent` answer holds, and its default `limit`.
+pub const MAX_RECENT_HASHES: u64 = 10_000;
+
+/// Hex digits of each hash in a `/sync/recent` answer: at least (and by default at most).
+const MIN_RECENT_DIGITS: u64 = 16;
+const MAX_RECENT_DIGITS: u64 = 64;
+
 pub struct AppState {
     pub config: Arc<RelayConfig>,
     pub ingest: Arc<Ingest>,
@@ -44,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/fetch", post(fetch))
         .route("/sync/servers", post(sync_servers))
         .route("/sync/hashes", post(sync_hashes))
+        .route("/sync/recent", post(sync_recent))
         .route("/status", get(status))
         .fallback(|| async { RelayError::NotFound })
         .method_not_allowed_fallback(|| async { RelayError::MethodNotAllowed })
@@ -339,6 +348,95 @@ async fn sync_hashes(
     .into_response())
 }
 
+/// `/sync/recent` body: every field optional; read as JSON values so that each wrong one gets
+/// its own message.
+#[derive(Deserialize)]
+struct RecentBody {
+    #[serde(default)]
+    since: Option<Value>,
+    #[serde(default)]
+    limit: Option<Value>,
+    #[serde(default)]
+    digits: Option<Value>,
+}
+
+/// A whole non-negative number, or `None` when absent or null; `Err(())` for anything else.
+fn optional_u64(v: Option<&Value>) -> Result<Option<u64>, ()> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or(()),
+    }
+}
+
+fn parse_recent(req: &RecentBody) -> Result<(Option<u64>, u64, usize), RelayError> {
+    let since = optional_u64(req.since.as_ref()).map_err(|()| {
+        RelayError::MalformedRequest(
+            "`since` must be a whole number 0 or more (the `cursor` of an earlier answer), or \
+             absent to bootstrap"
+                .into(),
+        )
+    })?;
+    let bad_limit = || {
+        RelayError::MalformedRequest(format!(
+            "`limit` must be a whole number of hashes, 1 to {MAX_RECENT_HASHES}"
+        ))
+    };
+    let limit = match optional_u64(req.limit.as_ref()).map_err(|()| bad_limit())? {
+        None => MAX_RECENT_HASHES,
+        Some(0) => return Err(bad_limit()),
+        Some(n) if n > MAX_RECENT_HASHES => {
+            return Err(RelayError::TooLarge(format!(
+                "`limit` is {n}; at most {MAX_RECENT_HASHES} hashes per request"
+            )));
+        }
+        Some(n) => n,
+    };
+    let bad_digits = |got: String| {
+        RelayError::MalformedRequest(format!(
+            "`digits` must be a whole number of hex digits per hash, \
+             {MIN_RECENT_DIGITS} to {MAX_RECENT_DIGITS}{got}"
+        ))
+    };
+    let digits = match optional_u64(req.digits.as_ref()).map_err(|()| bad_digits(String::new()))? {
+        None => MAX_RECENT_DIGITS,
+        Some(d) if (MIN_RECENT_DIGITS..=MAX_RECENT_DIGITS).contains(&d) => d,
+        Some(d) => return Err(bad_digits(format!("; got {d}"))),
+    };
+    Ok((since, limit, digits as usize))
+}
+
+/// Extension: the hashes this relay stored after `since`, in its arrival order, so a client
+/// can look for its own packet without naming it.
+async fn sync_recent(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RelayError> {
+    let bytes = read_body(&headers, body, state.config.max_sync_body_bytes).await?;
+    let req: RecentBody = parse(&bytes)?;
+    let (since, limit, digits) = parse_recent(&req)?;
+    let recent = state.ingest.store.recent(since, limit as usize).await?;
+    // No hashes: the latest seq, not `since`, so a client ahead of a relay that lost its
+    // store sees the cursor go back and bootstraps again.
+    let cursor = recent
+        .hashes
+        .last()
+        .map_or(recent.latest_seq, |(seq, _)| *seq);
+    let hashes: Vec<String> = recent
+        .hashes
+        .iter()
+        .map(|(_, h)| {
+            let mut text = h.to_string();
+            text.truncate(digits);
+            text
+        })
+        .collect();
+    Ok(
+        axum::Json(json!({ "hashes": hashes, "cursor": cursor, "more": recent.more }))
+            .into_response(),
+    )
+}
+
 async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayError> {
     let stored = state.ingest.store.count().await?;
     let body = json!({
@@ -346,7 +444,9 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
         "version": env!("CARGO_PKG_VERSION"),
         "protocol": "1.0.0",
         "instance": state.mesh.instance,
-        "extensions": ["status", "fetch.wait", "fetch.since", "expires_at", "sync.prefix"],
+        "extensions": [
+            "status", "fetch.wait", "fetch.since", "expires_at", "sync.prefix", "sync.recent",
+        ],
         "stored_messages": stored,
         "load": {
             "active_requests": state.load.active().saturating_sub(1),
@@ -361,6 +461,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
             "max_fetch_hashes": MAX_FETCH_HASHES,
             "max_hashes_per_request": state.config.max_hashes_per_request,
             "max_wait_secs": MAX_WAIT_SECS,
+            "max_recent_hashes": MAX_RECENT_HASHES,
         },
         "peers": state.mesh.book.report(),
     });

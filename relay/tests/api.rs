@@ -406,3 +406,217 @@ async fn status_reports_version_load_and_count() {
             .contains(&json!("fetch.wait"))
     );
 }
+
+/// `POST /sync/recent` with `body`; asserts a 200 and returns (hashes, cursor, more).
+async fn recent(relay: &Relay, body: serde_json::Value) -> (Vec<String>, u64, bool) {
+    let (status, answer) = post(&relay.url("/sync/recent"), &body).await;
+    assert_eq!(status, 200, "{body}: {answer}");
+    let hashes = answer["hashes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hashes: {answer}"))
+        .iter()
+        .map(|h| h.as_str().unwrap().to_owned())
+        .collect();
+    (
+        hashes,
+        answer["cursor"].as_u64().unwrap(),
+        answer["more"].as_bool().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn sync_recent_lists_stored_hashes_in_arrival_order_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relays, _redis) = relays(dir.path());
+    let keys = recipients();
+    let mut expiring = Vec::new();
+    for relay in &relays {
+        let s = status(relay).await;
+        assert!(
+            s["extensions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("sync.recent")),
+            "{s}"
+        );
+        assert_eq!(s["limits"]["max_recent_hashes"], 10_000);
+
+        // Bootstrap: no hashes, the latest cursor (0 on a fresh relay); null is the same.
+        assert_eq!(recent(relay, json!({})).await, (vec![], 0, false));
+        assert_eq!(
+            recent(relay, json!({ "since": null })).await,
+            (vec![], 0, false)
+        );
+
+        let packets: Vec<_> = (0..5)
+            .map(|i| packet(&keys[i % 3], &format!("recent-{i}")))
+            .collect();
+        for p in &packets {
+            assert_eq!(send(relay, p).await.0, 200);
+        }
+        send(relay, &packets[0]).await; // a re-send adds nothing
+        let all: Vec<String> = packets.iter().map(|p| p.hash.clone()).collect();
+        let (hashes, cursor, more) = recent(relay, json!({ "since": 0 })).await;
+        assert_eq!((&hashes, more), (&all, false));
+        assert_eq!(cursor, 5, "the seq of the last hash returned");
+        assert_eq!(recent(relay, json!({})).await, (vec![], 5, false));
+        // Unknown fields are ignored, as on every endpoint.
+        assert_eq!(
+            recent(relay, json!({ "since": 3, "extra": [1] })).await,
+            (all[3..].to_vec(), 5, false)
+        );
+
+        // Paging with `limit` and `more`.
+        let (page1, c1, more1) = recent(relay, json!({ "since": 0, "limit": 2 })).await;
+        assert_eq!((page1, c1, more1), (all[..2].to_vec(), 2, true));
+        let (page2, c2, more2) = recent(relay, json!({ "since": c1, "limit": 2 })).await;
+        assert_eq!((page2, c2, more2), (all[2..4].to_vec(), 4, true));
+        let (page3, c3, more3) = recent(relay, json!({ "since": c2, "limit": 2 })).await;
+        assert_eq!((page3, c3, more3), (all[4..].to_vec(), 5, false));
+        assert_eq!(
+            recent(relay, json!({ "since": c3, "limit": 2 })).await,
+            (vec![], 5, false)
+        );
+
+        // `digits`: leading hex digits of each hash.
+        let (short, _, _) = recent(relay, json!({ "since": 0, "digits": 16 })).await;
+        let prefixes: Vec<String> = all.iter().map(|h| h[..16].to_owned()).collect();
+        assert_eq!(short, prefixes);
+        let (mid, _, _) = recent(relay, json!({ "since": 4, "digits": 40 })).await;
+        assert_eq!(mid, vec![all[4][..40].to_owned()]);
+        let (full, _, _) = recent(relay, json!({ "since": 4, "digits": 64 })).await;
+        assert_eq!(full, vec![all[4].clone()]);
+
+        // A client ahead of the relay (which lost its store): the cursor goes back.
+        assert_eq!(
+            recent(relay, json!({ "since": 1000 })).await,
+            (vec![], 5, false)
+        );
+
+        // Packets that expire in 2 s, between live ones; checked below, after one wait.
+        let now = jasper_relay::store::unix_now();
+        let keep1 = packet(&keys[0], "recent keep 1");
+        let mut short_lived = packet(&keys[1], "recent short");
+        short_lived.expires_at = Some(now + 2);
+        let keep2 = packet(&keys[2], "recent keep 2");
+        for p in [&keep1, &short_lived, &keep2] {
+            assert_eq!(send(relay, p).await.0, 200);
+        }
+        let (before, cursor, _) = recent(relay, json!({ "since": 5 })).await;
+        assert_eq!(
+            (before, cursor),
+            (
+                vec![
+                    keep1.hash.clone(),
+                    short_lived.hash.clone(),
+                    keep2.hash.clone()
+                ],
+                8
+            )
+        );
+        expiring.push((keep1.hash, keep2.hash));
+    }
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    for (relay, (keep1, keep2)) in relays.iter().zip(expiring) {
+        assert_eq!(
+            recent(relay, json!({ "since": 5 })).await,
+            (vec![keep1.clone(), keep2.clone()], 8, false),
+            "the expired packet is left out"
+        );
+        assert_eq!(
+            recent(relay, json!({ "since": 5, "limit": 1 })).await,
+            (vec![keep1], 6, true)
+        );
+        assert_eq!(
+            recent(relay, json!({ "since": 6, "limit": 1 })).await,
+            (vec![keep2], 8, false)
+        );
+    }
+}
+
+#[tokio::test]
+async fn sync_recent_answers_bad_requests_with_precise_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relays, _redis) = relays(dir.path());
+    for relay in &relays {
+        let url = relay.url("/sync/recent");
+        let cases = vec![
+            (json!({ "since": -1 }), 400, "malformed_request", "`since`"),
+            (json!({ "since": "5" }), 400, "malformed_request", "`since`"),
+            (json!({ "since": 1.5 }), 400, "malformed_request", "`since`"),
+            (
+                json!({ "limit": 0 }),
+                400,
+                "malformed_request",
+                "1 to 10000",
+            ),
+            (json!({ "limit": -3 }), 400, "malformed_request", "`limit`"),
+            (
+                json!({ "limit": "all" }),
+                400,
+                "malformed_request",
+                "`limit`",
+            ),
+            (
+                json!({ "limit": 10_001 }),
+                413,
+                "too_large",
+                "at most 10000",
+            ),
+            (
+                json!({ "since": 0, "digits": 15 }),
+                400,
+                "malformed_request",
+                "16 to 64; got 15",
+            ),
+            (json!({ "digits": 65 }), 400, "malformed_request", "got 65"),
+            (json!({ "digits": 0 }), 400, "malformed_request", "`digits`"),
+            (
+                json!({ "digits": 32.5 }),
+                400,
+                "malformed_request",
+                "`digits`",
+            ),
+            (
+                json!({ "digits": "64" }),
+                400,
+                "malformed_request",
+                "`digits`",
+            ),
+        ];
+        for (body, status, code, needle) in cases {
+            let (got, answer) = post(&url, &body).await;
+            assert_eq!(
+                (got, answer["error"]["code"].as_str().unwrap()),
+                (status, code),
+                "{body}: {answer}"
+            );
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(needle),
+                "{body}: {message:?} should mention {needle:?}"
+            );
+        }
+        // Largest limit and shortest digits are fine.
+        assert_eq!(
+            recent(relay, json!({ "since": 0, "limit": 10_000, "digits": 16 })).await,
+            (vec![], 0, false)
+        );
+        let raw: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+            ("empty body", vec![], 400, "malformed_request"),
+            ("not JSON", b"{nope".to_vec(), 400, "malformed_request"),
+            ("array body", b"[1,2]".to_vec(), 400, "malformed_request"),
+            ("number body", b"7".to_vec(), 400, "malformed_request"),
+        ];
+        for (name, body, status, code) in raw {
+            let (got, answer) = post_raw(&url, body).await;
+            assert_eq!(
+                (got, answer["error"]["code"].as_str().unwrap()),
+                (status, code),
+                "{name}: {answer}"
+            );
+        }
+        let resp = client().get(&url).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 405);
+    }
+}

@@ -10,7 +10,7 @@ use common::{Redis, recipients};
 use jasper_core::{MessageHash, PublicKey};
 use jasper_relay::store::embedded::EmbeddedStore;
 use jasper_relay::store::redis::RedisStore;
-use jasper_relay::store::{MessageStore, NewPacket, PutOutcome, unix_now};
+use jasper_relay::store::{MessageStore, NewPacket, PutOutcome, RecentHashes, unix_now};
 
 const RETENTION: Duration = Duration::from_secs(3600);
 
@@ -220,4 +220,224 @@ async fn both_backends_forget_tombstones_after_their_retention() {
         tombstones_are_forgotten_after_retention(embedded),
         tombstones_are_forgotten_after_retention(with_redis)
     );
+}
+
+fn stored_seq(outcome: PutOutcome) -> u64 {
+    match outcome {
+        PutOutcome::Stored { seq } => seq,
+        other => panic!("not stored: {other:?}"),
+    }
+}
+
+fn recent_pairs(r: &RecentHashes) -> Vec<(u64, MessageHash)> {
+    r.hashes.clone()
+}
+
+/// `recent` (for `/sync/recent`): bootstrap, arrival order, paging with `more`, a cursor ahead
+/// of the store, and expired packets left out before and after a purge. `tag` keeps packets
+/// of concurrently run backends apart (they would be the same packets otherwise).
+async fn recent_in_arrival_order(store: Arc<dyn MessageStore>, tag: &str) {
+    let boot = store.recent(None, 10).await.unwrap();
+    assert!(boot.hashes.is_empty() && !boot.more, "{boot:?}");
+    let start = boot.latest_seq;
+
+    let mut stored = Vec::new();
+    for i in 0..5 {
+        let p = new_packet(i % 3, &format!("{tag} recent {i}"), 600);
+        let seq = stored_seq(store.put(p.clone()).await.unwrap());
+        stored.push((seq, p.hash));
+    }
+    assert_eq!(
+        store
+            .put(new_packet(0, &format!("{tag} recent 0"), 600))
+            .await
+            .unwrap(),
+        PutOutcome::Duplicate,
+        "a duplicate takes no seq"
+    );
+    let latest = stored[4].0;
+    let boot = store.recent(None, 10).await.unwrap();
+    assert_eq!(
+        (boot.hashes.len(), boot.latest_seq, boot.more),
+        (0, latest, false),
+        "a bootstrap answers only the latest seq"
+    );
+    let all = store.recent(Some(start), 100).await.unwrap();
+    assert_eq!(recent_pairs(&all), stored);
+    assert_eq!((all.latest_seq, all.more), (latest, false));
+    let after_first = store.recent(Some(stored[0].0), 100).await.unwrap();
+    assert_eq!(recent_pairs(&after_first), stored[1..]);
+
+    // Paging: `more` until the last page.
+    let mut since = start;
+    let mut pages = Vec::new();
+    loop {
+        let page = store.recent(Some(since), 2).await.unwrap();
+        assert!(page.hashes.len() <= 2);
+        pages.extend(page.hashes.iter().copied());
+        let Some(&(last, _)) = page.hashes.last() else {
+            panic!("an empty page after more = true")
+        };
+        since = last;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(pages, stored);
+    assert_eq!(since, latest);
+    let exact = store.recent(Some(stored[2].0), 2).await.unwrap();
+    assert_eq!(
+        (recent_pairs(&exact), exact.more),
+        (stored[3..].to_vec(), false)
+    );
+    let nothing = store.recent(Some(latest), 10).await.unwrap();
+    assert_eq!((nothing.hashes.len(), nothing.latest_seq), (0, latest));
+    // A cursor ahead of the store (as after a relay lost its data): the latest seq comes back.
+    let ahead = store.recent(Some(latest + 1000), 10).await.unwrap();
+    assert_eq!((ahead.hashes.len(), ahead.latest_seq), (0, latest));
+    assert_eq!(
+        store.recent(Some(u64::MAX), 10).await.unwrap().latest_seq,
+        latest
+    );
+
+    // Expiry: a short-lived packet between two live ones is left out, as is `more` for it.
+    let keep1 = new_packet(0, &format!("{tag} keep 1"), 600);
+    let short = new_packet(1, &format!("{tag} short"), 1);
+    let keep2 = new_packet(2, &format!("{tag} keep 2"), 600);
+    let short2 = new_packet(1, &format!("{tag} short 2"), 1);
+    let s1 = stored_seq(store.put(keep1.clone()).await.unwrap());
+    let ss = stored_seq(store.put(short.clone()).await.unwrap());
+    let s2 = stored_seq(store.put(keep2.clone()).await.unwrap());
+    let ss2 = stored_seq(store.put(short2.clone()).await.unwrap());
+    let before = store.recent(Some(latest), 10).await.unwrap();
+    assert_eq!(
+        recent_pairs(&before),
+        vec![
+            (s1, keep1.hash),
+            (ss, short.hash),
+            (s2, keep2.hash),
+            (ss2, short2.hash)
+        ]
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for purged in [false, true] {
+        if purged {
+            store.purge_expired().await.unwrap();
+        }
+        let live = store.recent(Some(latest), 10).await.unwrap();
+        assert_eq!(
+            (recent_pairs(&live), live.latest_seq, live.more),
+            (vec![(s1, keep1.hash), (s2, keep2.hash)], ss2, false),
+            "purged: {purged}"
+        );
+        let one = store.recent(Some(latest), 1).await.unwrap();
+        assert_eq!(
+            (recent_pairs(&one), one.more),
+            (vec![(s1, keep1.hash)], true)
+        );
+        let last = store.recent(Some(s1), 1).await.unwrap();
+        assert_eq!(
+            (recent_pairs(&last), last.more),
+            (vec![(s2, keep2.hash)], false),
+            "only an expired packet follows: no more (purged: {purged})"
+        );
+        let tail = store.recent(Some(s2), 10).await.unwrap();
+        assert_eq!((tail.hashes.len(), tail.latest_seq), (0, ss2));
+    }
+}
+
+#[tokio::test]
+async fn both_backends_list_recent_hashes_in_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded: Arc<dyn MessageStore> =
+        Arc::new(EmbeddedStore::open(dir.path(), RETENTION).unwrap());
+    let redis = Redis::start();
+    let with_redis: Arc<dyn MessageStore> =
+        Arc::new(RedisStore::open(&redis.url(), "t4:", 3600).await.unwrap());
+    tokio::join!(
+        recent_in_arrival_order(embedded.clone(), "embedded"),
+        recent_in_arrival_order(with_redis, "redis")
+    );
+    embedded.close().await.unwrap();
+    drop(embedded);
+    // The index is kept across a reopen.
+    let reopened = EmbeddedStore::open(dir.path(), RETENTION).unwrap();
+    let all = reopened.recent(Some(0), 100).await.unwrap();
+    assert_eq!(
+        all.hashes.len(),
+        7,
+        "5 + the 2 live ones of the expiry step"
+    );
+    assert!(all.hashes.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
+/// Three packets stored; returns them as (seq, hash) in arrival order.
+async fn three(store: &dyn MessageStore, tag: &str) -> Vec<(u64, MessageHash)> {
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let p = new_packet(i, &format!("{tag} old {i}"), 600);
+        out.push((stored_seq(store.put(p.clone()).await.unwrap()), p.hash));
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_embedded_store_without_the_arrival_index_builds_it_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), RETENTION).unwrap();
+    let stored = three(&store, "embedded").await;
+    store.close().await.unwrap();
+    drop(store);
+    // Make it look like a directory written before the index existed.
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let by_seq = db
+            .keyspace("by_seq", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let keys: Vec<_> = by_seq
+            .iter()
+            .map(|item| item.into_inner().unwrap().0)
+            .collect();
+        assert_eq!(keys.len(), 3);
+        for k in keys {
+            by_seq.remove(k).unwrap();
+        }
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        meta.remove(b"by_seq_built".to_vec()).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let reopened = EmbeddedStore::open(dir.path(), RETENTION).unwrap();
+    let all = reopened.recent(Some(0), 100).await.unwrap();
+    assert_eq!((all.hashes, all.latest_seq), (stored.clone(), stored[2].0));
+    let Ok(PutOutcome::Stored { seq }) = reopened.put(new_packet(0, "after", 600)).await else {
+        panic!()
+    };
+    let after = reopened.recent(Some(stored[2].0), 100).await.unwrap();
+    assert_eq!(
+        after.hashes.iter().map(|h| h.0).collect::<Vec<_>>(),
+        vec![seq]
+    );
+}
+
+#[tokio::test]
+async fn a_redis_store_without_the_arrival_index_builds_it_on_open() {
+    let redis = Redis::start();
+    let store = RedisStore::open(&redis.url(), "t5:", 3600).await.unwrap();
+    let stored = three(&store, "redis").await;
+    drop(store);
+    // Make it look like a store written before the index existed.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let removed: u64 = redis::cmd("DEL")
+        .arg("t5:arrivals")
+        .arg("t5:arrivals_built")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    let reopened = RedisStore::open(&redis.url(), "t5:", 3600).await.unwrap();
+    let all = reopened.recent(Some(0), 100).await.unwrap();
+    assert_eq!((all.hashes, all.latest_seq), (stored.clone(), stored[2].0));
 }

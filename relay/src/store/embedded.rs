@@ -6,14 +6,20 @@
 //! yet a busy relay pays one fsync per batch, not per message. The single writer also makes
 //! "check then insert" atomic without locks. Because that thread is the bottleneck, everything
 //! that can be done before it (serialising the record) is done by the caller, and a packet
-//! costs the writer one lookup and three inserts.
+//! costs the writer one lookup and four inserts.
 //!
-//! Layout (three keyspaces, plus `meta` for the arrival counter):
+//! Layout (four keyspaces, plus `meta` for the arrival counter):
 //! - `messages`: hash -> `L` ‖ seq (BE) ‖ record JSON while live, `T` ‖ forget_at (BE) once
 //!   expired: the tombstone that keeps sync from reviving it, in the same place.
 //! - `by_recipient`: recipient fingerprint ‖ seq (BE) -> hash.
 //! - `by_expiry`: time (BE) ‖ hash -> `L` ‖ fingerprint ‖ seq for a live packet (time =
 //!   expires_at), `T` for a tombstone (time = forget_at).
+//! - `by_seq`: seq (BE) -> hash ‖ expires_at (BE) for every live packet, for `/sync/recent`;
+//!   written with the packet, removed when purge turns it into a tombstone. Data directories
+//!   from before this index have no `by_seq`: [`EmbeddedStore::open`] builds it once from the
+//!   live entries of `by_expiry` (they hold seq and expiry) before the writer starts, and marks
+//!   it built in `meta` (`BY_SEQ_BUILT`) only after the whole index is on disk, so a crash in
+//!   between only means building it again.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,12 +34,18 @@ use jasper_core::MessageHash;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{MessageStore, NewPacket, PutOutcome, StoreResult, StoredPacket, unix_now};
+use super::{
+    MessageStore, NewPacket, PutOutcome, RecentHashes, StoreResult, StoredPacket, unix_now,
+};
 use crate::error::RelayError;
 
 /// Most puts folded into one commit; bounds the latency a single batch adds.
 const MAX_BATCH: usize = 1024;
 const SEQ_KEY: &[u8] = b"seq";
+/// In `meta` once `by_seq` holds every live packet (see the module comment).
+const BY_SEQ_BUILT: &[u8] = b"by_seq_built";
+/// `by_seq` entries written per batch while building the index of an older directory.
+const INDEX_BUILD_BATCH: usize = 10_000;
 const LIVE: u8 = b'L';
 const TOMBSTONE: u8 = b'T';
 
@@ -55,6 +67,7 @@ struct Tables {
     messages: Keyspace,
     by_recipient: Keyspace,
     by_expiry: Keyspace,
+    by_seq: Keyspace,
     meta: Keyspace,
 }
 
@@ -74,6 +87,8 @@ pub struct EmbeddedStore {
     tables: Tables,
     writer: mpsc::UnboundedSender<WriteOp>,
     live: Arc<AtomicU64>,
+    /// The highest seq whose batch is committed (stored by the writer after each commit).
+    latest: Arc<AtomicU64>,
 }
 
 impl EmbeddedStore {
@@ -88,6 +103,7 @@ impl EmbeddedStore {
             messages: ks("messages")?,
             by_recipient: ks("by_recipient")?,
             by_expiry: ks("by_expiry")?,
+            by_seq: ks("by_seq")?,
             meta: ks("meta")?,
             db,
         };
@@ -95,13 +111,16 @@ impl EmbeddedStore {
             Some(v) => u64_from(&v),
             None => 0,
         };
+        build_seq_index(&tables)?;
         let live = Arc::new(AtomicU64::new(count_live(&tables, unix_now())?));
+        let latest = Arc::new(AtomicU64::new(seq));
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             tables: tables.clone(),
             seq,
             retention: tombstone_retention.as_secs(),
             live: live.clone(),
+            latest: latest.clone(),
         };
         std::thread::Builder::new()
             .name("jasper-store-writer".into())
@@ -111,6 +130,7 @@ impl EmbeddedStore {
             tables,
             writer: tx,
             live,
+            latest,
         })
     }
 
@@ -186,6 +206,92 @@ impl EmbeddedStore {
     }
 }
 
+/// `/sync/recent` from `by_seq`: the live entries after `since`, one more looked for to know
+/// whether there are `more`. Expired entries not purged yet are skipped.
+fn recent_blocking(
+    tables: &Tables,
+    latest_seq: u64,
+    since: Option<u64>,
+    limit: usize,
+) -> StoreResult<RecentHashes> {
+    let mut out = RecentHashes {
+        latest_seq,
+        ..RecentHashes::default()
+    };
+    let Some(start) = since.and_then(|s| s.checked_add(1)) else {
+        return Ok(out);
+    };
+    let now = unix_now();
+    for item in tables.by_seq.range(start.to_be_bytes().to_vec()..) {
+        let (key, value) = item.into_inner()?;
+        if key.len() != 8 || value.len() != 40 {
+            return Err(RelayError::Storage("corrupt arrival index entry".into()));
+        }
+        if u64_from(&value[32..]) <= now {
+            continue;
+        }
+        if out.hashes.len() >= limit {
+            out.more = true;
+            break;
+        }
+        out.hashes.push((u64_from(&key), hash_from(&value[..32])?));
+    }
+    Ok(out)
+}
+
+fn seq_index_value(hash: &[u8; 32], expires_at: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(40);
+    v.extend_from_slice(hash);
+    v.extend_from_slice(&expires_at.to_be_bytes());
+    v
+}
+
+/// Builds `by_seq` for a data directory written before it existed, once: every live entry of
+/// `by_expiry` (`L` ‖ fingerprint ‖ seq, key expires_at ‖ hash) becomes seq -> hash ‖
+/// expires_at. Runs before the writer starts, so nothing else writes meanwhile; the marker is
+/// written, with a full sync, only after every entry, so an interrupted build is redone.
+fn build_seq_index(tables: &Tables) -> StoreResult<()> {
+    if tables.meta.contains_key(BY_SEQ_BUILT)? {
+        return Ok(());
+    }
+    let mut batch = tables.db.batch();
+    let mut in_batch = 0usize;
+    let mut indexed = 0usize;
+    for item in tables.by_expiry.iter() {
+        let (key, value) = item.into_inner()?;
+        if value.first() != Some(&LIVE) {
+            continue;
+        }
+        if key.len() != 40 || value.len() != 41 {
+            return Err(RelayError::Storage("corrupt expiry index entry".into()));
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&key[8..]);
+        batch.insert(
+            &tables.by_seq,
+            value[33..41].to_vec(),
+            seq_index_value(&hash, u64_from(&key[..8])),
+        );
+        in_batch += 1;
+        indexed += 1;
+        if in_batch >= INDEX_BUILD_BATCH {
+            batch.commit()?;
+            batch = tables.db.batch();
+            in_batch = 0;
+        }
+    }
+    batch.insert(&tables.meta, BY_SEQ_BUILT.to_vec(), vec![1]);
+    batch.commit()?;
+    tables.db.persist(PersistMode::SyncAll)?;
+    if indexed > 0 {
+        tracing::info!(
+            indexed,
+            "built the arrival-order index of an older data directory"
+        );
+    }
+    Ok(())
+}
+
 /// A decoded `messages` value.
 enum Value<'a> {
     Live { seq: u64, record: Record<'a> },
@@ -258,6 +364,19 @@ impl MessageStore for EmbeddedStore {
         async move { self.by_recipient_blocking(recipient_fp, since, limit) }.boxed()
     }
 
+    fn recent(&self, since: Option<u64>, limit: usize) -> BoxFuture<'_, StoreResult<RecentHashes>> {
+        let tables = self.tables.clone();
+        // Read before the scan: every seq up to it is committed, so the scan sees all of them
+        // and an empty answer's cursor never skips a packet the scan missed.
+        let latest = self.latest.load(Ordering::Acquire);
+        async move {
+            tokio::task::spawn_blocking(move || recent_blocking(&tables, latest, since, limit))
+                .await
+                .map_err(|e| RelayError::Storage(format!("scan task failed: {e}")))?
+        }
+        .boxed()
+    }
+
     fn unknown(&self, hashes: Vec<MessageHash>) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>> {
         async move {
             let mut out = Vec::new();
@@ -313,6 +432,7 @@ struct Writer {
     seq: u64,
     retention: u64,
     live: Arc<AtomicU64>,
+    latest: Arc<AtomicU64>,
 }
 
 type PendingPut = (Box<PreparedPut>, oneshot::Sender<StoreResult<PutOutcome>>);
@@ -392,6 +512,11 @@ impl Writer {
                         expiry_key(p.expires_at, h).to_vec(),
                         index,
                     );
+                    batch.insert(
+                        &self.tables.by_seq,
+                        seq.to_be_bytes().to_vec(),
+                        seq_index_value(h, p.expires_at),
+                    );
                     stored += 1;
                     Ok(PutOutcome::Stored { seq })
                 }
@@ -418,6 +543,7 @@ impl Writer {
             self.seq = seq_before;
         } else {
             self.live.fetch_add(stored, Ordering::Relaxed);
+            self.latest.store(self.seq, Ordering::Release);
         }
         for ((_, tx), outcome) in puts.drain(..).zip(outcomes) {
             let outcome = match (&committed, outcome) {
@@ -486,6 +612,7 @@ impl Writer {
                         tomb.extend_from_slice(&forget_at.to_be_bytes());
                         batch.insert(&t.messages, hash.clone(), tomb);
                         batch.remove(&t.by_recipient, value[1..].to_vec());
+                        batch.remove(&t.by_seq, value[33..41].to_vec());
                         let mut hash_arr = [0u8; 32];
                         hash_arr.copy_from_slice(&hash);
                         batch.insert(

@@ -70,6 +70,18 @@ pub enum PutOutcome {
     Expired,
 }
 
+/// What [`MessageStore::recent`] answers: the extension `POST /sync/recent`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecentHashes {
+    /// Live packets that arrived after `since`, as (arrival seq, hash), in increasing seq
+    /// order, at most `limit`.
+    pub hashes: Vec<(u64, MessageHash)>,
+    /// The highest arrival seq assigned (and committed) when the read began.
+    pub latest_seq: u64,
+    /// Whether live packets after the last one returned exist (the answer was cut at `limit`).
+    pub more: bool,
+}
+
 /// Storage backend of a relay.
 pub trait MessageStore: Send + Sync + 'static {
     /// Stores a packet durably (or reports why not). Atomic with its checks.
@@ -89,6 +101,11 @@ pub trait MessageStore: Send + Sync + 'static {
         since: Option<u64>,
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<StoredPacket>>>;
+
+    /// Live hashes in arrival order after `since` (at most `limit`), from an index ordered by
+    /// arrival seq (never a scan of the store), plus the latest seq. `None` (a bootstrap)
+    /// answers no hashes, only the latest seq.
+    fn recent(&self, since: Option<u64>, limit: usize) -> BoxFuture<'_, StoreResult<RecentHashes>>;
 
     /// The hashes among these that are neither held nor remembered as expired: what sync
     /// should fetch.

@@ -1,8 +1,14 @@
 //! The Redis store: each packet is a key with native expiry (`EXAT`), beside a per-recipient
 //! sorted set (score = arrival sequence) that expires with the newest message it indexes, a
-//! global sorted set of live hashes (score = expiry) for sync, and a tombstone key per hash
-//! that outlives the packet by the retention period. One Lua script makes the checks and all
-//! writes of a `put` atomic.
+//! global sorted set of live hashes (score = expiry) for sync, a global sorted set of live
+//! hashes by arrival (score = seq) for `/sync/recent`, and a tombstone key per hash that
+//! outlives the packet by the retention period. One Lua script makes the checks and all writes
+//! of a `put` atomic; purge drops expired hashes from both global sets together.
+//!
+//! The arrival set (`arrivals`) is newer than the others: when its marker key
+//! (`arrivals_built`) is absent, [`RedisStore::open`] builds it from `all` (every live hash),
+//! reading each packet's seq from the start of its value, and sets the marker only once done,
+//! so an interrupted build is redone. Puts add to it whether built or not.
 //!
 //! Durability is Redis's: run it with `appendonly yes` and `appendfsync always` for "durable
 //! before acknowledged" (the relay warns at start-up otherwise).
@@ -14,7 +20,9 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
-use super::{MessageStore, NewPacket, PutOutcome, StoreResult, StoredPacket, unix_now};
+use super::{
+    MessageStore, NewPacket, PutOutcome, RecentHashes, StoreResult, StoredPacket, unix_now,
+};
 use crate::error::RelayError;
 
 const PUT_SCRIPT: &str = r#"
@@ -36,8 +44,55 @@ redis.call('ZADD', KEYS[3], seq, ARGV[5])
 local ttl = redis.call('TTL', KEYS[3])
 if ttl < 0 or now + ttl < exp then redis.call('EXPIREAT', KEYS[3], exp) end
 redis.call('ZADD', KEYS[4], exp, ARGV[5])
+redis.call('ZADD', KEYS[6], seq, ARGV[5])
 return {'stored', seq}
 "#;
+
+/// `/sync/recent`: KEYS = arrivals, all, seq; ARGV = since ('' for a bootstrap), limit, now.
+/// Pages through `arrivals` by score after `since`, keeping hashes whose expiry (their score
+/// in `all`) is after `now`, until `limit` are kept and one more is seen. Atomic, so the
+/// latest seq read here is consistent with the hashes.
+const RECENT_SCRIPT: &str = r#"
+local latest = redis.call('GET', KEYS[3]) or '0'
+local out = {}
+local more = 0
+if ARGV[1] ~= '' then
+  local limit = tonumber(ARGV[2])
+  local now = tonumber(ARGV[3])
+  local from = '(' .. ARGV[1]
+  while more == 0 do
+    local page = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1000)
+    for i = 1, #page, 2 do
+      local exp = redis.call('ZSCORE', KEYS[2], page[i])
+      if exp and tonumber(exp) > now then
+        if #out >= limit * 2 then
+          more = 1
+          break
+        end
+        out[#out + 1] = page[i + 1]
+        out[#out + 1] = page[i]
+      end
+    end
+    if #page < 2000 then break end
+    from = '(' .. page[#page]
+  end
+end
+return {latest, more, out}
+"#;
+
+/// Drops up to ARGV[2] hashes expired by ARGV[1] from `all` (KEYS[1]) and `arrivals`
+/// (KEYS[2]); returns how many.
+const PURGE_SCRIPT: &str = r#"
+local hs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #hs > 0 then
+  redis.call('ZREM', KEYS[2], unpack(hs))
+  redis.call('ZREM', KEYS[1], unpack(hs))
+end
+return #hs
+"#;
+
+/// Hashes per purge script call (and per step of building the arrival set).
+const PURGE_BATCH: usize = 1000;
 
 /// The part of a packet stored in the value (the hash is in the key).
 #[derive(Serialize, Deserialize)]
@@ -56,6 +111,8 @@ pub struct RedisStore {
     next: std::sync::atomic::AtomicUsize,
     prefix: String,
     put_script: Script,
+    recent_script: Script,
+    purge_script: Script,
     retention: u64,
 }
 
@@ -74,13 +131,78 @@ impl RedisStore {
         }
         let _: String = redis::cmd("PING").query_async(&mut conns[0]).await?;
         warn_if_not_durable(&mut conns[0]).await;
-        Ok(Self {
+        let store = Self {
             conns,
             next: std::sync::atomic::AtomicUsize::new(0),
             prefix: prefix.to_owned(),
             put_script: Script::new(PUT_SCRIPT),
+            recent_script: Script::new(RECENT_SCRIPT),
+            purge_script: Script::new(PURGE_SCRIPT),
             retention: tombstone_retention_secs,
-        })
+        };
+        store.build_arrivals().await?;
+        Ok(store)
+    }
+
+    /// Builds the arrival set of a store written before it existed (see the module comment).
+    /// `ZSCAN` returns every member present from start to end of the scan; members added
+    /// meanwhile are added by their put, members removed meanwhile expired.
+    async fn build_arrivals(&self) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let marker = format!("{}arrivals_built", self.prefix);
+        let built: bool = conn.exists(&marker).await?;
+        if built {
+            return Ok(());
+        }
+        let mut cursor = 0u64;
+        let mut indexed = 0usize;
+        loop {
+            let (next, page): (u64, Vec<String>) = redis::cmd("ZSCAN")
+                .arg(self.all_key())
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(PURGE_BATCH)
+                .query_async(&mut conn)
+                .await?;
+            let hashes: Vec<MessageHash> = page
+                .iter()
+                .step_by(2)
+                .filter_map(|m| MessageHash::parse(m, "index").ok())
+                .collect();
+            if !hashes.is_empty() {
+                let mut pipe = redis::pipe();
+                for h in &hashes {
+                    // "seq|expires_at|body": the seq is within the first 21 bytes.
+                    pipe.getrange(self.msg_key(h), 0, 24);
+                }
+                let heads: Vec<String> = pipe.query_async(&mut conn).await?;
+                let mut add = redis::pipe();
+                let mut added = 0usize;
+                for (h, head) in hashes.iter().zip(heads) {
+                    // Empty: expired meanwhile.
+                    if let Some(seq) = head.split('|').next().and_then(|s| s.parse::<u64>().ok()) {
+                        add.zadd(self.arrivals_key(), h.to_string(), seq).ignore();
+                        added += 1;
+                    }
+                }
+                if added > 0 {
+                    let () = add.query_async(&mut conn).await?;
+                    indexed += added;
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let () = conn.set(&marker, 1).await?;
+        if indexed > 0 {
+            tracing::info!(
+                indexed,
+                "built the arrival-order index of an older Redis store"
+            );
+        }
+        Ok(())
     }
 
     /// A connection, round robin.
@@ -103,6 +225,9 @@ impl RedisStore {
     }
     fn seq_key(&self) -> String {
         format!("{}seq", self.prefix)
+    }
+    fn arrivals_key(&self) -> String {
+        format!("{}arrivals", self.prefix)
     }
 
     async fn load(&self, hashes: &[MessageHash]) -> StoreResult<Vec<Option<StoredPacket>>> {
@@ -148,6 +273,16 @@ fn decode(hash: &MessageHash, value: &str) -> StoreResult<Option<StoredPacket>> 
     }))
 }
 
+/// A sorted-set score as Redis prints it ("17", or "1.5e+16" past 10^15 or so).
+fn parse_score(s: &str) -> Option<u64> {
+    s.parse::<u64>().ok().or_else(|| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+            .map(|f| f as u64)
+    })
+}
+
 async fn warn_if_not_durable(conn: &mut ConnectionManager) {
     let read = |name: &'static str| {
         let mut conn = conn.clone();
@@ -190,6 +325,7 @@ impl MessageStore for RedisStore {
                 .key(self.rcpt_key(&p.recipient_fp))
                 .key(self.all_key())
                 .key(self.seq_key())
+                .key(self.arrivals_key())
                 .arg(body)
                 .arg(p.expires_at)
                 .arg(now)
@@ -266,6 +402,40 @@ impl MessageStore for RedisStore {
         .boxed()
     }
 
+    fn recent(&self, since: Option<u64>, limit: usize) -> BoxFuture<'_, StoreResult<RecentHashes>> {
+        async move {
+            let mut conn = self.conn();
+            let (latest, more, flat): (String, i64, Vec<String>) = self
+                .recent_script
+                .key(self.arrivals_key())
+                .key(self.all_key())
+                .key(self.seq_key())
+                .arg(since.map(|s| s.to_string()).unwrap_or_default())
+                .arg(limit)
+                .arg(unix_now())
+                .invoke_async(&mut conn)
+                .await?;
+            let corrupt = || RelayError::Storage("corrupt arrival index entry".into());
+            let latest_seq = latest.parse().map_err(|_| corrupt())?;
+            let hashes = flat
+                .chunks(2)
+                .map(|pair| match pair {
+                    [seq, h] => Ok((
+                        parse_score(seq).ok_or_else(corrupt)?,
+                        MessageHash::parse(h, "index").map_err(|_| corrupt())?,
+                    )),
+                    _ => Err(corrupt()),
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(RecentHashes {
+                hashes,
+                latest_seq,
+                more: more != 0,
+            })
+        }
+        .boxed()
+    }
+
     fn unknown(&self, hashes: Vec<MessageHash>) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>> {
         async move {
             let mut out = Vec::new();
@@ -317,10 +487,25 @@ impl MessageStore for RedisStore {
 
     fn purge_expired(&self) -> BoxFuture<'_, StoreResult<usize>> {
         async move {
-            // Packets and tombstones expire natively; only the global index needs trimming.
+            // Packets and tombstones expire natively; only the global indexes need trimming,
+            // in bounded steps so Redis is never blocked for long.
             let mut conn = self.conn();
             let now = unix_now();
-            let removed: usize = conn.zrembyscore(self.all_key(), "-inf", now).await?;
+            let mut removed = 0usize;
+            loop {
+                let n: usize = self
+                    .purge_script
+                    .key(self.all_key())
+                    .key(self.arrivals_key())
+                    .arg(now)
+                    .arg(PURGE_BATCH)
+                    .invoke_async(&mut conn)
+                    .await?;
+                removed += n;
+                if n < PURGE_BATCH {
+                    break;
+                }
+            }
             Ok(removed)
         }
         .boxed()
