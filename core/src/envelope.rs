@@ -3,6 +3,11 @@
 //! inner JSON and, separately, one RSA-PSS signature that covers the message and the set of
 //! recipients. Every byte is specified in `docs/protocol.md` ("The envelope").
 //!
+//! The plaintext of the message AEAD is the inner JSON padded with spaces to a size class
+//! ([`padded_len`], [`PADDING_CLASSES`]), so that a relay cannot tell kinds of traffic apart by
+//! a packet's length. Trailing spaces are JSON whitespace: a receiver parses the padded
+//! plaintext as it is, and packets without padding (from clients before it) open unchanged.
+//!
 //! [`seal`] and [`open`] are the only entry points. The steps that involve no randomness are
 //! separate functions so the test vectors can drive them with fixed inputs.
 
@@ -29,6 +34,49 @@ pub const VERSION: u8 = 0x01;
 /// Largest inner message JSON that [`seal`] accepts, in bytes. Chosen so the largest packet
 /// stays under a relay's 100,000-byte body limit (see [`MAX_PACKET_JSON_LEN`]).
 pub const MAX_INNER_JSON_LEN: usize = 64 * 1024;
+
+/// The sizes, in bytes, that [`seal`] pads every inner message plaintext to: 4, 8, 16, 32 and
+/// 64 KiB (the last is [`MAX_INNER_JSON_LEN`]). See [`padded_len`] for the rule.
+///
+/// Why these: one key text is 736 bytes, so the smallest inner message (a reaction, an RTC
+/// consent signal, a short DM) is already 0.9-1 KB, and the `SENT` copy of a short DM, which
+/// carries the original message and the peer's key, is about 2.7 KB. 4 KiB is the smallest
+/// power of two that holds all of these, so the everyday traffic of a conversation (texts up
+/// to about a kilobyte, reactions, edits, deletes, transparent-mode consent and reconnect
+/// signals, self-copies, small group operations) is one size to a relay. Doubling above that
+/// bounds the overhead of any larger message to under 2x with only five classes in all. The
+/// cost is paid on small messages: a 100-byte DM (about 1 KB of inner JSON) grows by about
+/// 3 KB, its packet from about 3.6 kB to 7.8 kB.
+pub const PADDING_CLASSES: [usize; 5] =
+    [4 * 1024, 8 * 1024, 16 * 1024, 32 * 1024, MAX_INNER_JSON_LEN];
+
+/// What the padding is made of: ASCII space, which is JSON whitespace.
+pub const PADDING_BYTE: u8 = b' ';
+
+const _: () = {
+    let mut i = 1;
+    while i < PADDING_CLASSES.len() {
+        assert!(PADDING_CLASSES[i - 1] < PADDING_CLASSES[i]);
+        i += 1;
+    }
+    assert!(PADDING_CLASSES[PADDING_CLASSES.len() - 1] == MAX_INNER_JSON_LEN);
+};
+
+/// The length that an inner JSON of `len` bytes is padded to: the smallest of the
+/// [`PADDING_CLASSES`] that is at least `len`. So a JSON longer than the largest class below
+/// the limit (32 KiB) pads to the limit itself, and one of exactly a class's size gets no
+/// padding. Lengths above [`MAX_INNER_JSON_LEN`], which [`seal`] refuses, are returned as
+/// they are.
+pub const fn padded_len(len: usize) -> usize {
+    let mut i = 0;
+    while i < PADDING_CLASSES.len() {
+        if len <= PADDING_CLASSES[i] {
+            return PADDING_CLASSES[i];
+        }
+        i += 1;
+    }
+    len
+}
 
 /// Most distinct recipients one signature may cover. Every packet of a message carries the
 /// whole recipient set (32 bytes each), so this bounds the `signature` field (to 6,176
@@ -93,7 +141,11 @@ pub struct Opened {
     pub sender: PublicKey,
     /// The inner message.
     pub message: InnerMessage,
-    /// The inner JSON exactly as the sender serialised it (what the signature covers).
+    /// The decrypted plaintext exactly as the sender sealed it, which is what the signature
+    /// covers: the inner JSON as the sender serialised it, followed by its padding (spaces, see
+    /// [`padded_len`]; none from clients before padding). Parse it, do not compare it with a
+    /// re-serialisation of [`Opened::message`], and keep the padding when forwarding it with
+    /// its signature.
     pub raw_json: Vec<u8>,
     /// The packet hash (of the `message` field), for de-duplication.
     pub hash: MessageHash,
@@ -103,12 +155,24 @@ pub struct Opened {
 /// one [`Packet`] per distinct recipient, in the order given (duplicates are dropped).
 ///
 /// The inner message's `sender` must be the sealing key's canonical text; if it is empty, it
-/// is filled in.
+/// is filled in. The inner JSON is padded with spaces to [`padded_len`] of its length before
+/// it is signed and encrypted; the limit [`MAX_INNER_JSON_LEN`] applies to it unpadded.
 pub fn seal(
     sender: &PrivateKey,
     recipients: &[PublicKey],
     message: &InnerMessage,
 ) -> Result<Vec<Packet>> {
+    let (inner_json, distinct) = checked_inputs(sender, recipients, message)?;
+    seal_plaintext(sender, &distinct, &pad_inner_json(inner_json))
+}
+
+/// The checks of [`seal`], in order. Returns the inner JSON (sender filled in, not padded) and
+/// the distinct recipients in the caller's order.
+fn checked_inputs<'a>(
+    sender: &PrivateKey,
+    recipients: &'a [PublicKey],
+    message: &InnerMessage,
+) -> Result<(Vec<u8>, Vec<&'a PublicKey>)> {
     if recipients.is_empty() {
         return Err(Error::EmptyField {
             field: "recipients",
@@ -144,16 +208,32 @@ pub fn seal(
             max: MAX_RECIPIENTS,
         });
     }
+    Ok((inner_json, distinct))
+}
 
+/// Pads the inner JSON with [`PADDING_BYTE`] to [`padded_len`] of its length. Deterministic.
+pub(crate) fn pad_inner_json(mut inner_json: Vec<u8>) -> Vec<u8> {
+    inner_json.resize(padded_len(inner_json.len()), PADDING_BYTE);
+    inner_json
+}
+
+/// Signs `plaintext` once for the whole recipient set, then seals one packet per recipient.
+/// The plaintext is sealed as given: [`seal`] passes the padded inner JSON (the tests also
+/// pass it unpadded, to make packets the way clients before padding did).
+pub(crate) fn seal_plaintext(
+    sender: &PrivateKey,
+    distinct: &[&PublicKey],
+    plaintext: &[u8],
+) -> Result<Vec<Packet>> {
     let set = recipient_set(distinct.iter().copied());
-    let signature = sign(sender, &signed_bytes(&inner_json, &set))?;
+    let signature = sign(sender, &signed_bytes(plaintext, &set))?;
 
     distinct
-        .into_iter()
+        .iter()
         .map(|recipient| {
             let k = random_content_key()?;
             let wrapped = wrap_content_key(recipient, &k)?;
-            assemble_packet(recipient, &k, &wrapped, &inner_json, &signature, &set)
+            assemble_packet(recipient, &k, &wrapped, plaintext, &signature, &set)
         })
         .collect()
 }
@@ -180,6 +260,8 @@ pub fn open(recipient: &PrivateKey, packet: &Packet) -> Result<Opened> {
     let signature_plain = aead_open(&keys.signature, &signature_aad(), signature_ct)?;
     let (signature, set) = parse_signature_plaintext(&signature_plain)?;
 
+    // The padding is trailing JSON whitespace, which the parser skips; the signature covers
+    // the plaintext as received, padding included (and unpadded packets just as well).
     let message = InnerMessage::from_json(&raw_json)?;
     let sender = PublicKey::from_text_field(&message.sender, "sender")?;
     verify(&sender, &signed_bytes(&raw_json, &set), signature)?;
@@ -310,12 +392,13 @@ pub(crate) fn recipient_set<'a>(
     set
 }
 
-/// `"jasper/1 signed\0" || SHA-256(inner_json) || u32_be(n) || fp_1 || ... || fp_n`: what the
-/// sender signs. Deterministic.
-pub(crate) fn signed_bytes(inner_json: &[u8], set: &[[u8; FINGERPRINT_LEN]]) -> Vec<u8> {
+/// `"jasper/1 signed\0" || SHA-256(plaintext) || u32_be(n) || fp_1 || ... || fp_n`: what the
+/// sender signs. The plaintext is exactly what the message AEAD encrypts: the inner JSON with
+/// its padding. Deterministic.
+pub(crate) fn signed_bytes(plaintext: &[u8], set: &[[u8; FINGERPRINT_LEN]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(LABEL_SIGNED.len() + 32 + 4 + FINGERPRINT_LEN * set.len());
     out.extend_from_slice(LABEL_SIGNED);
-    out.extend_from_slice(&Sha256::digest(inner_json));
+    out.extend_from_slice(&Sha256::digest(plaintext));
     push_set(&mut out, set);
     out
 }
@@ -436,18 +519,19 @@ pub(crate) fn split_signature_envelope(envelope: &[u8]) -> Result<&[u8]> {
     Ok(&envelope[1..])
 }
 
-/// Builds one recipient's packet from K, its wrapped form, the inner JSON and the signature.
-/// Deterministic: all randomness (K, the OAEP seed, the PSS salt) is already in the inputs.
+/// Builds one recipient's packet from K, its wrapped form, the plaintext (the inner JSON,
+/// padded by [`seal`]) and the signature. Deterministic: all randomness (K, the OAEP seed, the
+/// PSS salt) is already in the inputs.
 pub(crate) fn assemble_packet(
     recipient: &PublicKey,
     k: &[u8; CONTENT_KEY_LEN],
     wrapped_key: &[u8],
-    inner_json: &[u8],
+    plaintext: &[u8],
     signature: &[u8],
     set: &[[u8; FINGERPRINT_LEN]],
 ) -> Result<Packet> {
     let keys = derive_keys(k)?;
-    let message_ct = aead_seal(&keys.message, &message_aad(), inner_json)?;
+    let message_ct = aead_seal(&keys.message, &message_aad(), plaintext)?;
     let signature_ct = aead_seal(
         &keys.signature,
         &signature_aad(),

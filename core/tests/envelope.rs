@@ -1,6 +1,8 @@
 //! The envelope through the public API only, as the daemon and the bindings use it: the
 //! committed vector opens with the production (aws-lc-rs) code, packets round-trip, and every
-//! class of bad packet fails with its own error.
+//! class of bad packet fails with its own error. Padding: what `seal` pads to, that padded
+//! packets open and authenticate their padding, and that the committed unpadded vector (a packet
+//! as clients before padding made it) still opens.
 
 use std::sync::OnceLock;
 
@@ -8,14 +10,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use jasper_core::envelope::{
     MAX_INNER_JSON_LEN, MAX_MESSAGE_FIELD_LEN, MAX_PACKET_JSON_LEN, MAX_RECIPIENTS,
-    MAX_SIGNATURE_FIELD_LEN,
+    MAX_SIGNATURE_FIELD_LEN, PADDING_BYTE, PADDING_CLASSES, padded_len,
 };
-use jasper_core::protocol::{InnerMessage, MessageKind, Packet};
+use jasper_core::protocol::{InnerMessage, MessageKind, Packet, timestamp_now};
 use jasper_core::{Error, MessageHash, PrivateKey, PublicKey, open, seal};
 
 const ALICE_PEM: &str = include_str!("vectors/alice.pem");
 const BOB_PEM: &str = include_str!("vectors/bob.pem");
 const VECTOR_JSON: &str = include_str!("vectors/envelope-v1.json");
+const PADDED_VECTOR_JSON: &str = include_str!("vectors/envelope-v1-padded.json");
 
 fn alice() -> &'static PrivateKey {
     static KEY: OnceLock<PrivateKey> = OnceLock::new();
@@ -80,6 +83,33 @@ fn unheld_keys(count: usize) -> Vec<PublicKey> {
         .collect()
 }
 
+/// Length of `message(content)` as sealed by alice (sender filled in), before padding.
+fn json_len(content: &str) -> usize {
+    message(content).to_json().len() + alice().public_key().to_text().len()
+}
+
+/// A message whose inner JSON, as alice seals it, is exactly `len` bytes.
+fn message_of_len(len: usize) -> InnerMessage {
+    let message = message(&"x".repeat(len - json_len("")));
+    assert_eq!(json_len(&message.content), len);
+    message
+}
+
+/// The decoded `message` field's length: 529 + the plaintext length.
+fn envelope_len(packet: &Packet) -> usize {
+    STANDARD.decode(&packet.message).unwrap().len()
+}
+
+/// Checks that `raw_json` is `message`'s JSON followed by spaces up to its class.
+fn assert_padded(raw_json: &[u8], message: &InnerMessage) {
+    let json = message.to_json();
+    assert_eq!(raw_json.len(), padded_len(json.len()));
+    assert_eq!(raw_json[..json.len()], json[..]);
+    assert!(raw_json[json.len()..].iter().all(|&b| b == PADDING_BYTE));
+}
+
+/// The committed vector was sealed without padding, as clients before padding did: it opens,
+/// and `raw_json` is the JSON as sent, with nothing added.
 #[test]
 fn committed_vector_opens_with_the_production_code() {
     let v: serde_json::Value = serde_json::from_str(VECTOR_JSON).unwrap();
@@ -117,7 +147,7 @@ fn seal_then_open_round_trips_and_fills_in_the_sender() {
             ..message("hi bob")
         }
     );
-    assert_eq!(opened.raw_json, opened.message.to_json());
+    assert_padded(&opened.raw_json, &opened.message);
 
     // An explicit, correct sender is kept; someone else's is refused.
     let mut explicit = message("again");
@@ -384,4 +414,185 @@ fn private_key_generation_and_pem_export_round_trip() {
         .unwrap()
         .remove(0);
     assert_eq!(open(&again, &packet).unwrap().message.content, "to carol");
+}
+
+#[test]
+fn committed_padded_vector_opens_with_the_production_code() {
+    let v: serde_json::Value = serde_json::from_str(PADDED_VECTOR_JSON).unwrap();
+    let padding = &v["padding"];
+    let classes: Vec<usize> = serde_json::from_value(padding["classes"].clone()).unwrap();
+    assert_eq!(classes, PADDING_CLASSES);
+    assert_eq!(padding["padding_byte_hex"], "20");
+    let table = padding["padded_len"].as_array().unwrap();
+    assert!(table.len() >= 2 * PADDING_CLASSES.len());
+    for row in table {
+        let len = row["len"].as_u64().unwrap() as usize;
+        assert_eq!(
+            row["padded_len"].as_u64().unwrap() as usize,
+            padded_len(len),
+            "{len}"
+        );
+    }
+
+    let packet: Packet = serde_json::from_value(v["outputs"]["packet"].clone()).unwrap();
+    let inner_json = v["inputs"]["inner_json"].as_str().unwrap().as_bytes();
+    let plaintext_len = padding["plaintext_len"].as_u64().unwrap() as usize;
+    assert_eq!(
+        padding["inner_json_len"].as_u64().unwrap() as usize,
+        inner_json.len()
+    );
+    assert_eq!(plaintext_len, padded_len(inner_json.len()));
+
+    let opened = open(bob(), &packet).unwrap();
+    assert_eq!(opened.sender, alice().public_key());
+    let mut expected = inner_json.to_vec();
+    expected.resize(plaintext_len, b' ');
+    assert_eq!(opened.raw_json, expected);
+    assert_eq!(opened.message, InnerMessage::from_json(inner_json).unwrap());
+    assert_eq!(envelope_len(&packet), 529 + plaintext_len);
+}
+
+#[test]
+fn seal_pads_to_the_class_at_every_boundary() {
+    for (len, class) in [
+        (json_len(""), 4096),
+        (4095, 4096),
+        (4096, 4096),
+        (4097, 8192),
+        (8192, 8192),
+        (8193, 16_384),
+        (16_385, 32_768),
+        (32_768, 32_768),
+        (32_769, MAX_INNER_JSON_LEN),
+        (MAX_INNER_JSON_LEN, MAX_INNER_JSON_LEN),
+    ] {
+        let m = message_of_len(len);
+        let packet = seal(alice(), &[bob().public_key()], &m).unwrap().remove(0);
+        assert_eq!(envelope_len(&packet), 529 + class, "inner JSON of {len}");
+        let opened = open(bob(), &packet).unwrap();
+        assert_eq!(opened.raw_json.len(), class, "inner JSON of {len}");
+        assert_padded(&opened.raw_json, &opened.message);
+        assert_eq!(opened.message.content, m.content);
+    }
+    // The limit still applies to the JSON before padding.
+    let over = message_of_len(MAX_INNER_JSON_LEN + 1);
+    assert_eq!(
+        seal(alice(), &[bob().public_key()], &over),
+        Err(Error::FieldTooLong {
+            field: "message",
+            len: MAX_INNER_JSON_LEN + 1,
+            max: MAX_INNER_JSON_LEN
+        })
+    );
+}
+
+#[test]
+fn messages_of_different_lengths_in_one_class_look_the_same() {
+    let short = message("ok");
+    let long = message(&"a longer message, still in the first class. ".repeat(60));
+    assert!(json_len(&long.content) > json_len(&short.content) + 2500);
+    let to = [bob().public_key(), carol().public_key()];
+    let a = seal(alice(), &to, &short).unwrap();
+    let b = seal(alice(), &to, &long).unwrap();
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.message.len(), b.message.len());
+        assert_eq!(a.signature.len(), b.signature.len());
+        assert_eq!(
+            serde_json::to_string(a).unwrap().len(),
+            serde_json::to_string(b).unwrap().len(),
+            "whole packets differ in length"
+        );
+    }
+}
+
+#[test]
+fn padding_in_the_ciphertext_is_authenticated() {
+    let packet = alice_to_bob();
+    let json_len = json_len("hi bob");
+    // Ciphertext bytes over the padding: the first, one in the middle, the last.
+    for at in [513 + json_len, 513 + 3000, 513 + PADDING_CLASSES[0] - 1] {
+        let bad = edit_field(&packet, "message", |b| b[at] ^= 0x01);
+        assert_eq!(open(bob(), &bad), Err(Error::DecryptionFailed), "byte {at}");
+    }
+    // Cutting the padding off (with the tag moved along) fails too.
+    let cut = edit_field(&packet, "message", |b| {
+        let tag = b.split_off(b.len() - 16);
+        b.truncate(513 + json_len);
+        b.extend_from_slice(&tag);
+    });
+    assert_eq!(open(bob(), &cut), Err(Error::DecryptionFailed));
+}
+
+/// Typical inner messages, built the way the engine builds them (its `SentCopy`, RTC
+/// `SignalEnvelope`; the engine is not a dependency of core, so their JSON shapes are written
+/// out here): all in the smallest class. `--nocapture` prints the measured sizes.
+#[test]
+fn typical_messages_share_the_smallest_class() {
+    let me = alice().public_key().to_text().to_owned();
+    let peer = bob().public_key().to_text().to_owned();
+    let inner = |channel: &str, kind: MessageKind, content: String| InnerMessage {
+        sender: me.clone(),
+        channel_id: channel.into(),
+        kind,
+        content,
+        id: uuid::Uuid::new_v4().to_string(),
+        timestamp: timestamp_now(),
+    };
+    let channel = uuid::Uuid::new_v4().to_string();
+    let dm = inner(
+        &channel,
+        MessageKind::Message,
+        "a short chat message of about a hundred bytes, which is what most are like".into(),
+    );
+    let dm_100 = inner(&channel, MessageKind::Message, "x".repeat(100));
+    let reaction = inner(&channel, MessageKind::React, ":thumbsup:".into());
+    let signal = |body: serde_json::Value| {
+        let mut content = serde_json::json!({"v": 1, "expires_at": 1_764_635_340_123_i64});
+        content
+            .as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        inner("", MessageKind::Other("RTC".into()), content.to_string())
+    };
+    let consent =
+        signal(serde_json::json!({"type": "consent", "enabled": true, "yours_known": true}));
+    let reconnect = signal(serde_json::json!({"type": "reconnect"}));
+    let sent = |to: Vec<&str>, m: &InnerMessage| {
+        let content = serde_json::json!({"to": to, "message": m}).to_string();
+        inner(&channel, MessageKind::Other("SENT".into()), content)
+    };
+    let sent_dm = sent(vec![&peer], &dm);
+    let sent_reaction = sent(vec![&peer], &reaction);
+    let group_add = inner(
+        &channel,
+        MessageKind::Other("GROUP".into()),
+        serde_json::json!({"op": "add", "name": "family", "members": [peer]}).to_string(),
+    );
+    let members = [me.as_str(), &peer, &peer, &peer];
+    let group_create = inner(
+        &channel,
+        MessageKind::Other("GROUP".into()),
+        serde_json::json!({"op": "create", "name": "family", "members": members}).to_string(),
+    );
+    for (what, m) in [
+        ("DM, 73-byte text", &dm),
+        ("DM, 100-byte text", &dm_100),
+        ("reaction", &reaction),
+        ("RTC consent", &consent),
+        ("RTC reconnect", &reconnect),
+        ("SENT copy of the DM", &sent_dm),
+        ("SENT copy of the reaction", &sent_reaction),
+        ("GROUP add of one member", &group_add),
+        ("GROUP create of a group of four", &group_create),
+    ] {
+        let len = m.to_json().len();
+        let packet = seal(alice(), &[bob().public_key()], m).unwrap().remove(0);
+        let body = serde_json::to_string(&packet).unwrap().len();
+        println!(
+            "{what}: inner JSON {len} bytes, padded {}, message field {} chars, packet {body} bytes",
+            padded_len(len),
+            packet.message.len()
+        );
+        assert_eq!(padded_len(len), PADDING_CLASSES[0], "{what}: {len} bytes");
+    }
 }

@@ -1,6 +1,9 @@
 //! Envelope tests that need the deterministic building blocks: the committed test vector,
 //! reproduced byte for byte from fixed inputs, and hand-built forgeries that `seal` refuses to
 //! make (a signature by the wrong key, a forwarded packet, malformed signature plaintexts).
+//! There are two committed vectors: `envelope-v1.json`, sealed without padding (as clients
+//! before padding did, so it also pins that such packets still open), and
+//! `envelope-v1-padded.json`, the same message padded as [`seal`] pads it now.
 //!
 //! aws-lc-rs takes no injected randomness, so the vector's two randomised RSA steps (the OAEP
 //! seed, the PSS salt) are reproduced here with the RustCrypto `rsa` crate, a dev-dependency
@@ -25,6 +28,13 @@ const VECTOR_PATH: &str = concat!(
 );
 /// The committed vector, compiled in: the test never depends on where the build happened.
 const COMMITTED_VECTOR: &str = include_str!("../../tests/vectors/envelope-v1.json");
+/// Where `JASPER_WRITE_VECTORS=1` writes the padding vector.
+const PADDED_VECTOR_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/vectors/envelope-v1-padded.json"
+);
+/// The committed padding vector, compiled in.
+const COMMITTED_PADDED_VECTOR: &str = include_str!("../../tests/vectors/envelope-v1-padded.json");
 /// Set to 1 to rewrite the committed vector from the fixed inputs below (then review the diff).
 const WRITE_ENV: &str = "JASPER_WRITE_VECTORS";
 
@@ -176,6 +186,38 @@ struct Outputs {
     packet: Packet,
 }
 
+/// The padding vector: the padding rule as a table, then the envelope vector's message sealed
+/// padded (same keys, same injected randomness). Its `inputs.inner_json` is the JSON before
+/// padding; every intermediate from `inner_json_sha256_hex` on is over the padded plaintext.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PaddedVector {
+    description: String,
+    padding: Padding,
+    inputs: Inputs,
+    intermediates: Intermediates,
+    outputs: Outputs,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Padding {
+    /// The size classes, ascending, in bytes.
+    classes: Vec<usize>,
+    /// The byte the padding is made of.
+    padding_byte_hex: String,
+    /// `padded_len` at and around every class boundary.
+    padded_len: Vec<PaddedLen>,
+    /// Length of `inputs.inner_json` in bytes (UTF-8).
+    inner_json_len: usize,
+    /// Length of the sealed plaintext: the inner JSON and its padding.
+    plaintext_len: usize,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PaddedLen {
+    len: usize,
+    padded_len: usize,
+}
+
 fn vector_message() -> InnerMessage {
     InnerMessage {
         sender: alice().public_key().to_text().to_owned(),
@@ -194,16 +236,78 @@ fn counting_bytes(start: u8) -> [u8; 32] {
 }
 
 /// Builds the whole vector from the fixed inputs: the library's deterministic steps plus the
-/// two randomised RSA steps done by the `rsa` crate with injected bytes.
+/// two randomised RSA steps done by the `rsa` crate with injected bytes. Sealed without
+/// padding, the way clients before padding did (the committed vector predates padding).
 fn build_vector() -> Vector {
+    let inner_json = vector_message().to_json();
+    build_vector_sealing(
+        &inner_json,
+        &inner_json,
+        "Jasper envelope v1: alice seals one message to {bob, alice} (one \
+         signature); this is bob's packet. Keys are test-only. Regenerate with \
+         JASPER_WRITE_VECTORS=1 cargo test -p jasper-core envelope_vector.",
+    )
+}
+
+/// Lengths the padding vector tabulates: 0 and 1, and each class, one less and one more (the
+/// limit's "one more" is refused by `seal`, so it is not part of the rule).
+fn padding_table_lengths() -> Vec<usize> {
+    let mut lens = vec![0, 1];
+    for class in PADDING_CLASSES {
+        lens.extend([class - 1, class]);
+        if class < MAX_INNER_JSON_LEN {
+            lens.push(class + 1);
+        }
+    }
+    lens
+}
+
+/// The padding vector: the table, and the envelope vector's message sealed padded, as `seal`
+/// does it, with the same fixed inputs.
+fn build_padded_vector() -> PaddedVector {
+    let inner_json = vector_message().to_json();
+    let plaintext = pad_inner_json(inner_json.clone());
+    let v = build_vector_sealing(
+        &inner_json,
+        &plaintext,
+        "Jasper envelope v1 with padding: the message of envelope-v1.json, padded with \
+         spaces (0x20) to its size class and then sealed as there (same keys, K, OAEP seed \
+         and PSS salt). inputs.inner_json is the JSON before padding; inner_json_sha256_hex, \
+         the signed bytes and the ciphertext are over the padded plaintext. padding.padded_len \
+         tabulates the rule. Keys are test-only. Regenerate with JASPER_WRITE_VECTORS=1 cargo \
+         test -p jasper-core envelope_vector.",
+    );
+    PaddedVector {
+        description: v.description,
+        padding: Padding {
+            classes: PADDING_CLASSES.to_vec(),
+            padding_byte_hex: hex::encode([PADDING_BYTE]),
+            padded_len: padding_table_lengths()
+                .into_iter()
+                .map(|len| PaddedLen {
+                    len,
+                    padded_len: padded_len(len),
+                })
+                .collect(),
+            inner_json_len: inner_json.len(),
+            plaintext_len: plaintext.len(),
+        },
+        inputs: v.inputs,
+        intermediates: v.intermediates,
+        outputs: v.outputs,
+    }
+}
+
+/// The vector machinery: seals `plaintext` (the inner JSON `inner_json`, padded or not) from
+/// alice to {bob, alice} with the fixed randomness, and records bob's packet.
+fn build_vector_sealing(inner_json: &[u8], plaintext: &[u8], description: &str) -> Vector {
     let (alice, bob) = (alice(), bob());
     let k = counting_bytes(0x00);
     let oaep_seed = counting_bytes(0x20);
     let pss_salt = counting_bytes(0x40);
-    let inner_json = vector_message().to_json();
     let addressed = [bob.public_key(), alice.public_key()];
     let set = recipient_set(addressed.iter());
-    let signed = signed_bytes(&inner_json, &set);
+    let signed = signed_bytes(plaintext, &set);
 
     let signature = pss_sign_with_salt(ALICE_PEM, &signed, &pss_salt);
     // The production verifier must accept what the reference signer made.
@@ -213,26 +317,16 @@ fn build_vector() -> Vector {
     assert_eq!(*unwrap_content_key(bob, &wrapped).unwrap(), k);
 
     let keys = derive_keys(&k).unwrap();
-    let packet = assemble_packet(
-        &bob.public_key(),
-        &k,
-        &wrapped,
-        &inner_json,
-        &signature,
-        &set,
-    )
-    .unwrap();
+    let packet =
+        assemble_packet(&bob.public_key(), &k, &wrapped, plaintext, &signature, &set).unwrap();
 
     Vector {
-        description: "Jasper envelope v1: alice seals one message to {bob, alice} (one \
-                      signature); this is bob's packet. Keys are test-only. Regenerate with \
-                      JASPER_WRITE_VECTORS=1 cargo test -p jasper-core envelope_vector."
-            .into(),
+        description: description.into(),
         inputs: Inputs {
             sender_key_file: "alice.pem".into(),
             recipient_key_file: "bob.pem".into(),
             addressed_key_files: vec!["bob.pem".into(), "alice.pem".into()],
-            inner_json: String::from_utf8(inner_json.clone()).unwrap(),
+            inner_json: String::from_utf8(inner_json.to_vec()).unwrap(),
             content_key_hex: hex::encode(k),
             oaep_seed_hex: hex::encode(oaep_seed),
             pss_salt_hex: hex::encode(pss_salt),
@@ -240,7 +334,7 @@ fn build_vector() -> Vector {
         intermediates: Intermediates {
             sender_public_key: alice.public_key().to_text().to_owned(),
             recipient_public_key: bob.public_key().to_text().to_owned(),
-            inner_json_sha256_hex: hex::encode(Sha256::digest(&inner_json)),
+            inner_json_sha256_hex: hex::encode(Sha256::digest(plaintext)),
             recipient_set_hex: set.iter().map(hex::encode).collect(),
             signed_bytes_hex: hex::encode(&signed),
             signature_hex: hex::encode(&signature),
@@ -257,21 +351,77 @@ fn build_vector() -> Vector {
     }
 }
 
+/// With `JASPER_WRITE_VECTORS=1`, writes `built` to `path`; then parses the committed text.
+fn write_if_asked_then_parse<T: Serialize + serde::de::DeserializeOwned>(
+    built: &T,
+    path: &str,
+    committed: &str,
+) -> T {
+    if std::env::var(WRITE_ENV).is_ok_and(|v| v == "1") {
+        let mut text = serde_json::to_string_pretty(built).unwrap();
+        text.push('\n');
+        std::fs::write(path, text).unwrap();
+    }
+    serde_json::from_str(committed)
+        .unwrap_or_else(|e| panic!("{path}: {e}; run with {WRITE_ENV}=1 to rewrite it"))
+}
+
 #[test]
 fn envelope_vector_is_reproduced_byte_for_byte() {
     let built = build_vector();
-    if std::env::var(WRITE_ENV).is_ok_and(|v| v == "1") {
-        let mut text = serde_json::to_string_pretty(&built).unwrap();
-        text.push('\n');
-        std::fs::write(VECTOR_PATH, text).unwrap();
-    }
-    let committed: Vector = serde_json::from_str(COMMITTED_VECTOR)
-        .unwrap_or_else(|e| panic!("{VECTOR_PATH}: {e}; run with {WRITE_ENV}=1 to rewrite it"));
+    let committed: Vector = write_if_asked_then_parse(&built, VECTOR_PATH, COMMITTED_VECTOR);
     // Field by field first, for a readable failure; then the whole.
     assert_eq!(built.inputs, committed.inputs);
     assert_eq!(built.intermediates, committed.intermediates);
     assert_eq!(built.outputs, committed.outputs);
     assert_eq!(built, committed);
+}
+
+#[test]
+fn envelope_vector_padded_is_reproduced_byte_for_byte() {
+    let built = build_padded_vector();
+    let committed: PaddedVector =
+        write_if_asked_then_parse(&built, PADDED_VECTOR_PATH, COMMITTED_PADDED_VECTOR);
+    assert_eq!(built.padding, committed.padding);
+    assert_eq!(built.inputs, committed.inputs);
+    assert_eq!(built.intermediates, committed.intermediates);
+    assert_eq!(built.outputs, committed.outputs);
+    assert_eq!(built, committed);
+}
+
+#[test]
+fn padded_vector_signs_and_encrypts_the_padding() {
+    let v = build_padded_vector();
+    let (p, i) = (&v.padding, &v.intermediates);
+    let inner_json = v.inputs.inner_json.as_bytes();
+    assert_eq!(p.inner_json_len, inner_json.len());
+    assert_eq!(p.plaintext_len, PADDING_CLASSES[0]);
+    let mut plaintext = inner_json.to_vec();
+    plaintext.resize(p.plaintext_len, b' ');
+    assert_eq!(
+        i.inner_json_sha256_hex,
+        hex::encode(Sha256::digest(&plaintext))
+    );
+    let signed = hex::decode(&i.signed_bytes_hex).unwrap();
+    assert_eq!(hex::encode(&signed[16..48]), i.inner_json_sha256_hex);
+
+    let message = STANDARD.decode(&v.outputs.packet.message).unwrap();
+    assert_eq!(message.len(), 1 + 512 + p.plaintext_len + 16);
+    let opened = open(bob(), &v.outputs.packet).unwrap();
+    assert_eq!(opened.raw_json, plaintext);
+    assert_eq!(opened.message, vector_message());
+
+    // Same inputs as the unpadded vector except the padding: same K and wrapped key, so the
+    // ciphertexts share their first bytes (CTR mode) and only the signature differs.
+    let unpadded = build_vector();
+    assert_eq!(v.inputs, unpadded.inputs);
+    assert_eq!(i.wrapped_key_hex, unpadded.intermediates.wrapped_key_hex);
+    assert_ne!(i.signature_hex, unpadded.intermediates.signature_hex);
+    let old = STANDARD.decode(&unpadded.outputs.packet.message).unwrap();
+    assert_eq!(
+        message[..513 + inner_json.len()],
+        old[..513 + inner_json.len()]
+    );
 }
 
 #[test]
@@ -556,4 +706,133 @@ fn size_limits_fit_a_relay_body() {
     assert_eq!(MAX_MESSAGE_FIELD_LEN, 88_088);
     assert_eq!(MAX_SIGNATURE_FIELD_LEN, 6_176);
     assert_eq!(MAX_PACKET_JSON_LEN, 95_154);
+}
+
+#[test]
+fn padded_len_at_every_class_boundary() {
+    assert_eq!(
+        PADDING_CLASSES,
+        [4096, 8192, 16_384, 32_768, 65_536],
+        "docs/protocol.md and the padding vector name these"
+    );
+    assert_eq!(padded_len(0), 4096);
+    assert_eq!(padded_len(1), 4096);
+    for (i, &class) in PADDING_CLASSES.iter().enumerate() {
+        assert_eq!(padded_len(class - 1), class);
+        assert_eq!(
+            padded_len(class),
+            class,
+            "a class-sized JSON gets no padding"
+        );
+        match PADDING_CLASSES.get(i + 1) {
+            Some(&next) => assert_eq!(padded_len(class + 1), next),
+            // Past the limit (seal refuses it): no class, the length stays.
+            None => assert_eq!(padded_len(class + 1), class + 1),
+        }
+    }
+    // Longer than the largest class below the limit: padded to the limit itself.
+    assert_eq!(padded_len(32 * 1024 + 1), MAX_INNER_JSON_LEN);
+    assert_eq!(padded_len(MAX_INNER_JSON_LEN), MAX_INNER_JSON_LEN);
+    // Every length up to the limit lands in a class, never below itself.
+    for len in (0..=MAX_INNER_JSON_LEN).step_by(97) {
+        let padded = padded_len(len);
+        assert!(PADDING_CLASSES.contains(&padded) && padded >= len, "{len}");
+    }
+}
+
+#[test]
+fn padding_is_spaces_after_the_json() {
+    for len in [0, 1, 4095, 4096, 4097, 32_769, MAX_INNER_JSON_LEN] {
+        let padded = pad_inner_json(vec![b'x'; len]);
+        assert_eq!(padded.len(), padded_len(len), "{len}");
+        assert!(padded[..len].iter().all(|&b| b == b'x'));
+        assert!(padded[len..].iter().all(|&b| b == b' '), "{len}");
+    }
+}
+
+/// Seals the way clients before padding did: the same checks and steps as [`seal`], with the
+/// inner JSON sealed and signed unpadded.
+fn seal_unpadded(
+    sender: &PrivateKey,
+    recipients: &[PublicKey],
+    message: &InnerMessage,
+) -> Vec<Packet> {
+    let (inner_json, distinct) = checked_inputs(sender, recipients, message).unwrap();
+    seal_plaintext(sender, &distinct, &inner_json).unwrap()
+}
+
+#[test]
+fn unpadded_packet_from_an_older_client_still_opens() {
+    let message = vector_message();
+    let old = seal_unpadded(
+        alice(),
+        &[bob().public_key(), carol().public_key()],
+        &message,
+    );
+    for (key, packet) in [bob(), carol()].into_iter().zip(&old) {
+        let opened = open(key, packet).unwrap();
+        assert_eq!(opened.sender, alice().public_key());
+        assert_eq!(opened.message, message);
+        assert_eq!(
+            opened.raw_json,
+            message.to_json(),
+            "no padding added on opening"
+        );
+        let decoded = STANDARD.decode(&packet.message).unwrap();
+        assert_eq!(decoded.len(), 529 + message.to_json().len());
+    }
+    // The padded packet of the same message is longer: the padding is what changed.
+    let new = seal(alice(), &[bob().public_key()], &message).unwrap();
+    assert_eq!(
+        STANDARD.decode(&new[0].message).unwrap().len(),
+        529 + PADDING_CLASSES[0]
+    );
+}
+
+#[test]
+fn padded_json_opens_with_the_unchanged_parser() {
+    // What an older client does with the plaintext: `from_json`, then the signature over the
+    // bytes as received. Both are what `open` still does; here the parser alone, at the limit.
+    let json = vector_message().to_json();
+    for len in [json.len(), PADDING_CLASSES[0], MAX_INNER_JSON_LEN] {
+        let mut padded = json.clone();
+        padded.resize(len, b' ');
+        assert_eq!(InnerMessage::from_json(&padded).unwrap(), vector_message());
+    }
+}
+
+#[test]
+fn changed_padding_breaks_the_signature() {
+    let packet = seal(alice(), &[bob().public_key()], &vector_message())
+        .unwrap()
+        .remove(0);
+    let opened = open(bob(), &packet).unwrap();
+    let (signature, set) = signature_and_set(bob(), &packet);
+    let to = bob().public_key();
+    // Control: the plaintext re-sealed as it was, with its signature, opens.
+    let same = forge(&to, &opened.raw_json, &signature, &set);
+    assert_eq!(open(bob(), &same).unwrap().message, vector_message());
+
+    let json_len = vector_message().to_json().len();
+    let stripped = opened.raw_json[..json_len].to_vec();
+    let mut newline = opened.raw_json.clone();
+    *newline.last_mut().unwrap() = b'\n';
+    let mut longer = opened.raw_json.clone();
+    longer.push(b' ');
+    let mut shorter = opened.raw_json.clone();
+    shorter.pop();
+    for (what, plaintext) in [
+        ("stripped", stripped),
+        ("a newline for a space", newline),
+        ("one space more", longer),
+        ("one space less", shorter),
+    ] {
+        // Each still parses as the same message, so only the signature can catch it.
+        assert_eq!(
+            InnerMessage::from_json(&plaintext).unwrap(),
+            vector_message()
+        );
+        let forged = forge(&to, &plaintext, &signature, &set);
+        assert_eq!(open(bob(), &forged), Err(Error::BadSignature), "{what}");
+    }
 }

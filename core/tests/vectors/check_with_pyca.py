@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Independent check of envelope-v1.json with pyca/cryptography (OpenSSL), so the vector is
-confirmed by a second implementation and not only by the Rust code that wrote it.
+"""Independent check of envelope-v1.json and envelope-v1-padded.json with pyca/cryptography
+(OpenSSL), so the vectors are confirmed by a second implementation and not only by the Rust code
+that wrote them. envelope-v1.json is sealed without padding (as clients before padding did),
+envelope-v1-padded.json the same message padded with spaces to its size class.
 
 Optional, not part of `cargo test`: needs `pip install cryptography`. Run from anywhere:
     python3 core/tests/vectors/check_with_pyca.py
@@ -41,8 +43,28 @@ def raw_rsa(value, exponent, modulus):
     return pow(int.from_bytes(value, "big"), exponent, modulus).to_bytes(512, "big")
 
 
-def main():
-    v = json.loads((HERE / "envelope-v1.json").read_text())
+def padded_len(length, classes):
+    """The padding rule: the smallest class that holds the JSON (longer ones are refused)."""
+    return next(c for c in classes if length <= c)
+
+
+def expected_plaintext(v):
+    inner = v["inputs"]["inner_json"].encode()
+    padding = v.get("padding")
+    if padding is None:
+        return inner
+    classes = padding["classes"]
+    assert classes == [4096, 8192, 16384, 32768, 65536]
+    assert bytes.fromhex(padding["padding_byte_hex"]) == b" "
+    for row in padding["padded_len"]:
+        assert padded_len(row["len"], classes) == row["padded_len"], row
+    assert padding["inner_json_len"] == len(inner)
+    assert padding["plaintext_len"] == padded_len(len(inner), classes)
+    return inner + b" " * (padding["plaintext_len"] - len(inner))
+
+
+def check(name):
+    v = json.loads((HERE / name).read_text())
     inputs, mid, packet = v["inputs"], v["intermediates"], v["outputs"]["packet"]
     sender, recipient = load_key(inputs["sender_key_file"]), load_key(inputs["recipient_key_file"])
     addressed = [load_key(name) for name in inputs["addressed_key_files"]]
@@ -70,7 +92,10 @@ def main():
     assert okm_m[:32].hex() == mid["k_msg_hex"] and okm_m[32:].hex() == mid["n_msg_hex"]
     assert okm_s[:32].hex() == mid["k_sig_hex"] and okm_s[32:].hex() == mid["n_sig_hex"]
     inner = AESGCM(okm_m[:32]).decrypt(okm_m[32:], message[513:], b"jasper/1 message\x01")
-    assert inner == inputs["inner_json"].encode()
+    assert inner == expected_plaintext(v)
+    # The padding is JSON whitespace: the plaintext parses as the inner JSON does.
+    assert json.loads(inner) == json.loads(inputs["inner_json"])
+    assert hashlib.sha256(inner).hexdigest() == mid["inner_json_sha256_hex"]
     plain = AESGCM(okm_s[:32]).decrypt(okm_s[32:], signature[1:], b"jasper/1 signature\x01")
     assert plain.hex() == mid["signature_plaintext_hex"]
 
@@ -91,7 +116,13 @@ def main():
     db = bytes(a ^ b for a, b in zip(masked_db, mgf1(h, len(masked_db))))
     assert db[-32:].hex() == inputs["pss_salt_hex"]
 
-    print("envelope-v1.json: OK (OAEP seed, K, HKDF, AES-GCM, signed bytes, PSS salt, set)")
+    padded = "padding" if "padding" in v else "no padding"
+    print(f"{name}: OK (OAEP seed, K, HKDF, AES-GCM, {padded}, signed bytes, PSS salt, set)")
+
+
+def main():
+    check("envelope-v1.json")
+    check("envelope-v1-padded.json")
 
 
 if __name__ == "__main__":
