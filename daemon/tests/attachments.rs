@@ -36,7 +36,7 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 fn a_10_mib_file_from_one_daemon_downloads_byte_identical_on_the_other() {
     let api = ipfs_api();
     let root = tempfile::tempdir().unwrap();
-    let mesh = Mesh::start(root.path(), 2);
+    let mesh = Mesh::start(root.path(), 3);
     let opts = DaemonOptions {
         extra: vec!["--ipfs-api".into(), api],
         ..DaemonOptions::for_mesh(&mesh)

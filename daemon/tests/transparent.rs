@@ -47,7 +47,7 @@ struct Two {
 
 fn two() -> Two {
     let root = tempfile::tempdir().unwrap();
-    let mesh = Mesh::start(root.path(), 2);
+    let mesh = Mesh::start(root.path(), 3);
     let stun = StunServer::start(root.path());
     let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
     let bob = transparent_daemon(root.path(), "bob", &mesh, &stun);
@@ -558,7 +558,7 @@ fn route_to(d: &Daemon, id: &str, key: &str) -> Option<String> {
 #[test]
 fn the_relays_carry_messages_when_the_direct_path_never_comes_up_or_dies_silently() {
     let root = tempfile::tempdir().unwrap();
-    let mesh = Mesh::start(root.path(), 2);
+    let mesh = Mesh::start(root.path(), 4);
     let stun = StunServer::start(root.path());
     let alice = transparent_daemon(root.path(), "alice", &mesh, &stun);
     let mut bob = transparent_daemon(root.path(), "bob", &mesh, &stun);

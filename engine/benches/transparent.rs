@@ -100,7 +100,7 @@ async fn call_setup(alice: &Engine, bob: &Engine) -> Duration {
 async fn main() {
     let n = messages_arg(200);
     let dir = tempfile::tempdir().unwrap();
-    let relays = mesh(2, dir.path());
+    let relays = mesh(3, dir.path());
     let stun = StunServer::start(dir.path());
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!(

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::model::AnonymityMode;
 use crate::transparent::TransparentConfig;
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,13 @@ pub struct EngineConfig {
     pub ipfs_gateway: Option<String>,
     /// Transparent mode (direct WebRTC sessions): STUN servers, bind addresses, timeouts.
     pub transparent: TransparentConfig,
+    /// What to do with fewer relays than relay roles: wait (`Strict`, the default) or share
+    /// and report it (`Relaxed`).
+    pub anonymity: AnonymityMode,
+    /// How often the witness relay's recent-hash feed is read to confirm that sent packets
+    /// spread. A fixed pace, whether or not anything was sent, so the relay learns nothing
+    /// from when it is asked.
+    pub witness_interval: Duration,
 }
 
 impl EngineConfig {
@@ -55,6 +63,8 @@ impl EngineConfig {
             ipfs_api: None,
             ipfs_gateway: None,
             transparent: TransparentConfig::default(),
+            anonymity: AnonymityMode::Strict,
+            witness_interval: Duration::from_secs(2),
         }
     }
 }

@@ -55,7 +55,17 @@ CREATE TABLE IF NOT EXISTS transparent(
   key TEXT PRIMARY KEY, local INTEGER NOT NULL DEFAULT 0, peer INTEGER NOT NULL DEFAULT 0,
   changed_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS relay_exposure(
+  relay TEXT NOT NULL, key_fp TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL,
+  first_at INTEGER NOT NULL, PRIMARY KEY(relay, key_fp));
 "#;
+
+/// Every relay that held an assignment before `relay_exposure` existed has seen that key:
+/// recorded once at open (idempotent), so a database from before keeps its history of what
+/// each relay learned. The key text is filled in later from contacts or the outbox.
+const BACKFILL_EXPOSURE: &str =
+    "INSERT OR IGNORE INTO relay_exposure(relay, key_fp, key, kind, first_at)
+  SELECT relay, key_fp, '', role, assigned_at FROM assignments";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -84,6 +94,19 @@ pub struct OutboxItem {
     pub accepted_at: Option<i64>,
 }
 
+/// An accepted copy waiting for the witness relay's feed to show it.
+#[derive(Debug, Clone)]
+pub struct AwaitingCopy {
+    pub id: i64,
+    pub message_rowid: Option<i64>,
+    pub self_copy: bool,
+    pub recipient_fp: String,
+    pub hash: String,
+    pub tx_relay: String,
+    pub accepted_at: i64,
+    pub unconfirmed: bool,
+}
+
 /// A relay row with the figures used to choose relays.
 #[derive(Debug, Clone)]
 pub struct RelayRow {
@@ -102,6 +125,7 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(BACKFILL_EXPOSURE)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -648,6 +672,73 @@ impl Db {
         Ok(())
     }
 
+    /// Records that `relay` sees `key` from this client, before the first request that shows
+    /// it: what a relay has seen, it keeps knowing, so roles never move onto it for another key.
+    pub fn expose(&self, relay: &str, key_fp: &str, key: &str, kind: &str) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO relay_exposure(relay, key_fp, key, kind, first_at) VALUES(?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(relay, key_fp) DO UPDATE SET key = CASE WHEN key = '' THEN ?3 ELSE key END",
+            params![relay, key_fp, key, kind, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Every (relay, key) this client has shown: `(relay, key_fp, key, kind)`, oldest first.
+    pub fn exposures(&self) -> Result<Vec<(String, String, String, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT relay, key_fp, key, kind FROM relay_exposure ORDER BY first_at, relay",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Keys (fingerprint, text) that unsent outbox copies are addressed to.
+    pub fn outbox_recipients(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT recipient_fp, recipient FROM outbox WHERE state IN ('pending', 'waiting')",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A key's text from its fingerprint, from any copy ever queued to it.
+    pub fn key_for_fp(&self, key_fp: &str) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT recipient FROM outbox WHERE recipient_fp = ?1 LIMIT 1",
+                [key_fp],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Copies a TX relay accepted whose spread is not confirmed yet, or was given up on as
+    /// unconfirmed within the last `window_ms` (they still turn visible if the witness shows
+    /// them): `(id, message_rowid, hash, tx_relay, accepted_at, state)`.
+    pub fn awaiting_confirmation(&self, since_ms: i64) -> Result<Vec<AwaitingCopy>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, message_rowid, self_copy, recipient_fp, hash, tx_relay, accepted_at, state FROM outbox
+             WHERE state = 'accepted' OR (state = 'unconfirmed' AND accepted_at >= ?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| {
+            Ok(AwaitingCopy {
+                id: r.get(0)?,
+                message_rowid: r.get(1)?,
+                self_copy: r.get(2)?,
+                recipient_fp: r.get(3)?,
+                hash: r.get(4)?,
+                tx_relay: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                accepted_at: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
+                unconfirmed: r.get::<_, String>(7)? == "unconfirmed",
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn rx_cursor(&self, relay: &str, key_fp: &str) -> Result<Option<u64>> {
         Ok(self
             .lock()
@@ -692,7 +783,7 @@ impl Db {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT id, message_rowid, self_copy, recipient, recipient_fp, packet, hash, state, tx_relay, attempts, accepted_at
-             FROM outbox WHERE state IN ('pending', 'accepted') AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+             FROM outbox WHERE state IN ('pending', 'waiting') AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now, limit as i64], |r| {
             Ok(OutboxItem {
@@ -714,7 +805,7 @@ impl Db {
 
     pub fn next_outbox_due(&self) -> Result<Option<i64>> {
         Ok(self.lock().query_row(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state IN ('pending', 'accepted')",
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state IN ('pending', 'waiting')",
             [],
             |r| r.get(0),
         )?)
@@ -755,6 +846,8 @@ pub fn state_str(s: &MessageState) -> &'static str {
         MessageState::Queued => "queued",
         MessageState::Sent => "sent",
         MessageState::Visible => "visible",
+        MessageState::Unconfirmed => "unconfirmed",
+        MessageState::Waiting => "waiting",
         MessageState::Failed => "failed",
         MessageState::Received => "received",
     }
@@ -765,6 +858,8 @@ pub fn state_from(s: &str) -> MessageState {
         "queued" => MessageState::Queued,
         "sent" => MessageState::Sent,
         "visible" => MessageState::Visible,
+        "unconfirmed" => MessageState::Unconfirmed,
+        "waiting" => MessageState::Waiting,
         "failed" => MessageState::Failed,
         _ => MessageState::Received,
     }

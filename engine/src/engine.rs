@@ -2,15 +2,15 @@
 //! the CLI through it, the mobile bindings) call its methods and read its event stream.
 //!
 //! Background tasks: the receiver long-polls this identity's RX relay and applies what it
-//! opens; the sender drains the outbox through per-recipient TX relays and checks on another
-//! relay that each packet reached the mesh; discovery refreshes relay lists and load figures.
+//! opens; the sender drains the outbox through per-recipient TX relays (roles in
+//! `anonymity.rs`); the witness reads a relay's recent-hash feed to see that each packet
+//! reached the mesh (`witness.rs`); discovery refreshes relay lists and load figures.
 
-use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::Stream;
-use jasper_core::protocol::{InnerMessage, MessageKind, Packet, ServerEntry, timestamp_now};
+use jasper_core::protocol::{InnerMessage, MessageKind, Packet, timestamp_now};
 use jasper_core::{PrivateKey, PublicKey};
 use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};
@@ -18,14 +18,15 @@ use sha2::Digest;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::anonymity::{AnonymityState, ROLE_RX, ROLE_TX};
 use crate::config::EngineConfig;
 use crate::db::{self, Db, now_ms};
 use crate::error::{EngineError, Result};
 use crate::model::*;
 use crate::relay_client::{RelayClient, RelayFailure};
-use crate::selection;
 use crate::transparent::Hub;
 use crate::transparent::wire::TYPE_RTC;
+use crate::witness::WitnessState;
 
 pub use crate::secrets::SecretStore;
 
@@ -55,7 +56,7 @@ pub struct GroupOp {
 /// A group `create` lists every member's key (~740 bytes each) and must fit in one sealed
 /// inner message (64 KiB) even inside its `SENT` copy.
 pub const MAX_GROUP_MEMBERS: usize = 64;
-const SUSPECT_FOR_MS: i64 = 30 * 60 * 1000;
+pub(crate) const SUSPECT_FOR_MS: i64 = 30 * 60 * 1000;
 const MAX_SEND_ATTEMPTS: i64 = 40;
 
 #[derive(Clone)]
@@ -64,12 +65,14 @@ pub struct Engine {
 }
 
 pub(crate) struct Inner {
-    config: EngineConfig,
+    pub(crate) config: EngineConfig,
     pub(crate) db: Db,
     secrets: Arc<dyn SecretStore>,
     account: String,
     identity: RwLock<Option<PrivateKey>>,
-    client: RelayClient,
+    pub(crate) client: RelayClient,
+    pub(crate) anonymity: AnonymityState,
+    pub(crate) witness: WitnessState,
     latest_event: watch::Sender<u64>,
     pub(crate) wake_outbox: Notify,
     pub(crate) identity_ready: Notify,
@@ -134,6 +137,8 @@ impl Engine {
         let latest = db.last_event_seq()?;
         let inner = Arc::new(Inner {
             client: RelayClient::new(config.relay_timeout),
+            anonymity: AnonymityState::default(),
+            witness: WitnessState::default(),
             transparent: Hub::new(config.transparent.clone()),
             config,
             db,
@@ -149,6 +154,7 @@ impl Engine {
         tokio::spawn(engine.clone().receiver());
         tokio::spawn(engine.clone().sender());
         tokio::spawn(engine.clone().discovery());
+        tokio::spawn(engine.clone().witness());
         tokio::spawn(engine.clone().run_transparent());
         Ok(engine)
     }
@@ -753,6 +759,9 @@ impl Engine {
         let addr = jasper_core::addr::RelayAddr::parse(address.trim())
             .map_err(|e| EngineError::InvalidArgument(format!("relay {address}: {e}")))?;
         self.inner.db.add_relay(&addr.to_string(), "added")?;
+        // A new relay may be what a waiting role needs.
+        self.inner.wake_outbox.notify_one();
+        self.publish_anonymity();
         self.relays()?
             .into_iter()
             .find(|r| r.address == addr.to_string())
@@ -766,6 +775,7 @@ impl Engine {
             return Err(EngineError::UnknownRelay(addr.to_string()));
         }
         self.inner.wake_outbox.notify_one();
+        self.publish_anonymity();
         Ok(())
     }
 
@@ -779,7 +789,7 @@ impl Engine {
     /// The relay this identity receives on.
     pub fn rx_relay(&self) -> Result<Option<String>> {
         let fp = hex::encode(self.me()?.public_key().fingerprint());
-        self.inner.db.assignment("rx", &fp)
+        self.inner.db.assignment(ROLE_RX, &fp)
     }
 
     // ---- events -------------------------------------------------------------------------
@@ -867,7 +877,8 @@ impl Engine {
     /// (long-poll relay), `Ok(false)` to wait the poll interval, `Err(backoff)` on failure.
     async fn receive_once(&self, me: &PrivateKey) -> std::result::Result<bool, Duration> {
         let fp = hex::encode(me.public_key().fingerprint());
-        let relay = match self.assigned("rx", &fp, None) {
+        let my_key = me.public_key();
+        let relay = match self.assigned(ROLE_RX, &fp, my_key.to_text(), None) {
             Ok(Some(r)) => r,
             _ => return Err(Duration::from_secs(1)),
         };
@@ -884,7 +895,6 @@ impl Engine {
         } else {
             Duration::ZERO
         };
-        let my_key = me.public_key();
         let fetched = tokio::select! {
             f = self.inner.client.fetch_for(&relay, my_key.to_text(), since, wait) => f,
             _ = self.inner.stop.cancelled() => return Err(Duration::ZERO),
@@ -904,7 +914,7 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(relay, error = %e, "fetch from RX relay failed");
                 let _ = self.inner.db.relay_result(&relay, false, None);
-                self.maybe_move("rx", &fp, &relay);
+                self.maybe_move(ROLE_RX, &fp, my_key.to_text(), &relay);
                 Err(Duration::from_secs(2))
             }
         }
@@ -1101,94 +1111,64 @@ impl Engine {
             self.finish_outbox(&item, "failed", Some("gave up after repeated failures"));
             return;
         }
-        if item.state == "pending" {
-            if !item.self_copy && self.try_direct(&item.recipient, &item.packet).await {
-                // Delivered to the contact's device itself: more than "visible on the mesh".
-                let _ = self.inner.db.lock().execute(
-                    "UPDATE outbox SET state = 'visible', tx_relay = 'webrtc', accepted_at = ?2, visible_at = ?2, last_error = NULL WHERE id = ?1",
-                    rusqlite::params![item.id, now_ms()],
-                );
-                self.refresh_message_state(item.message_rowid);
-                return;
-            }
-            let Ok(Some(relay)) = self.assigned("tx", &item.recipient_fp, None) else {
-                self.reschedule(&item, "pending", None, "no relay known", 2_000);
-                return;
-            };
-            match self.inner.client.send(&relay, &item.packet).await {
-                Ok(took) => {
-                    let _ =
-                        self.inner
-                            .db
-                            .relay_result(&relay, true, Some(took.as_secs_f64() * 1000.0));
-                    let _ = self.inner.db.lock().execute(
-                        "UPDATE outbox SET state = 'accepted', tx_relay = ?2, accepted_at = ?3, next_attempt_at = ?4, last_error = NULL WHERE id = ?1",
-                        rusqlite::params![item.id, relay, now, now + 500],
-                    );
-                    self.refresh_message_state(item.message_rowid);
-                }
-                Err(RelayFailure::Rejected { status, message }) => {
-                    let _ = self.inner.db.relay_result(&relay, false, None);
-                    self.finish_outbox(
-                        &item,
-                        "failed",
-                        Some(&format!(
-                            "relay {relay} rejected the packet ({status}): {message}"
-                        )),
-                    );
-                }
-                Err(RelayFailure::Transient(e)) => {
-                    tracing::info!(relay, error = %e, "send failed; will retry");
-                    let _ = self.inner.db.relay_result(&relay, false, None);
-                    self.maybe_move("tx", &item.recipient_fp, &relay);
-                    let backoff = 500i64 << item.attempts.min(7);
-                    self.reschedule(&item, "pending", None, &e, backoff.min(60_000));
-                }
-            }
+        if !item.self_copy && self.try_direct(&item.recipient, &item.packet).await {
+            // Delivered to the contact's device itself: more than "visible on the mesh".
+            let _ = self.inner.db.lock().execute(
+                "UPDATE outbox SET state = 'visible', tx_relay = 'webrtc', accepted_at = ?2, visible_at = ?2, last_error = NULL WHERE id = ?1",
+                rusqlite::params![item.id, now_ms()],
+            );
+            self.refresh_message_state(item.message_rowid);
             return;
         }
-        // Accepted: is it visible on another relay?
-        let tx_relay = item.tx_relay.clone().unwrap_or_default();
-        let checker = self.check_relay(&tx_relay);
-        let Some(checker) = checker else {
-            // A single known relay cannot be checked against another: stop checking.
-            let _ = self.inner.db.lock().execute(
-                "UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1",
-                rusqlite::params![item.id, i64::MAX],
-            );
-            return;
-        };
-        match self.inner.client.holds(&checker, &item.hash).await {
-            Ok(true) => {
-                self.finish_outbox(&item, "visible", None);
-            }
-            Ok(false) | Err(_) => {
-                let age = now - item.accepted_at.unwrap_or(now);
-                if age > self.inner.config.delivery_timeout.as_millis() as i64 {
-                    tracing::warn!(
-                        relay = tx_relay,
-                        hash = item.hash,
-                        "sent packet never reached the mesh; re-sending through another relay"
-                    );
-                    let _ = self
-                        .inner
-                        .db
-                        .relay_suspect(&tx_relay, "lost", now + SUSPECT_FOR_MS);
-                    let exclude: HashSet<String> = [tx_relay.clone()].into();
-                    let _ = self.assigned("tx", &item.recipient_fp, Some(&exclude));
-                    self.reschedule(
-                        &item,
-                        "pending",
-                        None,
-                        &format!("not visible after relay {tx_relay} accepted it"),
-                        0,
-                    );
-                } else {
-                    let _ = self.inner.db.lock().execute(
-                        "UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1",
-                        rusqlite::params![item.id, now + 700],
-                    );
+        let relay = match self.assigned(ROLE_TX, &item.recipient_fp, &item.recipient, None) {
+            Ok(Some(relay)) => relay,
+            Ok(None) if !self.inner.db.relays().unwrap_or_default().is_empty() => {
+                // Every known relay has seen another key of ours (strict): wait, without
+                // counting an attempt. A new relay wakes the outbox.
+                let why = self.waiting_reason();
+                let _ = self.inner.db.lock().execute(
+                    "UPDATE outbox SET state = 'waiting', next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                    rusqlite::params![item.id, now + 5_000, why],
+                );
+                if !item.self_copy {
+                    self.refresh_message_state(item.message_rowid);
                 }
+                return;
+            }
+            _ => {
+                self.reschedule(&item, "pending", None, "no relay known", 2_000);
+                return;
+            }
+        };
+        match self.inner.client.send(&relay, &item.packet).await {
+            Ok(took) => {
+                let _ = self
+                    .inner
+                    .db
+                    .relay_result(&relay, true, Some(took.as_secs_f64() * 1000.0));
+                // The witness task takes it from here (witness.rs).
+                let _ = self.inner.db.lock().execute(
+                    "UPDATE outbox SET state = 'accepted', tx_relay = ?2, accepted_at = ?3, last_error = NULL WHERE id = ?1",
+                    rusqlite::params![item.id, relay, now],
+                );
+                self.refresh_message_state(item.message_rowid);
+            }
+            Err(RelayFailure::Rejected { status, message }) => {
+                let _ = self.inner.db.relay_result(&relay, false, None);
+                self.finish_outbox(
+                    &item,
+                    "failed",
+                    Some(&format!(
+                        "relay {relay} rejected the packet ({status}): {message}"
+                    )),
+                );
+            }
+            Err(RelayFailure::Transient(e)) => {
+                tracing::info!(relay, error = %e, "send failed; will retry");
+                let _ = self.inner.db.relay_result(&relay, false, None);
+                self.maybe_move(ROLE_TX, &item.recipient_fp, &item.recipient, &relay);
+                let backoff = 500i64 << item.attempts.min(7);
+                self.reschedule(&item, "pending", None, &e, backoff.min(60_000));
             }
         }
     }
@@ -1217,26 +1197,14 @@ impl Engine {
     }
 
     /// Aggregates the copies' states into the message's state; emits an event on change.
-    fn refresh_message_state(&self, rowid: Option<i64>) {
+    pub(crate) fn refresh_message_state(&self, rowid: Option<i64>) {
         let Some(rowid) = rowid else { return };
         let _ = self.commit(|tx| {
             let copies = Db::copy_states(tx, rowid)?;
             if copies.is_empty() {
                 return Ok(());
             }
-            let failed = copies.iter().find(|(s, _)| s == "failed");
-            let (state, failure) = if let Some((_, why)) = failed {
-                (MessageState::Failed, why.clone())
-            } else if copies.iter().all(|(s, _)| s == "visible") {
-                (MessageState::Visible, None)
-            } else if copies
-                .iter()
-                .all(|(s, _)| s == "visible" || s == "accepted")
-            {
-                (MessageState::Sent, None)
-            } else {
-                (MessageState::Queued, None)
-            };
+            let (state, failure) = aggregate_state(&copies);
             if Db::set_message_state(tx, rowid, &state, failure.as_deref())? {
                 let m = Db::message(tx, rowid)?;
                 Db::push_event(
@@ -1251,80 +1219,6 @@ impl Engine {
             }
             Ok(())
         });
-    }
-
-    /// A relay other than `tx_relay` to check visibility on: our RX relay if it differs,
-    /// else the best other one.
-    fn check_relay(&self, tx_relay: &str) -> Option<String> {
-        if let Ok(Some(rx)) = self.rx_relay()
-            && rx != tx_relay
-        {
-            return Some(rx);
-        }
-        let rows = self.inner.db.relays().ok()?;
-        rows.iter()
-            .filter(|r| r.info.address != tx_relay && !r.info.suspect)
-            .min_by(|a, b| selection::cost(a).total_cmp(&selection::cost(b)))
-            .or_else(|| rows.iter().find(|r| r.info.address != tx_relay))
-            .map(|r| r.info.address.clone())
-    }
-
-    /// The relay assigned to (`role`, key), choosing one if there is none, it was removed, or
-    /// it is in `replace` (then it is excluded from the new choice).
-    fn assigned(
-        &self,
-        role: &str,
-        key_fp: &str,
-        replace: Option<&HashSet<String>>,
-    ) -> Result<Option<String>> {
-        let db = &self.inner.db;
-        let rows = db.relays()?;
-        let current = db.assignment(role, key_fp)?;
-        if let Some(c) = &current {
-            let still_known = rows.iter().any(|r| &r.info.address == c);
-            let replacing = replace.is_some_and(|r| r.contains(c));
-            if still_known && !replacing {
-                return Ok(current);
-            }
-        }
-        let all = db.assignments()?;
-        let other_role = if role == "rx" { "tx" } else { "rx" };
-        let taken: HashSet<String> = all
-            .iter()
-            .filter(|(r, k, _)| !(r == role && k == key_fp))
-            .map(|(_, _, relay)| relay.clone())
-            .collect();
-        let forbidden: HashSet<String> = all
-            .iter()
-            .filter(|(r, _, _)| r == other_role)
-            .map(|(_, _, relay)| relay.clone())
-            .collect();
-        let exclude = replace.cloned().unwrap_or_default();
-        let Some(choice) = selection::choose(&rows, &taken, &forbidden, &exclude) else {
-            return Ok(None);
-        };
-        db.set_assignment(role, key_fp, &choice)?;
-        tracing::info!(role, relay = choice, "relay assigned");
-        Ok(Some(choice))
-    }
-
-    /// Moves an assignment off a relay that keeps failing.
-    fn maybe_move(&self, role: &str, key_fp: &str, relay: &str) {
-        let failing = self
-            .inner
-            .db
-            .relays()
-            .ok()
-            .and_then(|rs| rs.into_iter().find(|r| r.info.address == relay))
-            .is_some_and(|r| r.info.failures >= 3 && r.info.failures > r.info.successes / 2);
-        if failing {
-            let _ = self
-                .inner
-                .db
-                .relay_suspect(relay, "lost", now_ms() + SUSPECT_FOR_MS / 6);
-            let exclude: HashSet<String> = [relay.to_owned()].into();
-            let _ = self.assigned(role, key_fp, Some(&exclude));
-        }
     }
 
     // ---- background: discovery ----------------------------------------------------------
@@ -1342,14 +1236,6 @@ impl Engine {
     /// Refreshes every relay's load figures, then exchanges server lists with each.
     pub async fn discover_once(&self) {
         let rows = self.inner.db.relays().unwrap_or_default();
-        let ours: Vec<ServerEntry> = rows
-            .iter()
-            .filter_map(|r| jasper_core::addr::RelayAddr::parse(&r.info.address).ok())
-            .map(|a| ServerEntry {
-                ip: a.host,
-                port: a.port,
-            })
-            .collect();
         for row in &rows {
             let relay = &row.info.address;
             match self.inner.client.status(relay).await {
@@ -1358,6 +1244,19 @@ impl Engine {
                         .inner
                         .db
                         .relay_status(relay, status.load, status.supports_wait);
+                    {
+                        let mut feed = self
+                            .inner
+                            .witness
+                            .feed_relays
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        if status.supports_recent {
+                            feed.insert(relay.clone());
+                        } else {
+                            feed.remove(relay);
+                        }
+                    }
                     let _ =
                         self.inner
                             .db
@@ -1368,7 +1267,9 @@ impl Engine {
                     continue;
                 }
             }
-            if let Ok(learned) = self.inner.client.servers(relay, ours.clone()).await {
+            // An empty list: ours is a fingerprint of this client that every relay would get.
+            // The relay then answers with every server it knows (all are ones "we lack").
+            if let Ok(learned) = self.inner.client.servers(relay, Vec::new()).await {
                 for entry in learned {
                     let Ok(addr) = jasper_core::addr::RelayAddr::new(&entry.ip, entry.port) else {
                         continue;
@@ -1395,10 +1296,12 @@ impl Engine {
                             )?;
                             Ok(())
                         });
+                        self.inner.wake_outbox.notify_one();
                     }
                 }
             }
         }
+        self.publish_anonymity();
     }
 }
 
@@ -1413,6 +1316,34 @@ async fn blocking_secrets<T: Send + 'static>(
         .await
         .map_err(|e| EngineError::KeyStore(format!("key store task failed: {e}")))?
         .map_err(EngineError::KeyStore)
+}
+
+/// A message's state from its copies' outbox states (with their last errors): the worst wins,
+/// in the order failed, waiting, queued, sent (accepted, not yet confirmed), unconfirmed,
+/// visible.
+fn aggregate_state(copies: &[(String, Option<String>)]) -> (MessageState, Option<String>) {
+    let reason = |state: &str| {
+        copies
+            .iter()
+            .find(|(s, _)| s == state)
+            .map(|(_, why)| why.clone())
+    };
+    if let Some(why) = reason("failed") {
+        return (MessageState::Failed, why);
+    }
+    if let Some(why) = reason("waiting") {
+        return (MessageState::Waiting, why);
+    }
+    if copies.iter().any(|(s, _)| s == "pending") {
+        return (MessageState::Queued, None);
+    }
+    if copies.iter().any(|(s, _)| s == "accepted") {
+        return (MessageState::Sent, None);
+    }
+    if let Some(why) = reason("unconfirmed") {
+        return (MessageState::Unconfirmed, why);
+    }
+    (MessageState::Visible, None)
 }
 
 pub(crate) fn to_json(p: &Packet) -> String {

@@ -5,6 +5,7 @@
 //! checks, receiving by long-poll, groups, several logins of one key, and a durable event log.
 //! The daemon (gRPC + CLI) and the mobile bindings are thin shells around [`Engine`].
 
+pub mod anonymity;
 pub mod attachments;
 pub mod config;
 pub mod db;
@@ -16,6 +17,7 @@ pub mod relay_client;
 pub mod secrets;
 pub mod selection;
 pub mod transparent;
+pub mod witness;
 
 pub use config::EngineConfig;
 pub use engine::Engine;

@@ -52,6 +52,14 @@ pub enum MessageState {
     Sent,
     /// Seen on a different relay than the one it was sent through: it is in the mesh.
     Visible,
+    /// Accepted by its TX relay, but its spread through the mesh could not be confirmed
+    /// without revealing something to a relay (no relay offers the private recent-hash feed,
+    /// or it never showed there): it may never reach the recipient. Reason in `failure`.
+    Unconfirmed,
+    /// Held in the outbox because sending it would make one relay see two keys of this
+    /// identity (anonymity `strict` and too few relays known); reason in `failure`. It goes
+    /// out by itself once enough relays are known.
+    Waiting,
     /// Given up on (reason in `failure`).
     Failed,
     /// Arrived from someone (or from another login of this identity).
@@ -204,6 +212,108 @@ pub enum EventKind {
     CallChanged {
         call: CallInfo,
     },
+    /// The anonymity report changed: relays needed or known, keys waiting for a relay of
+    /// their own, or relays shared between keys (see [`AnonymityReport`]).
+    AnonymityChanged {
+        report: AnonymityReport,
+    },
+}
+
+/// What to do when fewer relays are known than this identity has relay roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnonymityMode {
+    /// Never let one relay see two keys of this identity: a message that would need a shared
+    /// relay waits in the outbox (state `waiting`) until more relays are known.
+    #[default]
+    Strict,
+    /// Share relays when there are too few, and report every shared assignment (what it links
+    /// is in [`AnonymityReport::shared`]).
+    Relaxed,
+}
+
+impl AnonymityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnonymityMode::Strict => "strict",
+            AnonymityMode::Relaxed => "relaxed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "strict" => Some(AnonymityMode::Strict),
+            "relaxed" => Some(AnonymityMode::Relaxed),
+            _ => None,
+        }
+    }
+}
+
+/// What a relay is to this identity. Every role carries exactly one key; anonymity means no
+/// relay holds two roles (docs/threat-model.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayRoleKind {
+    /// Receives for this identity's own key (long-poll `/fetch {recipient}`).
+    Rx,
+    /// Sends this identity's `SENT` copies to its own key (for its other logins).
+    TxSelf,
+    /// Sends to one contact's key.
+    TxContact,
+}
+
+impl RelayRoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayRoleKind::Rx => "rx",
+            RelayRoleKind::TxSelf => "tx_self",
+            RelayRoleKind::TxContact => "tx_contact",
+        }
+    }
+}
+
+/// One role: which key a relay sees from this identity in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRole {
+    pub kind: RelayRoleKind,
+    /// The key the relay sees in this role (this identity's own for `rx` and `tx_self`).
+    pub key: String,
+    /// The contact's name, for `tx_contact` roles of known contacts.
+    pub name: Option<String>,
+    /// The relay holding the role; `None` while it waits for one (strict mode).
+    pub relay: Option<String>,
+}
+
+/// A relay that holds more than one role of this identity, so it can link their keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedRelay {
+    pub relay: String,
+    /// The roles it holds (two or more): it can tie these keys to one client.
+    pub roles: Vec<RelayRole>,
+}
+
+/// Where this identity stands on anonymity: how many relays its roles need, how many are
+/// known, what waits for a relay of its own, and which relays are shared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnonymityReport {
+    pub mode: AnonymityMode,
+    /// Distinct relays the current roles need: one per role (RX, own copies, each contact
+    /// written to).
+    pub relays_needed: u32,
+    /// Relays known and usable (not removed).
+    pub relays_known: u32,
+    /// Every role, with its relay (or none while waiting).
+    pub roles: Vec<RelayRole>,
+    /// Roles waiting for a relay of their own: their messages wait in the outbox.
+    pub waiting: Vec<RelayRole>,
+    /// Relays holding two or more roles (only in `relaxed` mode, or chosen before `strict`).
+    pub shared: Vec<SharedRelay>,
+    /// The relay whose recent-hash feed confirms that sent packets spread (polled at a fixed
+    /// pace, asking for no key and no hash); `None` when no relay offers the feed, and sent
+    /// messages then end `unconfirmed`.
+    pub witness: Option<String>,
+    /// One line for people: "private", or what is waiting or shared.
+    pub summary: String,
 }
 
 /// Where transparent mode stands with one contact.

@@ -1,5 +1,6 @@
 //! HTTP client for relays, as a client uses them: send a packet, long-poll the RX relay,
-//! check by hash that a packet reached the mesh, read load figures, exchange server lists.
+//! read another relay's recent-hash feed to see that a packet spread, read load figures,
+//! learn server lists.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,19 @@ impl std::fmt::Display for RelayFailure {
 pub struct RelayStatus {
     pub load: Option<f64>,
     pub supports_wait: bool,
+    /// Offers the private recent-hash feed (`sync.recent`).
+    pub supports_recent: bool,
+}
+
+/// A page of a relay's recent-hash feed.
+#[derive(Debug, Clone)]
+pub struct RecentHashes {
+    /// Hash prefixes (lowercase hex), in the relay's arrival order.
+    pub hashes: Vec<String>,
+    /// The relay's cursor after this page (it may go backwards if the relay lost its store).
+    pub cursor: u64,
+    /// More hashes follow the cursor.
+    pub more: bool,
 }
 
 pub struct RelayClient {
@@ -147,32 +161,52 @@ impl RelayClient {
         Ok(Fetched { packets, cursor })
     }
 
-    /// Whether `relay` holds a packet with this hash (and its content matches the hash).
-    pub async fn holds(&self, relay: &str, hash: &str) -> Result<bool, RelayFailure> {
-        let req = FetchRequest {
-            hashes: Some(vec![hash.to_owned()]),
-            ..Default::default()
-        };
+    /// One page of the relay's private recent-hash feed (`POST /sync/recent`, extension
+    /// `sync.recent`, docs/protocol.md): the leading `digits` hex digits of the hashes it
+    /// stored after `since` (its own arrival cursor; `None` to start at its newest). The
+    /// request names no key and no hash, so the relay learns nothing about what we look for.
+    pub async fn recent(
+        &self,
+        relay: &str,
+        since: Option<u64>,
+        digits: usize,
+    ) -> Result<RecentHashes, RelayFailure> {
+        let body = serde_json::json!({ "since": since, "digits": digits });
         let (status, answer, _) = self
             .post(
                 relay,
-                "/fetch",
-                serde_json::to_vec(&req).expect("serialises"),
+                "/sync/recent",
+                serde_json::to_vec(&body).expect("serialises"),
                 Duration::ZERO,
             )
             .await?;
         if !(200..300).contains(&status) {
             return Err(RelayFailure::Transient(format!(
-                "{relay}/fetch answered {status}"
+                "{relay}/sync/recent answered {status}: {}",
+                error_message(&answer)
             )));
         }
-        let packets = protocol::parse_fetch_response(&answer)
-            .map_err(|e| RelayFailure::Transient(e.to_string()))?;
-        Ok(packets.into_iter().flatten().any(|p| {
-            p.hash.eq_ignore_ascii_case(hash)
-                && jasper_core::MessageHash::of_message(&p.message).to_hex()
-                    == hash.to_ascii_lowercase()
-        }))
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            hashes: Vec<String>,
+            cursor: u64,
+            #[serde(default)]
+            more: bool,
+        }
+        let a: Answer = serde_json::from_slice(&answer)
+            .map_err(|e| RelayFailure::Transient(format!("{relay}/sync/recent: {e}")))?;
+        let hashes = a
+            .hashes
+            .into_iter()
+            .filter(|h| h.len() >= digits.min(64) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|h| h[..digits.min(64)].to_ascii_lowercase())
+            .collect();
+        Ok(RecentHashes {
+            hashes,
+            cursor: a.cursor,
+            more: a.more,
+        })
     }
 
     /// Load figures; `Ok(default)` for relays without `/status` (the reference relay).
@@ -194,14 +228,16 @@ impl RelayClient {
             let f = |k: &str| l.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
             f("active_requests") + f("waiting_fetches") / 1000.0 + f("requests_per_second") / 100.0
         });
-        let supports_wait = v
-            .get("extensions")
-            .and_then(|e| e.as_array())
-            .is_some_and(|e| e.iter().any(|x| x == "fetch.wait"));
+        let extension = |name: &str| {
+            v.get("extensions")
+                .and_then(|e| e.as_array())
+                .is_some_and(|e| e.iter().any(|x| x == name))
+        };
         Ok((
             RelayStatus {
                 load,
-                supports_wait,
+                supports_wait: extension("fetch.wait"),
+                supports_recent: extension("sync.recent"),
             },
             took,
         ))

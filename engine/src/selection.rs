@@ -27,12 +27,15 @@ pub fn cost(row: &RelayRow) -> f64 {
 /// Picks a relay for a new assignment. `taken` are relays already assigned to other keys
 /// (avoided when possible), `forbidden` those that must not be used for this role when any
 /// other exists (TX relays never double as RX and vice versa), `exclude` those ruled out
-/// outright (the relay being replaced).
+/// outright (the relay being replaced). Without `fallback`, only a relay neither taken nor
+/// forbidden will do (anonymity `strict`); with it, a taken one rather than none, then a
+/// forbidden one rather than none (`relaxed`: the caller reports the sharing).
 pub fn choose(
     rows: &[RelayRow],
     taken: &HashSet<String>,
     forbidden: &HashSet<String>,
     exclude: &HashSet<String>,
+    fallback: bool,
 ) -> Option<String> {
     let usable: Vec<&RelayRow> = rows
         .iter()
@@ -47,7 +50,8 @@ pub fn choose(
         _ => true,
     };
     let mut rng = rand::rng();
-    for tier in 0..3 {
+    let tiers = if fallback { 3 } else { 1 };
+    for tier in 0..tiers {
         let candidates: Vec<&&RelayRow> = pool.iter().filter(|r| in_tier(tier, r)).collect();
         if let Some(best) = candidates
             .iter()
@@ -96,14 +100,32 @@ mod tests {
             row("c:1", 10.0, 0.0),
         ];
         for _ in 0..50 {
-            let got = choose(&rows, &set(&["a:1"]), &set(&["b:1"]), &set(&[])).unwrap();
+            let got = choose(&rows, &set(&["a:1"]), &set(&["b:1"]), &set(&[]), true).unwrap();
             assert_eq!(got, "c:1");
         }
-        // Not enough relays: reuse a taken one, but still never the forbidden one.
-        let got = choose(&rows, &set(&["a:1", "c:1"]), &set(&["b:1"]), &set(&[])).unwrap();
+        // Not enough relays and no fallback (strict): none.
+        assert_eq!(
+            choose(
+                &rows,
+                &set(&["a:1", "c:1"]),
+                &set(&["b:1"]),
+                &set(&[]),
+                false
+            ),
+            None
+        );
+        // With the fallback (relaxed): reuse a taken one, but still never the forbidden one.
+        let got = choose(
+            &rows,
+            &set(&["a:1", "c:1"]),
+            &set(&["b:1"]),
+            &set(&[]),
+            true,
+        )
+        .unwrap();
         assert_ne!(got, "b:1");
         // Only the forbidden one left: better than nothing.
-        let got = choose(&rows[1..2], &set(&[]), &set(&["b:1"]), &set(&[])).unwrap();
+        let got = choose(&rows[1..2], &set(&[]), &set(&["b:1"]), &set(&[]), true).unwrap();
         assert_eq!(got, "b:1");
     }
 
@@ -115,12 +137,12 @@ mod tests {
             row("good:1", 12.0, 0.5),
         ];
         assert_eq!(
-            choose(&rows, &set(&[]), &set(&[]), &set(&[])).unwrap(),
+            choose(&rows, &set(&[]), &set(&[]), &set(&[]), true).unwrap(),
             "good:1"
         );
         rows[2].info.suspect = true;
         assert_ne!(
-            choose(&rows, &set(&[]), &set(&[]), &set(&[])).unwrap(),
+            choose(&rows, &set(&[]), &set(&[]), &set(&[]), true).unwrap(),
             "good:1"
         );
         // A relay claiming zero load but failing our requests loses.
@@ -128,7 +150,7 @@ mod tests {
         liar.info.failures = 30;
         let honest = row("honest:1", 15.0, 2.0);
         assert_eq!(
-            choose(&[liar, honest], &set(&[]), &set(&[]), &set(&[])).unwrap(),
+            choose(&[liar, honest], &set(&[]), &set(&[]), &set(&[]), true).unwrap(),
             "honest:1"
         );
     }

@@ -112,7 +112,7 @@ async fn received(engine: &Engine, from: &str, id: &str) -> Message {
 async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     let api = ipfs_api();
     let dir = tempfile::tempdir().unwrap();
-    let relays = mesh(2, dir.path());
+    let relays = mesh(3, dir.path());
     let secrets = Arc::new(EphemeralSecretStore::default());
     // Bob fetches through the node's gateway (GET /ipfs/CID); the daemon test covers `cat`.
     let gateway = std::env::var("JASPER_TEST_IPFS_GATEWAY")

@@ -5,12 +5,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::{get, post};
 use common::*;
 use jasper_engine::EphemeralSecretStore;
 use jasper_engine::MessageState;
-use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_logins_of_one_key_end_with_identical_histories() {
@@ -87,40 +84,14 @@ async fn two_logins_of_one_key_end_with_identical_histories() {
     );
 }
 
-/// A relay that acknowledges every packet and keeps none, and reports itself idle.
-async fn dropping_relay() -> String {
-    let app = Router::new()
-        .route("/send", post(|| async { "ok" }))
-        .route(
-            "/fetch",
-            post(|body: axum::Json<Value>| async move {
-                let n = body["hashes"].as_array().map_or(0, Vec::len);
-                axum::Json(json!({ "messages": vec![Value::Null; n] }))
-            }),
-        )
-        .route("/sync/servers", post(|| async { axum::Json(json!({})) }))
-        .route("/sync/hashes", post(|| async { axum::Json(json!({})) }))
-        .route(
-            "/status",
-            get(|| async {
-                axum::Json(
-                    json!({ "load": { "active_requests": 0 }, "extensions": ["fetch.wait"] }),
-                )
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
     let dir = tempfile::tempdir().unwrap();
-    let relays = mesh(3, dir.path());
+    let relays = mesh(4, dir.path());
     let secrets = Arc::new(EphemeralSecretStore::default());
-    // Alice knows one real relay (and learns none: private addresses are not learned).
-    let mut config = common::config(&dir.path().join("alice"), &relays[..1]);
+    // Alice knows three real relays (and learns none: private addresses are not learned):
+    // her RX, her own copies' TX and carol's TX take them all.
+    let mut config = common::config(&dir.path().join("alice"), &relays[..3]);
     config.allow_private_relays = false;
     let alice = jasper_engine::Engine::open(config, secrets.clone())
         .await
@@ -128,16 +99,22 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
     let bob = engine(&dir.path().join("bob"), &relays[1..], secrets.clone()).await;
     let a = alice.create_identity().await.unwrap();
     let b = bob.create_identity().await.unwrap();
+    let carol = jasper_core::PrivateKey::generate().unwrap();
     alice.add_contact(&b.public_key, "bob", None).unwrap();
+    alice
+        .add_contact(carol.public_key().to_text(), "carol", None)
+        .unwrap();
     bob.add_contact(&a.public_key, "alice", None).unwrap();
+    let to_carol = alice.send("carol", "takes the last free relay").unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || alice
-            .rx_relay()
-            .unwrap()
-            .is_some())
-        .await
+        eventually(Duration::from_secs(10), || alice
+            .message(&to_carol.id)
+            .is_ok_and(|m| m.state == MessageState::Visible))
+        .await,
+        "{:?}",
+        alice.message(&to_carol.id)
     );
-    // The dropper is the only relay free for a TX assignment, so it gets bob's.
+    // The dropper is then the only relay free for bob's TX assignment.
     let dropper = dropping_relay().await;
     alice.add_relay(&dropper).unwrap();
 
@@ -151,13 +128,16 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
             == Some(dropper.as_str()))
         .await
     );
+    // A relay that has seen no key of alice's yet, for the re-send (strict: the others each
+    // saw one of her keys already).
+    alice.add_relay(&relays[3].addr).unwrap();
     assert!(
         eventually(Duration::from_secs(30), || bob.message(&m.id).is_ok()).await,
         "the message never arrived through another relay"
     );
-    assert_ne!(
+    assert_eq!(
         alice.message_routes(&m.id).unwrap()[0].1.as_deref(),
-        Some(dropper.as_str())
+        Some(relays[3].addr.as_str())
     );
     let report = alice
         .relays()
@@ -172,6 +152,10 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
             .is_ok_and(|m| m.state == MessageState::Visible))
         .await
     );
+    // The dropper saw bob's key and nothing else; nothing was shared.
+    let anonymity = alice.anonymity().unwrap();
+    assert!(anonymity.shared.is_empty(), "{anonymity:?}");
+    assert!(anonymity.waiting.is_empty(), "{anonymity:?}");
     // Exactly once at bob, although it was sent twice.
     let copies = bob
         .messages("alice", None, 10)

@@ -43,7 +43,7 @@ async fn pair(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() {
     let dir = tempfile::tempdir().unwrap();
-    let relays = mesh(2, dir.path());
+    let relays = mesh(3, dir.path());
     let stun = StunServer::start(dir.path());
     let probes = stun.bindings();
     let (alice, bob, _a, _b) = pair(dir.path(), &relays, &stun).await;

@@ -91,6 +91,7 @@ pub fn config(dir: &std::path::Path, relays: &[RelayProc]) -> EngineConfig {
     c.allow_private_relays = true;
     c.long_poll = Duration::from_secs(5);
     c.delivery_timeout = Duration::from_secs(4);
+    c.witness_interval = Duration::from_millis(500);
     c.notifications = false;
     c
 }
@@ -120,3 +121,34 @@ pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut check: F) -> bo
 mod stun;
 #[allow(unused_imports)]
 pub use stun::StunServer;
+
+/// A relay that acknowledges every packet and keeps none, reports itself idle, and offers no
+/// recent-hash feed (as the reference relay, which never spreads what it stores).
+pub async fn dropping_relay() -> String {
+    use axum::Router;
+    use axum::routing::{get, post};
+    use serde_json::{Value, json};
+    let app = Router::new()
+        .route("/send", post(|| async { "ok" }))
+        .route(
+            "/fetch",
+            post(|body: axum::Json<Value>| async move {
+                let n = body["hashes"].as_array().map_or(0, Vec::len);
+                axum::Json(json!({ "messages": vec![Value::Null; n] }))
+            }),
+        )
+        .route("/sync/servers", post(|| async { axum::Json(json!({})) }))
+        .route("/sync/hashes", post(|| async { axum::Json(json!({})) }))
+        .route(
+            "/status",
+            get(|| async {
+                axum::Json(
+                    json!({ "load": { "active_requests": 0 }, "extensions": ["fetch.wait"] }),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}

@@ -1,0 +1,310 @@
+//! Relay roles and the anonymity invariant: no relay sees two keys of this client.
+//!
+//! Every role carries one key (RX and the `SENT` copies carry our own, each contact's TX
+//! carries theirs). What a relay has seen it keeps knowing, so each (relay, key) is recorded
+//! in `relay_exposure` before the first request that shows it, and a role may only go to a
+//! relay that has seen no other key and holds no other role. When none is left, `strict`
+//! (the default) leaves the role unfilled and its messages wait; `relaxed` shares a relay and
+//! the report says which keys it links. docs/threat-model.md has the whole picture.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use crate::db::{Db, now_ms};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::model::*;
+use crate::selection;
+
+/// The role columns of the `assignments` table.
+pub(crate) const ROLE_RX: &str = "rx";
+pub(crate) const ROLE_TX: &str = "tx";
+
+/// The last report published as an event, so that only changes are published.
+#[derive(Default)]
+pub(crate) struct AnonymityState {
+    last: Mutex<Option<AnonymityReport>>,
+}
+
+impl Engine {
+    /// Where this identity stands: roles, relays needed and known, what waits, what is shared.
+    pub fn anonymity(&self) -> Result<AnonymityReport> {
+        let db = &self.inner.db;
+        let me = self.me()?.public_key();
+        let own_key = me.to_text().to_owned();
+        let own_fp = hex::encode(me.fingerprint());
+        let relays = db.relays()?;
+        let assignments = db.assignments()?;
+        let contacts = db.contacts()?;
+        let name_of = |fp: &str| {
+            contacts
+                .iter()
+                .find(|c| c.fingerprint == fp)
+                .map(|c| c.name.clone())
+        };
+        let key_of = |fp: &str, stored: &str| -> String {
+            if fp == own_fp {
+                own_key.clone()
+            } else if !stored.is_empty() {
+                stored.to_owned()
+            } else if let Some(c) = contacts.iter().find(|c| c.fingerprint == fp) {
+                c.key.clone()
+            } else {
+                db.key_for_fp(fp).ok().flatten().unwrap_or_default()
+            }
+        };
+        let relay_of = |role: &str, fp: &str| {
+            assignments
+                .iter()
+                .find(|(r, k, _)| r == role && k == fp)
+                .map(|(_, _, relay)| relay.clone())
+        };
+
+        // Roles: our RX, our own copies, every contact key written to (assigned or waiting).
+        let mut roles = vec![
+            RelayRole {
+                kind: RelayRoleKind::Rx,
+                key: own_key.clone(),
+                name: None,
+                relay: relay_of(ROLE_RX, &own_fp),
+            },
+            RelayRole {
+                kind: RelayRoleKind::TxSelf,
+                key: own_key.clone(),
+                name: None,
+                relay: relay_of(ROLE_TX, &own_fp),
+            },
+        ];
+        let mut contact_fps: BTreeMap<String, String> = BTreeMap::new();
+        for (role, fp, _) in &assignments {
+            if role == ROLE_TX && *fp != own_fp {
+                contact_fps.insert(fp.clone(), String::new());
+            }
+        }
+        for (fp, key) in db.outbox_recipients()? {
+            if fp != own_fp {
+                contact_fps.insert(fp, key);
+            }
+        }
+        for (fp, key) in &contact_fps {
+            roles.push(RelayRole {
+                kind: RelayRoleKind::TxContact,
+                key: key_of(fp, key),
+                name: name_of(fp),
+                relay: relay_of(ROLE_TX, fp),
+            });
+        }
+        let waiting: Vec<RelayRole> = roles
+            .iter()
+            .filter(|r| r.relay.is_none())
+            .cloned()
+            .collect();
+
+        // Shared: relays that have seen two or more distinct keys from us.
+        let mut seen: BTreeMap<String, BTreeMap<String, (String, String)>> = BTreeMap::new();
+        for (relay, fp, key, kind) in db.exposures()? {
+            seen.entry(relay)
+                .or_default()
+                .entry(fp)
+                .or_insert((key, kind));
+        }
+        let shared: Vec<SharedRelay> = seen
+            .into_iter()
+            .filter(|(_, keys)| keys.len() > 1)
+            .map(|(relay, keys)| SharedRelay {
+                relay,
+                roles: keys
+                    .into_iter()
+                    .map(|(fp, (key, kind))| RelayRole {
+                        kind: if fp == own_fp {
+                            if kind == ROLE_RX {
+                                RelayRoleKind::Rx
+                            } else {
+                                RelayRoleKind::TxSelf
+                            }
+                        } else {
+                            RelayRoleKind::TxContact
+                        },
+                        key: key_of(&fp, &key),
+                        name: name_of(&fp),
+                        relay: None,
+                    })
+                    .collect(),
+            })
+            .collect();
+
+        let relays_needed = roles.len() as u32;
+        let relays_known = relays.len() as u32;
+        let mode = self.inner.config.anonymity;
+        let summary = if !shared.is_empty() {
+            let links: Vec<String> = shared
+                .iter()
+                .map(|s| {
+                    let who: Vec<String> = s.roles.iter().map(role_label).collect();
+                    format!("{} sees {}", s.relay, who.join(" and "))
+                })
+                .collect();
+            format!("shared relays link keys: {}", links.join("; "))
+        } else if !waiting.is_empty() {
+            let who: Vec<String> = waiting.iter().map(role_label).collect();
+            format!(
+                "waiting for more relays: {relays_needed} needed, {relays_known} known; \
+                 without a relay of their own: {}",
+                who.join(", ")
+            )
+        } else {
+            format!(
+                "private: every key has a relay of its own ({relays_needed} roles, {relays_known} relays)"
+            )
+        };
+        Ok(AnonymityReport {
+            mode,
+            relays_needed,
+            relays_known,
+            roles,
+            waiting,
+            shared,
+            witness: self.witness_relay(),
+            summary,
+        })
+    }
+
+    /// Publishes an `AnonymityChanged` event when the report differs from the last one.
+    pub(crate) fn publish_anonymity(&self) {
+        let Ok(report) = self.anonymity() else { return };
+        let mut last = self
+            .inner
+            .anonymity
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() == Some(&report) {
+            return;
+        }
+        *last = Some(report.clone());
+        drop(last);
+        let _ = self.commit(|tx| {
+            Db::push_event(tx, &EventKind::AnonymityChanged { report })?;
+            Ok(())
+        });
+    }
+
+    /// The relay assigned to (`role`, key), choosing one if there is none, it was removed, or
+    /// it is in `replace` (then it is excluded from the new choice). `None` when no relay may
+    /// take the role without seeing a second key of ours (strict mode) or none is known.
+    pub(crate) fn assigned(
+        &self,
+        role: &str,
+        key_fp: &str,
+        key: &str,
+        replace: Option<&HashSet<String>>,
+    ) -> Result<Option<String>> {
+        let db = &self.inner.db;
+        let rows = db.relays()?;
+        let current = db.assignment(role, key_fp)?;
+        if let Some(c) = &current {
+            let still_known = rows.iter().any(|r| &r.info.address == c);
+            let replacing = replace.is_some_and(|r| r.contains(c));
+            if still_known && !replacing {
+                return Ok(current);
+            }
+        }
+        let all = db.assignments()?;
+        // Relays holding another role now, or that have seen another key: not private.
+        let mut taken: HashSet<String> = all
+            .iter()
+            .filter(|(r, k, _)| !(r == role && k == key_fp))
+            .map(|(_, _, relay)| relay.clone())
+            .collect();
+        taken.extend(
+            db.exposures()?
+                .into_iter()
+                .filter(|(_, fp, _, _)| fp != key_fp)
+                .map(|(relay, ..)| relay),
+        );
+        let exclude = replace.cloned().unwrap_or_default();
+        let private = selection::choose(&rows, &taken, &taken, &exclude, false);
+        let (choice, shared) = match private {
+            Some(c) => (c, false),
+            None if self.inner.config.anonymity == AnonymityMode::Relaxed => {
+                let other_role = if role == ROLE_RX { ROLE_TX } else { ROLE_RX };
+                let forbidden: HashSet<String> = all
+                    .iter()
+                    .filter(|(r, _, _)| r == other_role)
+                    .map(|(_, _, relay)| relay.clone())
+                    .collect();
+                match selection::choose(&rows, &taken, &forbidden, &exclude, true) {
+                    Some(c) => (c, true),
+                    None => return Ok(None),
+                }
+            }
+            None => {
+                // Strict: a relay that saw only this key stays better than none, even when
+                // it was to be replaced (re-sending through it reveals nothing new).
+                let keep = current.filter(|c| rows.iter().any(|r| &r.info.address == c));
+                if keep.is_none() {
+                    self.publish_anonymity();
+                }
+                return Ok(keep);
+            }
+        };
+        let kind = if role == ROLE_RX { ROLE_RX } else { ROLE_TX };
+        // Recorded before the relay sees the key: a crash in between over-counts, never under.
+        db.expose(&choice, key_fp, key, kind)?;
+        db.set_assignment(role, key_fp, &choice)?;
+        if shared {
+            tracing::warn!(
+                role,
+                relay = choice,
+                "relay shared with another key of this identity (anonymity = relaxed)"
+            );
+        } else {
+            tracing::info!(role, relay = choice, "relay assigned");
+        }
+        self.publish_anonymity();
+        Ok(Some(choice))
+    }
+
+    /// Moves an assignment off a relay that keeps failing.
+    pub(crate) fn maybe_move(&self, role: &str, key_fp: &str, key: &str, relay: &str) {
+        let failing = self
+            .inner
+            .db
+            .relays()
+            .ok()
+            .and_then(|rs| rs.into_iter().find(|r| r.info.address == relay))
+            .is_some_and(|r| r.info.failures >= 3 && r.info.failures > r.info.successes / 2);
+        if failing {
+            let _ = self.inner.db.relay_suspect(
+                relay,
+                "lost",
+                now_ms() + crate::engine::SUSPECT_FOR_MS / 6,
+            );
+            let exclude: HashSet<String> = [relay.to_owned()].into();
+            let _ = self.assigned(role, key_fp, key, Some(&exclude));
+        }
+    }
+
+    /// Why a copy waits: the counts, for the message's `failure` text.
+    pub(crate) fn waiting_reason(&self) -> String {
+        match self.anonymity() {
+            Ok(r) => format!(
+                "waiting for a relay no other key of this identity uses (anonymity = strict): \
+                 {} relays needed, {} known",
+                r.relays_needed, r.relays_known
+            ),
+            Err(_) => "waiting for a relay of its own (anonymity = strict)".into(),
+        }
+    }
+}
+
+fn role_label(r: &RelayRole) -> String {
+    match r.kind {
+        RelayRoleKind::Rx => "your key (receiving)".into(),
+        RelayRoleKind::TxSelf => "your key (copies for your other logins)".into(),
+        RelayRoleKind::TxContact => match &r.name {
+            Some(n) => format!("{n}'s key"),
+            None => crate::db::short_key(&r.key),
+        },
+    }
+}
