@@ -60,12 +60,24 @@ CREATE TABLE IF NOT EXISTS relay_exposure(
   first_at INTEGER NOT NULL, PRIMARY KEY(relay, key_fp));
 "#;
 
-/// Every relay that held an assignment before `relay_exposure` existed has seen that key:
-/// recorded once at open (idempotent), so a database from before keeps its history of what
-/// each relay learned. The key text is filled in later from contacts or the outbox.
-const BACKFILL_EXPOSURE: &str =
-    "INSERT OR IGNORE INTO relay_exposure(relay, key_fp, key, kind, first_at)
-  SELECT relay, key_fp, '', role, assigned_at FROM assignments";
+/// What relays learned before `relay_exposure` existed, recorded once at open (idempotent):
+/// every relay that held an assignment saw that key, and the delivery check of that time asked
+/// the RX relay by hash for packets to every contact, so the RX relay saw each of them too
+/// (an over-count where another relay did the checking: the safe side). The anonymity report
+/// then shows what an older version already gave away. Key texts missing here are filled in
+/// from contacts or the outbox when reported.
+const BACKFILL_EXPOSURE: &str = "
+INSERT OR IGNORE INTO relay_exposure(relay, key_fp, key, kind, first_at)
+  SELECT relay, key_fp, '', role, assigned_at FROM assignments
+  WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'exposure_backfilled');
+INSERT OR IGNORE INTO relay_exposure(relay, key_fp, key, kind, first_at)
+  SELECT a.relay, o.recipient_fp, o.recipient, 'tx', MIN(o.created_at)
+  FROM outbox o JOIN assignments a ON a.role = 'rx'
+  WHERE o.self_copy = 0 AND o.accepted_at IS NOT NULL AND COALESCE(o.tx_relay, '') <> a.relay
+    AND COALESCE(o.tx_relay, '') <> 'webrtc'
+    AND NOT EXISTS (SELECT 1 FROM meta WHERE key = 'exposure_backfilled')
+  GROUP BY a.relay, o.recipient_fp;
+INSERT OR IGNORE INTO meta(key, value) VALUES('exposure_backfilled', '1');";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -879,5 +891,63 @@ fn restrict_permissions(dir: &Path) {
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory written before `relay_exposure` existed: its relays' past sight of
+    /// keys, including what the old by-hash delivery check showed the RX relay, is recovered.
+    #[test]
+    fn exposure_is_backfilled_once_from_an_older_database() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(dir.path()).unwrap();
+            let conn = db.lock();
+            // As the previous version left it: no exposure rows, no backfill mark.
+            conn.execute_batch(
+                "DELETE FROM relay_exposure; DELETE FROM meta WHERE key = 'exposure_backfilled';
+                 INSERT INTO assignments VALUES('rx', 'me', 'rx:1', 1), ('tx', 'me', 'self:1', 1),
+                   ('tx', 'bob', 'bobtx:1', 1), ('tx', 'carol', 'caroltx:1', 1);
+                 INSERT INTO outbox(message_rowid, self_copy, recipient, recipient_fp, packet, hash,
+                   state, tx_relay, next_attempt_at, accepted_at, created_at)
+                 VALUES(1, 0, 'BOB', 'bob', '{}', 'h1', 'visible', 'bobtx:1', 0, 5, 5),
+                       (1, 1, 'ME', 'me', '{}', 'h2', 'visible', 'self:1', 0, 5, 5),
+                       (2, 0, 'CAROL', 'carol', '{}', 'h3', 'visible', 'webrtc', 0, 6, 6),
+                       (3, 0, 'DAVE', 'dave', '{}', 'h4', 'pending', NULL, 0, NULL, 7);",
+            )
+            .unwrap();
+        }
+        let exposures = |db: &Db| {
+            let mut e: Vec<(String, String)> = db
+                .exposures()
+                .unwrap()
+                .into_iter()
+                .map(|(relay, fp, ..)| (relay, fp))
+                .collect();
+            e.sort();
+            e
+        };
+        let db = Db::open(dir.path()).unwrap();
+        let want: Vec<(String, String)> = [
+            ("bobtx:1", "bob"),
+            ("caroltx:1", "carol"),
+            // The old check asked the RX relay for bob's packet (carol's went direct, dave's
+            // was never sent).
+            ("rx:1", "bob"),
+            ("rx:1", "me"),
+            ("self:1", "me"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(exposures(&db), want);
+        // Once: a later open adds nothing for assignments that exist by then.
+        db.set_assignment("tx", "erin", "erintx:1").unwrap();
+        drop(db);
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(exposures(&db), want);
     }
 }

@@ -40,6 +40,9 @@ struct Feed {
     cursor: Option<u64>,
     /// When reading this relay's feed began: copies accepted before it may have been missed.
     covered_since_ms: i64,
+    /// When the feed was last read to its end (`more: false`): everything the relay stored
+    /// before then has been seen. A read that fails or stops early does not move it.
+    read_through_ms: i64,
     /// Hash prefixes seen, with when, oldest first (and as a set for lookups).
     order: VecDeque<(i64, String)>,
     seen: HashMap<String, i64>,
@@ -77,7 +80,23 @@ impl Engine {
         {
             return Some(rx);
         }
+        // Keep the relay being read while it still offers the feed: switching restarts the
+        // coverage, and copies that spread before the switch could never show.
+        let current = self
+            .inner
+            .witness
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .relay
+            .clone();
         let rows = self.inner.db.relays().ok()?;
+        if let Some(c) = current
+            && feed.contains(&c)
+            && rows.iter().any(|r| r.info.address == c && !r.info.suspect)
+        {
+            return Some(c);
+        }
         rows.iter()
             .filter(|r| feed.contains(&r.info.address))
             .min_by(|a, b| {
@@ -110,7 +129,7 @@ impl Engine {
             return;
         };
         let timeout = self.inner.config.delivery_timeout.as_millis() as i64;
-        let (seen, covered_since, reading) = {
+        let (seen, covered_since, read_through, reading) = {
             let feed = self
                 .inner
                 .witness
@@ -122,7 +141,12 @@ impl Engine {
                 .map(|c| prefix(&c.hash))
                 .filter(|p| feed.seen.contains_key(p))
                 .collect();
-            (prefixes, feed.covered_since_ms, feed.relay.clone())
+            (
+                prefixes,
+                feed.covered_since_ms,
+                feed.read_through_ms,
+                feed.relay.clone(),
+            )
         };
         for copy in copies {
             let shown = seen.contains(&prefix(&copy.hash));
@@ -134,19 +158,36 @@ impl Engine {
             if copy.unconfirmed || now - copy.accepted_at <= timeout {
                 continue;
             }
-            // Late. Only a feed that covered the whole time since acceptance, on a relay other
-            // than the one it went through, is evidence the relay dropped it.
-            if witnessed_elsewhere && covered_since <= copy.accepted_at {
+            let deadline = copy.accepted_at + timeout;
+            // Late. Evidence that the TX relay dropped it: a feed on another relay, read from
+            // before the copy was accepted through to its end after the deadline.
+            if witnessed_elsewhere && covered_since <= copy.accepted_at && read_through >= deadline
+            {
                 self.resend_lost(&copy);
-            } else {
-                let why = if witness.is_none() {
+                continue;
+            }
+            // No such evidence yet: wait a while for the witness to answer, then give up.
+            if witnessed_elsewhere
+                && covered_since <= copy.accepted_at
+                && now - deadline < 3 * timeout
+            {
+                continue;
+            }
+            let why = match &witness {
+                None => {
                     "not confirmed: no relay offers the private recent-hash feed (sync.recent), \
                      and asking for the packet by hash would tell a relay whom it is for"
-                } else {
-                    "not confirmed: the witness relay's feed did not cover the time since it was sent"
-                };
-                self.settle(&copy, "unconfirmed", Some(why));
-            }
+                }
+                Some(w) if *w == copy.tx_relay => {
+                    "not confirmed: it went through the only relay that offers the recent-hash \
+                     feed, so no other relay could show it"
+                }
+                Some(_) if covered_since > copy.accepted_at => {
+                    "not confirmed: it was sent before the witness relay's feed was being read"
+                }
+                Some(_) => "not confirmed: the witness relay's feed could not be read in time",
+            };
+            self.settle(&copy, "unconfirmed", Some(why));
         }
     }
 
@@ -162,11 +203,13 @@ impl Engine {
                 feed.relay = Some(relay.to_owned());
                 feed.cursor = None;
                 feed.covered_since_ms = i64::MAX;
+                feed.read_through_ms = 0;
             }
             feed.cursor
         };
         let mut since = since;
         for _ in 0..MAX_PAGES_PER_TICK {
+            let asked_at = now_ms();
             let page = tokio::select! {
                 p = self.inner.client.recent(relay, since, FEED_DIGITS) => p,
                 _ = self.inner.stop.cancelled() => return,
@@ -198,6 +241,7 @@ impl Engine {
                     // The relay's sequence went backwards (it lost its store): start over.
                     feed.cursor = Some(page.cursor);
                     feed.covered_since_ms = at;
+                    feed.read_through_ms = 0;
                     return;
                 }
                 Some(_) => {}
@@ -208,6 +252,8 @@ impl Engine {
             feed.cursor = Some(page.cursor);
             since = Some(page.cursor);
             if !page.more {
+                // The time the request was answered bounds what it covered; `at` is just after.
+                feed.read_through_ms = asked_at;
                 return;
             }
         }
