@@ -24,6 +24,9 @@ pub(crate) const ROLE_TX: &str = "tx";
 #[derive(Default)]
 pub(crate) struct AnonymityState {
     last: Mutex<Option<AnonymityReport>>,
+    /// Held from reading the assignments to writing a new one: copies are sent concurrently,
+    /// and two of them must not both take the same free relay.
+    assigning: Mutex<()>,
 }
 
 impl Engine {
@@ -200,6 +203,12 @@ impl Engine {
         replace: Option<&HashSet<String>>,
     ) -> Result<Option<String>> {
         let db = &self.inner.db;
+        let guard = self
+            .inner
+            .anonymity
+            .assigning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let rows = db.relays()?;
         let current = db.assignment(role, key_fp)?;
         if let Some(c) = &current {
@@ -242,6 +251,7 @@ impl Engine {
                 // Strict: a relay that saw only this key stays better than none, even when
                 // it was to be replaced (re-sending through it reveals nothing new).
                 let keep = current.filter(|c| rows.iter().any(|r| &r.info.address == c));
+                drop(guard);
                 if keep.is_none() {
                     self.publish_anonymity();
                 }
@@ -252,6 +262,7 @@ impl Engine {
         // Recorded before the relay sees the key: a crash in between over-counts, never under.
         db.expose(&choice, key_fp, key, kind)?;
         db.set_assignment(role, key_fp, &choice)?;
+        drop(guard);
         if shared {
             tracing::warn!(
                 role,

@@ -163,6 +163,11 @@ impl Db {
             .optional()?)
     }
 
+    /// [`Db::set_meta`] in a transaction of its own.
+    pub fn put_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.tx(|tx| Db::set_meta(tx, key, value))
+    }
+
     pub fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> Result<()> {
         tx.execute(
             "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",

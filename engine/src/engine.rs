@@ -1078,6 +1078,8 @@ impl Engine {
     // ---- background: sending -----------------------------------------------------------
 
     async fn sender(self) {
+        // The first copies go out once the witness reads its feed, so that they are covered.
+        self.witness_ready().await;
         loop {
             let now = now_ms();
             let items = self.inner.db.due_outbox(now, 64).unwrap_or_default();
@@ -1226,6 +1228,10 @@ impl Engine {
     async fn discovery(self) {
         loop {
             self.discover_once().await;
+            self.inner
+                .witness
+                .discovered
+                .store(true, std::sync::atomic::Ordering::Release);
             tokio::select! {
                 _ = tokio::time::sleep(self.inner.config.discovery_interval) => {}
                 _ = self.inner.stop.cancelled() => return,

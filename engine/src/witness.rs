@@ -10,6 +10,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
 
 use crate::db::{self, now_ms};
 use crate::engine::{Engine, SUSPECT_FOR_MS};
@@ -25,11 +28,32 @@ const MAX_REMEMBERED: usize = 200_000;
 /// How long an unconfirmed copy may still turn visible.
 const LATE_WINDOW_MS: i64 = 60 * 60 * 1000;
 
+/// How long start-up waits for the first discovery pass and the first feed read.
+const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+/// The feed cursor is saved at most this often (a restart re-reads a little, harmlessly).
+const SAVE_CURSOR_EVERY_MS: i64 = 30_000;
+
+/// The meta key of the saved feed position.
+const SAVED_FEED: &str = "witness_feed";
+
+/// The feed position kept across restarts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedFeed {
+    relay: String,
+    cursor: u64,
+    covered_since_ms: i64,
+}
+
 /// What the witness task knows: which relays offer the feed, and the recent hashes seen.
 #[derive(Default)]
 pub(crate) struct WitnessState {
     /// Relays whose `/status` lists `sync.recent`.
     pub(crate) feed_relays: Mutex<HashSet<String>>,
+    /// The first discovery pass is over (set by the discovery task).
+    pub(crate) discovered: AtomicBool,
+    /// The witness has read its feed once since start.
+    ready: AtomicBool,
+    ready_notify: Notify,
     inner: Mutex<Feed>,
 }
 
@@ -43,6 +67,8 @@ struct Feed {
     /// When the feed was last read to its end (`more: false`): everything the relay stored
     /// before then has been seen. A read that fails or stops early does not move it.
     read_through_ms: i64,
+    /// When the cursor was last saved to the database.
+    saved_at_ms: i64,
     /// Hash prefixes seen, with when, oldest first (and as a set for lookups).
     order: VecDeque<(i64, String)>,
     seen: HashMap<String, i64>,
@@ -62,8 +88,11 @@ impl Feed {
 }
 
 impl Engine {
-    /// The relay whose feed confirms delivery: the RX relay when it offers the feed, else the
-    /// cheapest relay that does; `None` when none does.
+    /// The relay whose feed confirms delivery; `None` when no known relay offers the feed.
+    /// Preferred: the RX relay, else the cheapest relay carrying no TX role of ours (a TX
+    /// relay cannot witness its own copies). The relay being read is kept while it offers the
+    /// feed, unless something better exists and no copy awaits confirmation (switching
+    /// restarts the coverage: copies in flight could never show in the new feed).
     pub(crate) fn witness_relay(&self) -> Option<String> {
         let feed = self
             .inner
@@ -75,13 +104,30 @@ impl Engine {
         if feed.is_empty() {
             return None;
         }
-        if let Ok(Some(rx)) = self.rx_relay()
-            && feed.contains(&rx)
-        {
-            return Some(rx);
-        }
-        // Keep the relay being read while it still offers the feed: switching restarts the
-        // coverage, and copies that spread before the switch could never show.
+        let rows = self.inner.db.relays().ok()?;
+        let usable = |a: &str| {
+            feed.contains(a) && rows.iter().any(|r| r.info.address == a && !r.info.suspect)
+        };
+        let rx = self.rx_relay().ok().flatten();
+        let preferred = rx.clone().filter(|r| usable(r)).or_else(|| {
+            let tx: HashSet<String> = self
+                .inner
+                .db
+                .assignments()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(role, ..)| role == crate::anonymity::ROLE_TX)
+                .map(|(.., relay)| relay)
+                .collect();
+            rows.iter()
+                .filter(|r| feed.contains(&r.info.address))
+                .min_by(|a, b| {
+                    (a.info.suspect, tx.contains(&a.info.address))
+                        .cmp(&(b.info.suspect, tx.contains(&b.info.address)))
+                        .then(selection::cost(a).total_cmp(&selection::cost(b)))
+                })
+                .map(|r| r.info.address.clone())
+        });
         let current = self
             .inner
             .witness
@@ -89,29 +135,56 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .relay
-            .clone();
-        let rows = self.inner.db.relays().ok()?;
-        if let Some(c) = current
-            && feed.contains(&c)
-            && rows.iter().any(|r| r.info.address == c && !r.info.suspect)
-        {
-            return Some(c);
+            .clone()
+            .filter(|c| usable(c));
+        match current {
+            Some(c) if Some(&c) == preferred.as_ref() => Some(c),
+            Some(c) => {
+                let awaiting = self
+                    .inner
+                    .db
+                    .awaiting_confirmation(i64::MAX)
+                    .map(|v| !v.is_empty())
+                    .unwrap_or(true);
+                if awaiting { Some(c) } else { preferred }
+            }
+            None => preferred,
         }
-        rows.iter()
-            .filter(|r| feed.contains(&r.info.address))
-            .min_by(|a, b| {
-                (a.info.suspect.cmp(&b.info.suspect))
-                    .then(selection::cost(a).total_cmp(&selection::cost(b)))
-            })
-            .map(|r| r.info.address.clone())
     }
 
-    /// Reads the witness feed every `witness_interval`, forever.
+    /// Reads the witness feed every `witness_interval`, forever. The first read waits for the
+    /// first discovery pass (which learns the relays that offer the feed), and the sender
+    /// waits for that first read, so that even the first message after start is covered.
     pub(crate) async fn witness(self) {
+        let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+        while !self.inner.witness.discovered.load(Ordering::Acquire)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                _ = self.inner.stop.cancelled() => return,
+            }
+        }
         loop {
             self.witness_once().await;
+            if !self.inner.witness.ready.swap(true, Ordering::AcqRel) {
+                self.inner.witness.ready_notify.notify_waiters();
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.inner.config.witness_interval) => {}
+                _ = self.inner.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Until the witness has read its feed once (at most [`STARTUP_WAIT`]).
+    pub(crate) async fn witness_ready(&self) {
+        let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+        while !self.inner.witness.ready.load(Ordering::Acquire) {
+            tokio::select! {
+                _ = self.inner.witness.ready_notify.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                _ = tokio::time::sleep_until(deadline) => return,
                 _ = self.inner.stop.cancelled() => return,
             }
         }
@@ -200,9 +273,19 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if feed.relay.as_deref() != Some(relay) {
+                // Resumed where an earlier run of this engine left this relay's feed: the
+                // relay kept storing meanwhile, so the coverage goes on unbroken.
+                let saved = self
+                    .inner
+                    .db
+                    .meta(SAVED_FEED)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| serde_json::from_str::<SavedFeed>(&v).ok())
+                    .filter(|s| s.relay == relay);
                 feed.relay = Some(relay.to_owned());
-                feed.cursor = None;
-                feed.covered_since_ms = i64::MAX;
+                feed.cursor = saved.as_ref().map(|s| s.cursor);
+                feed.covered_since_ms = saved.map_or(i64::MAX, |s| s.covered_since_ms);
                 feed.read_through_ms = 0;
             }
             feed.cursor
@@ -232,6 +315,7 @@ impl Engine {
             if feed.relay.as_deref() != Some(relay) {
                 return;
             }
+            let bootstrap = since.is_none();
             match since {
                 None => {
                     // Bootstrap: from here on the feed covers everything this relay stores.
@@ -249,8 +333,21 @@ impl Engine {
             for h in page.hashes {
                 feed.remember(h, at);
             }
+            let moved = feed.cursor != Some(page.cursor);
             feed.cursor = Some(page.cursor);
             since = Some(page.cursor);
+            if bootstrap || (moved && at - feed.saved_at_ms >= SAVE_CURSOR_EVERY_MS) {
+                feed.saved_at_ms = at;
+                let saved = SavedFeed {
+                    relay: relay.to_owned(),
+                    cursor: page.cursor,
+                    covered_since_ms: feed.covered_since_ms,
+                };
+                let _ = self.inner.db.put_meta(
+                    SAVED_FEED,
+                    &serde_json::to_string(&saved).expect("serialises"),
+                );
+            }
             if !page.more {
                 // The time the request was answered bounds what it covered; `at` is just after.
                 feed.read_through_ms = asked_at;
