@@ -645,6 +645,13 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     func addRelay(address: String) throws  -> RelayInfo
     
     /**
+     * Where this identity stands on anonymity: relays needed and known, every role's relay,
+     * what waits for a relay of its own (its messages stay `Waiting`), which relays are
+     * shared, and the witness relay. Changes also arrive as `AnonymityChanged` events.
+     */
+    func anonymity() throws  -> AnonymityReport
+    
+    /**
      * Live calls first, then recently ended ones.
      */
     func calls()  -> [CallInfo]
@@ -946,6 +953,20 @@ open func addRelay(address: String)throws  -> RelayInfo  {
     uniffi_jasper_ffi_fn_method_jasperengine_add_relay(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(address),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Where this identity stands on anonymity: relays needed and known, every role's relay,
+     * what waits for a relay of its own (its messages stay `Waiting`), which relays are
+     * shared, and the witness relay. Changes also arrive as `AnonymityChanged` events.
+     */
+open func anonymity()throws  -> AnonymityReport  {
+    return try  FfiConverterTypeAnonymityReport_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_anonymity(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -2053,6 +2074,136 @@ public func FfiConverterTypeSubscription_lower(_ value: Subscription) -> UInt64 
 
 
 /**
+ * Where this identity stands on anonymity: how many relays its roles need, how many are
+ * known, what waits for a relay of its own, and which relays are shared.
+ */
+public struct AnonymityReport: Equatable, Hashable {
+    public var mode: AnonymityMode
+    /**
+     * Distinct relays the current roles need: one per role (RX, own copies, each contact
+     * written to).
+     */
+    public var relaysNeeded: UInt32
+    /**
+     * Relays known and usable (not removed).
+     */
+    public var relaysKnown: UInt32
+    /**
+     * Every role, with its relay (none while waiting).
+     */
+    public var roles: [RelayRole]
+    /**
+     * Roles waiting for a relay of their own: their messages wait in the outbox.
+     */
+    public var waiting: [RelayRole]
+    /**
+     * Relays holding two or more roles (in `Relaxed` mode, or chosen before `Strict` was set).
+     */
+    public var shared: [SharedRelay]
+    /**
+     * The relay whose recent-hash feed confirms that sent packets spread (polled at a fixed
+     * pace, asking for no key and no hash); none when no relay offers the feed, and sent
+     * messages then end `Unconfirmed`.
+     */
+    public var witness: String?
+    /**
+     * One line for people: "private", or what is waiting or shared.
+     */
+    public var summary: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(mode: AnonymityMode, 
+        /**
+         * Distinct relays the current roles need: one per role (RX, own copies, each contact
+         * written to).
+         */relaysNeeded: UInt32, 
+        /**
+         * Relays known and usable (not removed).
+         */relaysKnown: UInt32, 
+        /**
+         * Every role, with its relay (none while waiting).
+         */roles: [RelayRole], 
+        /**
+         * Roles waiting for a relay of their own: their messages wait in the outbox.
+         */waiting: [RelayRole], 
+        /**
+         * Relays holding two or more roles (in `Relaxed` mode, or chosen before `Strict` was set).
+         */shared: [SharedRelay], 
+        /**
+         * The relay whose recent-hash feed confirms that sent packets spread (polled at a fixed
+         * pace, asking for no key and no hash); none when no relay offers the feed, and sent
+         * messages then end `Unconfirmed`.
+         */witness: String?, 
+        /**
+         * One line for people: "private", or what is waiting or shared.
+         */summary: String) {
+        self.mode = mode
+        self.relaysNeeded = relaysNeeded
+        self.relaysKnown = relaysKnown
+        self.roles = roles
+        self.waiting = waiting
+        self.shared = shared
+        self.witness = witness
+        self.summary = summary
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension AnonymityReport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAnonymityReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AnonymityReport {
+        return
+            try AnonymityReport(
+                mode: FfiConverterTypeAnonymityMode.read(from: &buf), 
+                relaysNeeded: FfiConverterUInt32.read(from: &buf), 
+                relaysKnown: FfiConverterUInt32.read(from: &buf), 
+                roles: FfiConverterSequenceTypeRelayRole.read(from: &buf), 
+                waiting: FfiConverterSequenceTypeRelayRole.read(from: &buf), 
+                shared: FfiConverterSequenceTypeSharedRelay.read(from: &buf), 
+                witness: FfiConverterOptionString.read(from: &buf), 
+                summary: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AnonymityReport, into buf: inout [UInt8]) {
+        FfiConverterTypeAnonymityMode.write(value.mode, into: &buf)
+        FfiConverterUInt32.write(value.relaysNeeded, into: &buf)
+        FfiConverterUInt32.write(value.relaysKnown, into: &buf)
+        FfiConverterSequenceTypeRelayRole.write(value.roles, into: &buf)
+        FfiConverterSequenceTypeRelayRole.write(value.waiting, into: &buf)
+        FfiConverterSequenceTypeSharedRelay.write(value.shared, into: &buf)
+        FfiConverterOptionString.write(value.witness, into: &buf)
+        FfiConverterString.write(value.summary, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAnonymityReport_lift(_ buf: RustBuffer) throws -> AnonymityReport {
+    return try FfiConverterTypeAnonymityReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAnonymityReport_lower(_ value: AnonymityReport) -> RustBuffer {
+    return FfiConverterTypeAnonymityReport.lower(value)
+}
+
+
+/**
  * A file linked from a message: where its ciphertext is on IPFS and how to open and check it.
  */
 public struct Attachment: Equatable, Hashable {
@@ -2617,6 +2768,17 @@ public struct EngineConfig: Equatable, Hashable {
      * interface (the default).
      */
     public var webrtcBindAddrs: [String]
+    /**
+     * What to do with fewer relays than relay roles: `Strict` (the default) holds messages in
+     * state `Waiting` until every key has a relay of its own; `Relaxed` shares relays and
+     * reports what they can link (`anonymity().shared`).
+     */
+    public var anonymity: AnonymityMode
+    /**
+     * How often the witness relay's recent-hash feed is read to confirm that sent packets
+     * spread (a fixed pace, whatever is sent); at least 1. Default 2000.
+     */
+    public var witnessIntervalMs: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2662,7 +2824,16 @@ public struct EngineConfig: Equatable, Hashable {
         /**
          * Local UDP addresses for WebRTC host candidates; `0.0.0.0:0` is every non-loopback
          * interface (the default).
-         */webrtcBindAddrs: [String]) {
+         */webrtcBindAddrs: [String], 
+        /**
+         * What to do with fewer relays than relay roles: `Strict` (the default) holds messages in
+         * state `Waiting` until every key has a relay of its own; `Relaxed` shares relays and
+         * reports what they can link (`anonymity().shared`).
+         */anonymity: AnonymityMode, 
+        /**
+         * How often the witness relay's recent-hash feed is read to confirm that sent packets
+         * spread (a fixed pace, whatever is sent); at least 1. Default 2000.
+         */witnessIntervalMs: UInt64) {
         self.dataDir = dataDir
         self.relays = relays
         self.allowPrivateRelays = allowPrivateRelays
@@ -2676,6 +2847,8 @@ public struct EngineConfig: Equatable, Hashable {
         self.ipfsGateway = ipfsGateway
         self.stunServers = stunServers
         self.webrtcBindAddrs = webrtcBindAddrs
+        self.anonymity = anonymity
+        self.witnessIntervalMs = witnessIntervalMs
     }
 
     
@@ -2706,7 +2879,9 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
                 ipfsApi: FfiConverterOptionString.read(from: &buf), 
                 ipfsGateway: FfiConverterOptionString.read(from: &buf), 
                 stunServers: FfiConverterSequenceString.read(from: &buf), 
-                webrtcBindAddrs: FfiConverterSequenceString.read(from: &buf)
+                webrtcBindAddrs: FfiConverterSequenceString.read(from: &buf), 
+                anonymity: FfiConverterTypeAnonymityMode.read(from: &buf), 
+                witnessIntervalMs: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -2724,6 +2899,8 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.ipfsGateway, into: &buf)
         FfiConverterSequenceString.write(value.stunServers, into: &buf)
         FfiConverterSequenceString.write(value.webrtcBindAddrs, into: &buf)
+        FfiConverterTypeAnonymityMode.write(value.anonymity, into: &buf)
+        FfiConverterUInt64.write(value.witnessIntervalMs, into: &buf)
     }
 }
 
@@ -3328,6 +3505,154 @@ public func FfiConverterTypeRelayInfo_lower(_ value: RelayInfo) -> RustBuffer {
 }
 
 
+/**
+ * One role: which key a relay sees from this identity in it.
+ */
+public struct RelayRole: Equatable, Hashable {
+    public var kind: RelayRoleKind
+    /**
+     * The key the relay sees in this role (this identity's own for `Rx` and `TxSelf`).
+     */
+    public var key: String
+    /**
+     * The contact's name, for `TxContact` roles of known contacts.
+     */
+    public var name: String?
+    /**
+     * The relay (`HOST:PORT`) holding the role; none while it waits for one (strict mode),
+     * and none inside `SharedRelay.roles` (the relay is `SharedRelay.relay`).
+     */
+    public var relay: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(kind: RelayRoleKind, 
+        /**
+         * The key the relay sees in this role (this identity's own for `Rx` and `TxSelf`).
+         */key: String, 
+        /**
+         * The contact's name, for `TxContact` roles of known contacts.
+         */name: String?, 
+        /**
+         * The relay (`HOST:PORT`) holding the role; none while it waits for one (strict mode),
+         * and none inside `SharedRelay.roles` (the relay is `SharedRelay.relay`).
+         */relay: String?) {
+        self.kind = kind
+        self.key = key
+        self.name = name
+        self.relay = relay
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RelayRole: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRelayRole: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RelayRole {
+        return
+            try RelayRole(
+                kind: FfiConverterTypeRelayRoleKind.read(from: &buf), 
+                key: FfiConverterString.read(from: &buf), 
+                name: FfiConverterOptionString.read(from: &buf), 
+                relay: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RelayRole, into buf: inout [UInt8]) {
+        FfiConverterTypeRelayRoleKind.write(value.kind, into: &buf)
+        FfiConverterString.write(value.key, into: &buf)
+        FfiConverterOptionString.write(value.name, into: &buf)
+        FfiConverterOptionString.write(value.relay, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRelayRole_lift(_ buf: RustBuffer) throws -> RelayRole {
+    return try FfiConverterTypeRelayRole.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRelayRole_lower(_ value: RelayRole) -> RustBuffer {
+    return FfiConverterTypeRelayRole.lower(value)
+}
+
+
+/**
+ * A relay that holds more than one role of this identity, so it can link their keys.
+ */
+public struct SharedRelay: Equatable, Hashable {
+    public var relay: String
+    /**
+     * The roles it holds (two or more): it can tie these keys to one client.
+     */
+    public var roles: [RelayRole]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(relay: String, 
+        /**
+         * The roles it holds (two or more): it can tie these keys to one client.
+         */roles: [RelayRole]) {
+        self.relay = relay
+        self.roles = roles
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SharedRelay: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSharedRelay: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SharedRelay {
+        return
+            try SharedRelay(
+                relay: FfiConverterString.read(from: &buf), 
+                roles: FfiConverterSequenceTypeRelayRole.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SharedRelay, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.relay, into: &buf)
+        FfiConverterSequenceTypeRelayRole.write(value.roles, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSharedRelay_lift(_ buf: RustBuffer) throws -> SharedRelay {
+    return try FfiConverterTypeSharedRelay.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSharedRelay_lower(_ value: SharedRelay) -> RustBuffer {
+    return FfiConverterTypeSharedRelay.lower(value)
+}
+
+
 public struct TransparentStatus: Equatable, Hashable {
     public var contact: String
     public var contactName: String?
@@ -3410,6 +3735,83 @@ public func FfiConverterTypeTransparentStatus_lift(_ buf: RustBuffer) throws -> 
 public func FfiConverterTypeTransparentStatus_lower(_ value: TransparentStatus) -> RustBuffer {
     return FfiConverterTypeTransparentStatus.lower(value)
 }
+
+
+/**
+ * What to do when fewer relays are known than this identity has relay roles.
+ */
+
+public enum AnonymityMode: Equatable, Hashable {
+    
+    /**
+     * Never let one relay see two keys of this identity: a message that would need a shared
+     * relay waits in the outbox (state `Waiting`) until more relays are known. The default.
+     */
+    case strict
+    /**
+     * Share relays when there are too few, and report every shared relay
+     * (`AnonymityReport.shared`).
+     */
+    case relaxed
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension AnonymityMode: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAnonymityMode: FfiConverterRustBuffer {
+    typealias SwiftType = AnonymityMode
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AnonymityMode {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .strict
+        
+        case 2: return .relaxed
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: AnonymityMode, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .strict:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .relaxed:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAnonymityMode_lift(_ buf: RustBuffer) throws -> AnonymityMode {
+    return try FfiConverterTypeAnonymityMode.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAnonymityMode_lower(_ value: AnonymityMode) -> RustBuffer {
+    return FfiConverterTypeAnonymityMode.lower(value)
+}
+
 
 
 
@@ -3580,6 +3982,12 @@ public enum EventKind: Equatable, Hashable {
      */
     case callChanged(call: CallInfo
     )
+    /**
+     * The anonymity report changed: relays needed or known, roles waiting for a relay of
+     * their own, or relays shared between keys. Carries the whole new report.
+     */
+    case anonymityChanged(report: AnonymityReport
+    )
 
 
 
@@ -3629,6 +4037,9 @@ public struct FfiConverterTypeEventKind: FfiConverterRustBuffer {
         )
         
         case 10: return .callChanged(call: try FfiConverterTypeCallInfo.read(from: &buf)
+        )
+        
+        case 11: return .anonymityChanged(report: try FfiConverterTypeAnonymityReport.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -3690,6 +4101,11 @@ public struct FfiConverterTypeEventKind: FfiConverterRustBuffer {
         case let .callChanged(call):
             writeInt(&buf, Int32(10))
             FfiConverterTypeCallInfo.write(call, into: &buf)
+            
+        
+        case let .anonymityChanged(report):
+            writeInt(&buf, Int32(11))
+            FfiConverterTypeAnonymityReport.write(report, into: &buf)
             
         }
     }
@@ -4216,6 +4632,18 @@ public enum MessageState: Equatable, Hashable {
      */
     case visible
     /**
+     * Accepted by its TX relay, but its spread through the mesh could not be confirmed
+     * without revealing something to a relay (no relay offers the private recent-hash feed,
+     * or it never showed there): it may never reach the recipient. Reason in `failure`.
+     */
+    case unconfirmed
+    /**
+     * Held in the outbox because sending it would make one relay see two keys of this
+     * identity (anonymity `Strict` and too few relays known); reason in `failure`. It goes
+     * out by itself once enough relays are known.
+     */
+    case waiting
+    /**
      * Given up on (reason in `failure`).
      */
     case failed
@@ -4250,9 +4678,13 @@ public struct FfiConverterTypeMessageState: FfiConverterRustBuffer {
         
         case 3: return .visible
         
-        case 4: return .failed
+        case 4: return .unconfirmed
         
-        case 5: return .received
+        case 5: return .waiting
+        
+        case 6: return .failed
+        
+        case 7: return .received
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -4274,12 +4706,20 @@ public struct FfiConverterTypeMessageState: FfiConverterRustBuffer {
             writeInt(&buf, Int32(3))
         
         
-        case .failed:
+        case .unconfirmed:
             writeInt(&buf, Int32(4))
         
         
-        case .received:
+        case .waiting:
             writeInt(&buf, Int32(5))
+        
+        
+        case .failed:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .received:
+            writeInt(&buf, Int32(7))
         
         }
     }
@@ -4298,6 +4738,92 @@ public func FfiConverterTypeMessageState_lift(_ buf: RustBuffer) throws -> Messa
 #endif
 public func FfiConverterTypeMessageState_lower(_ value: MessageState) -> RustBuffer {
     return FfiConverterTypeMessageState.lower(value)
+}
+
+
+
+/**
+ * What a relay is to this identity. Every role carries exactly one key; anonymity means no
+ * relay holds two roles.
+ */
+
+public enum RelayRoleKind: Equatable, Hashable {
+    
+    /**
+     * Receives for this identity's own key (long-poll `/fetch`).
+     */
+    case rx
+    /**
+     * Carries this identity's `SENT` copies to its own key (for its other logins).
+     */
+    case txSelf
+    /**
+     * Carries messages to one contact's key.
+     */
+    case txContact
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension RelayRoleKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRelayRoleKind: FfiConverterRustBuffer {
+    typealias SwiftType = RelayRoleKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RelayRoleKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .rx
+        
+        case 2: return .txSelf
+        
+        case 3: return .txContact
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RelayRoleKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .rx:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .txSelf:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .txContact:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRelayRoleKind_lift(_ buf: RustBuffer) throws -> RelayRoleKind {
+    return try FfiConverterTypeRelayRoleKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRelayRoleKind_lower(_ value: RelayRoleKind) -> RustBuffer {
+    return FfiConverterTypeRelayRoleKind.lower(value)
 }
 
 
@@ -5057,6 +5583,56 @@ fileprivate struct FfiConverterSequenceTypeRelayInfo: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeRelayRole: FfiConverterRustBuffer {
+    typealias SwiftType = [RelayRole]
+
+    public static func write(_ value: [RelayRole], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRelayRole.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RelayRole] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RelayRole]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRelayRole.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeSharedRelay: FfiConverterRustBuffer {
+    typealias SwiftType = [SharedRelay]
+
+    public static func write(_ value: [SharedRelay], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeSharedRelay.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [SharedRelay] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [SharedRelay]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeSharedRelay.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeTransparentStatus: FfiConverterRustBuffer {
     typealias SwiftType = [TransparentStatus]
 
@@ -5194,6 +5770,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() != 57680) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_anonymity() != 60483) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_calls() != 39173) {

@@ -350,6 +350,11 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(uint64_t p
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_add_relay(uint64_t ptr, RustBuffer address, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ANONYMITY
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ANONYMITY
+RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_anonymity(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CALLS
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CALLS
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_calls(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -936,6 +941,12 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_ADD_RELAY
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_ADD_RELAY
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_add_relay(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_ANONYMITY
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_ANONYMITY
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_anonymity(void
     
 );
 #endif

@@ -88,9 +88,12 @@ pub enum Command {
     React { id: String, reaction: String },
     /// The TX relays that carried a message's copies.
     Routes { id: String },
-    /// Known relays and their figures.
-    #[command(subcommand)]
-    Relays(RelayCommand),
+    /// Known relays and their figures (`list` without a subcommand), and where this identity
+    /// stands on anonymity.
+    Relays {
+        #[command(subcommand)]
+        command: Option<RelayCommand>,
+    },
     /// Streams events (from the durable log after SEQ, then live).
     Watch {
         /// The last seq already seen (0: from the beginning).
@@ -200,6 +203,9 @@ pub enum RelayCommand {
     Remove { address: String },
     /// Shows the relay this identity receives on.
     Rx,
+    /// Where this identity stands on anonymity: relays needed and known, every role's relay,
+    /// what waits for a relay of its own, which relays are shared.
+    Anonymity,
 }
 
 /// Runs the CLI on the process's arguments; the `main` of the `jasper` binary.
@@ -425,7 +431,9 @@ pub async fn run(cli: Cli) -> Result<(), ApiError> {
                     .join("\n")
             })
         }
-        Command::Relays(cmd) => relays(&mut c, &out, cmd).await,
+        Command::Relays { command } => {
+            relays(&mut c, &out, command.unwrap_or(RelayCommand::List)).await
+        }
         Command::Transparent(cmd) => transparent(&mut c, &out, cmd).await,
         Command::Call(cmd) => call(&mut c, &out, cmd).await,
         Command::Watch { from } => watch(&mut c, &out, from).await,
@@ -809,8 +817,23 @@ async fn relays(c: &mut Client, out: &Output, cmd: RelayCommand) -> Result<(), A
                 .map_err(status)?
                 .into_inner();
             let relays: Vec<model::RelayInfo> = r.relays.into_iter().map(from_pb::relay).collect();
+            // Human output ends with the anonymity summary (none before an identity exists).
+            let summary = if out.json {
+                None
+            } else {
+                match anonymity(c).await {
+                    Ok(report) => Some(report.summary),
+                    Err(e) if e.code == "no_identity" => None,
+                    Err(e) => return Err(e),
+                }
+            };
             out.print(&relays, || {
-                relays.iter().map(relay_line).collect::<Vec<_>>().join("\n")
+                relays
+                    .iter()
+                    .map(relay_line)
+                    .chain(summary)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             })
         }
         RelayCommand::Add { address } => {
@@ -847,6 +870,74 @@ async fn relays(c: &mut Client, out: &Output, cmd: RelayCommand) -> Result<(), A
                     .unwrap_or_else(|| "(none assigned yet)".into())
             })
         }
+        RelayCommand::Anonymity => {
+            let report = anonymity(c).await?;
+            out.print(&report, || anonymity_text(&report))
+        }
+    }
+}
+
+async fn anonymity(c: &mut Client) -> Result<model::AnonymityReport, ApiError> {
+    let r = c
+        .relays
+        .get_anonymity(pb::GetAnonymityRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    Ok(from_pb::anonymity_report(
+        r.report.ok_or_else(|| missing("the anonymity report"))?,
+    ))
+}
+
+/// The report for people: the summary line, then every role with its relay, what waits, what
+/// is shared, and the witness.
+fn anonymity_text(r: &model::AnonymityReport) -> String {
+    let mut lines = vec![
+        r.summary.clone(),
+        format!(
+            "mode {}: {} relay(s) needed, {} known",
+            r.mode.as_str(),
+            r.relays_needed,
+            r.relays_known
+        ),
+        "roles:".to_owned(),
+    ];
+    for role in &r.roles {
+        lines.push(format!(
+            "  {}\t{}",
+            role_label(role),
+            role.relay.as_deref().unwrap_or("(waiting for a relay)")
+        ));
+    }
+    if !r.waiting.is_empty() {
+        lines.push("waiting:".to_owned());
+        lines.extend(r.waiting.iter().map(|w| format!("  {}", role_label(w))));
+    }
+    if !r.shared.is_empty() {
+        lines.push("shared:".to_owned());
+        for s in &r.shared {
+            let who: Vec<String> = s.roles.iter().map(role_label).collect();
+            lines.push(format!("  {}\tsees {}", s.relay, who.join(", ")));
+        }
+    }
+    lines.push(format!(
+        "witness: {}",
+        r.witness
+            .as_deref()
+            .unwrap_or("(none: sent messages end unconfirmed)")
+    ));
+    lines.join("\n")
+}
+
+/// `rx`, `tx_self`, or `tx_contact bob` (the contact's name, else the start of its key).
+fn role_label(r: &model::RelayRole) -> String {
+    match r.kind {
+        model::RelayRoleKind::TxContact => format!(
+            "{} {}",
+            r.kind.as_str(),
+            r.name.as_deref().unwrap_or_else(|| short(&r.key))
+        ),
+        kind => kind.as_str().to_owned(),
     }
 }
 
@@ -928,6 +1019,8 @@ fn state_name(state: &model::MessageState) -> &'static str {
         model::MessageState::Queued => "queued",
         model::MessageState::Sent => "sent",
         model::MessageState::Visible => "visible",
+        model::MessageState::Unconfirmed => "unconfirmed",
+        model::MessageState::Waiting => "waiting",
         model::MessageState::Failed => "failed",
         model::MessageState::Received => "received",
     }
@@ -1037,6 +1130,7 @@ fn event_line(e: &model::Event) -> String {
             format!("transparent {}", transparent_line(status))
         }
         model::EventKind::CallChanged { call } => format!("call {}", call_line(call)),
+        model::EventKind::AnonymityChanged { report } => format!("anonymity {}", report.summary),
     };
     format!("#{} {what}", e.seq)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use jasper_engine::EngineConfig;
+use jasper_engine::{AnonymityMode, EngineConfig};
 use jasper_keystore::KeyStoreKind;
 use serde::Deserialize;
 
@@ -116,6 +116,11 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub webrtc_bind: Vec<String>,
+    /// With fewer relays than relay roles: `strict` holds messages until every key has a relay
+    /// of its own (no relay sees two keys of this identity), `relaxed` shares relays and reports
+    /// what they can link [default: strict].
+    #[arg(long, env = "JASPERD_ANONYMITY")]
+    pub anonymity: Option<String>,
 }
 
 /// The TOML file: the same names as the flags, in snake_case.
@@ -151,6 +156,10 @@ pub struct FileConfig {
     pub webrtc_connect_timeout: Option<u64>,
     /// Seconds an unanswered call rings (default 60).
     pub ring_timeout: Option<u64>,
+    /// `strict` or `relaxed` (see `--anonymity`).
+    pub anonymity: Option<String>,
+    /// Seconds between reads of the witness relay's recent-hash feed (default 2).
+    pub witness_interval: Option<u64>,
 }
 
 impl DaemonConfig {
@@ -257,6 +266,12 @@ impl DaemonConfig {
             engine.transparent.ring_timeout = d;
         }
         engine.transparent.validate().map_err(DaemonError::Config)?;
+        if let Some(mode) = args.anonymity.or(file.anonymity) {
+            engine.anonymity = parse_anonymity(&mode)?;
+        }
+        if let Some(d) = secs(None, file.witness_interval, "witness_interval")? {
+            engine.witness_interval = d;
+        }
 
         let key_store = match args.key_store.or(file.key_store) {
             Some(name) => Some(
@@ -320,6 +335,17 @@ impl DaemonConfig {
     }
 }
 
+/// `--anonymity`'s value; an unknown one is refused naming the allowed ones.
+fn parse_anonymity(value: &str) -> Result<AnonymityMode, DaemonError> {
+    AnonymityMode::parse(value).ok_or_else(|| {
+        DaemonError::Config(format!(
+            "--anonymity {value:?}: unknown mode; allowed values are {} and {}",
+            AnonymityMode::Strict.as_str(),
+            AnonymityMode::Relaxed.as_str()
+        ))
+    })
+}
+
 /// The default socket: `$XDG_RUNTIME_DIR/jasper/jasperd.sock`, else `DATA_DIR/jasperd.sock`
 /// (the CLI, which knows no data directory, then has none and asks for `--socket`).
 pub fn default_socket_path(data_dir: Option<&Path>) -> Option<PathBuf> {
@@ -381,6 +407,40 @@ mod tests {
         assert_eq!(c.engine.long_poll, Duration::from_secs(5));
         assert_eq!(c.engine.delivery_timeout, Duration::from_secs(7));
         assert_eq!(c.socket, PathBuf::from("/tmp/j.sock"));
+        assert_eq!(c.engine.anonymity, AnonymityMode::Strict, "the default");
+    }
+
+    #[test]
+    fn anonymity_is_strict_or_relaxed_and_anything_else_is_refused() {
+        let c = parse(&["--data-dir", "/tmp/j", "--anonymity", "relaxed"]).unwrap();
+        assert_eq!(c.engine.anonymity, AnonymityMode::Relaxed);
+        let c = parse(&["--data-dir", "/tmp/j", "--anonymity", "Strict"]).unwrap();
+        assert_eq!(c.engine.anonymity, AnonymityMode::Strict);
+        let err = parse(&["--data-dir", "/tmp/j", "--anonymity", "nonsense"]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("nonsense") && text.contains("strict") && text.contains("relaxed"),
+            "{text}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jasperd.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/tmp/j\"\nanonymity = \"relaxed\"\nwitness_interval = 7\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(c.engine.anonymity, AnonymityMode::Relaxed);
+        assert_eq!(c.engine.witness_interval, Duration::from_secs(7));
+        let c = parse(&["--config", file.to_str().unwrap(), "--anonymity", "strict"]).unwrap();
+        assert_eq!(c.engine.anonymity, AnonymityMode::Strict, "the flag wins");
+        std::fs::write(&file, "data_dir = \"/tmp/j\"\nanonymity = \"loose\"\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("strict and relaxed"), "{err}");
+        std::fs::write(&file, "data_dir = \"/tmp/j\"\nwitness_interval = 0\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("witness_interval"), "{err}");
     }
 
     #[test]

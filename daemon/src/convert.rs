@@ -43,6 +43,8 @@ pub fn message_state(s: model::MessageState) -> pb::MessageState {
         model::MessageState::Queued => pb::MessageState::Queued,
         model::MessageState::Sent => pb::MessageState::Sent,
         model::MessageState::Visible => pb::MessageState::Visible,
+        model::MessageState::Unconfirmed => pb::MessageState::Unconfirmed,
+        model::MessageState::Waiting => pb::MessageState::Waiting,
         model::MessageState::Failed => pb::MessageState::Failed,
         model::MessageState::Received => pb::MessageState::Received,
     }
@@ -103,6 +105,46 @@ pub fn relay(r: model::RelayInfo) -> pb::Relay {
     }
 }
 
+pub fn anonymity_mode(m: model::AnonymityMode) -> pb::AnonymityMode {
+    match m {
+        model::AnonymityMode::Strict => pb::AnonymityMode::Strict,
+        model::AnonymityMode::Relaxed => pb::AnonymityMode::Relaxed,
+    }
+}
+
+pub fn relay_role(r: model::RelayRole) -> pb::RelayRole {
+    pb::RelayRole {
+        kind: match r.kind {
+            model::RelayRoleKind::Rx => pb::RelayRoleKind::Rx,
+            model::RelayRoleKind::TxSelf => pb::RelayRoleKind::TxSelf,
+            model::RelayRoleKind::TxContact => pb::RelayRoleKind::TxContact,
+        } as i32,
+        key: r.key,
+        name: r.name,
+        relay: r.relay,
+    }
+}
+
+pub fn anonymity_report(r: model::AnonymityReport) -> pb::AnonymityReport {
+    pb::AnonymityReport {
+        mode: anonymity_mode(r.mode) as i32,
+        relays_needed: r.relays_needed,
+        relays_known: r.relays_known,
+        roles: r.roles.into_iter().map(relay_role).collect(),
+        waiting: r.waiting.into_iter().map(relay_role).collect(),
+        shared: r
+            .shared
+            .into_iter()
+            .map(|s| pb::SharedRelay {
+                relay: s.relay,
+                roles: s.roles.into_iter().map(relay_role).collect(),
+            })
+            .collect(),
+        witness: r.witness,
+        summary: r.summary,
+    }
+}
+
 pub fn event(e: model::Event) -> pb::Event {
     use pb::event::Kind;
     let kind = match e.kind {
@@ -154,6 +196,11 @@ pub fn event(e: model::Event) -> pb::Event {
         model::EventKind::CallChanged { call: c } => Kind::CallChanged(pb::CallChanged {
             call: Some(call(c)),
         }),
+        model::EventKind::AnonymityChanged { report } => {
+            Kind::AnonymityChanged(pb::AnonymityChanged {
+                report: Some(anonymity_report(report)),
+            })
+        }
     };
     pb::Event {
         seq: e.seq,
@@ -296,6 +343,8 @@ pub mod from_pb {
             pb::MessageState::Queued | pb::MessageState::Unspecified => model::MessageState::Queued,
             pb::MessageState::Sent => model::MessageState::Sent,
             pb::MessageState::Visible => model::MessageState::Visible,
+            pb::MessageState::Unconfirmed => model::MessageState::Unconfirmed,
+            pb::MessageState::Waiting => model::MessageState::Waiting,
             pb::MessageState::Failed => model::MessageState::Failed,
             pb::MessageState::Received => model::MessageState::Received,
         }
@@ -357,6 +406,48 @@ pub mod from_pb {
         }
     }
 
+    pub fn anonymity_mode(m: pb::AnonymityMode) -> model::AnonymityMode {
+        match m {
+            pb::AnonymityMode::Relaxed => model::AnonymityMode::Relaxed,
+            pb::AnonymityMode::Strict | pb::AnonymityMode::Unspecified => {
+                model::AnonymityMode::Strict
+            }
+        }
+    }
+
+    pub fn relay_role(r: pb::RelayRole) -> model::RelayRole {
+        model::RelayRole {
+            kind: match r.kind() {
+                pb::RelayRoleKind::TxSelf => model::RelayRoleKind::TxSelf,
+                pb::RelayRoleKind::TxContact => model::RelayRoleKind::TxContact,
+                pb::RelayRoleKind::Rx | pb::RelayRoleKind::Unspecified => model::RelayRoleKind::Rx,
+            },
+            key: r.key,
+            name: r.name,
+            relay: r.relay,
+        }
+    }
+
+    pub fn anonymity_report(r: pb::AnonymityReport) -> model::AnonymityReport {
+        model::AnonymityReport {
+            mode: anonymity_mode(r.mode()),
+            relays_needed: r.relays_needed,
+            relays_known: r.relays_known,
+            roles: r.roles.into_iter().map(relay_role).collect(),
+            waiting: r.waiting.into_iter().map(relay_role).collect(),
+            shared: r
+                .shared
+                .into_iter()
+                .map(|s| model::SharedRelay {
+                    relay: s.relay,
+                    roles: s.roles.into_iter().map(relay_role).collect(),
+                })
+                .collect(),
+            witness: r.witness,
+            summary: r.summary,
+        }
+    }
+
     pub fn event(e: pb::Event) -> Result<model::Event, Missing> {
         use pb::event::Kind;
         let kind = match e.kind.ok_or(Missing("the event's kind"))? {
@@ -395,6 +486,9 @@ pub mod from_pb {
             },
             Kind::CallChanged(k) => model::EventKind::CallChanged {
                 call: call(k.call.ok_or(Missing("the event's call"))?),
+            },
+            Kind::AnonymityChanged(k) => model::EventKind::AnonymityChanged {
+                report: anonymity_report(k.report.ok_or(Missing("the event's report"))?),
             },
         };
         Ok(model::Event {
@@ -437,6 +531,65 @@ mod tests {
                 sha256: "00".into(),
                 is_image: true,
             }],
+        }
+    }
+
+    fn sample_report() -> model::AnonymityReport {
+        let role = |kind, name: Option<&str>, relay: Option<&str>| model::RelayRole {
+            kind,
+            key: "KEY".into(),
+            name: name.map(Into::into),
+            relay: relay.map(Into::into),
+        };
+        model::AnonymityReport {
+            mode: model::AnonymityMode::Relaxed,
+            relays_needed: 3,
+            relays_known: 2,
+            roles: vec![
+                role(model::RelayRoleKind::Rx, None, Some("127.0.0.1:1")),
+                role(model::RelayRoleKind::TxSelf, None, Some("127.0.0.1:2")),
+                role(model::RelayRoleKind::TxContact, Some("bob"), None),
+            ],
+            waiting: vec![role(model::RelayRoleKind::TxContact, Some("bob"), None)],
+            shared: vec![model::SharedRelay {
+                relay: "127.0.0.1:2".into(),
+                roles: vec![
+                    role(model::RelayRoleKind::TxSelf, None, None),
+                    role(model::RelayRoleKind::TxContact, None, None),
+                ],
+            }],
+            witness: Some("127.0.0.1:1".into()),
+            summary: "shared relays link keys".into(),
+        }
+    }
+
+    #[test]
+    fn the_anonymity_report_round_trips_and_keeps_its_json_shape() {
+        for mode in [model::AnonymityMode::Strict, model::AnonymityMode::Relaxed] {
+            let report = model::AnonymityReport {
+                mode,
+                ..sample_report()
+            };
+            assert_eq!(
+                from_pb::anonymity_report(anonymity_report(report.clone())),
+                report
+            );
+        }
+        let json = serde_json::to_value(sample_report()).unwrap();
+        assert_eq!(json["mode"], "relaxed");
+        assert_eq!(json["roles"][0]["kind"], "rx");
+        assert_eq!(json["roles"][1]["kind"], "tx_self");
+        assert_eq!(json["roles"][2]["kind"], "tx_contact");
+        assert_eq!(json["roles"][2]["name"], "bob");
+        assert!(json["roles"][2]["relay"].is_null());
+        assert!(json["roles"][0]["name"].is_null());
+        assert_eq!(json["shared"][0]["relay"], "127.0.0.1:2");
+        assert_eq!(json["witness"], "127.0.0.1:1");
+        for state in [
+            model::MessageState::Unconfirmed,
+            model::MessageState::Waiting,
+        ] {
+            assert_eq!(from_pb::message_state(message_state(state.clone())), state);
         }
     }
 
@@ -511,6 +664,9 @@ mod tests {
                     answered_at: Some(2),
                     ended_at: Some(3),
                 },
+            },
+            model::EventKind::AnonymityChanged {
+                report: sample_report(),
             },
         ];
         for (i, kind) in kinds.into_iter().enumerate() {

@@ -394,6 +394,16 @@ impl pb::relay_service_server::RelayService for Api {
         let address = self.blocking(|e| e.rx_relay()).await?;
         Ok(Response::new(pb::RxRelayResponse { address }))
     }
+
+    async fn get_anonymity(
+        &self,
+        _: Request<pb::GetAnonymityRequest>,
+    ) -> Result<Response<pb::GetAnonymityResponse>, Status> {
+        let report = self.blocking(|e| e.anonymity()).await?;
+        Ok(Response::new(pb::GetAnonymityResponse {
+            report: Some(convert::anonymity_report(report)),
+        }))
+    }
 }
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send + 'static>>;

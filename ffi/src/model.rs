@@ -37,6 +37,13 @@ pub struct EngineConfig {
     /// Local UDP addresses for WebRTC host candidates; `0.0.0.0:0` is every non-loopback
     /// interface (the default).
     pub webrtc_bind_addrs: Vec<String>,
+    /// What to do with fewer relays than relay roles: `Strict` (the default) holds messages in
+    /// state `Waiting` until every key has a relay of its own; `Relaxed` shares relays and
+    /// reports what they can link (`anonymity().shared`).
+    pub anonymity: AnonymityMode,
+    /// How often the witness relay's recent-hash feed is read to confirm that sent packets
+    /// spread (a fixed pace, whatever is sent); at least 1. Default 2000.
+    pub witness_interval_ms: u64,
 }
 
 impl From<engine::EngineConfig> for EngineConfig {
@@ -55,6 +62,8 @@ impl From<engine::EngineConfig> for EngineConfig {
             ipfs_gateway: c.ipfs_gateway,
             stun_servers: c.transparent.stun_servers,
             webrtc_bind_addrs: c.transparent.bind_addrs,
+            anonymity: c.anonymity.into(),
+            witness_interval_ms: millis(c.witness_interval),
         }
     }
 }
@@ -76,9 +85,21 @@ impl From<EngineConfig> for engine::EngineConfig {
         if !c.webrtc_bind_addrs.is_empty() {
             out.transparent.bind_addrs = c.webrtc_bind_addrs;
         }
+        out.anonymity = c.anonymity.into();
+        out.witness_interval = Duration::from_millis(c.witness_interval_ms);
         // Apps raise their own notifications from events; the engine's are desktop ones.
         out.notifications = false;
         out
+    }
+}
+
+impl EngineConfig {
+    /// What `JasperEngine.open` refuses (`InvalidArgument`), checked before anything is opened.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.witness_interval_ms == 0 {
+            return Err("witness_interval_ms must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -193,6 +214,14 @@ pub enum MessageState {
     Sent,
     /// Seen on a different relay than the one it was sent through: it is in the mesh.
     Visible,
+    /// Accepted by its TX relay, but its spread through the mesh could not be confirmed
+    /// without revealing something to a relay (no relay offers the private recent-hash feed,
+    /// or it never showed there): it may never reach the recipient. Reason in `failure`.
+    Unconfirmed,
+    /// Held in the outbox because sending it would make one relay see two keys of this
+    /// identity (anonymity `Strict` and too few relays known); reason in `failure`. It goes
+    /// out by itself once enough relays are known.
+    Waiting,
     /// Given up on (reason in `failure`).
     Failed,
     /// Arrived from someone (or from another login of this identity).
@@ -205,6 +234,8 @@ impl From<engine::MessageState> for MessageState {
             engine::MessageState::Queued => MessageState::Queued,
             engine::MessageState::Sent => MessageState::Sent,
             engine::MessageState::Visible => MessageState::Visible,
+            engine::MessageState::Unconfirmed => MessageState::Unconfirmed,
+            engine::MessageState::Waiting => MessageState::Waiting,
             engine::MessageState::Failed => MessageState::Failed,
             engine::MessageState::Received => MessageState::Received,
         }
@@ -432,6 +463,142 @@ pub enum EventKind {
     CallChanged {
         call: CallInfo,
     },
+    /// The anonymity report changed: relays needed or known, roles waiting for a relay of
+    /// their own, or relays shared between keys. Carries the whole new report.
+    AnonymityChanged {
+        report: AnonymityReport,
+    },
+}
+
+/// What to do when fewer relays are known than this identity has relay roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum AnonymityMode {
+    /// Never let one relay see two keys of this identity: a message that would need a shared
+    /// relay waits in the outbox (state `Waiting`) until more relays are known. The default.
+    Strict,
+    /// Share relays when there are too few, and report every shared relay
+    /// (`AnonymityReport.shared`).
+    Relaxed,
+}
+
+impl From<engine::AnonymityMode> for AnonymityMode {
+    fn from(m: engine::AnonymityMode) -> Self {
+        match m {
+            engine::AnonymityMode::Strict => Self::Strict,
+            engine::AnonymityMode::Relaxed => Self::Relaxed,
+        }
+    }
+}
+
+impl From<AnonymityMode> for engine::AnonymityMode {
+    fn from(m: AnonymityMode) -> Self {
+        match m {
+            AnonymityMode::Strict => Self::Strict,
+            AnonymityMode::Relaxed => Self::Relaxed,
+        }
+    }
+}
+
+/// What a relay is to this identity. Every role carries exactly one key; anonymity means no
+/// relay holds two roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum RelayRoleKind {
+    /// Receives for this identity's own key (long-poll `/fetch`).
+    Rx,
+    /// Carries this identity's `SENT` copies to its own key (for its other logins).
+    TxSelf,
+    /// Carries messages to one contact's key.
+    TxContact,
+}
+
+impl From<engine::RelayRoleKind> for RelayRoleKind {
+    fn from(k: engine::RelayRoleKind) -> Self {
+        match k {
+            engine::RelayRoleKind::Rx => Self::Rx,
+            engine::RelayRoleKind::TxSelf => Self::TxSelf,
+            engine::RelayRoleKind::TxContact => Self::TxContact,
+        }
+    }
+}
+
+/// One role: which key a relay sees from this identity in it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RelayRole {
+    pub kind: RelayRoleKind,
+    /// The key the relay sees in this role (this identity's own for `Rx` and `TxSelf`).
+    pub key: String,
+    /// The contact's name, for `TxContact` roles of known contacts.
+    pub name: Option<String>,
+    /// The relay (`HOST:PORT`) holding the role; none while it waits for one (strict mode),
+    /// and none inside `SharedRelay.roles` (the relay is `SharedRelay.relay`).
+    pub relay: Option<String>,
+}
+
+impl From<engine::RelayRole> for RelayRole {
+    fn from(r: engine::RelayRole) -> Self {
+        Self {
+            kind: r.kind.into(),
+            key: r.key,
+            name: r.name,
+            relay: r.relay,
+        }
+    }
+}
+
+/// A relay that holds more than one role of this identity, so it can link their keys.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SharedRelay {
+    pub relay: String,
+    /// The roles it holds (two or more): it can tie these keys to one client.
+    pub roles: Vec<RelayRole>,
+}
+
+impl From<engine::SharedRelay> for SharedRelay {
+    fn from(s: engine::SharedRelay) -> Self {
+        Self {
+            relay: s.relay,
+            roles: s.roles.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Where this identity stands on anonymity: how many relays its roles need, how many are
+/// known, what waits for a relay of its own, and which relays are shared.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct AnonymityReport {
+    pub mode: AnonymityMode,
+    /// Distinct relays the current roles need: one per role (RX, own copies, each contact
+    /// written to).
+    pub relays_needed: u32,
+    /// Relays known and usable (not removed).
+    pub relays_known: u32,
+    /// Every role, with its relay (none while waiting).
+    pub roles: Vec<RelayRole>,
+    /// Roles waiting for a relay of their own: their messages wait in the outbox.
+    pub waiting: Vec<RelayRole>,
+    /// Relays holding two or more roles (in `Relaxed` mode, or chosen before `Strict` was set).
+    pub shared: Vec<SharedRelay>,
+    /// The relay whose recent-hash feed confirms that sent packets spread (polled at a fixed
+    /// pace, asking for no key and no hash); none when no relay offers the feed, and sent
+    /// messages then end `Unconfirmed`.
+    pub witness: Option<String>,
+    /// One line for people: "private", or what is waiting or shared.
+    pub summary: String,
+}
+
+impl From<engine::AnonymityReport> for AnonymityReport {
+    fn from(r: engine::AnonymityReport) -> Self {
+        Self {
+            mode: r.mode.into(),
+            relays_needed: r.relays_needed,
+            relays_known: r.relays_known,
+            roles: r.roles.into_iter().map(Into::into).collect(),
+            waiting: r.waiting.into_iter().map(Into::into).collect(),
+            shared: r.shared.into_iter().map(Into::into).collect(),
+            witness: r.witness,
+            summary: r.summary,
+        }
+    }
 }
 
 /// Where transparent mode stands with one contact.
@@ -578,6 +745,9 @@ impl From<engine::Event> for Event {
                 status: status.into(),
             },
             K::CallChanged { call } => EventKind::CallChanged { call: call.into() },
+            K::AnonymityChanged { report } => EventKind::AnonymityChanged {
+                report: report.into(),
+            },
         };
         Event {
             seq: e.seq,
@@ -604,7 +774,30 @@ mod tests {
         assert_eq!(back.discovery_interval, defaults.discovery_interval);
         assert_eq!(back.max_message_bytes, defaults.max_message_bytes);
         assert_eq!(back.relay_timeout, defaults.relay_timeout);
+        assert_eq!(back.anonymity, defaults.anonymity);
+        assert_eq!(record.anonymity, AnonymityMode::Strict);
+        assert_eq!(back.witness_interval, defaults.witness_interval);
+        assert_eq!(record.witness_interval_ms, 2_000);
         assert!(!back.notifications);
         assert_eq!(EngineConfig::from(back), record);
+    }
+
+    #[test]
+    fn anonymity_settings_cross_both_ways_and_a_zero_witness_interval_is_refused() {
+        let mut record = default_config("/data".into());
+        record.anonymity = AnonymityMode::Relaxed;
+        record.witness_interval_ms = 500;
+        assert_eq!(record.validate(), Ok(()));
+        let back = engine::EngineConfig::from(record.clone());
+        assert_eq!(back.anonymity, engine::AnonymityMode::Relaxed);
+        assert_eq!(back.witness_interval, Duration::from_millis(500));
+        assert_eq!(EngineConfig::from(back), record);
+        record.witness_interval_ms = 0;
+        assert!(
+            record
+                .validate()
+                .unwrap_err()
+                .contains("witness_interval_ms")
+        );
     }
 }

@@ -570,6 +570,8 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() != 57680:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_anonymity() != 60483:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_calls() != 39173:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_close_transparent_session() != 33503:
@@ -712,6 +714,9 @@ _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members.rest
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_anonymity.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_anonymity.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_calls.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_calls.restype = ctypes.c_uint16
@@ -890,6 +895,11 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_anonymity.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_anonymity.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_calls.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1562,6 +1572,131 @@ async def _uniffi_rust_call_async(rust_future, ffi_poll, ffi_complete, ffi_free,
 # Public interface members begin here.
 
 
+
+
+
+
+
+class AnonymityMode(enum.Enum):
+    """
+    What to do when fewer relays are known than this identity has relay roles.
+"""
+    
+    STRICT = 0
+    """
+    Never let one relay see two keys of this identity: a message that would need a shared
+    relay waits in the outbox (state `Waiting`) until more relays are known. The default.
+"""
+    
+    RELAXED = 1
+    """
+    Share relays when there are too few, and report every shared relay
+    (`AnonymityReport.shared`).
+"""
+    
+
+
+class _UniffiFfiConverterTypeAnonymityMode(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return AnonymityMode.STRICT
+        if variant == 2:
+            return AnonymityMode.RELAXED
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value == AnonymityMode.STRICT:
+            return
+        if value == AnonymityMode.RELAXED:
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value == AnonymityMode.STRICT:
+            buf.write_i32(1)
+        if value == AnonymityMode.RELAXED:
+            buf.write_i32(2)
+
+
+
+class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
+    CLASS_NAME = "u32"
+    VALUE_MIN = 0
+    VALUE_MAX = 2**32
+
+    @staticmethod
+    def read(buf):
+        return buf.read_u32()
+
+    @staticmethod
+    def write(value, buf):
+        buf.write_u32(value)
+
+
+
+
+
+
+class RelayRoleKind(enum.Enum):
+    """
+    What a relay is to this identity. Every role carries exactly one key; anonymity means no
+    relay holds two roles.
+"""
+    
+    RX = 0
+    """
+    Receives for this identity's own key (long-poll `/fetch`).
+"""
+    
+    TX_SELF = 1
+    """
+    Carries this identity's `SENT` copies to its own key (for its other logins).
+"""
+    
+    TX_CONTACT = 2
+    """
+    Carries messages to one contact's key.
+"""
+    
+
+
+class _UniffiFfiConverterTypeRelayRoleKind(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return RelayRoleKind.RX
+        if variant == 2:
+            return RelayRoleKind.TX_SELF
+        if variant == 3:
+            return RelayRoleKind.TX_CONTACT
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value == RelayRoleKind.RX:
+            return
+        if value == RelayRoleKind.TX_SELF:
+            return
+        if value == RelayRoleKind.TX_CONTACT:
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value == RelayRoleKind.RX:
+            buf.write_i32(1)
+        if value == RelayRoleKind.TX_SELF:
+            buf.write_i32(2)
+        if value == RelayRoleKind.TX_CONTACT:
+            buf.write_i32(3)
+
+
+
 class _UniffiFfiConverterString:
     @staticmethod
     def check_lower(value):
@@ -1593,6 +1728,243 @@ class _UniffiFfiConverterString:
         with _UniffiRustBuffer.alloc_with_builder() as builder:
             builder.write(value.encode("utf-8"))
             return builder.finalize()
+
+class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterString.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterString.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterString.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+@dataclass
+class RelayRole:
+    """
+    One role: which key a relay sees from this identity in it.
+"""
+    def __init__(self, *, kind:RelayRoleKind, key:str, name:typing.Optional[str], relay:typing.Optional[str]):
+        self.kind = kind
+        self.key = key
+        self.name = name
+        self.relay = relay
+        
+        
+
+    
+    def __str__(self):
+        return "RelayRole(kind={}, key={}, name={}, relay={})".format(self.kind, self.key, self.name, self.relay)
+    def __eq__(self, other):
+        if self.kind != other.kind:
+            return False
+        if self.key != other.key:
+            return False
+        if self.name != other.name:
+            return False
+        if self.relay != other.relay:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeRelayRole(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return RelayRole(
+            kind=_UniffiFfiConverterTypeRelayRoleKind.read(buf),
+            key=_UniffiFfiConverterString.read(buf),
+            name=_UniffiFfiConverterOptionalString.read(buf),
+            relay=_UniffiFfiConverterOptionalString.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterTypeRelayRoleKind.check_lower(value.kind)
+        _UniffiFfiConverterString.check_lower(value.key)
+        _UniffiFfiConverterOptionalString.check_lower(value.name)
+        _UniffiFfiConverterOptionalString.check_lower(value.relay)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterTypeRelayRoleKind.write(value.kind, buf)
+        _UniffiFfiConverterString.write(value.key, buf)
+        _UniffiFfiConverterOptionalString.write(value.name, buf)
+        _UniffiFfiConverterOptionalString.write(value.relay, buf)
+
+class _UniffiFfiConverterSequenceTypeRelayRole(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiFfiConverterTypeRelayRole.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiFfiConverterTypeRelayRole.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiFfiConverterTypeRelayRole.read(buf) for i in range(count)
+        ]
+
+@dataclass
+class SharedRelay:
+    """
+    A relay that holds more than one role of this identity, so it can link their keys.
+"""
+    def __init__(self, *, relay:str, roles:typing.List[RelayRole]):
+        self.relay = relay
+        self.roles = roles
+        
+        
+
+    
+    def __str__(self):
+        return "SharedRelay(relay={}, roles={})".format(self.relay, self.roles)
+    def __eq__(self, other):
+        if self.relay != other.relay:
+            return False
+        if self.roles != other.roles:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeSharedRelay(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return SharedRelay(
+            relay=_UniffiFfiConverterString.read(buf),
+            roles=_UniffiFfiConverterSequenceTypeRelayRole.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterString.check_lower(value.relay)
+        _UniffiFfiConverterSequenceTypeRelayRole.check_lower(value.roles)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterString.write(value.relay, buf)
+        _UniffiFfiConverterSequenceTypeRelayRole.write(value.roles, buf)
+
+class _UniffiFfiConverterSequenceTypeSharedRelay(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiFfiConverterTypeSharedRelay.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiFfiConverterTypeSharedRelay.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiFfiConverterTypeSharedRelay.read(buf) for i in range(count)
+        ]
+
+@dataclass
+class AnonymityReport:
+    """
+    Where this identity stands on anonymity: how many relays its roles need, how many are
+    known, what waits for a relay of its own, and which relays are shared.
+"""
+    def __init__(self, *, mode:AnonymityMode, relays_needed:int, relays_known:int, roles:typing.List[RelayRole], waiting:typing.List[RelayRole], shared:typing.List[SharedRelay], witness:typing.Optional[str], summary:str):
+        self.mode = mode
+        self.relays_needed = relays_needed
+        self.relays_known = relays_known
+        self.roles = roles
+        self.waiting = waiting
+        self.shared = shared
+        self.witness = witness
+        self.summary = summary
+        
+        
+
+    
+    def __str__(self):
+        return "AnonymityReport(mode={}, relays_needed={}, relays_known={}, roles={}, waiting={}, shared={}, witness={}, summary={})".format(self.mode, self.relays_needed, self.relays_known, self.roles, self.waiting, self.shared, self.witness, self.summary)
+    def __eq__(self, other):
+        if self.mode != other.mode:
+            return False
+        if self.relays_needed != other.relays_needed:
+            return False
+        if self.relays_known != other.relays_known:
+            return False
+        if self.roles != other.roles:
+            return False
+        if self.waiting != other.waiting:
+            return False
+        if self.shared != other.shared:
+            return False
+        if self.witness != other.witness:
+            return False
+        if self.summary != other.summary:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeAnonymityReport(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return AnonymityReport(
+            mode=_UniffiFfiConverterTypeAnonymityMode.read(buf),
+            relays_needed=_UniffiFfiConverterUInt32.read(buf),
+            relays_known=_UniffiFfiConverterUInt32.read(buf),
+            roles=_UniffiFfiConverterSequenceTypeRelayRole.read(buf),
+            waiting=_UniffiFfiConverterSequenceTypeRelayRole.read(buf),
+            shared=_UniffiFfiConverterSequenceTypeSharedRelay.read(buf),
+            witness=_UniffiFfiConverterOptionalString.read(buf),
+            summary=_UniffiFfiConverterString.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterTypeAnonymityMode.check_lower(value.mode)
+        _UniffiFfiConverterUInt32.check_lower(value.relays_needed)
+        _UniffiFfiConverterUInt32.check_lower(value.relays_known)
+        _UniffiFfiConverterSequenceTypeRelayRole.check_lower(value.roles)
+        _UniffiFfiConverterSequenceTypeRelayRole.check_lower(value.waiting)
+        _UniffiFfiConverterSequenceTypeSharedRelay.check_lower(value.shared)
+        _UniffiFfiConverterOptionalString.check_lower(value.witness)
+        _UniffiFfiConverterString.check_lower(value.summary)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterTypeAnonymityMode.write(value.mode, buf)
+        _UniffiFfiConverterUInt32.write(value.relays_needed, buf)
+        _UniffiFfiConverterUInt32.write(value.relays_known, buf)
+        _UniffiFfiConverterSequenceTypeRelayRole.write(value.roles, buf)
+        _UniffiFfiConverterSequenceTypeRelayRole.write(value.waiting, buf)
+        _UniffiFfiConverterSequenceTypeSharedRelay.write(value.shared, buf)
+        _UniffiFfiConverterOptionalString.write(value.witness, buf)
+        _UniffiFfiConverterString.write(value.summary, buf)
 
 class _UniffiFfiConverterUInt64(_UniffiConverterPrimitiveInt):
     CLASS_NAME = "u64"
@@ -1717,19 +2089,6 @@ class _UniffiFfiConverterBytes(_UniffiConverterRustBuffer):
         buf.write_i32(len(value))
         buf.write(value)
 
-class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
-    CLASS_NAME = "u32"
-    VALUE_MIN = 0
-    VALUE_MAX = 2**32
-
-    @staticmethod
-    def read(buf):
-        return buf.read_u32()
-
-    @staticmethod
-    def write(value, buf):
-        buf.write_u32(value)
-
 @dataclass
 class AudioFrame:
     """
@@ -1775,31 +2134,6 @@ class _UniffiFfiConverterTypeAudioFrame(_UniffiConverterRustBuffer):
         _UniffiFfiConverterBytes.write(value.opus, buf)
         _UniffiFfiConverterUInt64.write(value.sequence, buf)
         _UniffiFfiConverterUInt32.write(value.rtp_timestamp, buf)
-
-class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
-    @classmethod
-    def check_lower(cls, value):
-        if value is not None:
-            _UniffiFfiConverterString.check_lower(value)
-
-    @classmethod
-    def write(cls, value, buf):
-        if value is None:
-            buf.write_u8(0)
-            return
-
-        buf.write_u8(1)
-        _UniffiFfiConverterString.write(value, buf)
-
-    @classmethod
-    def read(cls, buf):
-        flag = buf.read_u8()
-        if flag == 0:
-            return None
-        elif flag == 1:
-            return _UniffiFfiConverterString.read(buf)
-        else:
-            raise InternalError("Unexpected flag byte for optional type")
 
 
 
@@ -2204,7 +2538,7 @@ class EngineConfig:
     """
     What `JasperEngine.open` takes; start from `default_config(data_dir)` and change fields.
 """
-    def __init__(self, *, data_dir:str, relays:typing.List[str], allow_private_relays:bool, poll_interval_ms:int, long_poll_ms:int, delivery_timeout_ms:int, discovery_interval_ms:int, max_message_bytes:int, relay_timeout_ms:int, ipfs_api:typing.Optional[str], ipfs_gateway:typing.Optional[str], stun_servers:typing.List[str], webrtc_bind_addrs:typing.List[str]):
+    def __init__(self, *, data_dir:str, relays:typing.List[str], allow_private_relays:bool, poll_interval_ms:int, long_poll_ms:int, delivery_timeout_ms:int, discovery_interval_ms:int, max_message_bytes:int, relay_timeout_ms:int, ipfs_api:typing.Optional[str], ipfs_gateway:typing.Optional[str], stun_servers:typing.List[str], webrtc_bind_addrs:typing.List[str], anonymity:AnonymityMode, witness_interval_ms:int):
         self.data_dir = data_dir
         self.relays = relays
         self.allow_private_relays = allow_private_relays
@@ -2218,12 +2552,14 @@ class EngineConfig:
         self.ipfs_gateway = ipfs_gateway
         self.stun_servers = stun_servers
         self.webrtc_bind_addrs = webrtc_bind_addrs
+        self.anonymity = anonymity
+        self.witness_interval_ms = witness_interval_ms
         
         
 
     
     def __str__(self):
-        return "EngineConfig(data_dir={}, relays={}, allow_private_relays={}, poll_interval_ms={}, long_poll_ms={}, delivery_timeout_ms={}, discovery_interval_ms={}, max_message_bytes={}, relay_timeout_ms={}, ipfs_api={}, ipfs_gateway={}, stun_servers={}, webrtc_bind_addrs={})".format(self.data_dir, self.relays, self.allow_private_relays, self.poll_interval_ms, self.long_poll_ms, self.delivery_timeout_ms, self.discovery_interval_ms, self.max_message_bytes, self.relay_timeout_ms, self.ipfs_api, self.ipfs_gateway, self.stun_servers, self.webrtc_bind_addrs)
+        return "EngineConfig(data_dir={}, relays={}, allow_private_relays={}, poll_interval_ms={}, long_poll_ms={}, delivery_timeout_ms={}, discovery_interval_ms={}, max_message_bytes={}, relay_timeout_ms={}, ipfs_api={}, ipfs_gateway={}, stun_servers={}, webrtc_bind_addrs={}, anonymity={}, witness_interval_ms={})".format(self.data_dir, self.relays, self.allow_private_relays, self.poll_interval_ms, self.long_poll_ms, self.delivery_timeout_ms, self.discovery_interval_ms, self.max_message_bytes, self.relay_timeout_ms, self.ipfs_api, self.ipfs_gateway, self.stun_servers, self.webrtc_bind_addrs, self.anonymity, self.witness_interval_ms)
     def __eq__(self, other):
         if self.data_dir != other.data_dir:
             return False
@@ -2251,6 +2587,10 @@ class EngineConfig:
             return False
         if self.webrtc_bind_addrs != other.webrtc_bind_addrs:
             return False
+        if self.anonymity != other.anonymity:
+            return False
+        if self.witness_interval_ms != other.witness_interval_ms:
+            return False
         return True
 
 class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
@@ -2270,6 +2610,8 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
             ipfs_gateway=_UniffiFfiConverterOptionalString.read(buf),
             stun_servers=_UniffiFfiConverterSequenceString.read(buf),
             webrtc_bind_addrs=_UniffiFfiConverterSequenceString.read(buf),
+            anonymity=_UniffiFfiConverterTypeAnonymityMode.read(buf),
+            witness_interval_ms=_UniffiFfiConverterUInt64.read(buf),
         )
 
     @staticmethod
@@ -2287,6 +2629,8 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterOptionalString.check_lower(value.ipfs_gateway)
         _UniffiFfiConverterSequenceString.check_lower(value.stun_servers)
         _UniffiFfiConverterSequenceString.check_lower(value.webrtc_bind_addrs)
+        _UniffiFfiConverterTypeAnonymityMode.check_lower(value.anonymity)
+        _UniffiFfiConverterUInt64.check_lower(value.witness_interval_ms)
 
     @staticmethod
     def write(value, buf):
@@ -2303,6 +2647,8 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterOptionalString.write(value.ipfs_gateway, buf)
         _UniffiFfiConverterSequenceString.write(value.stun_servers, buf)
         _UniffiFfiConverterSequenceString.write(value.webrtc_bind_addrs, buf)
+        _UniffiFfiConverterTypeAnonymityMode.write(value.anonymity, buf)
+        _UniffiFfiConverterUInt64.write(value.witness_interval_ms, buf)
 
 
 
@@ -2326,12 +2672,26 @@ class MessageState(enum.Enum):
     Seen on a different relay than the one it was sent through: it is in the mesh.
 """
     
-    FAILED = 3
+    UNCONFIRMED = 3
+    """
+    Accepted by its TX relay, but its spread through the mesh could not be confirmed
+    without revealing something to a relay (no relay offers the private recent-hash feed,
+    or it never showed there): it may never reach the recipient. Reason in `failure`.
+"""
+    
+    WAITING = 4
+    """
+    Held in the outbox because sending it would make one relay see two keys of this
+    identity (anonymity `Strict` and too few relays known); reason in `failure`. It goes
+    out by itself once enough relays are known.
+"""
+    
+    FAILED = 5
     """
     Given up on (reason in `failure`).
 """
     
-    RECEIVED = 4
+    RECEIVED = 6
     """
     Arrived from someone (or from another login of this identity).
 """
@@ -2349,8 +2709,12 @@ class _UniffiFfiConverterTypeMessageState(_UniffiConverterRustBuffer):
         if variant == 3:
             return MessageState.VISIBLE
         if variant == 4:
-            return MessageState.FAILED
+            return MessageState.UNCONFIRMED
         if variant == 5:
+            return MessageState.WAITING
+        if variant == 6:
+            return MessageState.FAILED
+        if variant == 7:
             return MessageState.RECEIVED
         raise InternalError("Raw enum value doesn't match any cases")
 
@@ -2361,6 +2725,10 @@ class _UniffiFfiConverterTypeMessageState(_UniffiConverterRustBuffer):
         if value == MessageState.SENT:
             return
         if value == MessageState.VISIBLE:
+            return
+        if value == MessageState.UNCONFIRMED:
+            return
+        if value == MessageState.WAITING:
             return
         if value == MessageState.FAILED:
             return
@@ -2376,10 +2744,14 @@ class _UniffiFfiConverterTypeMessageState(_UniffiConverterRustBuffer):
             buf.write_i32(2)
         if value == MessageState.VISIBLE:
             buf.write_i32(3)
-        if value == MessageState.FAILED:
+        if value == MessageState.UNCONFIRMED:
             buf.write_i32(4)
-        if value == MessageState.RECEIVED:
+        if value == MessageState.WAITING:
             buf.write_i32(5)
+        if value == MessageState.FAILED:
+            buf.write_i32(6)
+        if value == MessageState.RECEIVED:
+            buf.write_i32(7)
 
 
 
@@ -3043,6 +3415,34 @@ class EventKind:
                 return False
             return True
 
+    @dataclass
+    class ANONYMITY_CHANGED:
+        """
+        The anonymity report changed: relays needed or known, roles waiting for a relay of
+        their own, or relays shared between keys. Carries the whole new report.
+"""
+        
+        def __init__(self, report:AnonymityReport):
+            self.report = report
+            
+            
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "EventKind.ANONYMITY_CHANGED(report={})".format(self.report)
+        def __eq__(self, other):
+            if not isinstance(other, EventKind):
+                return NotImplemented
+            if not other.is_ANONYMITY_CHANGED():
+                return False
+            if self.report != other.report:
+                return False
+            return True
+
     
 
     # For each variant, we have `is_NAME` and `is_name` methods for easily checking
@@ -3087,6 +3487,10 @@ class EventKind:
         return isinstance(self, EventKind.CALL_CHANGED)
     def is_call_changed(self) -> bool:
         return isinstance(self, EventKind.CALL_CHANGED)
+    def is_ANONYMITY_CHANGED(self) -> bool:
+        return isinstance(self, EventKind.ANONYMITY_CHANGED)
+    def is_anonymity_changed(self) -> bool:
+        return isinstance(self, EventKind.ANONYMITY_CHANGED)
     
 
 # Now, a little trick - we make each nested variant class be a subclass of the main
@@ -3102,6 +3506,7 @@ EventKind.IDENTITY_CHANGED = type("EventKind.IDENTITY_CHANGED", (EventKind.IDENT
 EventKind.RELAY_DISCOVERED = type("EventKind.RELAY_DISCOVERED", (EventKind.RELAY_DISCOVERED, EventKind,), {})  # type: ignore
 EventKind.TRANSPARENT_CHANGED = type("EventKind.TRANSPARENT_CHANGED", (EventKind.TRANSPARENT_CHANGED, EventKind,), {})  # type: ignore
 EventKind.CALL_CHANGED = type("EventKind.CALL_CHANGED", (EventKind.CALL_CHANGED, EventKind,), {})  # type: ignore
+EventKind.ANONYMITY_CHANGED = type("EventKind.ANONYMITY_CHANGED", (EventKind.ANONYMITY_CHANGED, EventKind,), {})  # type: ignore
 
 
 
@@ -3153,6 +3558,10 @@ class _UniffiFfiConverterTypeEventKind(_UniffiConverterRustBuffer):
             return EventKind.CALL_CHANGED(
                 _UniffiFfiConverterTypeCallInfo.read(buf),
             )
+        if variant == 11:
+            return EventKind.ANONYMITY_CHANGED(
+                _UniffiFfiConverterTypeAnonymityReport.read(buf),
+            )
         raise InternalError("Raw enum value doesn't match any cases")
 
     @staticmethod
@@ -3189,6 +3598,9 @@ class _UniffiFfiConverterTypeEventKind(_UniffiConverterRustBuffer):
             return
         if value.is_CALL_CHANGED():
             _UniffiFfiConverterTypeCallInfo.check_lower(value.call)
+            return
+        if value.is_ANONYMITY_CHANGED():
+            _UniffiFfiConverterTypeAnonymityReport.check_lower(value.report)
             return
         raise ValueError(value)
 
@@ -3227,6 +3639,9 @@ class _UniffiFfiConverterTypeEventKind(_UniffiConverterRustBuffer):
         if value.is_CALL_CHANGED():
             buf.write_i32(10)
             _UniffiFfiConverterTypeCallInfo.write(value.call, buf)
+        if value.is_ANONYMITY_CHANGED():
+            buf.write_i32(11)
+            _UniffiFfiConverterTypeAnonymityReport.write(value.report, buf)
 
 
 
@@ -5574,6 +5989,13 @@ class JasperEngineProtocol(typing.Protocol):
         raise NotImplementedError
     def add_relay(self, address: str) -> RelayInfo:
         raise NotImplementedError
+    def anonymity(self, ) -> AnonymityReport:
+        """
+        Where this identity stands on anonymity: relays needed and known, every role's relay,
+        what waits for a relay of its own (its messages stay `Waiting`), which relays are
+        shared, and the witness relay. Changes also arrive as `AnonymityChanged` events.
+"""
+        raise NotImplementedError
     def calls(self, ) -> typing.List[CallInfo]:
         """
         Live calls first, then recently ended ones.
@@ -5879,6 +6301,23 @@ class JasperEngine(JasperEngineProtocol):
         _uniffi_ffi_result = _uniffi_rust_call_with_error(
             _uniffi_error_converter,
             _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def anonymity(self, ) -> AnonymityReport:
+        """
+        Where this identity stands on anonymity: relays needed and known, every role's relay,
+        what waits for a relay of its own (its messages stay `Waiting`), which relays are
+        shared, and the witness relay. Changes also arrive as `AnonymityChanged` events.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeAnonymityReport.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_anonymity,
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
@@ -6966,12 +7405,17 @@ def transparent_mode_warning() -> str:
 
 __all__ = [
     "InternalError",
+    "AnonymityMode",
+    "RelayRoleKind",
     "CallState",
     "ConversationKind",
     "MessageState",
     "TransparentState",
     "EventKind",
     "JasperError",
+    "RelayRole",
+    "SharedRelay",
+    "AnonymityReport",
     "Attachment",
     "AudioFrame",
     "CallInfo",

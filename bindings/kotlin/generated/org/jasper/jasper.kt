@@ -780,6 +780,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_add_relay(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_anonymity(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_calls(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_close_transparent_session(
@@ -912,6 +914,8 @@ internal object UniffiLib {
     external fun uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(`ptr`: Long,`group`: RustBuffer.ByValue,`members`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_add_relay(`ptr`: Long,`address`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_anonymity(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_calls(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1165,6 +1169,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() and 0xFFFF) != 57680) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_anonymity() and 0xFFFF) != 60483) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_calls() and 0xFFFF) != 39173) {
@@ -1848,6 +1855,13 @@ public interface JasperEngineInterface {
     fun `addRelay`(`address`: kotlin.String): RelayInfo
     
     /**
+     * Where this identity stands on anonymity: relays needed and known, every role's relay,
+     * what waits for a relay of its own (its messages stay `Waiting`), which relays are
+     * shared, and the witness relay. Changes also arrive as `AnonymityChanged` events.
+     */
+    fun `anonymity`(): AnonymityReport
+    
+    /**
      * Live calls first, then recently ended ones.
      */
     fun `calls`(): List<CallInfo>
@@ -2198,6 +2212,25 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
         it,
         
         FfiConverterString.lower(`address`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Where this identity stands on anonymity: relays needed and known, every role's relay,
+     * what waits for a relay of its own (its messages stay `Waiting`), which relays are
+     * shared, and the witness relay. Changes also arrive as `AnonymityChanged` events.
+     */
+    @Throws(JasperException::class)override fun `anonymity`(): AnonymityReport {
+            return FfiConverterTypeAnonymityReport.lift(
+    callWithHandle {
+    uniffiRustCallWithError(JasperException) { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_anonymity(
+        it,
+        _status)
 }
     }
     )
@@ -3779,6 +3812,102 @@ public object FfiConverterTypeSubscription: FfiConverter<Subscription, Long> {
 
 
 /**
+ * Where this identity stands on anonymity: how many relays its roles need, how many are
+ * known, what waits for a relay of its own, and which relays are shared.
+ */
+data class AnonymityReport (
+    var `mode`: AnonymityMode
+    , 
+    /**
+     * Distinct relays the current roles need: one per role (RX, own copies, each contact
+     * written to).
+     */
+    var `relaysNeeded`: kotlin.UInt
+    , 
+    /**
+     * Relays known and usable (not removed).
+     */
+    var `relaysKnown`: kotlin.UInt
+    , 
+    /**
+     * Every role, with its relay (none while waiting).
+     */
+    var `roles`: List<RelayRole>
+    , 
+    /**
+     * Roles waiting for a relay of their own: their messages wait in the outbox.
+     */
+    var `waiting`: List<RelayRole>
+    , 
+    /**
+     * Relays holding two or more roles (in `Relaxed` mode, or chosen before `Strict` was set).
+     */
+    var `shared`: List<SharedRelay>
+    , 
+    /**
+     * The relay whose recent-hash feed confirms that sent packets spread (polled at a fixed
+     * pace, asking for no key and no hash); none when no relay offers the feed, and sent
+     * messages then end `Unconfirmed`.
+     */
+    var `witness`: kotlin.String?
+    , 
+    /**
+     * One line for people: "private", or what is waiting or shared.
+     */
+    var `summary`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAnonymityReport: FfiConverterRustBuffer<AnonymityReport> {
+    override fun read(buf: ByteBuffer): AnonymityReport {
+        return AnonymityReport(
+            FfiConverterTypeAnonymityMode.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterSequenceTypeRelayRole.read(buf),
+            FfiConverterSequenceTypeRelayRole.read(buf),
+            FfiConverterSequenceTypeSharedRelay.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AnonymityReport) = (
+            FfiConverterTypeAnonymityMode.allocationSize(value.`mode`) +
+            FfiConverterUInt.allocationSize(value.`relaysNeeded`) +
+            FfiConverterUInt.allocationSize(value.`relaysKnown`) +
+            FfiConverterSequenceTypeRelayRole.allocationSize(value.`roles`) +
+            FfiConverterSequenceTypeRelayRole.allocationSize(value.`waiting`) +
+            FfiConverterSequenceTypeSharedRelay.allocationSize(value.`shared`) +
+            FfiConverterOptionalString.allocationSize(value.`witness`) +
+            FfiConverterString.allocationSize(value.`summary`)
+    )
+
+    override fun write(value: AnonymityReport, buf: ByteBuffer) {
+            FfiConverterTypeAnonymityMode.write(value.`mode`, buf)
+            FfiConverterUInt.write(value.`relaysNeeded`, buf)
+            FfiConverterUInt.write(value.`relaysKnown`, buf)
+            FfiConverterSequenceTypeRelayRole.write(value.`roles`, buf)
+            FfiConverterSequenceTypeRelayRole.write(value.`waiting`, buf)
+            FfiConverterSequenceTypeSharedRelay.write(value.`shared`, buf)
+            FfiConverterOptionalString.write(value.`witness`, buf)
+            FfiConverterString.write(value.`summary`, buf)
+    }
+}
+
+
+
+/**
  * A file linked from a message: where its ciphertext is on IPFS and how to open and check it.
  */
 data class Attachment (
@@ -4242,6 +4371,19 @@ data class EngineConfig (
      * interface (the default).
      */
     var `webrtcBindAddrs`: List<kotlin.String>
+    , 
+    /**
+     * What to do with fewer relays than relay roles: `Strict` (the default) holds messages in
+     * state `Waiting` until every key has a relay of its own; `Relaxed` shares relays and
+     * reports what they can link (`anonymity().shared`).
+     */
+    var `anonymity`: AnonymityMode
+    , 
+    /**
+     * How often the witness relay's recent-hash feed is read to confirm that sent packets
+     * spread (a fixed pace, whatever is sent); at least 1. Default 2000.
+     */
+    var `witnessIntervalMs`: kotlin.ULong
     
 ){
     
@@ -4271,6 +4413,8 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterOptionalString.read(buf),
             FfiConverterSequenceString.read(buf),
             FfiConverterSequenceString.read(buf),
+            FfiConverterTypeAnonymityMode.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -4287,7 +4431,9 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterOptionalString.allocationSize(value.`ipfsApi`) +
             FfiConverterOptionalString.allocationSize(value.`ipfsGateway`) +
             FfiConverterSequenceString.allocationSize(value.`stunServers`) +
-            FfiConverterSequenceString.allocationSize(value.`webrtcBindAddrs`)
+            FfiConverterSequenceString.allocationSize(value.`webrtcBindAddrs`) +
+            FfiConverterTypeAnonymityMode.allocationSize(value.`anonymity`) +
+            FfiConverterULong.allocationSize(value.`witnessIntervalMs`)
     )
 
     override fun write(value: EngineConfig, buf: ByteBuffer) {
@@ -4304,6 +4450,8 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterOptionalString.write(value.`ipfsGateway`, buf)
             FfiConverterSequenceString.write(value.`stunServers`, buf)
             FfiConverterSequenceString.write(value.`webrtcBindAddrs`, buf)
+            FfiConverterTypeAnonymityMode.write(value.`anonymity`, buf)
+            FfiConverterULong.write(value.`witnessIntervalMs`, buf)
     }
 }
 
@@ -4755,6 +4903,111 @@ public object FfiConverterTypeRelayInfo: FfiConverterRustBuffer<RelayInfo> {
 
 
 
+/**
+ * One role: which key a relay sees from this identity in it.
+ */
+data class RelayRole (
+    var `kind`: RelayRoleKind
+    , 
+    /**
+     * The key the relay sees in this role (this identity's own for `Rx` and `TxSelf`).
+     */
+    var `key`: kotlin.String
+    , 
+    /**
+     * The contact's name, for `TxContact` roles of known contacts.
+     */
+    var `name`: kotlin.String?
+    , 
+    /**
+     * The relay (`HOST:PORT`) holding the role; none while it waits for one (strict mode),
+     * and none inside `SharedRelay.roles` (the relay is `SharedRelay.relay`).
+     */
+    var `relay`: kotlin.String?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRelayRole: FfiConverterRustBuffer<RelayRole> {
+    override fun read(buf: ByteBuffer): RelayRole {
+        return RelayRole(
+            FfiConverterTypeRelayRoleKind.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RelayRole) = (
+            FfiConverterTypeRelayRoleKind.allocationSize(value.`kind`) +
+            FfiConverterString.allocationSize(value.`key`) +
+            FfiConverterOptionalString.allocationSize(value.`name`) +
+            FfiConverterOptionalString.allocationSize(value.`relay`)
+    )
+
+    override fun write(value: RelayRole, buf: ByteBuffer) {
+            FfiConverterTypeRelayRoleKind.write(value.`kind`, buf)
+            FfiConverterString.write(value.`key`, buf)
+            FfiConverterOptionalString.write(value.`name`, buf)
+            FfiConverterOptionalString.write(value.`relay`, buf)
+    }
+}
+
+
+
+/**
+ * A relay that holds more than one role of this identity, so it can link their keys.
+ */
+data class SharedRelay (
+    var `relay`: kotlin.String
+    , 
+    /**
+     * The roles it holds (two or more): it can tie these keys to one client.
+     */
+    var `roles`: List<RelayRole>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSharedRelay: FfiConverterRustBuffer<SharedRelay> {
+    override fun read(buf: ByteBuffer): SharedRelay {
+        return SharedRelay(
+            FfiConverterString.read(buf),
+            FfiConverterSequenceTypeRelayRole.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: SharedRelay) = (
+            FfiConverterString.allocationSize(value.`relay`) +
+            FfiConverterSequenceTypeRelayRole.allocationSize(value.`roles`)
+    )
+
+    override fun write(value: SharedRelay, buf: ByteBuffer) {
+            FfiConverterString.write(value.`relay`, buf)
+            FfiConverterSequenceTypeRelayRole.write(value.`roles`, buf)
+    }
+}
+
+
+
 data class TransparentStatus (
     var `contact`: kotlin.String
     , 
@@ -4823,6 +5076,53 @@ public object FfiConverterTypeTransparentStatus: FfiConverterRustBuffer<Transpar
             FfiConverterULong.write(value.`directReceived`, buf)
     }
 }
+
+
+
+/**
+ * What to do when fewer relays are known than this identity has relay roles.
+ */
+
+enum class AnonymityMode {
+    
+    /**
+     * Never let one relay see two keys of this identity: a message that would need a shared
+     * relay waits in the outbox (state `Waiting`) until more relays are known. The default.
+     */
+    STRICT,
+    /**
+     * Share relays when there are too few, and report every shared relay
+     * (`AnonymityReport.shared`).
+     */
+    RELAXED;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAnonymityMode: FfiConverterRustBuffer<AnonymityMode> {
+    override fun read(buf: ByteBuffer) = try {
+        
+        AnonymityMode.entries[buf.getInt() - 1]
+        
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: AnonymityMode) = 4UL
+
+    override fun write(value: AnonymityMode, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
 
 
 
@@ -5000,6 +5300,19 @@ sealed class EventKind {
         companion object
     }
     
+    /**
+     * The anonymity report changed: relays needed or known, roles waiting for a relay of
+     * their own, or relays shared between keys. Carries the whole new report.
+     */
+    data class AnonymityChanged(
+        val `report`: org.jasper.AnonymityReport) : EventKind()
+        
+    {
+        
+
+        companion object
+    }
+    
 
     
 
@@ -5048,6 +5361,9 @@ public object FfiConverterTypeEventKind : FfiConverterRustBuffer<EventKind>{
                 )
             10 -> EventKind.CallChanged(
                 FfiConverterTypeCallInfo.read(buf),
+                )
+            11 -> EventKind.AnonymityChanged(
+                FfiConverterTypeAnonymityReport.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
@@ -5127,6 +5443,13 @@ public object FfiConverterTypeEventKind : FfiConverterRustBuffer<EventKind>{
                 + FfiConverterTypeCallInfo.allocationSize(value.`call`)
             )
         }
+        is EventKind.AnonymityChanged -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeAnonymityReport.allocationSize(value.`report`)
+            )
+        }
     }
 
     override fun write(value: EventKind, buf: ByteBuffer) {
@@ -5182,6 +5505,11 @@ public object FfiConverterTypeEventKind : FfiConverterRustBuffer<EventKind>{
             is EventKind.CallChanged -> {
                 buf.putInt(10)
                 FfiConverterTypeCallInfo.write(value.`call`, buf)
+                Unit
+            }
+            is EventKind.AnonymityChanged -> {
+                buf.putInt(11)
+                FfiConverterTypeAnonymityReport.write(value.`report`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -6038,6 +6366,18 @@ enum class MessageState {
      */
     VISIBLE,
     /**
+     * Accepted by its TX relay, but its spread through the mesh could not be confirmed
+     * without revealing something to a relay (no relay offers the private recent-hash feed,
+     * or it never showed there): it may never reach the recipient. Reason in `failure`.
+     */
+    UNCONFIRMED,
+    /**
+     * Held in the outbox because sending it would make one relay see two keys of this
+     * identity (anonymity `Strict` and too few relays known); reason in `failure`. It goes
+     * out by itself once enough relays are known.
+     */
+    WAITING,
+    /**
      * Given up on (reason in `failure`).
      */
     FAILED,
@@ -6068,6 +6408,56 @@ public object FfiConverterTypeMessageState: FfiConverterRustBuffer<MessageState>
     override fun allocationSize(value: MessageState) = 4UL
 
     override fun write(value: MessageState, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What a relay is to this identity. Every role carries exactly one key; anonymity means no
+ * relay holds two roles.
+ */
+
+enum class RelayRoleKind {
+    
+    /**
+     * Receives for this identity's own key (long-poll `/fetch`).
+     */
+    RX,
+    /**
+     * Carries this identity's `SENT` copies to its own key (for its other logins).
+     */
+    TX_SELF,
+    /**
+     * Carries messages to one contact's key.
+     */
+    TX_CONTACT;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRelayRoleKind: FfiConverterRustBuffer<RelayRoleKind> {
+    override fun read(buf: ByteBuffer) = try {
+        
+        RelayRoleKind.entries[buf.getInt() - 1]
+        
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: RelayRoleKind) = 4UL
+
+    override fun write(value: RelayRoleKind, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -6699,6 +7089,62 @@ public object FfiConverterSequenceTypeRelayInfo: FfiConverterRustBuffer<List<Rel
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeRelayInfo.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRelayRole: FfiConverterRustBuffer<List<RelayRole>> {
+    override fun read(buf: ByteBuffer): List<RelayRole> {
+        val len = buf.getInt()
+        return List<RelayRole>(len) {
+            FfiConverterTypeRelayRole.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RelayRole>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRelayRole.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RelayRole>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRelayRole.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeSharedRelay: FfiConverterRustBuffer<List<SharedRelay>> {
+    override fun read(buf: ByteBuffer): List<SharedRelay> {
+        val len = buf.getInt()
+        return List<SharedRelay>(len) {
+            FfiConverterTypeSharedRelay.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<SharedRelay>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeSharedRelay.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<SharedRelay>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeSharedRelay.write(it, buf)
         }
     }
 }
