@@ -440,12 +440,13 @@ fn start_dropping_relay(rt: &tokio::runtime::Runtime) -> String {
 #[test]
 fn a_tx_relay_that_drops_messages_is_routed_around_and_the_message_still_arrives() {
     let root = tempfile::tempdir().unwrap();
-    let mesh = Mesh::start(root.path(), 3);
+    let mesh = Mesh::start(root.path(), 4);
     let rt = runtime();
     let addrs = mesh.addrs();
-    // Alice knows one real relay and learns no others (loopback addresses are not learned).
+    // Alice knows three real relays and learns no others (loopback addresses are not
+    // learned): her RX, her own copies' TX and carol's TX take them all.
     let opts = DaemonOptions {
-        relays: vec![addrs[0].clone()],
+        relays: addrs[..3].to_vec(),
         allow_private_relays: false,
         ..DaemonOptions::default()
     };
@@ -458,14 +459,24 @@ fn a_tx_relay_that_drops_messages_is_routed_around_and_the_message_still_arrives
             ..DaemonOptions::default()
         },
     );
+    let carol = Daemon::start_with(
+        root.path(),
+        "carol",
+        DaemonOptions {
+            relays: addrs[1..].to_vec(),
+            ..DaemonOptions::default()
+        },
+    );
     alice.create_identity();
     bob.create_identity();
+    carol.create_identity();
     befriend(&alice, "alice", &bob, "bob");
-    wait_until(DELIVERY, "alice's RX relay", || {
-        alice.ok(&["relays", "rx"])["address"]
-            .as_str()
-            .map(str::to_owned)
-    });
+    befriend(&alice, "alice", &carol, "carol");
+    let first = alice.ok(&["send", "--to", "carol", "takes the last free relay"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    carol.wait_for_message("alice", &first, DELIVERY);
     // The dropper is then the only relay free for bob's TX assignment.
     let dropper = start_dropping_relay(&rt);
     alice.ok(&["relays", "add", &dropper]);
@@ -481,6 +492,9 @@ fn a_tx_relay_that_drops_messages_is_routed_around_and_the_message_still_arrives
             .any(|r| r["relay"] == dropper.as_str())
             .then_some(())
     });
+    // A relay that has seen no key of alice's, for the re-send (strict anonymity: each of the
+    // others has seen one of her keys already).
+    alice.ok(&["relays", "add", &addrs[3]]);
     let got = bob.wait_for_message("alice", &id, DELIVERY);
     assert_eq!(got["content"], "through a relay that drops it");
     let routes = alice.ok(&["routes", &id]);

@@ -737,3 +737,6 @@ impl Drop for Watch {
 pub fn seq(event: &Value) -> u64 {
     event["seq"].as_u64().expect("event has a seq")
 }
+
+/// Logging reverse proxies per (daemon, relay) pair and the attribution of what relays saw.
+pub mod proxy;
