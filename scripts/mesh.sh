@@ -95,6 +95,8 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 echo "alice's RX relay: $(j alice relays rx)"
+echo "alice's relays, one per key (no relay sees two of her keys):"
+j alice relays anonymity | sed 's/^/  /'
 
 echo
 echo "Transparent mode (the contact and the STUN operator learn your IP address):"

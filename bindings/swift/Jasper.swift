@@ -2779,6 +2779,12 @@ public struct EngineConfig: Equatable, Hashable {
      * spread (a fixed pace, whatever is sent); at least 1. Default 2000.
      */
     public var witnessIntervalMs: UInt64
+    /**
+     * Most time a copy for this key's other logins waits, at random, before it leaves, so
+     * that it does not enter the mesh in the same second as the message it copies (a relay
+     * could pair the two keys by time). Default 30000; 0 sends it at once.
+     */
+    public var sentCopyDelayMs: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2833,7 +2839,12 @@ public struct EngineConfig: Equatable, Hashable {
         /**
          * How often the witness relay's recent-hash feed is read to confirm that sent packets
          * spread (a fixed pace, whatever is sent); at least 1. Default 2000.
-         */witnessIntervalMs: UInt64) {
+         */witnessIntervalMs: UInt64, 
+        /**
+         * Most time a copy for this key's other logins waits, at random, before it leaves, so
+         * that it does not enter the mesh in the same second as the message it copies (a relay
+         * could pair the two keys by time). Default 30000; 0 sends it at once.
+         */sentCopyDelayMs: UInt64) {
         self.dataDir = dataDir
         self.relays = relays
         self.allowPrivateRelays = allowPrivateRelays
@@ -2849,6 +2860,7 @@ public struct EngineConfig: Equatable, Hashable {
         self.webrtcBindAddrs = webrtcBindAddrs
         self.anonymity = anonymity
         self.witnessIntervalMs = witnessIntervalMs
+        self.sentCopyDelayMs = sentCopyDelayMs
     }
 
     
@@ -2881,7 +2893,8 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
                 stunServers: FfiConverterSequenceString.read(from: &buf), 
                 webrtcBindAddrs: FfiConverterSequenceString.read(from: &buf), 
                 anonymity: FfiConverterTypeAnonymityMode.read(from: &buf), 
-                witnessIntervalMs: FfiConverterUInt64.read(from: &buf)
+                witnessIntervalMs: FfiConverterUInt64.read(from: &buf), 
+                sentCopyDelayMs: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -2901,6 +2914,7 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
         FfiConverterSequenceString.write(value.webrtcBindAddrs, into: &buf)
         FfiConverterTypeAnonymityMode.write(value.anonymity, into: &buf)
         FfiConverterUInt64.write(value.witnessIntervalMs, into: &buf)
+        FfiConverterUInt64.write(value.sentCopyDelayMs, into: &buf)
     }
 }
 

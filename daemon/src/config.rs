@@ -86,6 +86,10 @@ pub struct Args {
     /// Seconds between relay-list and load refreshes (default 600).
     #[arg(long, env = "JASPERD_DISCOVERY_INTERVAL")]
     pub discovery_interval: Option<u64>,
+    /// Most seconds a copy for this key's other logins waits, at random, so that it does not
+    /// enter the mesh in the same second as the message (default 30; 0 sends it at once).
+    #[arg(long, env = "JASPERD_SENT_COPY_DELAY")]
+    pub sent_copy_delay: Option<u64>,
     /// No desktop notifications for incoming messages.
     #[arg(long, env = "JASPERD_NO_NOTIFICATIONS")]
     pub no_notifications: bool,
@@ -160,6 +164,8 @@ pub struct FileConfig {
     pub anonymity: Option<String>,
     /// Seconds between reads of the witness relay's recent-hash feed (default 2).
     pub witness_interval: Option<u64>,
+    /// Most seconds a copy for other logins waits (see `--sent-copy-delay`).
+    pub sent_copy_delay: Option<u64>,
 }
 
 impl DaemonConfig {
@@ -271,6 +277,9 @@ impl DaemonConfig {
         }
         if let Some(d) = secs(None, file.witness_interval, "witness_interval")? {
             engine.witness_interval = d;
+        }
+        if let Some(s) = args.sent_copy_delay.or(file.sent_copy_delay) {
+            engine.sent_copy_delay = Duration::from_secs(s);
         }
 
         let key_store = match args.key_store.or(file.key_store) {

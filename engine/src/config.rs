@@ -44,6 +44,12 @@ pub struct EngineConfig {
     /// spread. A fixed pace, whether or not anything was sent, so the relay learns nothing
     /// from when it is asked.
     pub witness_interval: Duration,
+    /// Each `SENT` copy (and each packet mirrored for this key's other logins) leaves after a
+    /// random delay of up to this long, so that it does not enter the mesh in the same second
+    /// as the message it copies: a relay or anyone reading the mesh could otherwise pair the
+    /// sender's own key with the recipient's by time (docs/threat-model.md). Only this key's
+    /// other logins wait for it. Zero sends it at once.
+    pub sent_copy_delay: Duration,
 }
 
 impl EngineConfig {
@@ -65,6 +71,7 @@ impl EngineConfig {
             transparent: TransparentConfig::default(),
             anonymity: AnonymityMode::Strict,
             witness_interval: Duration::from_secs(2),
+            sent_copy_delay: Duration::from_secs(30),
         }
     }
 }

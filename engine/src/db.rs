@@ -778,6 +778,7 @@ impl Db {
 
     // ---- outbox -------------------------------------------------------------------------
 
+    /// Queues one copy; it is not sent before `not_before` (unix ms; 0: at once).
     #[allow(clippy::too_many_arguments)]
     pub fn enqueue(
         tx: &Transaction<'_>,
@@ -787,11 +788,12 @@ impl Db {
         recipient_fp: &str,
         packet: &str,
         hash: &str,
+        not_before: i64,
     ) -> Result<i64> {
         tx.execute(
             "INSERT INTO outbox(message_rowid, self_copy, recipient, recipient_fp, packet, hash, state, next_attempt_at, created_at)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7)",
-            params![message_rowid, self_copy, recipient, recipient_fp, packet, hash, now_ms()],
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?8, ?7)",
+            params![message_rowid, self_copy, recipient, recipient_fp, packet, hash, now_ms(), not_before],
         )?;
         Ok(tx.last_insert_rowid())
     }

@@ -441,6 +441,7 @@ impl Engine {
                     &hex::encode(key.fingerprint()),
                     &to_json(p),
                     &p.hash,
+                    0,
                 )?;
             }
             for p in &self_packets {
@@ -452,6 +453,7 @@ impl Engine {
                     &hex::encode(me.public_key().fingerprint()),
                     &to_json(p),
                     &p.hash,
+                    self.sent_copy_not_before(),
                 )?;
                 // Our own copy will come back from the RX relay: it is already applied here.
                 tx.execute(
@@ -463,6 +465,16 @@ impl Engine {
         })?;
         self.inner.wake_outbox.notify_one();
         Ok(out)
+    }
+
+    /// When a copy for this key's other logins may leave: a uniformly random time within
+    /// `sent_copy_delay` from now, so that it does not enter the mesh with what it copies.
+    fn sent_copy_not_before(&self) -> i64 {
+        let max = self.inner.config.sent_copy_delay.as_millis() as i64;
+        if max == 0 {
+            return 0;
+        }
+        now_ms() + rand::Rng::random_range(&mut rand::rng(), 0..=max)
     }
 
     fn new_inner(
@@ -1000,6 +1012,7 @@ impl Engine {
                     &hex::encode(me.public_key().fingerprint()),
                     &to_json(packet),
                     &hash,
+                    self.sent_copy_not_before(),
                 )?;
             }
             if sender == me_text {

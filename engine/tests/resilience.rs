@@ -166,3 +166,58 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
         .count();
     assert_eq!(copies, 1);
 }
+
+/// A `SENT` copy leaves at a random time within `sent_copy_delay`, not with the message it
+/// copies: the other login gets it later than the recipient does, by up to the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_copies_leave_at_random_times_within_the_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let relays = mesh(4, dir.path());
+    let secrets = Arc::new(EphemeralSecretStore::default());
+    let delay = Duration::from_secs(3);
+    let mut config = common::config(&dir.path().join("phone"), &relays);
+    config.sent_copy_delay = delay;
+    let phone = jasper_engine::Engine::open(config, secrets.clone())
+        .await
+        .unwrap();
+    let laptop = engine(&dir.path().join("laptop"), &relays, secrets.clone()).await;
+    let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
+    phone.create_identity().await.unwrap();
+    laptop
+        .import_identity(&phone.export_identity().unwrap())
+        .await
+        .unwrap();
+    let b = bob.create_identity().await.unwrap();
+    phone.add_contact(&b.public_key, "bob", None).unwrap();
+
+    let mut gaps = Vec::new();
+    for i in 0..8 {
+        let m = phone.send("bob", &format!("message {i}")).unwrap();
+        let mut at_bob = None;
+        let started = std::time::Instant::now();
+        loop {
+            if at_bob.is_none() && bob.message(&m.id).is_ok() {
+                at_bob = Some(started.elapsed());
+            }
+            if laptop.message(&m.id).is_ok() {
+                let at_laptop = started.elapsed();
+                gaps.push(at_laptop.saturating_sub(at_bob.unwrap_or(at_laptop)));
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the SENT copy of message {i} never reached the other login"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Eight uniform delays in [0, 3 s]: all under 0.5 s has probability (1/6)^8.
+    assert!(
+        gaps.iter().any(|g| *g > Duration::from_millis(500)),
+        "copies left with their messages: {gaps:?}"
+    );
+    assert!(
+        gaps.iter().all(|g| *g < delay + Duration::from_secs(3)),
+        "a copy waited longer than the delay allows: {gaps:?}"
+    );
+}

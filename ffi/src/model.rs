@@ -44,6 +44,10 @@ pub struct EngineConfig {
     /// How often the witness relay's recent-hash feed is read to confirm that sent packets
     /// spread (a fixed pace, whatever is sent); at least 1. Default 2000.
     pub witness_interval_ms: u64,
+    /// Most time a copy for this key's other logins waits, at random, before it leaves, so
+    /// that it does not enter the mesh in the same second as the message it copies (a relay
+    /// could pair the two keys by time). Default 30000; 0 sends it at once.
+    pub sent_copy_delay_ms: u64,
 }
 
 impl From<engine::EngineConfig> for EngineConfig {
@@ -64,6 +68,7 @@ impl From<engine::EngineConfig> for EngineConfig {
             webrtc_bind_addrs: c.transparent.bind_addrs,
             anonymity: c.anonymity.into(),
             witness_interval_ms: millis(c.witness_interval),
+            sent_copy_delay_ms: millis(c.sent_copy_delay),
         }
     }
 }
@@ -87,6 +92,7 @@ impl From<EngineConfig> for engine::EngineConfig {
         }
         out.anonymity = c.anonymity.into();
         out.witness_interval = Duration::from_millis(c.witness_interval_ms);
+        out.sent_copy_delay = Duration::from_millis(c.sent_copy_delay_ms);
         // Apps raise their own notifications from events; the engine's are desktop ones.
         out.notifications = false;
         out

@@ -386,6 +386,8 @@ impl Daemon {
             "1".into(),
             "--discovery-interval".into(),
             "2".into(),
+            "--sent-copy-delay".into(),
+            "1".into(),
         ];
         if !opts.notifications {
             args.push("--no-notifications".into());

@@ -442,6 +442,7 @@ impl Engine {
                     &hex::encode(key.fingerprint()),
                     &crate::engine::to_json(p),
                     &p.hash,
+                    0,
                 )?;
             }
             Ok(())

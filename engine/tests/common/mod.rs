@@ -92,6 +92,7 @@ pub fn config(dir: &std::path::Path, relays: &[RelayProc]) -> EngineConfig {
     c.long_poll = Duration::from_secs(5);
     c.delivery_timeout = Duration::from_secs(4);
     c.witness_interval = Duration::from_millis(500);
+    c.sent_copy_delay = Duration::from_millis(300);
     c.notifications = false;
     c
 }

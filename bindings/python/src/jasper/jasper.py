@@ -2538,7 +2538,7 @@ class EngineConfig:
     """
     What `JasperEngine.open` takes; start from `default_config(data_dir)` and change fields.
 """
-    def __init__(self, *, data_dir:str, relays:typing.List[str], allow_private_relays:bool, poll_interval_ms:int, long_poll_ms:int, delivery_timeout_ms:int, discovery_interval_ms:int, max_message_bytes:int, relay_timeout_ms:int, ipfs_api:typing.Optional[str], ipfs_gateway:typing.Optional[str], stun_servers:typing.List[str], webrtc_bind_addrs:typing.List[str], anonymity:AnonymityMode, witness_interval_ms:int):
+    def __init__(self, *, data_dir:str, relays:typing.List[str], allow_private_relays:bool, poll_interval_ms:int, long_poll_ms:int, delivery_timeout_ms:int, discovery_interval_ms:int, max_message_bytes:int, relay_timeout_ms:int, ipfs_api:typing.Optional[str], ipfs_gateway:typing.Optional[str], stun_servers:typing.List[str], webrtc_bind_addrs:typing.List[str], anonymity:AnonymityMode, witness_interval_ms:int, sent_copy_delay_ms:int):
         self.data_dir = data_dir
         self.relays = relays
         self.allow_private_relays = allow_private_relays
@@ -2554,12 +2554,13 @@ class EngineConfig:
         self.webrtc_bind_addrs = webrtc_bind_addrs
         self.anonymity = anonymity
         self.witness_interval_ms = witness_interval_ms
+        self.sent_copy_delay_ms = sent_copy_delay_ms
         
         
 
     
     def __str__(self):
-        return "EngineConfig(data_dir={}, relays={}, allow_private_relays={}, poll_interval_ms={}, long_poll_ms={}, delivery_timeout_ms={}, discovery_interval_ms={}, max_message_bytes={}, relay_timeout_ms={}, ipfs_api={}, ipfs_gateway={}, stun_servers={}, webrtc_bind_addrs={}, anonymity={}, witness_interval_ms={})".format(self.data_dir, self.relays, self.allow_private_relays, self.poll_interval_ms, self.long_poll_ms, self.delivery_timeout_ms, self.discovery_interval_ms, self.max_message_bytes, self.relay_timeout_ms, self.ipfs_api, self.ipfs_gateway, self.stun_servers, self.webrtc_bind_addrs, self.anonymity, self.witness_interval_ms)
+        return "EngineConfig(data_dir={}, relays={}, allow_private_relays={}, poll_interval_ms={}, long_poll_ms={}, delivery_timeout_ms={}, discovery_interval_ms={}, max_message_bytes={}, relay_timeout_ms={}, ipfs_api={}, ipfs_gateway={}, stun_servers={}, webrtc_bind_addrs={}, anonymity={}, witness_interval_ms={}, sent_copy_delay_ms={})".format(self.data_dir, self.relays, self.allow_private_relays, self.poll_interval_ms, self.long_poll_ms, self.delivery_timeout_ms, self.discovery_interval_ms, self.max_message_bytes, self.relay_timeout_ms, self.ipfs_api, self.ipfs_gateway, self.stun_servers, self.webrtc_bind_addrs, self.anonymity, self.witness_interval_ms, self.sent_copy_delay_ms)
     def __eq__(self, other):
         if self.data_dir != other.data_dir:
             return False
@@ -2591,6 +2592,8 @@ class EngineConfig:
             return False
         if self.witness_interval_ms != other.witness_interval_ms:
             return False
+        if self.sent_copy_delay_ms != other.sent_copy_delay_ms:
+            return False
         return True
 
 class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
@@ -2612,6 +2615,7 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
             webrtc_bind_addrs=_UniffiFfiConverterSequenceString.read(buf),
             anonymity=_UniffiFfiConverterTypeAnonymityMode.read(buf),
             witness_interval_ms=_UniffiFfiConverterUInt64.read(buf),
+            sent_copy_delay_ms=_UniffiFfiConverterUInt64.read(buf),
         )
 
     @staticmethod
@@ -2631,6 +2635,7 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterSequenceString.check_lower(value.webrtc_bind_addrs)
         _UniffiFfiConverterTypeAnonymityMode.check_lower(value.anonymity)
         _UniffiFfiConverterUInt64.check_lower(value.witness_interval_ms)
+        _UniffiFfiConverterUInt64.check_lower(value.sent_copy_delay_ms)
 
     @staticmethod
     def write(value, buf):
@@ -2649,6 +2654,7 @@ class _UniffiFfiConverterTypeEngineConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterSequenceString.write(value.webrtc_bind_addrs, buf)
         _UniffiFfiConverterTypeAnonymityMode.write(value.anonymity, buf)
         _UniffiFfiConverterUInt64.write(value.witness_interval_ms, buf)
+        _UniffiFfiConverterUInt64.write(value.sent_copy_delay_ms, buf)
 
 
 

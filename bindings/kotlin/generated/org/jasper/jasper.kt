@@ -4384,6 +4384,13 @@ data class EngineConfig (
      * spread (a fixed pace, whatever is sent); at least 1. Default 2000.
      */
     var `witnessIntervalMs`: kotlin.ULong
+    , 
+    /**
+     * Most time a copy for this key's other logins waits, at random, before it leaves, so
+     * that it does not enter the mesh in the same second as the message it copies (a relay
+     * could pair the two keys by time). Default 30000; 0 sends it at once.
+     */
+    var `sentCopyDelayMs`: kotlin.ULong
     
 ){
     
@@ -4415,6 +4422,7 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterSequenceString.read(buf),
             FfiConverterTypeAnonymityMode.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -4433,7 +4441,8 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterSequenceString.allocationSize(value.`stunServers`) +
             FfiConverterSequenceString.allocationSize(value.`webrtcBindAddrs`) +
             FfiConverterTypeAnonymityMode.allocationSize(value.`anonymity`) +
-            FfiConverterULong.allocationSize(value.`witnessIntervalMs`)
+            FfiConverterULong.allocationSize(value.`witnessIntervalMs`) +
+            FfiConverterULong.allocationSize(value.`sentCopyDelayMs`)
     )
 
     override fun write(value: EngineConfig, buf: ByteBuffer) {
@@ -4452,6 +4461,7 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterSequenceString.write(value.`webrtcBindAddrs`, buf)
             FfiConverterTypeAnonymityMode.write(value.`anonymity`, buf)
             FfiConverterULong.write(value.`witnessIntervalMs`, buf)
+            FfiConverterULong.write(value.`sentCopyDelayMs`, buf)
     }
 }
 
