@@ -64,23 +64,10 @@ fn group_send(d: &Daemon, group: &str, text: &str) -> String {
     id_of(&d.ok(&["group", "send", group, text]))
 }
 
-/// The message `id` of `d`'s conversation `with`, if it is there (and the conversation is).
-fn message(d: &Daemon, with: &str, id: &str) -> Option<Value> {
-    let out = d.jasper(&["messages", "--with", with, "--limit", "500"]);
-    if !out.success() {
-        return None;
-    }
-    out.json()["messages"]
-        .as_array()?
-        .iter()
-        .find(|m| m["id"] == id)
-        .cloned()
-}
-
 /// Waits until `check` holds for message `id` in `d`'s conversation `with`.
 fn wait_message(d: &Daemon, with: &str, id: &str, what: &str, check: impl Fn(&Value) -> bool) {
     wait_until(DELIVERY, &format!("{what} at {}", d.name), || {
-        message(d, with, id).filter(|m| check(m)).map(|_| ())
+        d.find_message(with, id).filter(|m| check(m)).map(|_| ())
     });
 }
 
@@ -383,7 +370,7 @@ fn scenario_b_with_too_few_relays_strict_mode_waits_until_a_relay_is_added() {
     );
     std::thread::sleep(Duration::from_secs(3));
     assert!(
-        message(&carol, "alice", &m2).is_none(),
+        carol.find_message("alice", &m2).is_none(),
         "the waiting message went out anyway"
     );
     people.assert_no_linkage(&proxies, &["alice", "bob", "carol"]);

@@ -88,6 +88,14 @@ impl Feed {
 }
 
 impl Engine {
+    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.inner
+            .witness
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The relay whose feed confirms delivery; `None` when no known relay offers the feed.
     /// Preferred: the RX relay, else the cheapest relay carrying no TX role of ours (a TX
     /// relay cannot witness its own copies). The relay being read is kept while it offers the
@@ -128,15 +136,7 @@ impl Engine {
                 })
                 .map(|r| r.info.address.clone())
         });
-        let current = self
-            .inner
-            .witness
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .relay
-            .clone()
-            .filter(|c| usable(c));
+        let current = self.feed().relay.clone().filter(|c| usable(c));
         match current {
             Some(c) if Some(&c) == preferred.as_ref() => Some(c),
             Some(c) => {
@@ -203,12 +203,7 @@ impl Engine {
         };
         let timeout = self.inner.config.delivery_timeout.as_millis() as i64;
         let (seen, covered_since, read_through, reading) = {
-            let feed = self
-                .inner
-                .witness
-                .inner
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let feed = self.feed();
             let prefixes: HashSet<String> = copies
                 .iter()
                 .map(|c| prefix(&c.hash))
@@ -266,12 +261,7 @@ impl Engine {
 
     async fn read_feed(&self, relay: &str) {
         let since = {
-            let mut feed = self
-                .inner
-                .witness
-                .inner
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut feed = self.feed();
             if feed.relay.as_deref() != Some(relay) {
                 // Resumed where an earlier run of this engine left this relay's feed: the
                 // relay kept storing meanwhile, so the coverage goes on unbroken.
@@ -306,12 +296,7 @@ impl Engine {
                 }
             };
             let at = now_ms();
-            let mut feed = self
-                .inner
-                .witness
-                .inner
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut feed = self.feed();
             if feed.relay.as_deref() != Some(relay) {
                 return;
             }

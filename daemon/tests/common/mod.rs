@@ -557,22 +557,25 @@ impl Daemon {
         page["messages"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The message `id` of the conversation `with`, if it is there (and the conversation is).
+    pub fn find_message(&self, with: &str, id: &str) -> Option<Value> {
+        let out = self.jasper(&["messages", "--with", with, "--limit", "500"]);
+        if !out.success() {
+            return None;
+        }
+        out.json()["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+    }
+
     /// Waits until the conversation `with` holds a message with this id.
     pub fn wait_for_message(&self, with: &str, id: &str, timeout: Duration) -> Value {
         wait_until(
             timeout,
             &format!("message {id} in {}'s conversation with {with}", self.name),
-            || {
-                let out = self.jasper(&["messages", "--with", with, "--limit", "500"]);
-                if !out.success() {
-                    return None;
-                }
-                out.json()["messages"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["id"] == id)
-                    .cloned()
-            },
+            || self.find_message(with, id),
         )
     }
 
