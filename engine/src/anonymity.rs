@@ -276,6 +276,20 @@ impl Engine {
         Ok(Some(choice))
     }
 
+    /// The TX relay for a copy to `key`. This identity's own roles (RX, then its own copies'
+    /// TX) are filled before any contact's: they are needed whatever it sends, so with too few
+    /// relays it is a contact's copy that waits, never the identity's own roles, whichever copy
+    /// happens to be sent first.
+    pub(crate) fn tx_relay_for(&self, key_fp: &str, key: &str) -> Result<Option<String>> {
+        let me = self.me()?.public_key();
+        let own_fp = hex::encode(me.fingerprint());
+        if key_fp != own_fp {
+            self.assigned(ROLE_RX, &own_fp, me.to_text(), None)?;
+            self.assigned(ROLE_TX, &own_fp, me.to_text(), None)?;
+        }
+        self.assigned(ROLE_TX, key_fp, key, None)
+    }
+
     /// Moves an assignment off a relay that keeps failing.
     pub(crate) fn maybe_move(&self, role: &str, key_fp: &str, key: &str, relay: &str) {
         let failing = self

@@ -1135,7 +1135,7 @@ impl Engine {
             self.refresh_message_state(item.message_rowid);
             return;
         }
-        let relay = match self.assigned(ROLE_TX, &item.recipient_fp, &item.recipient, None) {
+        let relay = match self.tx_relay_for(&item.recipient_fp, &item.recipient) {
             Ok(Some(relay)) => relay,
             Ok(None) if !self.inner.db.relays().unwrap_or_default().is_empty() => {
                 // Every known relay has seen another key of ours (strict): wait, without
