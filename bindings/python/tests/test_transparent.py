@@ -17,34 +17,55 @@ from test_exchange import config, dict_store, until
 FRAMES = [f"opus-{i:02}".encode() for i in range(30)]
 
 
+def free_tcp_and_udp_port():
+    """A loopback port free for both TCP and UDP at this moment."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+
+
+def stun_answers(port, deadline):
+    """Whether a STUN server on the port answers a Binding request before the deadline."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.2)
+        while time.monotonic() < deadline:
+            probe.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12), ("127.0.0.1", port))
+            try:
+                if probe.recv(512)[:2] == b"\x01\x01":
+                    return True
+            except (socket.timeout, ConnectionRefusedError):
+                pass
+    return False
+
+
 @pytest.fixture()
 def stun_url(tmp_path):
     if shutil.which("turnserver") is None:
         pytest.fail("turnserver (Debian package coturn) is needed: scripts/test.sh installs it")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        ["turnserver", "-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls", "--simple-log",
-         "--listening-ip", "127.0.0.1", "--listening-port", str(port),
-         "--log-file", str(tmp_path / "coturn.log"), "--pidfile", str(tmp_path / "coturn.pid")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    # Ready once it answers a STUN Binding request.
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.settimeout(0.2)
-    deadline = time.monotonic() + 10
-    while True:
-        probe.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12), ("127.0.0.1", port))
-        try:
-            if probe.recv(512)[:2] == b"\x01\x01":
-                break
-        except socket.timeout:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("coturn did not answer STUN")
-    probe.close()
+    # A port can be free for UDP and taken for TCP (a relay's), which coturn also binds, so a
+    # start that does not answer is retried on another port.
+    for _attempt in range(3):
+        port = free_tcp_and_udp_port()
+        proc = subprocess.Popen(
+            ["turnserver", "-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls", "--simple-log",
+             "--listening-ip", "127.0.0.1", "--listening-port", str(port),
+             "--log-file", str(tmp_path / f"coturn-{port}.log"),
+             "--pidfile", str(tmp_path / f"coturn-{port}.pid")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        if stun_answers(port, deadline=time.monotonic() + 10):
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        pytest.fail("coturn did not answer STUN on three ports")
     yield f"stun:127.0.0.1:{port}"
     proc.kill()
     proc.wait()
