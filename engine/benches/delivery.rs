@@ -198,5 +198,48 @@ async fn main() {
         ms(sent_at.unwrap())
     );
     println!("| all 50 copies seen on another relay | {} |", ms(visible));
+
+    // What anyone reading the mesh sees of that one group message: every member's copy, with
+    // its global expiry (its entry second) and the length of its signature field (which
+    // carries the recipient set). Why the copies are not spaced (docs/threat-model.md).
+    let http = reqwest::Client::new();
+    let mut entry_secs = Vec::new();
+    let mut signature_lens = std::collections::BTreeSet::new();
+    for k in &keys {
+        let body = serde_json::to_vec(&serde_json::json!({ "recipient": k })).unwrap();
+        let bytes = http
+            .post(format!("http://{}/fetch", relays[0].1))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        for p in answer["messages"].as_array().unwrap() {
+            entry_secs.push(p["expires_at"].as_u64().unwrap());
+            signature_lens.insert(p["signature"].as_str().unwrap().len());
+        }
+    }
+    entry_secs.sort();
+    let others = {
+        // A DM's signature field, for comparison: one recipient.
+        let dm = jasper_core::seal(&alice, &[bob.public_key()], &inner).unwrap();
+        dm[0].signature.len()
+    };
+    println!("\n| the group message as the mesh shows it | value |");
+    println!("|---|---|");
+    println!("| copies found on one relay | {} |", entry_secs.len());
+    println!(
+        "| entry seconds spanned (last `expires_at` - first) | {} s |",
+        entry_secs.last().unwrap() - entry_secs.first().unwrap()
+    );
+    println!(
+        "| distinct `signature` lengths among the copies | {} ({:?} characters; a DM's: {others}) |",
+        signature_lens.len(),
+        signature_lens
+    );
     sender.shutdown();
 }
