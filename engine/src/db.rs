@@ -10,7 +10,15 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::error::{EngineError, Result};
 use crate::model::*;
 
-const SCHEMA: &str = r#"
+/// The schema as numbered steps. A database records the last step applied in `PRAGMA
+/// user_version`; opening applies the rest in order, each in one transaction with its version
+/// bump, and refuses a database from a newer version without touching it. Steps only add: a
+/// change to what exists is a new step that moves the data, never an edit of an old one.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, MIGRATION_2_RELAY_EXPOSURE];
+
+/// Step 1: the schema as every release before numbered migrations created it (`IF NOT
+/// EXISTS`, so such a database, at `user_version` 0, is adopted as it is).
+const SCHEMA_V1: &str = r#"
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS contacts(
   key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE,
@@ -55,29 +63,46 @@ CREATE TABLE IF NOT EXISTS transparent(
   key TEXT PRIMARY KEY, local INTEGER NOT NULL DEFAULT 0, peer INTEGER NOT NULL DEFAULT 0,
   changed_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, payload TEXT NOT NULL);
+"#;
+
+/// Step 2: what each relay has seen of this client (`anonymity.rs`), recovered for databases
+/// from before: every relay that held an assignment saw that key, and the delivery check of
+/// that time asked the RX relay by hash for packets to every contact, so the RX relay saw each
+/// of them too (an over-count where another relay did the checking: the safe side). The
+/// anonymity report then shows what an older version already gave away. Key texts missing
+/// here are filled in from contacts or the outbox when reported.
+const MIGRATION_2_RELAY_EXPOSURE: &str = "
 CREATE TABLE IF NOT EXISTS relay_exposure(
   relay TEXT NOT NULL, key_fp TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL,
   first_at INTEGER NOT NULL, PRIMARY KEY(relay, key_fp));
-"#;
-
-/// What relays learned before `relay_exposure` existed, recorded once at open (idempotent):
-/// every relay that held an assignment saw that key, and the delivery check of that time asked
-/// the RX relay by hash for packets to every contact, so the RX relay saw each of them too
-/// (an over-count where another relay did the checking: the safe side). The anonymity report
-/// then shows what an older version already gave away. Key texts missing here are filled in
-/// from contacts or the outbox when reported.
-const BACKFILL_EXPOSURE: &str = "
 INSERT OR IGNORE INTO relay_exposure(relay, key_fp, key, kind, first_at)
-  SELECT relay, key_fp, '', role, assigned_at FROM assignments
-  WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'exposure_backfilled');
+  SELECT relay, key_fp, '', role, assigned_at FROM assignments;
 INSERT OR IGNORE INTO relay_exposure(relay, key_fp, key, kind, first_at)
   SELECT a.relay, o.recipient_fp, o.recipient, 'tx', MIN(o.created_at)
   FROM outbox o JOIN assignments a ON a.role = 'rx'
   WHERE o.self_copy = 0 AND o.accepted_at IS NOT NULL AND COALESCE(o.tx_relay, '') <> a.relay
     AND COALESCE(o.tx_relay, '') <> 'webrtc'
-    AND NOT EXISTS (SELECT 1 FROM meta WHERE key = 'exposure_backfilled')
-  GROUP BY a.relay, o.recipient_fp;
-INSERT OR IGNORE INTO meta(key, value) VALUES('exposure_backfilled', '1');";
+  GROUP BY a.relay, o.recipient_fp;";
+
+/// Applies the migrations a database lacks (see [`MIGRATIONS`]).
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > Db::SCHEMA_VERSION {
+        return Err(EngineError::Storage(format!(
+            "this database was written by a newer Jasper (schema {current}; this version knows \
+             up to {}); it was left untouched",
+            Db::SCHEMA_VERSION
+        )));
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "database schema migrated");
+    }
+    Ok(())
+}
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -127,17 +152,27 @@ pub struct RelayRow {
 }
 
 impl Db {
+    /// The schema version this build writes: the number of [`MIGRATIONS`].
+    pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+    /// The schema version of the open database (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| EngineError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         restrict_permissions(dir);
-        let conn = Connection::open(dir.join("jasper.sqlite3"))?;
+        let mut conn = Connection::open(dir.join("jasper.sqlite3"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Before anything writes: a newer database must be left exactly as it is.
+        migrate(&mut conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(BACKFILL_EXPOSURE)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -913,9 +948,9 @@ mod tests {
         {
             let db = Db::open(dir.path()).unwrap();
             let conn = db.lock();
-            // As the previous version left it: no exposure rows, no backfill mark.
+            // As schema 1 left it: no exposure table.
             conn.execute_batch(
-                "DELETE FROM relay_exposure; DELETE FROM meta WHERE key = 'exposure_backfilled';
+                "DROP TABLE relay_exposure; PRAGMA user_version = 1;
                  INSERT INTO assignments VALUES('rx', 'me', 'rx:1', 1), ('tx', 'me', 'self:1', 1),
                    ('tx', 'bob', 'bobtx:1', 1), ('tx', 'carol', 'caroltx:1', 1);
                  INSERT INTO outbox(message_rowid, self_copy, recipient, recipient_fp, packet, hash,

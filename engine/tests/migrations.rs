@@ -1,0 +1,175 @@
+//! A database written by an earlier schema opens with every contact, conversation, message and
+//! event intact. The fixture `tests/fixtures/history-v0/` was written by the engine as it was
+//! before the schema had numbered migrations (`PRAGMA user_version` 0), through real relays:
+//! regenerate it only for a new baseline, with
+//!   JASPER_WRITE_FIXTURE=1 cargo test -p jasper-engine --test migrations -- --ignored
+//! and keep the old one's test too.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use jasper_engine::EphemeralSecretStore;
+use jasper_engine::db::Db;
+use serde_json::{Value, json};
+
+fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Everything a user would miss: contacts, conversations with their messages (content, edits,
+/// deletions, reactions, state), and the event log.
+fn history(db: &Db) -> Value {
+    let contacts: Vec<Value> = db
+        .contacts()
+        .unwrap()
+        .into_iter()
+        .map(|c| json!({ "name": c.name, "key": c.key }))
+        .collect();
+    let conversations: Vec<Value> = db
+        .conversations()
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            let page = db.messages_page(c.id, None, 500).unwrap();
+            let messages: Vec<Value> = page
+                .messages
+                .into_iter()
+                .map(|m| {
+                    json!({
+                        "id": m.id, "sender": m.sender, "content": m.content,
+                        "edited": m.edited, "deleted": m.deleted, "history": m.history,
+                        "reactions": m.reactions.iter().map(|r| &r.reaction).collect::<Vec<_>>(),
+                        "state": serde_json::to_value(&m.state).unwrap(),
+                    })
+                })
+                .collect();
+            json!({ "name": c.name, "kind": serde_json::to_value(c.kind).unwrap(),
+                    "channel_id": c.channel_id, "members": c.members, "messages": messages })
+        })
+        .collect();
+    let events: Vec<Value> = db
+        .events_after(0, 100_000)
+        .unwrap()
+        .into_iter()
+        .map(|e| json!({ "seq": e.seq, "kind": serde_json::to_value(&e.kind).unwrap()["type"] }))
+        .collect();
+    json!({ "contacts": contacts, "conversations": conversations, "events": events })
+}
+
+#[test]
+fn a_database_from_before_numbered_migrations_keeps_all_its_history() {
+    let src = fixture_dir("history-v0");
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(src.join("expected.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        src.join("jasper.sqlite3"),
+        dir.path().join("jasper.sqlite3"),
+    )
+    .unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(history(&db), expected);
+    // Every numbered migration ran, and a second open changes nothing.
+    assert_eq!(db.schema_version().unwrap(), Db::SCHEMA_VERSION);
+    drop(db);
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(history(&db), expected);
+    // What the relays saw was recovered (the exposure backfill, migration 2).
+    assert!(!db.exposures().unwrap().is_empty());
+}
+
+#[test]
+fn a_database_from_a_newer_version_is_refused_untouched() {
+    let src = fixture_dir("history-v0");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jasper.sqlite3");
+    std::fs::copy(src.join("jasper.sqlite3"), &path).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", Db::SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let err = Db::open(dir.path())
+        .err()
+        .expect("a newer schema is refused");
+    assert!(err.to_string().contains("newer"), "{err}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, Db::SCHEMA_VERSION + 1);
+}
+
+/// Writes the fixture with the engine of the day: alice's data directory after DMs both ways,
+/// an edit, a reaction, a deletion, a group of three and a message in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the fixture; run with JASPER_WRITE_FIXTURE=1 for a new baseline"]
+async fn write_fixture() {
+    if std::env::var_os("JASPER_WRITE_FIXTURE").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let relays = mesh(5, dir.path());
+    let secrets = Arc::new(EphemeralSecretStore::default());
+    let alice = engine(&dir.path().join("alice"), &relays, secrets.clone()).await;
+    let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
+    let a = alice.create_identity().await.unwrap();
+    let b = bob.create_identity().await.unwrap();
+    let carol = jasper_core::PrivateKey::generate().unwrap();
+    alice.add_contact(&b.public_key, "bob", None).unwrap();
+    alice
+        .add_contact(carol.public_key().to_text(), "carol", None)
+        .unwrap();
+    bob.add_contact(&a.public_key, "alice", None).unwrap();
+    let m1 = alice
+        .send("bob", "hello bob, with \"quotes\" and ünïcode")
+        .unwrap();
+    let m2 = bob.send("alice", "hello alice").unwrap();
+    let m3 = alice.send("bob", "to be deleted").unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || alice.message(&m2.id).is_ok()
+            && bob.message(&m3.id).is_ok())
+        .await
+    );
+    alice.edit(&m1.id, "hello bob, edited").unwrap();
+    bob.react(&m1.id, ":wave:").unwrap();
+    alice.delete(&m3.id).unwrap();
+    alice
+        .create_group("friends", &["bob".to_owned(), "carol".to_owned()])
+        .unwrap();
+    let g = alice.send("friends", "hello friends").unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || alice
+            .message(&m1.id)
+            .is_ok_and(|m| m.reactions.len() == 1)
+            && bob.message(&g.id).is_ok()
+            && alice
+                .message(&g.id)
+                .is_ok_and(|m| m.state == jasper_engine::MessageState::Visible))
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    alice.shutdown();
+    bob.shutdown();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let db_path = dir.path().join("alice/jasper.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let out = fixture_dir("history-v0");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(&db_path, out.join("jasper.sqlite3")).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&db_path, copy.path().join("jasper.sqlite3")).unwrap();
+    let db = Db::open(copy.path()).unwrap();
+    let expected = serde_json::to_string_pretty(&history(&db)).unwrap();
+    std::fs::write(out.join("expected.json"), expected + "\n").unwrap();
+}
