@@ -1,7 +1,6 @@
 // swift-tools-version:5.9
-// Jasper for iOS and macOS: the generated Swift bindings (Sources/Jasper, a copy of
-// bindings/swift/Jasper.swift kept identical by scripts/generate-bindings.sh --check) over the
-// Rust engine, shipped as a static library in JasperFFI.xcframework. Build that first, on a Mac:
+// Jasper for iOS and macOS: the generated Swift bindings (Sources/Jasper/Jasper.swift, written
+// here by scripts/generate-bindings.sh, the only copy) over the Rust engine, shipped as a static library in JasperFFI.xcframework. Build that first, on a Mac:
 // ios/build-xcframework.sh
 import PackageDescription
 

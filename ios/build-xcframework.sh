@@ -30,8 +30,8 @@ for target in "$device" "${simulators[@]}" "${macs[@]}"; do
 done
 
 # The Swift file in the package must be the one generated with this library's interface.
-cmp -s bindings/swift/Jasper.swift ios/Sources/Jasper/Jasper.swift || {
-  echo "ios/Sources/Jasper/Jasper.swift differs from bindings/swift: run scripts/generate-bindings.sh" >&2
+scripts/generate-bindings.sh --check || {
+  echo "the committed bindings are stale: run scripts/generate-bindings.sh" >&2
   exit 1
 }
 

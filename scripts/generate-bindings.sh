@@ -43,11 +43,11 @@ for lang in kotlin swift python; do
   "$bindgen" generate --no-format --language "$lang" --out-dir "$out/$lang" "$lib" >/dev/null
 done
 
-# generated file -> where it is committed (the Swift file twice: SwiftPM takes no sources from
-# outside the package directory, so ios/ holds a copy that the check keeps identical).
+# generated file -> where it is committed. The Swift source lives once, in the Swift package
+# (SwiftPM takes no sources from outside the package directory); its C header and module map
+# stay in bindings/swift, where ios/build-xcframework.sh packs them into the xcframework.
 pairs=(
   "kotlin/org/jasper/jasper.kt" "bindings/kotlin/generated/org/jasper/jasper.kt"
-  "swift/Jasper.swift" "bindings/swift/Jasper.swift"
   "swift/JasperFFI.h" "bindings/swift/JasperFFI.h"
   "swift/JasperFFI.modulemap" "bindings/swift/JasperFFI.modulemap"
   "swift/Jasper.swift" "ios/Sources/Jasper/Jasper.swift"
