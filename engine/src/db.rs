@@ -115,6 +115,66 @@ pub struct Db {
     conn: Mutex<Connection>,
 }
 
+/// Where one outbox copy stands (the `outbox.state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// To be sent (first try, or again after a failure or a drop).
+    Pending,
+    /// Its role has no relay of its own yet (anonymity strict): looked at again, not counted.
+    Waiting,
+    /// Its TX relay accepted it; the witness has not shown it yet.
+    Accepted,
+    /// Seen in the witness feed on another relay, or acknowledged over a data channel.
+    Visible,
+    /// Accepted, but its spread could not be confirmed privately (reason in `last_error`).
+    Unconfirmed,
+    /// Given up on (reason in `last_error`).
+    Failed,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Waiting => "waiting",
+            OutboxState::Accepted => "accepted",
+            OutboxState::Visible => "visible",
+            OutboxState::Unconfirmed => "unconfirmed",
+            OutboxState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> rusqlite::Result<Self> {
+        Ok(match s {
+            "pending" => OutboxState::Pending,
+            "waiting" => OutboxState::Waiting,
+            "accepted" => OutboxState::Accepted,
+            "visible" => OutboxState::Visible,
+            "unconfirmed" => OutboxState::Unconfirmed,
+            "failed" => OutboxState::Failed,
+            other => {
+                return Err(rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    format!("unknown outbox state {other:?}").into(),
+                ));
+            }
+        })
+    }
+}
+
+impl rusqlite::types::FromSql for OutboxState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        OutboxState::parse(v.as_str()?).map_err(|e| rusqlite::types::FromSqlError::Other(e.into()))
+    }
+}
+
+impl rusqlite::types::ToSql for OutboxState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
 /// One outbox row, as the sender loop sees it.
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
@@ -125,7 +185,7 @@ pub struct OutboxItem {
     pub recipient_fp: String,
     pub packet: String,
     pub hash: String,
-    pub state: String,
+    pub state: OutboxState,
     pub tx_relay: Option<String>,
     pub attempts: i64,
     pub accepted_at: Option<i64>,
@@ -785,7 +845,7 @@ impl Db {
                 hash: r.get(4)?,
                 tx_relay: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
                 accepted_at: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
-                unconfirmed: r.get::<_, String>(7)? == "unconfirmed",
+                unconfirmed: r.get::<_, OutboxState>(7)? == OutboxState::Unconfirmed,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -865,11 +925,58 @@ impl Db {
         )?)
     }
 
+    /// The copy was delivered over a data channel: visible at once, route `webrtc`.
+    pub fn outbox_delivered_direct(&self, id: i64) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET state = 'visible', tx_relay = 'webrtc', accepted_at = ?2, visible_at = ?2, last_error = NULL WHERE id = ?1",
+            params![id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// The copy waits for a relay of its own until `next_attempt_at`; no attempt is counted.
+    pub fn outbox_wait(&self, id: i64, next_attempt_at: i64, why: &str) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET state = 'waiting', next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+            params![id, next_attempt_at, why],
+        )?;
+        Ok(())
+    }
+
+    /// `relay` accepted the copy at `at`.
+    pub fn outbox_accepted(&self, id: i64, relay: &str, at: i64) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET state = 'accepted', tx_relay = ?2, accepted_at = ?3, last_error = NULL WHERE id = ?1",
+            params![id, relay, at],
+        )?;
+        Ok(())
+    }
+
+    /// Back to `pending` after a failure or a drop: one more attempt, next at `next_attempt_at`.
+    pub fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET state = 'pending', attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+            params![id, next_attempt_at, error],
+        )?;
+        Ok(())
+    }
+
+    /// A final or settled state (`visible`, `unconfirmed`, `failed`); `why` replaces the last
+    /// error (a visible copy has none).
+    pub fn outbox_settle(&self, id: i64, state: OutboxState, why: Option<&str>) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET state = ?2, visible_at = CASE WHEN ?2 = 'visible' THEN ?3 ELSE visible_at END,
+               last_error = CASE WHEN ?2 = 'visible' THEN NULL ELSE COALESCE(?4, last_error) END WHERE id = ?1",
+            params![id, state, now_ms(), why],
+        )?;
+        Ok(())
+    }
+
     /// The states of every non-self copy of a message.
     pub fn copy_states(
         conn: &Connection,
         message_rowid: i64,
-    ) -> Result<Vec<(String, Option<String>)>> {
+    ) -> Result<Vec<(OutboxState, Option<String>)>> {
         let mut stmt = conn.prepare_cached(
             "SELECT state, last_error FROM outbox WHERE message_rowid = ?1 AND self_copy = 0",
         )?;

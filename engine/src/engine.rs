@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::anonymity::{AnonymityState, ROLE_RX, ROLE_TX};
 use crate::config::EngineConfig;
-use crate::db::{self, Db, now_ms};
+use crate::db::{self, Db, OutboxState, now_ms};
 use crate::error::{EngineError, Result};
 use crate::model::*;
 use crate::relay_client::{RelayClient, RelayFailure};
@@ -1123,15 +1123,16 @@ impl Engine {
     async fn process_outbox(&self, item: db::OutboxItem) {
         let now = now_ms();
         if item.attempts >= MAX_SEND_ATTEMPTS {
-            self.finish_outbox(&item, "failed", Some("gave up after repeated failures"));
+            self.finish_outbox(
+                &item,
+                OutboxState::Failed,
+                Some("gave up after repeated failures"),
+            );
             return;
         }
         if !item.self_copy && self.try_direct(&item.recipient, &item.packet).await {
             // Delivered to the contact's device itself: more than "visible on the mesh".
-            let _ = self.inner.db.lock().execute(
-                "UPDATE outbox SET state = 'visible', tx_relay = 'webrtc', accepted_at = ?2, visible_at = ?2, last_error = NULL WHERE id = ?1",
-                rusqlite::params![item.id, now_ms()],
-            );
+            let _ = self.inner.db.outbox_delivered_direct(item.id);
             self.refresh_message_state(item.message_rowid);
             return;
         }
@@ -1141,17 +1142,17 @@ impl Engine {
                 // Every known relay has seen another key of ours (strict): wait, without
                 // counting an attempt. A new relay wakes the outbox.
                 let why = self.waiting_reason();
-                let _ = self.inner.db.lock().execute(
-                    "UPDATE outbox SET state = 'waiting', next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-                    rusqlite::params![item.id, now + 5_000, why],
-                );
+                let _ = self.inner.db.outbox_wait(item.id, now + 5_000, &why);
                 if !item.self_copy {
                     self.refresh_message_state(item.message_rowid);
                 }
                 return;
             }
             _ => {
-                self.reschedule(&item, "pending", None, "no relay known", 2_000);
+                let _ = self
+                    .inner
+                    .db
+                    .outbox_retry(item.id, now_ms() + 2_000, "no relay known");
                 return;
             }
         };
@@ -1162,17 +1163,14 @@ impl Engine {
                     .db
                     .relay_result(&relay, true, Some(took.as_secs_f64() * 1000.0));
                 // The witness task takes it from here (witness.rs).
-                let _ = self.inner.db.lock().execute(
-                    "UPDATE outbox SET state = 'accepted', tx_relay = ?2, accepted_at = ?3, last_error = NULL WHERE id = ?1",
-                    rusqlite::params![item.id, relay, now],
-                );
+                let _ = self.inner.db.outbox_accepted(item.id, &relay, now);
                 self.refresh_message_state(item.message_rowid);
             }
             Err(RelayFailure::Rejected { status, message }) => {
                 let _ = self.inner.db.relay_result(&relay, false, None);
                 self.finish_outbox(
                     &item,
-                    "failed",
+                    OutboxState::Failed,
                     Some(&format!(
                         "relay {relay} rejected the packet ({status}): {message}"
                     )),
@@ -1183,31 +1181,16 @@ impl Engine {
                 let _ = self.inner.db.relay_result(&relay, false, None);
                 self.maybe_move(ROLE_TX, &item.recipient_fp, &item.recipient, &relay);
                 let backoff = 500i64 << item.attempts.min(7);
-                self.reschedule(&item, "pending", None, &e, backoff.min(60_000));
+                let _ = self
+                    .inner
+                    .db
+                    .outbox_retry(item.id, now_ms() + backoff.min(60_000), &e);
             }
         }
     }
 
-    fn reschedule(
-        &self,
-        item: &db::OutboxItem,
-        state: &str,
-        relay: Option<&str>,
-        error: &str,
-        delay_ms: i64,
-    ) {
-        let _ = self.inner.db.lock().execute(
-            "UPDATE outbox SET state = ?2, tx_relay = COALESCE(?3, tx_relay), attempts = attempts + 1, next_attempt_at = ?4, last_error = ?5 WHERE id = ?1",
-            rusqlite::params![item.id, state, relay, now_ms() + delay_ms, error],
-        );
-    }
-
-    fn finish_outbox(&self, item: &db::OutboxItem, state: &str, error: Option<&str>) {
-        let at = now_ms();
-        let _ = self.inner.db.lock().execute(
-            "UPDATE outbox SET state = ?2, visible_at = CASE WHEN ?2 = 'visible' THEN ?3 ELSE visible_at END, last_error = COALESCE(?4, last_error) WHERE id = ?1",
-            rusqlite::params![item.id, state, at, error],
-        );
+    fn finish_outbox(&self, item: &db::OutboxItem, state: OutboxState, error: Option<&str>) {
+        let _ = self.inner.db.outbox_settle(item.id, state, error);
         self.refresh_message_state(item.message_rowid);
     }
 
@@ -1340,26 +1323,26 @@ async fn blocking_secrets<T: Send + 'static>(
 /// A message's state from its copies' outbox states (with their last errors): the worst wins,
 /// in the order failed, waiting, queued, sent (accepted, not yet confirmed), unconfirmed,
 /// visible.
-fn aggregate_state(copies: &[(String, Option<String>)]) -> (MessageState, Option<String>) {
-    let reason = |state: &str| {
+fn aggregate_state(copies: &[(OutboxState, Option<String>)]) -> (MessageState, Option<String>) {
+    let reason = |state: OutboxState| {
         copies
             .iter()
-            .find(|(s, _)| s == state)
+            .find(|(s, _)| *s == state)
             .map(|(_, why)| why.clone())
     };
-    if let Some(why) = reason("failed") {
+    if let Some(why) = reason(OutboxState::Failed) {
         return (MessageState::Failed, why);
     }
-    if let Some(why) = reason("waiting") {
+    if let Some(why) = reason(OutboxState::Waiting) {
         return (MessageState::Waiting, why);
     }
-    if copies.iter().any(|(s, _)| s == "pending") {
+    if reason(OutboxState::Pending).is_some() {
         return (MessageState::Queued, None);
     }
-    if copies.iter().any(|(s, _)| s == "accepted") {
+    if reason(OutboxState::Accepted).is_some() {
         return (MessageState::Sent, None);
     }
-    if let Some(why) = reason("unconfirmed") {
+    if let Some(why) = reason(OutboxState::Unconfirmed) {
         return (MessageState::Unconfirmed, why);
     }
     (MessageState::Visible, None)

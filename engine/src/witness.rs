@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 
-use crate::db::{self, now_ms};
+use crate::db::{self, OutboxState, now_ms};
 use crate::engine::{Engine, SUSPECT_FOR_MS};
 use crate::selection;
 
@@ -220,7 +220,7 @@ impl Engine {
             let shown = seen.contains(&prefix(&copy.hash));
             let witnessed_elsewhere = reading.as_deref().is_some_and(|w| w != copy.tx_relay);
             if shown && witnessed_elsewhere {
-                self.settle(&copy, "visible", None);
+                self.settle(&copy, OutboxState::Visible, None);
                 continue;
             }
             if copy.unconfirmed || now - copy.accepted_at <= timeout {
@@ -255,7 +255,7 @@ impl Engine {
                 }
                 Some(_) => "not confirmed: the witness relay's feed could not be read in time",
             };
-            self.settle(&copy, "unconfirmed", Some(why));
+            self.settle(&copy, OutboxState::Unconfirmed, Some(why));
         }
     }
 
@@ -341,12 +341,8 @@ impl Engine {
         }
     }
 
-    fn settle(&self, copy: &db::AwaitingCopy, state: &str, why: Option<&str>) {
-        let _ = self.inner.db.lock().execute(
-            "UPDATE outbox SET state = ?2, visible_at = CASE WHEN ?2 = 'visible' THEN ?3 ELSE visible_at END,
-               last_error = CASE WHEN ?2 = 'visible' THEN NULL ELSE ?4 END WHERE id = ?1",
-            rusqlite::params![copy.id, state, now_ms(), why],
-        );
+    fn settle(&self, copy: &db::AwaitingCopy, state: OutboxState, why: Option<&str>) {
+        let _ = self.inner.db.outbox_settle(copy.id, state, why);
         if !copy.self_copy {
             self.refresh_message_state(copy.message_rowid);
         }
@@ -378,13 +374,10 @@ impl Engine {
             &key,
             Some(&exclude),
         );
-        let _ = self.inner.db.lock().execute(
-            "UPDATE outbox SET state = 'pending', attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-            rusqlite::params![
-                copy.id,
-                now_ms(),
-                format!("not visible after relay {} accepted it", copy.tx_relay)
-            ],
+        let _ = self.inner.db.outbox_retry(
+            copy.id,
+            now_ms(),
+            &format!("not visible after relay {} accepted it", copy.tx_relay),
         );
         if !copy.self_copy {
             self.refresh_message_state(copy.message_rowid);
