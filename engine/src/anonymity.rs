@@ -16,9 +16,29 @@ use crate::error::Result;
 use crate::model::*;
 use crate::selection;
 
-/// The role columns of the `assignments` table.
-pub(crate) const ROLE_RX: &str = "rx";
-pub(crate) const ROLE_TX: &str = "tx";
+/// What an assignment is for (the `role` column of `assignments` and `relay_exposure`): the
+/// relay receives for a key or sends to it. Our own key has one of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Rx,
+    Tx,
+}
+
+impl Role {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Rx => "rx",
+            Role::Tx => "tx",
+        }
+    }
+
+    fn other(self) -> Role {
+        match self {
+            Role::Rx => Role::Tx,
+            Role::Tx => Role::Rx,
+        }
+    }
+}
 
 /// The last report published as an event, so that only changes are published.
 #[derive(Default)]
@@ -56,10 +76,10 @@ impl Engine {
                 db.key_for_fp(fp).ok().flatten().unwrap_or_default()
             }
         };
-        let relay_of = |role: &str, fp: &str| {
+        let relay_of = |role: Role, fp: &str| {
             assignments
                 .iter()
-                .find(|(r, k, _)| r == role && k == fp)
+                .find(|(r, k, _)| r == role.as_str() && k == fp)
                 .map(|(_, _, relay)| relay.clone())
         };
 
@@ -69,18 +89,18 @@ impl Engine {
                 kind: RelayRoleKind::Rx,
                 key: own_key.clone(),
                 name: None,
-                relay: relay_of(ROLE_RX, &own_fp),
+                relay: relay_of(Role::Rx, &own_fp),
             },
             RelayRole {
                 kind: RelayRoleKind::TxSelf,
                 key: own_key.clone(),
                 name: None,
-                relay: relay_of(ROLE_TX, &own_fp),
+                relay: relay_of(Role::Tx, &own_fp),
             },
         ];
         let mut contact_fps: BTreeMap<String, String> = BTreeMap::new();
         for (role, fp, _) in &assignments {
-            if role == ROLE_TX && *fp != own_fp {
+            if role == Role::Tx.as_str() && *fp != own_fp {
                 contact_fps.insert(fp.clone(), String::new());
             }
         }
@@ -94,7 +114,7 @@ impl Engine {
                 kind: RelayRoleKind::TxContact,
                 key: key_of(fp, key),
                 name: name_of(fp),
-                relay: relay_of(ROLE_TX, fp),
+                relay: relay_of(Role::Tx, fp),
             });
         }
         let waiting: Vec<RelayRole> = roles
@@ -120,7 +140,7 @@ impl Engine {
                     .into_iter()
                     .map(|(fp, (key, kind))| RelayRole {
                         kind: if fp == own_fp {
-                            if kind == ROLE_RX {
+                            if kind == Role::Rx.as_str() {
                                 RelayRoleKind::Rx
                             } else {
                                 RelayRoleKind::TxSelf
@@ -197,11 +217,12 @@ impl Engine {
     /// take the role without seeing a second key of ours (strict mode) or none is known.
     pub(crate) fn assigned(
         &self,
-        role: &str,
+        role: Role,
         key_fp: &str,
         key: &str,
         replace: Option<&HashSet<String>>,
     ) -> Result<Option<String>> {
+        let role_name = role.as_str();
         let db = &self.inner.db;
         let guard = self
             .inner
@@ -210,7 +231,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let rows = db.relays()?;
-        let current = db.assignment(role, key_fp)?;
+        let current = db.assignment(role_name, key_fp)?;
         if let Some(c) = &current {
             let still_known = rows.iter().any(|r| &r.info.address == c);
             let replacing = replace.is_some_and(|r| r.contains(c));
@@ -222,7 +243,7 @@ impl Engine {
         // Relays holding another role now, or that have seen another key: not private.
         let mut taken: HashSet<String> = all
             .iter()
-            .filter(|(r, k, _)| !(r == role && k == key_fp))
+            .filter(|(r, k, _)| !(r == role_name && k == key_fp))
             .map(|(_, _, relay)| relay.clone())
             .collect();
         taken.extend(
@@ -236,7 +257,7 @@ impl Engine {
         let (choice, shared) = match private {
             Some(c) => (c, false),
             None if self.inner.config.anonymity == AnonymityMode::Relaxed => {
-                let other_role = if role == ROLE_RX { ROLE_TX } else { ROLE_RX };
+                let other_role = role.other().as_str();
                 let forbidden: HashSet<String> = all
                     .iter()
                     .filter(|(r, _, _)| r == other_role)
@@ -258,19 +279,18 @@ impl Engine {
                 return Ok(keep);
             }
         };
-        let kind = if role == ROLE_RX { ROLE_RX } else { ROLE_TX };
         // Recorded before the relay sees the key: a crash in between over-counts, never under.
-        db.expose(&choice, key_fp, key, kind)?;
-        db.set_assignment(role, key_fp, &choice)?;
+        db.expose(&choice, key_fp, key, role_name)?;
+        db.set_assignment(role_name, key_fp, &choice)?;
         drop(guard);
         if shared {
             tracing::warn!(
-                role,
+                role = role_name,
                 relay = choice,
                 "relay shared with another key of this identity (anonymity = relaxed)"
             );
         } else {
-            tracing::info!(role, relay = choice, "relay assigned");
+            tracing::info!(role = role_name, relay = choice, "relay assigned");
         }
         self.publish_anonymity();
         Ok(Some(choice))
@@ -284,14 +304,14 @@ impl Engine {
         let me = self.me()?.public_key();
         let own_fp = hex::encode(me.fingerprint());
         if key_fp != own_fp {
-            self.assigned(ROLE_RX, &own_fp, me.to_text(), None)?;
-            self.assigned(ROLE_TX, &own_fp, me.to_text(), None)?;
+            self.assigned(Role::Rx, &own_fp, me.to_text(), None)?;
+            self.assigned(Role::Tx, &own_fp, me.to_text(), None)?;
         }
-        self.assigned(ROLE_TX, key_fp, key, None)
+        self.assigned(Role::Tx, key_fp, key, None)
     }
 
     /// Moves an assignment off a relay that keeps failing.
-    pub(crate) fn maybe_move(&self, role: &str, key_fp: &str, key: &str, relay: &str) {
+    pub(crate) fn maybe_move(&self, role: Role, key_fp: &str, key: &str, relay: &str) {
         let failing = self
             .inner
             .db

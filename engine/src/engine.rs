@@ -18,7 +18,7 @@ use sha2::Digest;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::anonymity::{AnonymityState, ROLE_RX, ROLE_TX};
+use crate::anonymity::{AnonymityState, Role};
 use crate::config::EngineConfig;
 use crate::db::{self, Db, OutboxState, now_ms};
 use crate::error::{EngineError, Result};
@@ -801,7 +801,7 @@ impl Engine {
     /// The relay this identity receives on.
     pub fn rx_relay(&self) -> Result<Option<String>> {
         let fp = hex::encode(self.me()?.public_key().fingerprint());
-        self.inner.db.assignment(ROLE_RX, &fp)
+        self.inner.db.assignment(Role::Rx.as_str(), &fp)
     }
 
     // ---- events -------------------------------------------------------------------------
@@ -890,7 +890,7 @@ impl Engine {
     async fn receive_once(&self, me: &PrivateKey) -> std::result::Result<bool, Duration> {
         let fp = hex::encode(me.public_key().fingerprint());
         let my_key = me.public_key();
-        let relay = match self.assigned(ROLE_RX, &fp, my_key.to_text(), None) {
+        let relay = match self.assigned(Role::Rx, &fp, my_key.to_text(), None) {
             Ok(Some(r)) => r,
             _ => return Err(Duration::from_secs(1)),
         };
@@ -926,7 +926,7 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(relay, error = %e, "fetch from RX relay failed");
                 let _ = self.inner.db.relay_result(&relay, false, None);
-                self.maybe_move(ROLE_RX, &fp, my_key.to_text(), &relay);
+                self.maybe_move(Role::Rx, &fp, my_key.to_text(), &relay);
                 Err(Duration::from_secs(2))
             }
         }
@@ -1179,7 +1179,7 @@ impl Engine {
             Err(RelayFailure::Transient(e)) => {
                 tracing::info!(relay, error = %e, "send failed; will retry");
                 let _ = self.inner.db.relay_result(&relay, false, None);
-                self.maybe_move(ROLE_TX, &item.recipient_fp, &item.recipient, &relay);
+                self.maybe_move(Role::Tx, &item.recipient_fp, &item.recipient, &relay);
                 let backoff = 500i64 << item.attempts.min(7);
                 let _ = self
                     .inner

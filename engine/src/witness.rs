@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 
+use crate::anonymity::Role;
 use crate::db::{self, OutboxState, now_ms};
 use crate::engine::{Engine, SUSPECT_FOR_MS};
 use crate::selection;
@@ -124,7 +125,7 @@ impl Engine {
                 .assignments()
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|(role, ..)| role == crate::anonymity::ROLE_TX)
+                .filter(|(role, ..)| role == Role::Tx.as_str())
                 .map(|(.., relay)| relay)
                 .collect();
             rows.iter()
@@ -368,12 +369,7 @@ impl Engine {
             .flatten()
             .unwrap_or_default();
         let exclude: HashSet<String> = [copy.tx_relay.clone()].into();
-        let _ = self.assigned(
-            crate::anonymity::ROLE_TX,
-            &copy.recipient_fp,
-            &key,
-            Some(&exclude),
-        );
+        let _ = self.assigned(Role::Tx, &copy.recipient_fp, &key, Some(&exclude));
         let _ = self.inner.db.outbox_retry(
             copy.id,
             now_ms(),
