@@ -406,37 +406,6 @@ fn an_incoming_message_raises_a_notification_on_the_session_bus() {
     );
 }
 
-/// A relay that acknowledges every packet, keeps none, and reports itself idle.
-fn start_dropping_relay(rt: &tokio::runtime::Runtime) -> String {
-    use axum::routing::{get, post};
-    use serde_json::json;
-    let app = axum::Router::new()
-        .route("/send", post(|| async { "ok" }))
-        .route(
-            "/fetch",
-            post(|body: axum::Json<Value>| async move {
-                let n = body["hashes"].as_array().map_or(0, Vec::len);
-                axum::Json(json!({ "messages": vec![Value::Null; n] }))
-            }),
-        )
-        .route("/sync/servers", post(|| async { axum::Json(json!({})) }))
-        .route("/sync/hashes", post(|| async { axum::Json(json!({})) }))
-        .route(
-            "/status",
-            get(|| async {
-                axum::Json(
-                    json!({ "load": { "active_requests": 0 }, "extensions": ["fetch.wait"] }),
-                )
-            }),
-        );
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
 #[test]
 fn a_tx_relay_that_drops_messages_is_routed_around_and_the_message_still_arrives() {
     let root = tempfile::tempdir().unwrap();
@@ -478,7 +447,7 @@ fn a_tx_relay_that_drops_messages_is_routed_around_and_the_message_still_arrives
         .to_owned();
     carol.wait_for_message("alice", &first, DELIVERY);
     // The dropper is then the only relay free for bob's TX assignment.
-    let dropper = start_dropping_relay(&rt);
+    let dropper = dropping_relay_on(&rt);
     alice.ok(&["relays", "add", &dropper]);
     let id = alice.ok(&["send", "--to", "bob", "through a relay that drops it"])["id"]
         .as_str()

@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
@@ -21,14 +21,6 @@ use serde_json::{Value, json};
 
 /// How long a daemon or relay may take to print its "listening" line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
 
 fn log_level() -> String {
     std::env::var("JASPER_TEST_LOG").unwrap_or_else(|_| "info".into())
@@ -43,20 +35,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
-pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+#[allow(unused_imports)]
+pub use jasper_test::{dropping_relay_on, free_port, wait_until};
 
 // ---- binaries ---------------------------------------------------------------------------
 

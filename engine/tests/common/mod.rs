@@ -6,9 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jasper_engine::{Engine, EngineConfig, EphemeralSecretStore};
+#[allow(unused_imports)]
+pub use jasper_test::{dropping_relay, eventually, free_port};
 
 /// The relay binary built in the same target directory as this test.
 pub fn relay_binary() -> PathBuf {
@@ -33,14 +35,6 @@ impl Drop for RelayProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `n` relays, each peered with every other, fast sync.
@@ -105,51 +99,7 @@ pub async fn engine(
     Engine::open(config(dir, relays), secrets).await.unwrap()
 }
 
-pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut check: F) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[path = "stun.rs"]
 mod stun;
 #[allow(unused_imports)]
 pub use stun::StunServer;
-
-/// A relay that acknowledges every packet and keeps none, reports itself idle, and offers no
-/// recent-hash feed (as the reference relay, which never spreads what it stores).
-pub async fn dropping_relay() -> String {
-    use axum::Router;
-    use axum::routing::{get, post};
-    use serde_json::{Value, json};
-    let app = Router::new()
-        .route("/send", post(|| async { "ok" }))
-        .route(
-            "/fetch",
-            post(|body: axum::Json<Value>| async move {
-                let n = body["hashes"].as_array().map_or(0, Vec::len);
-                axum::Json(json!({ "messages": vec![Value::Null; n] }))
-            }),
-        )
-        .route("/sync/servers", post(|| async { axum::Json(json!({})) }))
-        .route("/sync/hashes", post(|| async { axum::Json(json!({})) }))
-        .route(
-            "/status",
-            get(|| async {
-                axum::Json(
-                    json!({ "load": { "active_requests": 0 }, "extensions": ["fetch.wait"] }),
-                )
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}

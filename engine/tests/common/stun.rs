@@ -16,7 +16,7 @@ pub struct StunServer {
 
 impl StunServer {
     pub fn start(dir: &std::path::Path) -> StunServer {
-        let port = free_udp_port();
+        let port = jasper_test::free_udp_port();
         let log = dir.join(format!("coturn-{port}.log"));
         let child = Command::new("turnserver")
             .args([
@@ -95,12 +95,4 @@ fn rand_bytes12() -> [u8; 12] {
         .as_nanos()
         .to_le_bytes();
     n[..12].try_into().unwrap()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

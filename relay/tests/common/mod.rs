@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,13 +39,7 @@ pub fn packet(recipient: &str, text: &str) -> Packet {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use jasper_test::free_port;
 
 fn relay_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_jasper-relay"))
