@@ -207,16 +207,7 @@ async fn main() {
     let mut signature_lens = std::collections::BTreeSet::new();
     for k in &keys {
         let body = serde_json::to_vec(&serde_json::json!({ "recipient": k })).unwrap();
-        let bytes = http
-            .post(format!("http://{}/fetch", relays[0].1))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = post_json(&http, format!("http://{}/fetch", relays[0].1), body).await;
         let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         for p in answer["messages"].as_array().unwrap() {
             entry_secs.push(p["expires_at"].as_u64().unwrap());

@@ -48,17 +48,7 @@ impl Cost {
 
 async fn post(http: &reqwest::Client, url: String, body: Vec<u8>, cost: &Cost) -> Vec<u8> {
     let sent = body.len();
-    let answer = http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let answer = post_json(http, url, body).await;
     cost.add(sent, answer.len());
     answer
 }

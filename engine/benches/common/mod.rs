@@ -123,3 +123,17 @@ pub fn messages_arg(default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// POSTs a JSON body to a relay and returns the answer's body (benches only: panics on error).
+pub async fn post_json(http: &reqwest::Client, url: String, body: Vec<u8>) -> Vec<u8> {
+    http.post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
