@@ -17,7 +17,10 @@ use jasper_engine::db::Db;
 use serde_json::{Value, json};
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Read when the test runs, not baked in when it is built: a target directory shared by
+    // checkouts at different paths may run a binary built in another one.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets it");
+    Path::new(&manifest_dir)
         .join("tests/fixtures")
         .join(name)
 }
