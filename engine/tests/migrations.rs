@@ -20,9 +20,7 @@ fn fixture_dir(name: &str) -> PathBuf {
     // Read when the test runs, not baked in when it is built: a target directory shared by
     // checkouts at different paths may run a binary built in another one.
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets it");
-    Path::new(&manifest_dir)
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(&manifest_dir).join("tests/fixtures").join(name)
 }
 
 /// Everything a user would miss: contacts, conversations with their messages (content, edits,
