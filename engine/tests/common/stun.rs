@@ -15,7 +15,21 @@ pub struct StunServer {
 }
 
 impl StunServer {
+    /// Starts coturn on a free UDP port and waits until it answers a Binding request. A port
+    /// another process takes between the check and coturn's bind makes coturn exit or stay
+    /// silent; then it is started again on another port (three tries).
     pub fn start(dir: &std::path::Path) -> StunServer {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(dir) {
+                Ok(server) => return server,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("coturn did not start: {failures:?}");
+    }
+
+    fn try_start(dir: &std::path::Path) -> Result<StunServer, String> {
         let port = jasper_test::free_udp_port();
         let log = dir.join(format!("coturn-{port}.log"));
         let child = Command::new("turnserver")
@@ -25,6 +39,10 @@ impl StunServer {
                 "--no-cli",
                 "--no-tls",
                 "--no-dtls",
+                // UDP on one port only: WebRTC's STUN is UDP, and every further listener
+                // (TCP, the RFC 5780 alternate port P+1) is another port that may be taken.
+                "--no-tcp",
+                "--no-rfc5780",
                 "--simple-log",
                 "-V",
             ])
@@ -42,7 +60,7 @@ impl StunServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("turnserver (Debian package coturn) is needed: scripts/test.sh installs it");
-        let server = StunServer {
+        let mut server = StunServer {
             url: format!("stun:127.0.0.1:{port}"),
             log,
             child,
@@ -61,14 +79,15 @@ impl StunServer {
                 && n >= 20
                 && buf[0..2] == [1, 1]
             {
-                break;
+                return Ok(server);
             }
-            assert!(
-                Instant::now() < deadline,
-                "coturn did not answer STUN on port {port}"
-            );
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("port {port}: coturn exited ({status})"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("port {port}: no STUN answer within 10 s"));
+            }
         }
-        server
     }
 
     /// Binding requests handled so far (the readiness probe included).
