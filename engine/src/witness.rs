@@ -97,6 +97,12 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Where an earlier run of this engine stopped reading a feed.
+    fn saved_feed(&self) -> Option<SavedFeed> {
+        let saved = self.inner.db.meta(SAVED_FEED).ok().flatten()?;
+        serde_json::from_str(&saved).ok()
+    }
+
     /// The relay whose feed confirms delivery; `None` when no known relay offers the feed.
     /// Preferred: the RX relay, else the cheapest relay carrying no TX role of ours (a TX
     /// relay cannot witness its own copies). The relay being read is kept while it offers the
@@ -137,7 +143,15 @@ impl Engine {
                 })
                 .map(|r| r.info.address.clone())
         });
-        let current = self.feed().relay.clone().filter(|c| usable(c));
+        // After a restart nothing is being read yet: the relay an earlier run read is the
+        // current one, so that copies it left in flight stay covered by its saved position
+        // (starting afresh elsewhere would leave them `unconfirmed`).
+        let current = self
+            .feed()
+            .relay
+            .clone()
+            .or_else(|| self.saved_feed().map(|s| s.relay))
+            .filter(|c| usable(c));
         match current {
             Some(c) if Some(&c) == preferred.as_ref() => Some(c),
             Some(c) => {
@@ -266,14 +280,7 @@ impl Engine {
             if feed.relay.as_deref() != Some(relay) {
                 // Resumed where an earlier run of this engine left this relay's feed: the
                 // relay kept storing meanwhile, so the coverage goes on unbroken.
-                let saved = self
-                    .inner
-                    .db
-                    .meta(SAVED_FEED)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| serde_json::from_str::<SavedFeed>(&v).ok())
-                    .filter(|s| s.relay == relay);
+                let saved = self.saved_feed().filter(|s| s.relay == relay);
                 feed.relay = Some(relay.to_owned());
                 feed.cursor = saved.as_ref().map(|s| s.cursor);
                 feed.covered_since_ms = saved.map_or(i64::MAX, |s| s.covered_since_ms);
