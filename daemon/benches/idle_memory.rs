@@ -162,8 +162,8 @@ async fn main() {
     let alice = Engine::open(config, Arc::new(EphemeralSecretStore::default()))
         .await
         .unwrap();
-    let alice_key = alice.create_identity().await.unwrap().public_key;
-    alice.add_contact(&bob_key, "bob", None).unwrap();
+    let alice_key = alice.identity().create().await.unwrap().public_key;
+    alice.contacts().add(&bob_key, "bob", None).unwrap();
     jasper(&bob_dir, &["contact", "add", &alice_key, "--name", "alice"]);
 
     let started = Instant::now();
@@ -171,6 +171,7 @@ async fn main() {
         let engine = alice.clone();
         tokio::task::spawn_blocking(move || {
             engine
+                .messages()
                 .send(
                     "bob",
                     &format!("stored message number {i}, a short line of chat"),

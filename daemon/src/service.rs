@@ -81,7 +81,7 @@ impl pb::identity_service_server::IdentityService for Api {
         _: Request<pb::CreateIdentityRequest>,
     ) -> Result<Response<pb::CreateIdentityResponse>, Status> {
         let info = self
-            .blocking_async(|e| async move { e.create_identity().await })
+            .blocking_async(|e| async move { e.identity().create().await })
             .await?;
         Ok(Response::new(pb::CreateIdentityResponse {
             identity: Some(convert::identity(info)),
@@ -92,7 +92,7 @@ impl pb::identity_service_server::IdentityService for Api {
         &self,
         _: Request<pb::ShowIdentityRequest>,
     ) -> Result<Response<pb::ShowIdentityResponse>, Status> {
-        let info = self.blocking(|e| e.identity()).await?;
+        let info = self.blocking(|e| e.identity().info()).await?;
         Ok(Response::new(pb::ShowIdentityResponse {
             identity: Some(convert::identity(info)),
         }))
@@ -104,7 +104,7 @@ impl pb::identity_service_server::IdentityService for Api {
     ) -> Result<Response<pb::ImportIdentityResponse>, Status> {
         let pem = request.into_inner().pkcs8_pem;
         let info = self
-            .blocking_async(|e| async move { e.import_identity(&pem).await })
+            .blocking_async(|e| async move { e.identity().import(&pem).await })
             .await?;
         Ok(Response::new(pb::ImportIdentityResponse {
             identity: Some(convert::identity(info)),
@@ -115,7 +115,7 @@ impl pb::identity_service_server::IdentityService for Api {
         &self,
         _: Request<pb::ExportIdentityRequest>,
     ) -> Result<Response<pb::ExportIdentityResponse>, Status> {
-        let pkcs8_pem = self.blocking(|e| e.export_identity()).await?;
+        let pkcs8_pem = self.blocking(|e| e.identity().export()).await?;
         tracing::info!("private key exported on request");
         Ok(Response::new(pb::ExportIdentityResponse { pkcs8_pem }))
     }
@@ -129,7 +129,7 @@ impl pb::contact_service_server::ContactService for Api {
     ) -> Result<Response<pb::AddContactResponse>, Status> {
         let r = request.into_inner();
         let contact = self
-            .blocking(move |e| e.add_contact(&r.key, &r.name, r.avatar))
+            .blocking(move |e| e.contacts().add(&r.key, &r.name, r.avatar))
             .await?;
         Ok(Response::new(pb::AddContactResponse {
             contact: Some(convert::contact(contact)),
@@ -140,7 +140,7 @@ impl pb::contact_service_server::ContactService for Api {
         &self,
         _: Request<pb::ListContactsRequest>,
     ) -> Result<Response<pb::ListContactsResponse>, Status> {
-        let contacts = self.blocking(|e| e.contacts()).await?;
+        let contacts = self.blocking(|e| e.contacts().list()).await?;
         Ok(Response::new(pb::ListContactsResponse {
             contacts: contacts.into_iter().map(convert::contact).collect(),
         }))
@@ -153,7 +153,7 @@ impl pb::conversation_service_server::ConversationService for Api {
         &self,
         _: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
-        let conversations = self.blocking(|e| e.conversations()).await?;
+        let conversations = self.blocking(|e| e.conversations().list()).await?;
         Ok(Response::new(pb::ListConversationsResponse {
             conversations: conversations
                 .into_iter()
@@ -168,7 +168,7 @@ impl pb::conversation_service_server::ConversationService for Api {
     ) -> Result<Response<pb::GetConversationResponse>, Status> {
         let target = request.into_inner().target;
         let conversation = self
-            .blocking(move |e| e.resolve_conversation(&target))
+            .blocking(move |e| e.conversations().resolve(&target))
             .await?;
         Ok(Response::new(pb::GetConversationResponse {
             conversation: Some(convert::conversation(conversation)),
@@ -181,7 +181,7 @@ impl pb::conversation_service_server::ConversationService for Api {
     ) -> Result<Response<pb::CreateGroupResponse>, Status> {
         let r = request.into_inner();
         let conversation = self
-            .blocking(move |e| e.create_group(&r.name, &r.members))
+            .blocking(move |e| e.groups().create(&r.name, &r.members))
             .await?;
         Ok(Response::new(pb::CreateGroupResponse {
             conversation: Some(convert::conversation(conversation)),
@@ -194,7 +194,7 @@ impl pb::conversation_service_server::ConversationService for Api {
     ) -> Result<Response<pb::AddMembersResponse>, Status> {
         let r = request.into_inner();
         let conversation = self
-            .blocking(move |e| e.change_group(&r.group, &r.members, true))
+            .blocking(move |e| e.groups().change(&r.group, &r.members, true))
             .await?;
         Ok(Response::new(pb::AddMembersResponse {
             conversation: Some(convert::conversation(conversation)),
@@ -207,7 +207,7 @@ impl pb::conversation_service_server::ConversationService for Api {
     ) -> Result<Response<pb::RemoveMembersResponse>, Status> {
         let r = request.into_inner();
         let conversation = self
-            .blocking(move |e| e.change_group(&r.group, &r.members, false))
+            .blocking(move |e| e.groups().change(&r.group, &r.members, false))
             .await?;
         Ok(Response::new(pb::RemoveMembersResponse {
             conversation: Some(convert::conversation(conversation)),
@@ -225,12 +225,16 @@ impl pb::message_service_server::MessageService for Api {
         let message = match r.attach {
             Some(file) => {
                 self.blocking_async(move |e| async move {
-                    e.send_with_attachment(&r.to, &r.text, std::path::Path::new(&file))
+                    e.attachments()
+                        .send(&r.to, &r.text, std::path::Path::new(&file))
                         .await
                 })
                 .await?
             }
-            None => self.blocking(move |e| e.send(&r.to, &r.text)).await?,
+            None => {
+                self.blocking(move |e| e.messages().send(&r.to, &r.text))
+                    .await?
+            }
         };
         Ok(Response::new(pb::SendMessageResponse {
             message: Some(convert::message(message)),
@@ -242,7 +246,9 @@ impl pb::message_service_server::MessageService for Api {
         request: Request<pb::EditMessageRequest>,
     ) -> Result<Response<pb::EditMessageResponse>, Status> {
         let r = request.into_inner();
-        let message = self.blocking(move |e| e.edit(&r.id, &r.text)).await?;
+        let message = self
+            .blocking(move |e| e.messages().edit(&r.id, &r.text))
+            .await?;
         Ok(Response::new(pb::EditMessageResponse {
             message: Some(convert::message(message)),
         }))
@@ -253,7 +259,7 @@ impl pb::message_service_server::MessageService for Api {
         request: Request<pb::DeleteMessageRequest>,
     ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
         let id = request.into_inner().id;
-        let message = self.blocking(move |e| e.delete(&id)).await?;
+        let message = self.blocking(move |e| e.messages().delete(&id)).await?;
         Ok(Response::new(pb::DeleteMessageResponse {
             message: Some(convert::message(message)),
         }))
@@ -264,7 +270,9 @@ impl pb::message_service_server::MessageService for Api {
         request: Request<pb::ReactRequest>,
     ) -> Result<Response<pb::ReactResponse>, Status> {
         let r = request.into_inner();
-        let message = self.blocking(move |e| e.react(&r.id, &r.reaction)).await?;
+        let message = self
+            .blocking(move |e| e.messages().react(&r.id, &r.reaction))
+            .await?;
         Ok(Response::new(pb::ReactResponse {
             message: Some(convert::message(message)),
         }))
@@ -280,7 +288,10 @@ impl pb::message_service_server::MessageService for Api {
             n => n as usize,
         };
         let page = self
-            .blocking(move |e| e.messages(&r.with, r.before.as_deref(), limit))
+            .blocking(move |e| {
+                e.conversations()
+                    .messages(&r.with, r.before.as_deref(), limit)
+            })
             .await?;
         Ok(Response::new(pb::ListMessagesResponse {
             messages: page.messages.into_iter().map(convert::message).collect(),
@@ -293,7 +304,7 @@ impl pb::message_service_server::MessageService for Api {
         request: Request<pb::MessageRoutesRequest>,
     ) -> Result<Response<pb::MessageRoutesResponse>, Status> {
         let id = request.into_inner().id;
-        let routes = self.blocking(move |e| e.message_routes(&id)).await?;
+        let routes = self.blocking(move |e| e.outbox().routes(&id)).await?;
         Ok(Response::new(pb::MessageRoutesResponse {
             routes: routes
                 .into_iter()
@@ -313,7 +324,8 @@ impl pb::message_service_server::MessageService for Api {
         let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            let download = engine.download(
+            let attachments = engine.attachments();
+            let download = attachments.download(
                 &r.id,
                 r.index as usize,
                 std::path::Path::new(&r.out),
@@ -361,7 +373,7 @@ impl pb::relay_service_server::RelayService for Api {
         &self,
         _: Request<pb::ListRelaysRequest>,
     ) -> Result<Response<pb::ListRelaysResponse>, Status> {
-        let relays = self.blocking(|e| e.relays()).await?;
+        let relays = self.blocking(|e| e.relays().list()).await?;
         Ok(Response::new(pb::ListRelaysResponse {
             relays: relays.into_iter().map(convert::relay).collect(),
         }))
@@ -372,7 +384,7 @@ impl pb::relay_service_server::RelayService for Api {
         request: Request<pb::AddRelayRequest>,
     ) -> Result<Response<pb::AddRelayResponse>, Status> {
         let address = request.into_inner().address;
-        let relay = self.blocking(move |e| e.add_relay(&address)).await?;
+        let relay = self.blocking(move |e| e.relays().add(&address)).await?;
         Ok(Response::new(pb::AddRelayResponse {
             relay: Some(convert::relay(relay)),
         }))
@@ -383,7 +395,7 @@ impl pb::relay_service_server::RelayService for Api {
         request: Request<pb::RemoveRelayRequest>,
     ) -> Result<Response<pb::RemoveRelayResponse>, Status> {
         let address = request.into_inner().address;
-        self.blocking(move |e| e.remove_relay(&address)).await?;
+        self.blocking(move |e| e.relays().remove(&address)).await?;
         Ok(Response::new(pb::RemoveRelayResponse {}))
     }
 
@@ -391,7 +403,7 @@ impl pb::relay_service_server::RelayService for Api {
         &self,
         _: Request<pb::RxRelayRequest>,
     ) -> Result<Response<pb::RxRelayResponse>, Status> {
-        let address = self.blocking(|e| e.rx_relay()).await?;
+        let address = self.blocking(|e| e.relays().rx()).await?;
         Ok(Response::new(pb::RxRelayResponse { address }))
     }
 
@@ -399,7 +411,7 @@ impl pb::relay_service_server::RelayService for Api {
         &self,
         _: Request<pb::GetAnonymityRequest>,
     ) -> Result<Response<pb::GetAnonymityResponse>, Status> {
-        let report = self.blocking(|e| e.anonymity()).await?;
+        let report = self.blocking(|e| e.relays().anonymity()).await?;
         Ok(Response::new(pb::GetAnonymityResponse {
             report: Some(convert::anonymity_report(report)),
         }))
@@ -418,10 +430,14 @@ impl pb::event_service_server::EventService for Api {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let from_seq = request.into_inner().from_seq;
         tracing::debug!(from_seq, "event subscriber attached");
-        let stream = self.engine.subscribe(from_seq).map(|item| match item {
-            Ok(event) => Ok(convert::event(event)),
-            Err(e) => Err(engine_status(&e)),
-        });
+        let stream = self
+            .engine
+            .events()
+            .subscribe(from_seq)
+            .map(|item| match item {
+                Ok(event) => Ok(convert::event(event)),
+                Err(e) => Err(engine_status(&e)),
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 }

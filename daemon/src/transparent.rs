@@ -58,7 +58,7 @@ impl pb::transparent_service_server::TransparentService for Api {
         let r = request.into_inner();
         let enabled = r.enabled;
         let status = self
-            .blocking(move |e| e.set_transparent(&r.contact, r.enabled))
+            .blocking(move |e| e.transparent().set(&r.contact, r.enabled))
             .await?;
         Ok(Response::new(pb::SetTransparentResponse {
             status: Some(convert::transparent_status(status)),
@@ -77,8 +77,8 @@ impl pb::transparent_service_server::TransparentService for Api {
         let contact = request.into_inner().contact;
         let statuses = self
             .blocking(move |e| match contact {
-                Some(c) => e.transparent_status(&c).map(|s| vec![s]),
-                None => e.transparent_statuses(),
+                Some(c) => e.transparent().status(&c).map(|s| vec![s]),
+                None => e.transparent().statuses(),
             })
             .await?;
         Ok(Response::new(pb::TransparentStatusResponse {
@@ -100,7 +100,8 @@ impl pb::transparent_service_server::TransparentService for Api {
         };
         let status = self
             .engine
-            .connect_transparent(&r.contact, wait)
+            .transparent()
+            .connect(&r.contact, wait)
             .await
             .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::OpenSessionResponse {
@@ -115,7 +116,8 @@ impl pb::transparent_service_server::TransparentService for Api {
         let contact = request.into_inner().contact;
         let status = self
             .engine
-            .disconnect_transparent(&contact)
+            .transparent()
+            .disconnect(&contact)
             .await
             .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::CloseSessionResponse {
@@ -135,7 +137,8 @@ impl pb::call_service_server::CallService for Api {
         let contact = request.into_inner().contact;
         let call = self
             .engine
-            .start_call(&contact)
+            .calls()
+            .start(&contact)
             .await
             .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::StartCallResponse {
@@ -148,7 +151,7 @@ impl pb::call_service_server::CallService for Api {
         request: Request<pb::AcceptCallRequest>,
     ) -> Result<Response<pb::AcceptCallResponse>, Status> {
         let id = request.into_inner().call_id;
-        let call = self.blocking(move |e| e.accept_call(&id)).await?;
+        let call = self.blocking(move |e| e.calls().accept(&id)).await?;
         Ok(Response::new(pb::AcceptCallResponse {
             call: Some(convert::call(call)),
         }))
@@ -159,7 +162,7 @@ impl pb::call_service_server::CallService for Api {
         request: Request<pb::RejectCallRequest>,
     ) -> Result<Response<pb::RejectCallResponse>, Status> {
         let id = request.into_inner().call_id;
-        let call = self.blocking(move |e| e.reject_call(&id)).await?;
+        let call = self.blocking(move |e| e.calls().reject(&id)).await?;
         Ok(Response::new(pb::RejectCallResponse {
             call: Some(convert::call(call)),
         }))
@@ -170,7 +173,7 @@ impl pb::call_service_server::CallService for Api {
         request: Request<pb::HangUpRequest>,
     ) -> Result<Response<pb::HangUpResponse>, Status> {
         let id = request.into_inner().call_id;
-        let call = self.blocking(move |e| e.hang_up(&id)).await?;
+        let call = self.blocking(move |e| e.calls().hang_up(&id)).await?;
         Ok(Response::new(pb::HangUpResponse {
             call: Some(convert::call(call)),
         }))
@@ -181,7 +184,13 @@ impl pb::call_service_server::CallService for Api {
         _: Request<pb::ListCallsRequest>,
     ) -> Result<Response<pb::ListCallsResponse>, Status> {
         Ok(Response::new(pb::ListCallsResponse {
-            calls: self.engine.calls().into_iter().map(convert::call).collect(),
+            calls: self
+                .engine
+                .calls()
+                .list()
+                .into_iter()
+                .map(convert::call)
+                .collect(),
         }))
     }
 
@@ -208,7 +217,8 @@ impl pb::call_service_server::CallService for Api {
         }
         let call_id = first.call_id.clone();
         self.engine
-            .call_info(&call_id)
+            .calls()
+            .get(&call_id)
             .map_err(|e| engine_status(&e))?;
         let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<pb::AudioOut, Status>>(64);
 
@@ -222,7 +232,7 @@ impl pb::call_service_server::CallService for Api {
             let mut next = first.frame;
             loop {
                 if let Some(f) = next.take()
-                    && let Err(e) = engine.send_audio(&id, f.opus, f.duration_us).await
+                    && let Err(e) = engine.calls().send_audio(&id, f.opus, f.duration_us).await
                 {
                     if let Some(errors) = errors.upgrade() {
                         let _ = errors.send(Err(engine_status(&e))).await;
@@ -238,14 +248,14 @@ impl pb::call_service_server::CallService for Api {
 
         // Peer → client, until the call ends, the client goes away or a newer stream of the
         // same call takes over.
-        let engine = self.engine.clone();
+        let calls = self.engine.calls();
         let (generation, mut newest) = self.audio_readers.claim(&call_id);
         tokio::spawn(async move {
             loop {
                 // A client gone or replaced must not take (and lose) one more frame: waiting
                 // for a frame is cancelled as soon as either happens.
                 let next = tokio::select! {
-                    next = engine.next_audio(&call_id, Duration::from_secs(1)) => next,
+                    next = calls.next_audio(&call_id, Duration::from_secs(1)) => next,
                     _ = out_tx.closed() => return,
                     _ = newest.wait_for(|g| *g != generation) => return,
                 };

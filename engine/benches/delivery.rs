@@ -42,13 +42,13 @@ async fn latency_run(dir: &Path, relays: &[Relay], long_poll: bool, n: usize) ->
     let bob = Engine::open(config(&dir.join("bob"), relays, long_poll), secrets.clone())
         .await
         .unwrap();
-    let a = alice.create_identity().await.unwrap();
-    let b = bob.create_identity().await.unwrap();
-    alice.add_contact(&b.public_key, "bob", None).unwrap();
-    bob.add_contact(&a.public_key, "alice", None).unwrap();
-    let mut events = Box::pin(bob.subscribe(0));
+    let a = alice.identity().create().await.unwrap();
+    let b = bob.identity().create().await.unwrap();
+    alice.contacts().add(&b.public_key, "bob", None).unwrap();
+    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    let mut events = Box::pin(bob.events().subscribe(0));
     // Warm-up: assignments made, connections open.
-    let warm = alice.send("bob", "warm-up").unwrap();
+    let warm = alice.messages().send("bob", "warm-up").unwrap();
     wait_for(&mut events, &warm.id).await;
     let out = deliveries(&alice, "bob", &mut events, n, !long_poll).await;
     alice.shutdown();
@@ -140,7 +140,7 @@ async fn main() {
     let mut group_config = config(&dir.path().join("group"), &relays, true);
     group_config.anonymity = jasper_engine::AnonymityMode::Relaxed;
     let sender = Engine::open(group_config, secrets).await.unwrap();
-    sender.create_identity().await.unwrap();
+    sender.identity().create().await.unwrap();
     let keys: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|_| {
@@ -163,16 +163,19 @@ async fn main() {
             .collect()
     });
     for (i, k) in keys.iter().enumerate() {
-        sender.add_contact(k, &format!("member{i}"), None).unwrap();
+        sender
+            .contacts()
+            .add(k, &format!("member{i}"), None)
+            .unwrap();
     }
     let names: Vec<String> = (0..50).map(|i| format!("member{i}")).collect();
-    sender.create_group("fifty", &names).unwrap();
+    sender.groups().create("fifty", &names).unwrap();
     let started = Instant::now();
-    let m = sender.send("fifty", "hello fifty").unwrap();
+    let m = sender.messages().send("fifty", "hello fifty").unwrap();
     let api = started.elapsed();
     let mut sent_at = None;
     loop {
-        let state = sender.message(&m.id).unwrap().state;
+        let state = sender.messages().get(&m.id).unwrap().state;
         if state == MessageState::Sent && sent_at.is_none() {
             sent_at = Some(started.elapsed());
         }

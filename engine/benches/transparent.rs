@@ -56,40 +56,49 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 /// the call rings, and the caller sends a 20 ms frame every 20 ms once it is answered.
 async fn call_setup(alice: &Engine, bob: &Engine) -> Duration {
     let started = Instant::now();
-    let call = alice.start_call("bob").await.unwrap();
+    let call = alice.calls().start("bob").await.unwrap();
     until("the call to ring", || {
         bob.calls()
+            .list()
             .iter()
             .any(|c| c.id == call.id && c.state == CallState::Ringing)
     })
     .await;
-    bob.accept_call(&call.id).unwrap();
+    bob.calls().accept(&call.id).unwrap();
     let sender = {
         let alice = alice.clone();
         let id = call.id.clone();
         tokio::spawn(async move {
             while alice
-                .call_info(&id)
+                .calls()
+                .get(&id)
                 .is_ok_and(|c| c.state != CallState::Active)
             {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             let mut tick = tokio::time::interval(Duration::from_millis(20));
-            while alice.send_audio(&id, vec![0xf8; 80], 20_000).await.is_ok() {
+            while alice
+                .calls()
+                .send_audio(&id, vec![0xf8; 80], 20_000)
+                .await
+                .is_ok()
+            {
                 tick.tick().await;
             }
         })
     };
     let first = bob
+        .calls()
         .next_audio(&call.id, Duration::from_secs(30))
         .await
         .unwrap();
     let took = started.elapsed();
     assert!(first.is_some(), "no audio arrived");
-    alice.hang_up(&call.id).unwrap();
+    alice.calls().hang_up(&call.id).unwrap();
     let _ = sender.await;
     until("the callee to see the hang-up", || {
-        bob.call_info(&call.id)
+        bob.calls()
+            .get(&call.id)
             .is_ok_and(|c| c.state == CallState::Ended)
     })
     .await;
@@ -117,29 +126,29 @@ async fn main() {
     let bob = Engine::open(config(&dir.path().join("bob"), &relays, &stun), secrets)
         .await
         .unwrap();
-    let a = alice.create_identity().await.unwrap();
-    let b = bob.create_identity().await.unwrap();
-    alice.add_contact(&b.public_key, "bob", None).unwrap();
-    bob.add_contact(&a.public_key, "alice", None).unwrap();
-    let mut events = Box::pin(bob.subscribe(0));
+    let a = alice.identity().create().await.unwrap();
+    let b = bob.identity().create().await.unwrap();
+    alice.contacts().add(&b.public_key, "bob", None).unwrap();
+    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    let mut events = Box::pin(bob.events().subscribe(0));
 
     // Session setup: the second consent until both data channels are open (two relay hops at
     // 1 s polling for consent/offer/answer dominate it).
-    alice.set_transparent("bob", true).unwrap();
+    alice.transparent().set("bob", true).unwrap();
     until("bob to hear alice's consent", || {
-        bob.transparent_status("alice").unwrap().peer_enabled
+        bob.transparent().status("alice").unwrap().peer_enabled
     })
     .await;
     let started = Instant::now();
-    bob.set_transparent("alice", true).unwrap();
+    bob.transparent().set("alice", true).unwrap();
     until("the session", || {
-        alice.transparent_status("bob").unwrap().state == TransparentState::Connected
-            && bob.transparent_status("alice").unwrap().state == TransparentState::Connected
+        alice.transparent().status("bob").unwrap().state == TransparentState::Connected
+            && bob.transparent().status("alice").unwrap().state == TransparentState::Connected
     })
     .await;
     let setup = started.elapsed();
 
-    let warm = alice.send("bob", "warm-up").unwrap();
+    let warm = alice.messages().send("bob", "warm-up").unwrap();
     wait_for(&mut events, &warm.id).await;
     let direct = deliveries(&alice, "bob", &mut events, n, false).await;
     let warm_call: Vec<Duration> = {
@@ -152,14 +161,14 @@ async fn main() {
     };
 
     // The same engines with the session closed: the relay path, 1 s polling.
-    alice.disconnect_transparent("bob").await.unwrap();
+    alice.transparent().disconnect("bob").await.unwrap();
     until("bob to see the session closed", || {
-        bob.transparent_status("alice").unwrap().state == TransparentState::Idle
+        bob.transparent().status("alice").unwrap().state == TransparentState::Idle
     })
     .await;
     let relayed = deliveries(&alice, "bob", &mut events, n.min(60), true).await;
     assert_eq!(
-        alice.transparent_status("bob").unwrap().state,
+        alice.transparent().status("bob").unwrap().state,
         TransparentState::Idle
     );
 

@@ -24,10 +24,10 @@ async fn pair(
         .await
         .unwrap();
     let bob = engine(&dir.join("bob"), relays, secrets).await;
-    let a = alice.create_identity().await.unwrap();
-    let b = bob.create_identity().await.unwrap();
-    alice.add_contact(&b.public_key, "bob", None).unwrap();
-    bob.add_contact(&a.public_key, "alice", None).unwrap();
+    let a = alice.identity().create().await.unwrap();
+    let b = bob.identity().create().await.unwrap();
+    alice.contacts().add(&b.public_key, "bob", None).unwrap();
+    bob.contacts().add(&a.public_key, "alice", None).unwrap();
     (alice, bob, b.public_key)
 }
 
@@ -37,19 +37,20 @@ async fn strict_waits_for_a_relay_of_its_own_and_then_delivers() {
     let relays = mesh(3, dir.path());
     // Two relays for three roles (RX, own copies, bob).
     let (alice, bob, bob_key) = pair(dir.path(), &relays, 2, AnonymityMode::Strict).await;
-    let m = alice.send("bob", "needs a third relay").unwrap();
+    let m = alice.messages().send("bob", "needs a third relay").unwrap();
     assert!(
         eventually(Duration::from_secs(10), || alice
-            .message(&m.id)
+            .messages()
+            .get(&m.id)
             .is_ok_and(|m| m.state == MessageState::Waiting))
         .await,
         "{:?}",
-        alice.message(&m.id)
+        alice.messages().get(&m.id)
     );
-    let waiting = alice.message(&m.id).unwrap();
+    let waiting = alice.messages().get(&m.id).unwrap();
     let why = waiting.failure.unwrap_or_default();
     assert!(why.contains("3 relays needed, 2 known"), "{why}");
-    let report = alice.anonymity().unwrap();
+    let report = alice.relays().anonymity().unwrap();
     assert_eq!(report.mode, AnonymityMode::Strict);
     assert_eq!((report.relays_needed, report.relays_known), (3, 2));
     assert!(report.shared.is_empty(), "{report:?}");
@@ -63,22 +64,27 @@ async fn strict_waits_for_a_relay_of_its_own_and_then_delivers() {
     assert!(report.summary.contains("waiting"), "{}", report.summary);
     // Nothing reached the mesh while it waited.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(bob.message(&m.id).is_err());
+    assert!(bob.messages().get(&m.id).is_err());
 
-    alice.add_relay(&relays[2].addr).unwrap();
+    alice.relays().add(&relays[2].addr).unwrap();
     assert!(
-        eventually(Duration::from_secs(20), || bob.message(&m.id).is_ok()).await,
+        eventually(Duration::from_secs(20), || bob
+            .messages()
+            .get(&m.id)
+            .is_ok())
+        .await,
         "the waiting message did not go out once a third relay was known"
     );
     assert!(
         eventually(Duration::from_secs(15), || alice
-            .message(&m.id)
+            .messages()
+            .get(&m.id)
             .is_ok_and(|m| m.state == MessageState::Visible))
         .await,
         "{:?}",
-        alice.message(&m.id)
+        alice.messages().get(&m.id)
     );
-    let report = alice.anonymity().unwrap();
+    let report = alice.relays().anonymity().unwrap();
     assert!(
         report.waiting.is_empty() && report.shared.is_empty(),
         "{report:?}"
@@ -100,12 +106,19 @@ async fn relaxed_shares_and_reports_what_the_shared_relay_links() {
     let dir = tempfile::tempdir().unwrap();
     let relays = mesh(2, dir.path());
     let (alice, bob, bob_key) = pair(dir.path(), &relays, 2, AnonymityMode::Relaxed).await;
-    let m = alice.send("bob", "through a shared relay").unwrap();
+    let m = alice
+        .messages()
+        .send("bob", "through a shared relay")
+        .unwrap();
     assert!(
-        eventually(Duration::from_secs(20), || bob.message(&m.id).is_ok()).await,
+        eventually(Duration::from_secs(20), || bob
+            .messages()
+            .get(&m.id)
+            .is_ok())
+        .await,
         "relaxed mode did not send"
     );
-    let report = alice.anonymity().unwrap();
+    let report = alice.relays().anonymity().unwrap();
     assert_eq!(report.mode, AnonymityMode::Relaxed);
     assert!(report.waiting.is_empty(), "{report:?}");
     // Two relays, three roles: exactly one relay holds two keys, ours and bob's.
@@ -115,7 +128,7 @@ async fn relaxed_shares_and_reports_what_the_shared_relay_links() {
         .iter()
         .map(|r| r.key.as_str())
         .collect();
-    let own = alice.identity().unwrap().public_key;
+    let own = alice.identity().info().unwrap().public_key;
     assert!(
         keys.contains(&own.as_str()) && keys.contains(&bob_key.as_str()),
         "{report:?}"
@@ -141,21 +154,28 @@ async fn without_a_private_witness_a_message_ends_unconfirmed_not_sent_forever()
     config.witness_interval = Duration::from_millis(300);
     config.notifications = false;
     let alice = jasper_engine::Engine::open(config, secrets).await.unwrap();
-    alice.create_identity().await.unwrap();
+    alice.identity().create().await.unwrap();
     let bob = jasper_core::PrivateKey::generate().unwrap();
     alice
-        .add_contact(bob.public_key().to_text(), "bob", None)
+        .contacts()
+        .add(bob.public_key().to_text(), "bob", None)
         .unwrap();
-    let m = alice.send("bob", "into the void").unwrap();
+    let m = alice.messages().send("bob", "into the void").unwrap();
     assert!(
         eventually(Duration::from_secs(15), || alice
-            .message(&m.id)
+            .messages()
+            .get(&m.id)
             .is_ok_and(|m| m.state == MessageState::Unconfirmed))
         .await,
         "{:?}",
-        alice.message(&m.id)
+        alice.messages().get(&m.id)
     );
-    let why = alice.message(&m.id).unwrap().failure.unwrap_or_default();
+    let why = alice
+        .messages()
+        .get(&m.id)
+        .unwrap()
+        .failure
+        .unwrap_or_default();
     assert!(why.contains("sync.recent"), "{why}");
-    assert_eq!(alice.anonymity().unwrap().witness, None);
+    assert_eq!(alice.relays().anonymity().unwrap().witness, None);
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use jasper_core::attachment::{Attachment as Link, AttachmentKey};
-use jasper_engine::ipfs::IpfsClient;
+use jasper_engine::attachments::ipfs::IpfsClient;
 use jasper_engine::{Engine, EphemeralSecretStore, Message};
 
 fn ipfs_api() -> String {
@@ -98,6 +98,7 @@ async fn received(engine: &Engine, from: &str, id: &str) -> Message {
     let mut found = None;
     let ok = eventually(Duration::from_secs(20), || {
         found = engine
+            .conversations()
             .messages(from, None, 100)
             .ok()
             .and_then(|p| p.messages.into_iter().find(|m| m.id == id));
@@ -125,10 +126,10 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     };
     let alice = open("alice", None).await.unwrap();
     let bob = open("bob", Some(gateway)).await.unwrap();
-    let a = alice.create_identity().await.unwrap();
-    let b = bob.create_identity().await.unwrap();
-    alice.add_contact(&b.public_key, "bob", None).unwrap();
-    bob.add_contact(&a.public_key, "alice", None).unwrap();
+    let a = alice.identity().create().await.unwrap();
+    let b = bob.identity().create().await.unwrap();
+    alice.contacts().add(&b.public_key, "bob", None).unwrap();
+    bob.contacts().add(&a.public_key, "alice", None).unwrap();
 
     // 10 MiB, sent and downloaded on the other side, byte for byte.
     let plain = noise(10 * 1024 * 1024, 7);
@@ -136,7 +137,8 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     std::fs::write(&file, &plain).unwrap();
     let started = Instant::now();
     let sent = alice
-        .send_with_attachment("bob", "the dump", &file)
+        .attachments()
+        .send("bob", "the dump", &file)
         .await
         .unwrap();
     let attach_time = started.elapsed();
@@ -151,7 +153,11 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     let out = dir.path().join("out.bin");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
-    let result = bob.download(&got.id, 0, &out, Some(tx)).await.unwrap();
+    let result = bob
+        .attachments()
+        .download(&got.id, 0, &out, Some(tx))
+        .await
+        .unwrap();
     let download_time = started.elapsed();
     assert_eq!(result.size, plain.len() as u64);
     assert!(
@@ -215,7 +221,7 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
         .map(Link::to_markdown)
         .collect::<Vec<_>>()
         .join("\n");
-    let crafted = alice.send("bob", &content).unwrap();
+    let crafted = alice.messages().send("bob", &content).unwrap();
     let crafted = received(&bob, "alice", &crafted.id).await;
     assert_eq!(crafted.attachments.len(), 3);
     let expected = [
@@ -225,7 +231,11 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     ];
     for (i, want) in expected.iter().enumerate() {
         let dest = dir.path().join(format!("refused{i}"));
-        match bob.download(&crafted.id, i, &dest, None).await {
+        match bob
+            .attachments()
+            .download(&crafted.id, i, &dest, None)
+            .await
+        {
             Err(jasper_engine::EngineError::Protocol(e)) => assert_eq!(&e, want, "link {i}"),
             other => panic!("link {i}: {other:?}"),
         }
@@ -241,7 +251,7 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     // An image is linked as a Markdown image and renders as one, its name as the alt text.
     let png = dir.path().join("cat [1].png");
     std::fs::write(&png, noise(3000, 9)).unwrap();
-    let image = alice.send_with_attachment("bob", "", &png).await.unwrap();
+    let image = alice.attachments().send("bob", "", &png).await.unwrap();
     let image = received(&bob, "alice", &image.id).await;
     assert!(image.attachments[0].is_image);
     assert_eq!(image.attachments[0].media_type, "image/png");
@@ -256,7 +266,10 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
         "{html}"
     );
     let out = dir.path().join("cat.png");
-    bob.download(&image.id, 0, &out, None).await.unwrap();
+    bob.attachments()
+        .download(&image.id, 0, &out, None)
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&png).unwrap());
 
     alice.shutdown();

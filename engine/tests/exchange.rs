@@ -16,15 +16,16 @@ async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
     let secrets = Arc::new(EphemeralSecretStore::default());
     let alice = engine(&dir.path().join("alice"), &relays, secrets.clone()).await;
     let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
-    let a = alice.create_identity().await.unwrap();
-    let b = bob.create_identity().await.unwrap();
-    alice.add_contact(&b.public_key, "bob", None).unwrap();
-    bob.add_contact(&a.public_key, "alice", None).unwrap();
+    let a = alice.identity().create().await.unwrap();
+    let b = bob.identity().create().await.unwrap();
+    alice.contacts().add(&b.public_key, "bob", None).unwrap();
+    bob.contacts().add(&a.public_key, "alice", None).unwrap();
 
-    let sent = alice.send("bob", "hello bob").unwrap();
+    let sent = alice.messages().send("bob", "hello bob").unwrap();
     assert_eq!(sent.state, MessageState::Queued);
     let got = eventually(Duration::from_secs(15), || {
-        bob.messages("alice", None, 50)
+        bob.conversations()
+            .messages("alice", None, 50)
             .map(|p| {
                 p.messages
                     .iter()
@@ -34,9 +35,10 @@ async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
     })
     .await;
     assert!(got, "bob never received alice's message");
-    let reply = bob.send("alice", "hi alice").unwrap();
+    let reply = bob.messages().send("alice", "hi alice").unwrap();
     assert!(
         eventually(Duration::from_secs(15), || alice
+            .conversations()
             .messages("bob", None, 50)
             .is_ok_and(|p| p.messages.iter().any(|m| m.id == reply.id)))
         .await,
@@ -45,17 +47,22 @@ async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
     // The sender sees its message reach the mesh.
     assert!(
         eventually(Duration::from_secs(15), || alice
-            .message(&sent.id)
+            .messages()
+            .get(&sent.id)
             .is_ok_and(|m| m.state == MessageState::Visible))
         .await,
         "state stuck at {:?}",
-        alice.message(&sent.id).unwrap().state
+        alice.messages().get(&sent.id).unwrap().state
     );
     // TX relay for bob differs from alice's RX relay.
-    let routes = alice.message_routes(&sent.id).unwrap();
+    let routes = alice.outbox().routes(&sent.id).unwrap();
     let tx = routes[0].1.clone().unwrap();
-    assert_ne!(Some(tx), alice.rx_relay().unwrap());
-    let received = bob.messages("alice", None, 50).unwrap().messages;
+    assert_ne!(Some(tx), alice.relays().rx().unwrap());
+    let received = bob
+        .conversations()
+        .messages("alice", None, 50)
+        .unwrap()
+        .messages;
     assert_eq!(
         received.iter().find(|m| m.id == sent.id).unwrap().sender,
         a.public_key
@@ -63,16 +70,16 @@ async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
 
     // Errors carry their codes.
     assert_eq!(
-        alice.send("carol", "x").unwrap_err().code(),
+        alice.messages().send("carol", "x").unwrap_err().code(),
         "unknown_conversation"
     );
     assert!(matches!(
-        alice.add_contact("not a key", "x", None),
+        alice.contacts().add("not a key", "x", None),
         Err(EngineError::InvalidKey(_))
     ));
     let big = "x".repeat(alice.config().max_message_bytes + 1);
     assert_eq!(
-        alice.send("bob", &big).unwrap_err().code(),
+        alice.messages().send("bob", &big).unwrap_err().code(),
         "message_too_large"
     );
     alice.shutdown();
@@ -87,47 +94,50 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
     let mut engines = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let e = engine(&dir.path().join(name), &relays, secrets.clone()).await;
-        e.create_identity().await.unwrap();
+        e.identity().create().await.unwrap();
         engines.push(e);
     }
     let keys: Vec<String> = engines
         .iter()
-        .map(|e| e.identity().unwrap().public_key)
+        .map(|e| e.identity().info().unwrap().public_key)
         .collect();
     for (i, e) in engines.iter().enumerate() {
         for (j, name) in ["alice", "bob", "carol"].iter().enumerate() {
             if i != j {
-                e.add_contact(&keys[j], name, None).unwrap();
+                e.contacts().add(&keys[j], name, None).unwrap();
             }
         }
     }
     let (alice, bob, carol) = (&engines[0], &engines[1], &engines[2]);
     let group = alice
-        .create_group("trio", &["bob".into(), "carol".into()])
+        .groups()
+        .create("trio", &["bob".into(), "carol".into()])
         .unwrap();
     for e in [bob, carol] {
         assert!(
-            eventually(Duration::from_secs(15), || e.conversations().is_ok_and(
-                |cs| cs
-                    .iter()
-                    .any(|c| c.channel_id == group.channel_id && c.members.len() == 2)
-            ))
+            eventually(Duration::from_secs(15), || e
+                .conversations()
+                .list()
+                .is_ok_and(|cs| cs.iter().any(|c| c.channel_id
+                    == group.channel_id
+                    && c.members.len() == 2)))
             .await,
             "group did not arrive"
         );
     }
-    let m = alice.send("trio", "hello group").unwrap();
-    let routes = alice.message_routes(&m.id).unwrap();
+    let m = alice.messages().send("trio", "hello group").unwrap();
+    let routes = alice.outbox().routes(&m.id).unwrap();
     assert_eq!(routes.len(), 2);
     assert!(
         eventually(Duration::from_secs(10), || alice
-            .message_routes(&m.id)
+            .outbox()
+            .routes(&m.id)
             .unwrap()
             .iter()
             .all(|(_, r)| r.is_some()))
         .await
     );
-    let routes = alice.message_routes(&m.id).unwrap();
+    let routes = alice.outbox().routes(&m.id).unwrap();
     assert_ne!(
         routes[0].1, routes[1].1,
         "each copy through a different TX relay"
@@ -135,21 +145,25 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
     for e in [bob, carol] {
         assert!(
             eventually(Duration::from_secs(15), || e
+                .conversations()
                 .messages("trio", None, 10)
                 .is_ok_and(|p| p.messages.iter().any(|x| x.id == m.id)))
             .await
         );
     }
-    alice.edit(&m.id, "hello group (edited)").unwrap();
-    bob.react(&m.id, ":thumbsup:").unwrap();
+    alice
+        .messages()
+        .edit(&m.id, "hello group (edited)")
+        .unwrap();
+    bob.messages().react(&m.id, ":thumbsup:").unwrap();
     // Carol tries to edit alice's message: refused locally...
     assert_eq!(
-        carol.edit(&m.id, "hijacked").unwrap_err().code(),
+        carol.messages().edit(&m.id, "hijacked").unwrap_err().code(),
         "not_author"
     );
     for e in [alice, bob, carol] {
         let ok = eventually(Duration::from_secs(15), || {
-            e.message(&m.id).is_ok_and(|x| {
+            e.messages().get(&m.id).is_ok_and(|x| {
                 x.content == "hello group (edited)"
                     && x.reactions
                         .iter()
@@ -157,11 +171,15 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
             })
         })
         .await;
-        assert!(ok, "edit/react not everywhere: {:?}", e.message(&m.id));
+        assert!(
+            ok,
+            "edit/react not everywhere: {:?}",
+            e.messages().get(&m.id)
+        );
     }
     // ...and a hand-made EDIT sealed by carol and posted to a relay is refused by every client.
     let carol_key =
-        jasper_core::PrivateKey::from_pkcs8_pem(&carol.export_identity().unwrap()).unwrap();
+        jasper_core::PrivateKey::from_pkcs8_pem(&carol.identity().export().unwrap()).unwrap();
     let forged = jasper_core::protocol::InnerMessage {
         sender: keys[2].clone(),
         channel_id: group.channel_id.clone(),
@@ -187,20 +205,27 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
         forged_hashes.push(packet.hash);
     }
     // Wait until the forged edits were fetched (a later message from carol arrives after them).
-    let marker = carol.send("trio", "after the forgery").unwrap();
+    let marker = carol.messages().send("trio", "after the forgery").unwrap();
     for e in [alice, bob] {
-        assert!(eventually(Duration::from_secs(15), || e.message(&marker.id).is_ok()).await);
+        assert!(
+            eventually(Duration::from_secs(15), || e
+                .messages()
+                .get(&marker.id)
+                .is_ok())
+            .await
+        );
         assert_eq!(
-            e.message(&m.id).unwrap().content,
+            e.messages().get(&m.id).unwrap().content,
             "hello group (edited)",
             "a non-author's edit was applied"
         );
     }
-    alice.delete(&m.id).unwrap();
+    alice.messages().delete(&m.id).unwrap();
     for e in [alice, bob, carol] {
         assert!(
             eventually(Duration::from_secs(15), || e
-                .message(&m.id)
+                .messages()
+                .get(&m.id)
                 .is_ok_and(|x| x.deleted && x.content.is_empty()))
             .await
         );

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use jasper_engine::EphemeralSecretStore;
-use jasper_engine::db::Db;
+use jasper_engine::store::Db;
 use serde_json::{Value, json};
 
 fn fixture_dir(name: &str) -> PathBuf {
@@ -120,38 +120,46 @@ async fn write_fixture() {
     let secrets = Arc::new(EphemeralSecretStore::default());
     let alice = engine(&dir.path().join("alice"), &relays, secrets.clone()).await;
     let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
-    let a = alice.create_identity().await.unwrap();
-    let b = bob.create_identity().await.unwrap();
+    let a = alice.identity().create().await.unwrap();
+    let b = bob.identity().create().await.unwrap();
     let carol = jasper_core::PrivateKey::generate().unwrap();
-    alice.add_contact(&b.public_key, "bob", None).unwrap();
+    alice.contacts().add(&b.public_key, "bob", None).unwrap();
     alice
-        .add_contact(carol.public_key().to_text(), "carol", None)
+        .contacts()
+        .add(carol.public_key().to_text(), "carol", None)
         .unwrap();
-    bob.add_contact(&a.public_key, "alice", None).unwrap();
+    bob.contacts().add(&a.public_key, "alice", None).unwrap();
     let m1 = alice
+        .messages()
         .send("bob", "hello bob, with \"quotes\" and ünïcode")
         .unwrap();
-    let m2 = bob.send("alice", "hello alice").unwrap();
-    let m3 = alice.send("bob", "to be deleted").unwrap();
+    let m2 = bob.messages().send("alice", "hello alice").unwrap();
+    let m3 = alice.messages().send("bob", "to be deleted").unwrap();
     assert!(
-        eventually(Duration::from_secs(20), || alice.message(&m2.id).is_ok()
-            && bob.message(&m3.id).is_ok())
+        eventually(Duration::from_secs(20), || alice
+            .messages()
+            .get(&m2.id)
+            .is_ok()
+            && bob.messages().get(&m3.id).is_ok())
         .await
     );
-    alice.edit(&m1.id, "hello bob, edited").unwrap();
-    bob.react(&m1.id, ":wave:").unwrap();
-    alice.delete(&m3.id).unwrap();
+    alice.messages().edit(&m1.id, "hello bob, edited").unwrap();
+    bob.messages().react(&m1.id, ":wave:").unwrap();
+    alice.messages().delete(&m3.id).unwrap();
     alice
-        .create_group("friends", &["bob".to_owned(), "carol".to_owned()])
+        .groups()
+        .create("friends", &["bob".to_owned(), "carol".to_owned()])
         .unwrap();
-    let g = alice.send("friends", "hello friends").unwrap();
+    let g = alice.messages().send("friends", "hello friends").unwrap();
     assert!(
         eventually(Duration::from_secs(30), || alice
-            .message(&m1.id)
+            .messages()
+            .get(&m1.id)
             .is_ok_and(|m| m.reactions.len() == 1)
-            && bob.message(&g.id).is_ok()
+            && bob.messages().get(&g.id).is_ok()
             && alice
-                .message(&g.id)
+                .messages()
+                .get(&g.id)
                 .is_ok_and(|m| m.state == jasper_engine::MessageState::Visible))
         .await
     );

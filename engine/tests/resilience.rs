@@ -17,36 +17,48 @@ async fn two_logins_of_one_key_end_with_identical_histories() {
     let phone = engine(&dir.path().join("phone"), &relays, secrets.clone()).await;
     let laptop = engine(&dir.path().join("laptop"), &relays, secrets.clone()).await;
     let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
-    let me = phone.create_identity().await.unwrap();
+    let me = phone.identity().create().await.unwrap();
     let same = laptop
-        .import_identity(&phone.export_identity().unwrap())
+        .identity()
+        .import(&phone.identity().export().unwrap())
         .await
         .unwrap();
     assert_eq!(me.public_key, same.public_key);
-    let b = bob.create_identity().await.unwrap();
-    phone.add_contact(&b.public_key, "bob", None).unwrap();
-    laptop.add_contact(&b.public_key, "bob", None).unwrap();
-    bob.add_contact(&me.public_key, "me", None).unwrap();
+    let b = bob.identity().create().await.unwrap();
+    phone.contacts().add(&b.public_key, "bob", None).unwrap();
+    laptop.contacts().add(&b.public_key, "bob", None).unwrap();
+    bob.contacts().add(&me.public_key, "me", None).unwrap();
 
-    let m1 = phone.send("bob", "from the phone").unwrap();
-    let m2 = bob.send("me", "to both logins").unwrap();
+    let m1 = phone.messages().send("bob", "from the phone").unwrap();
+    let m2 = bob.messages().send("me", "to both logins").unwrap();
     assert!(
-        eventually(Duration::from_secs(15), || laptop.message(&m1.id).is_ok()
-            && laptop.message(&m2.id).is_ok())
+        eventually(Duration::from_secs(15), || laptop
+            .messages()
+            .get(&m1.id)
+            .is_ok()
+            && laptop.messages().get(&m2.id).is_ok())
         .await,
         "laptop missing messages"
     );
-    let m3 = laptop.send("bob", "from the laptop").unwrap();
-    assert!(eventually(Duration::from_secs(15), || phone.message(&m3.id).is_ok()).await);
+    let m3 = laptop.messages().send("bob", "from the laptop").unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || phone
+            .messages()
+            .get(&m3.id)
+            .is_ok())
+        .await
+    );
     laptop
+        .messages()
         .edit(&m1.id, "from the phone, edited on the laptop")
         .unwrap();
-    bob.react(&m3.id, ":wave:").unwrap();
-    phone.delete(&m3.id).unwrap();
+    bob.messages().react(&m3.id, ":wave:").unwrap();
+    phone.messages().delete(&m3.id).unwrap();
 
     let settled = |e: &jasper_engine::Engine| {
-        e.message(&m1.id).is_ok_and(|m| m.edited)
-            && e.message(&m3.id)
+        e.messages().get(&m1.id).is_ok_and(|m| m.edited)
+            && e.messages()
+                .get(&m3.id)
                 .is_ok_and(|m| m.deleted && m.reactions.len() == 1)
     };
     assert!(
@@ -56,7 +68,8 @@ async fn two_logins_of_one_key_end_with_identical_histories() {
         "logins did not converge"
     );
     let history = |e: &jasper_engine::Engine| {
-        e.messages("bob", None, 100)
+        e.conversations()
+            .messages("bob", None, 100)
             .unwrap()
             .messages
             .into_iter()
@@ -78,7 +91,8 @@ async fn two_logins_of_one_key_end_with_identical_histories() {
     // Bob sees the laptop's message from the same key as the phone's.
     assert!(
         eventually(Duration::from_secs(15), || bob
-            .message(&m3.id)
+            .messages()
+            .get(&m3.id)
             .is_ok_and(|m| m.sender == me.public_key && m.deleted))
         .await
     );
@@ -97,31 +111,37 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
         .await
         .unwrap();
     let bob = engine(&dir.path().join("bob"), &relays[1..], secrets.clone()).await;
-    let a = alice.create_identity().await.unwrap();
-    let b = bob.create_identity().await.unwrap();
+    let a = alice.identity().create().await.unwrap();
+    let b = bob.identity().create().await.unwrap();
     let carol = jasper_core::PrivateKey::generate().unwrap();
-    alice.add_contact(&b.public_key, "bob", None).unwrap();
+    alice.contacts().add(&b.public_key, "bob", None).unwrap();
     alice
-        .add_contact(carol.public_key().to_text(), "carol", None)
+        .contacts()
+        .add(carol.public_key().to_text(), "carol", None)
         .unwrap();
-    bob.add_contact(&a.public_key, "alice", None).unwrap();
-    let to_carol = alice.send("carol", "takes the last free relay").unwrap();
+    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    let to_carol = alice
+        .messages()
+        .send("carol", "takes the last free relay")
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(10), || alice
-            .message(&to_carol.id)
+            .messages()
+            .get(&to_carol.id)
             .is_ok_and(|m| m.state == MessageState::Visible))
         .await,
         "{:?}",
-        alice.message(&to_carol.id)
+        alice.messages().get(&to_carol.id)
     );
     // The dropper is then the only relay free for bob's TX assignment.
     let dropper = dropping_relay().await;
-    alice.add_relay(&dropper).unwrap();
+    alice.relays().add(&dropper).unwrap();
 
-    let m = alice.send("bob", "through a bad relay").unwrap();
+    let m = alice.messages().send("bob", "through a bad relay").unwrap();
     assert!(
         eventually(Duration::from_secs(5), || alice
-            .message_routes(&m.id)
+            .outbox()
+            .routes(&m.id)
             .unwrap()[0]
             .1
             .as_deref()
@@ -130,22 +150,27 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
     );
     // A relay that has seen no key of alice's yet, for the re-send (strict: the others each
     // saw one of her keys already).
-    alice.add_relay(&relays[3].addr).unwrap();
+    alice.relays().add(&relays[3].addr).unwrap();
     assert!(
-        eventually(Duration::from_secs(30), || bob.message(&m.id).is_ok()).await,
+        eventually(Duration::from_secs(30), || bob
+            .messages()
+            .get(&m.id)
+            .is_ok())
+        .await,
         "the message never arrived through another relay"
     );
     // Re-sent through a relay that had seen no other key of hers (normally the one just added;
     // under load one of her own roles may have moved there first), never the dropper.
-    let route = alice.message_routes(&m.id).unwrap()[0].1.clone();
+    let route = alice.outbox().routes(&m.id).unwrap()[0].1.clone();
     assert_ne!(
         route.as_deref(),
         Some(dropper.as_str()),
         "{:?}",
-        alice.anonymity()
+        alice.relays().anonymity()
     );
     let report = alice
         .relays()
+        .list()
         .unwrap()
         .into_iter()
         .find(|r| r.address == dropper)
@@ -153,16 +178,18 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
     assert!(report.lost >= 1 && report.suspect, "{report:?}");
     assert!(
         eventually(Duration::from_secs(15), || alice
-            .message(&m.id)
+            .messages()
+            .get(&m.id)
             .is_ok_and(|m| m.state == MessageState::Visible))
         .await
     );
     // The dropper saw bob's key and nothing else; nothing was shared.
-    let anonymity = alice.anonymity().unwrap();
+    let anonymity = alice.relays().anonymity().unwrap();
     assert!(anonymity.shared.is_empty(), "{anonymity:?}");
     assert!(anonymity.waiting.is_empty(), "{anonymity:?}");
     // Exactly once at bob, although it was sent twice.
     let copies = bob
+        .conversations()
         .messages("alice", None, 10)
         .unwrap()
         .messages
@@ -187,24 +214,28 @@ async fn sent_copies_leave_at_random_times_within_the_delay() {
         .unwrap();
     let laptop = engine(&dir.path().join("laptop"), &relays, secrets.clone()).await;
     let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
-    phone.create_identity().await.unwrap();
+    phone.identity().create().await.unwrap();
     laptop
-        .import_identity(&phone.export_identity().unwrap())
+        .identity()
+        .import(&phone.identity().export().unwrap())
         .await
         .unwrap();
-    let b = bob.create_identity().await.unwrap();
-    phone.add_contact(&b.public_key, "bob", None).unwrap();
+    let b = bob.identity().create().await.unwrap();
+    phone.contacts().add(&b.public_key, "bob", None).unwrap();
 
     let mut gaps = Vec::new();
     for i in 0..8 {
-        let m = phone.send("bob", &format!("message {i}")).unwrap();
+        let m = phone
+            .messages()
+            .send("bob", &format!("message {i}"))
+            .unwrap();
         let mut at_bob = None;
         let started = std::time::Instant::now();
         loop {
-            if at_bob.is_none() && bob.message(&m.id).is_ok() {
+            if at_bob.is_none() && bob.messages().get(&m.id).is_ok() {
                 at_bob = Some(started.elapsed());
             }
-            if laptop.message(&m.id).is_ok() {
+            if laptop.messages().get(&m.id).is_ok() {
                 let at_laptop = started.elapsed();
                 gaps.push(at_laptop.saturating_sub(at_bob.unwrap_or(at_laptop)));
                 break;

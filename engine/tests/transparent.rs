@@ -33,10 +33,10 @@ async fn pair(
     }
     let bob = engines.pop().unwrap();
     let alice = engines.pop().unwrap();
-    let a = alice.create_identity().await.unwrap().public_key;
-    let b = bob.create_identity().await.unwrap().public_key;
-    alice.add_contact(&b, "bob", None).unwrap();
-    bob.add_contact(&a, "alice", None).unwrap();
+    let a = alice.identity().create().await.unwrap().public_key;
+    let b = bob.identity().create().await.unwrap().public_key;
+    alice.contacts().add(&b, "bob", None).unwrap();
+    bob.contacts().add(&a, "alice", None).unwrap();
     (alice, bob, a, b)
 }
 
@@ -49,62 +49,73 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
     let (alice, bob, _a, _b) = pair(dir.path(), &relays, &stun).await;
 
     assert_eq!(
-        alice.set_transparent("bob", true).unwrap().state,
+        alice.transparent().set("bob", true).unwrap().state,
         TransparentState::WaitingForPeer
     );
-    bob.set_transparent("alice", true).unwrap();
+    bob.transparent().set("alice", true).unwrap();
     let up = eventually(Duration::from_secs(20), || {
-        alice.transparent_status("bob").unwrap().state == TransparentState::Connected
-            && bob.transparent_status("alice").unwrap().state == TransparentState::Connected
+        alice.transparent().status("bob").unwrap().state == TransparentState::Connected
+            && bob.transparent().status("alice").unwrap().state == TransparentState::Connected
     })
     .await;
     assert!(
         up,
         "no session: alice {:?}, bob {:?}",
-        alice.transparent_status("bob"),
-        bob.transparent_status("alice")
+        alice.transparent().status("bob"),
+        bob.transparent().status("alice")
     );
     assert!(stun.bindings() > probes, "the STUN server was never asked");
 
-    let sent = alice.send("bob", "over the data channel").unwrap();
+    let sent = alice
+        .messages()
+        .send("bob", "over the data channel")
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(10), || bob
+            .conversations()
             .messages("alice", None, 10)
             .is_ok_and(|p| p.messages.iter().any(|m| m.id == sent.id)))
         .await
     );
     assert!(
         eventually(Duration::from_secs(5), || alice
-            .message(&sent.id)
+            .messages()
+            .get(&sent.id)
             .is_ok_and(|m| m.state == MessageState::Visible))
         .await
     );
-    let routes = alice.message_routes(&sent.id).unwrap();
+    let routes = alice.outbox().routes(&sent.id).unwrap();
     assert!(
         routes.iter().any(|(_, r)| r.as_deref() == Some("webrtc")),
         "{routes:?}"
     );
-    assert_eq!(bob.transparent_status("alice").unwrap().direct_received, 1);
+    assert_eq!(
+        bob.transparent().status("alice").unwrap().direct_received,
+        1
+    );
 
     // A call with audio.
-    let call = alice.start_call("bob").await.unwrap();
+    let call = alice.calls().start("bob").await.unwrap();
     assert_eq!(call.state, CallState::Ringing);
     assert!(
         eventually(Duration::from_secs(5), || bob
             .calls()
+            .list()
             .iter()
             .any(|c| c.id == call.id))
         .await
     );
-    bob.accept_call(&call.id).unwrap();
+    bob.calls().accept(&call.id).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || alice
-            .call_info(&call.id)
+            .calls()
+            .get(&call.id)
             .is_ok_and(|c| c.state == CallState::Active))
         .await
     );
     for i in 0..50u8 {
         alice
+            .calls()
             .send_audio(&call.id, vec![i; 40], 20_000)
             .await
             .unwrap();
@@ -113,6 +124,7 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
     let mut got = Vec::new();
     while got.len() < 50 {
         match bob
+            .calls()
             .next_audio(&call.id, Duration::from_secs(5))
             .await
             .unwrap()
@@ -128,11 +140,15 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
     assert!(got.windows(2).all(|w| w[1].sequence == w[0].sequence + 1));
     // And back: the answerer's frames reach the offerer.
     for i in 0..10u8 {
-        bob.send_audio(&call.id, vec![i; 30], 20_000).await.unwrap();
+        bob.calls()
+            .send_audio(&call.id, vec![i; 30], 20_000)
+            .await
+            .unwrap();
     }
     let mut back = Vec::new();
     while back.len() < 10 {
         match alice
+            .calls()
             .next_audio(&call.id, Duration::from_secs(5))
             .await
             .unwrap()
@@ -142,10 +158,11 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
         }
     }
     assert_eq!(back, (0..10u8).map(|i| vec![i; 30]).collect::<Vec<_>>());
-    alice.hang_up(&call.id).unwrap();
+    alice.calls().hang_up(&call.id).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || bob
-            .call_info(&call.id)
+            .calls()
+            .get(&call.id)
             .is_ok_and(|c| c.state == CallState::Ended
                 && c.end_reason.as_deref() == Some("remote_hung_up")))
         .await
@@ -153,38 +170,40 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
 
     // Torn down on purpose, by the answering side: the offerer sees its channel close before
     // the `bye` crosses the relays, and its automatic reconnect must not undo the close.
-    let alice_offers = alice.identity().unwrap().fingerprint < bob.identity().unwrap().fingerprint;
+    let alice_offers =
+        alice.identity().info().unwrap().fingerprint < bob.identity().info().unwrap().fingerprint;
     let (closer, contact) = if alice_offers {
         (&bob, "alice")
     } else {
         (&alice, "bob")
     };
-    closer.disconnect_transparent(contact).await.unwrap();
+    closer.transparent().disconnect(contact).await.unwrap();
     assert!(
         eventually(Duration::from_secs(10), || {
-            alice.transparent_status("bob").unwrap().state == TransparentState::Idle
-                && bob.transparent_status("alice").unwrap().state == TransparentState::Idle
+            alice.transparent().status("bob").unwrap().state == TransparentState::Idle
+                && bob.transparent().status("alice").unwrap().state == TransparentState::Idle
         })
         .await
     );
     // Past the first reconnect delay (4 s): still closed on both sides.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(
-        alice.transparent_status("bob").unwrap().state,
+        alice.transparent().status("bob").unwrap().state,
         TransparentState::Idle
     );
     assert_eq!(
-        bob.transparent_status("alice").unwrap().state,
+        bob.transparent().status("alice").unwrap().state,
         TransparentState::Idle
     );
-    let later = alice.send("bob", "through the relays").unwrap();
+    let later = alice.messages().send("bob", "through the relays").unwrap();
     assert!(
         eventually(Duration::from_secs(15), || bob
+            .conversations()
             .messages("alice", None, 10)
             .is_ok_and(|p| p.messages.iter().any(|m| m.id == later.id)))
         .await
     );
-    let routes = alice.message_routes(&later.id).unwrap();
+    let routes = alice.outbox().routes(&later.id).unwrap();
     assert!(
         routes.iter().all(|(_, r)| r.as_deref() != Some("webrtc")),
         "{routes:?}"

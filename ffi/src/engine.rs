@@ -61,23 +61,23 @@ impl JasperEngine {
     /// secret store. Fails with `IdentityExists` when the directory has one.
     pub async fn create_identity(&self) -> Result<IdentityInfo> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.create_identity().await?.into()) }).await
+        on_runtime(async move { Ok(engine.identity().create().await?.into()) }).await
     }
 
     /// Installs an identity exported from another login (PKCS#8 PEM).
     pub async fn import_identity(&self, pkcs8_pem: String) -> Result<IdentityInfo> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.import_identity(&pkcs8_pem).await?.into()) }).await
+        on_runtime(async move { Ok(engine.identity().import(&pkcs8_pem).await?.into()) }).await
     }
 
     pub fn identity(&self) -> Result<IdentityInfo> {
-        Ok(self.engine.identity()?.into())
+        Ok(self.engine.identity().info()?.into())
     }
 
     /// The private key as PKCS#8 PEM, for moving the identity to another login. The only way
     /// the key leaves the engine other than through the app's `SecretStore`.
     pub fn export_identity(&self) -> Result<String> {
-        Ok(self.engine.export_identity()?)
+        Ok(self.engine.identity().export()?)
     }
 
     // ---- contacts -----------------------------------------------------------------------
@@ -89,13 +89,14 @@ impl JasperEngine {
         name: String,
         avatar: Option<String>,
     ) -> Result<Contact> {
-        Ok(self.engine.add_contact(&key, &name, avatar)?.into())
+        Ok(self.engine.contacts().add(&key, &name, avatar)?.into())
     }
 
     pub fn contacts(&self) -> Result<Vec<Contact>> {
         Ok(self
             .engine
-            .contacts()?
+            .contacts()
+            .list()?
             .into_iter()
             .map(Into::into)
             .collect())
@@ -106,19 +107,20 @@ impl JasperEngine {
     pub fn conversations(&self) -> Result<Vec<Conversation>> {
         Ok(self
             .engine
-            .conversations()?
+            .conversations()
+            .list()?
             .into_iter()
             .map(Into::into)
             .collect())
     }
 
     pub fn conversation(&self, id: i64) -> Result<Conversation> {
-        Ok(self.engine.conversation(id)?.into())
+        Ok(self.engine.conversations().get(id)?.into())
     }
 
     /// A conversation by `#id`, group name, contact name or key (a DM is created for a key).
     pub fn resolve_conversation(&self, target: String) -> Result<Conversation> {
-        Ok(self.engine.resolve_conversation(&target)?.into())
+        Ok(self.engine.conversations().resolve(&target)?.into())
     }
 
     /// A page of a conversation's history, oldest first; pass `before` from the previous page
@@ -131,12 +133,13 @@ impl JasperEngine {
     ) -> Result<MessagePage> {
         Ok(self
             .engine
+            .conversations()
             .messages(&target, before.as_deref(), limit as usize)?
             .into())
     }
 
     pub fn message(&self, message_id: String) -> Result<Message> {
-        Ok(self.engine.message(&message_id)?.into())
+        Ok(self.engine.messages().get(&message_id)?.into())
     }
 
     // ---- messages -----------------------------------------------------------------------
@@ -144,22 +147,22 @@ impl JasperEngine {
     /// Queues a text message to a conversation (`#id`, group name, contact name or key) and
     /// returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
     pub fn send(&self, target: String, content: String) -> Result<Message> {
-        Ok(self.engine.send(&target, &content)?.into())
+        Ok(self.engine.messages().send(&target, &content)?.into())
     }
 
     /// Replaces the content of a message this identity wrote.
     pub fn edit(&self, message_id: String, content: String) -> Result<Message> {
-        Ok(self.engine.edit(&message_id, &content)?.into())
+        Ok(self.engine.messages().edit(&message_id, &content)?.into())
     }
 
     /// Deletes a message this identity wrote, for everyone in the conversation.
     pub fn delete(&self, message_id: String) -> Result<Message> {
-        Ok(self.engine.delete(&message_id)?.into())
+        Ok(self.engine.messages().delete(&message_id)?.into())
     }
 
     /// Reacts to a message (`:name:`); reacting again with the same one takes it back.
     pub fn react(&self, message_id: String, reaction: String) -> Result<Message> {
-        Ok(self.engine.react(&message_id, &reaction)?.into())
+        Ok(self.engine.messages().react(&message_id, &reaction)?.into())
     }
 
     // ---- attachments --------------------------------------------------------------------
@@ -176,7 +179,8 @@ impl JasperEngine {
         let engine = self.engine.clone();
         on_runtime(async move {
             let sent = engine
-                .send_with_attachment(&target, &text, Path::new(&file_path))
+                .attachments()
+                .send(&target, &text, Path::new(&file_path))
                 .await?;
             Ok(sent.into())
         })
@@ -207,6 +211,7 @@ impl JasperEngine {
                 None => (None, None),
             };
             let result = engine
+                .attachments()
                 .download(&message_id, index as usize, Path::new(&dest_path), tx)
                 .await;
             // Every progress call has been made before the download's result is returned.
@@ -222,11 +227,11 @@ impl JasperEngine {
 
     /// Creates a group with `members` (contact names or keys); this identity is its admin.
     pub fn create_group(&self, name: String, members: Vec<String>) -> Result<Conversation> {
-        Ok(self.engine.create_group(&name, &members)?.into())
+        Ok(self.engine.groups().create(&name, &members)?.into())
     }
 
     pub fn add_group_members(&self, group: String, members: Vec<String>) -> Result<Conversation> {
-        Ok(self.engine.change_group(&group, &members, true)?.into())
+        Ok(self.engine.groups().change(&group, &members, true)?.into())
     }
 
     pub fn remove_group_members(
@@ -234,40 +239,47 @@ impl JasperEngine {
         group: String,
         members: Vec<String>,
     ) -> Result<Conversation> {
-        Ok(self.engine.change_group(&group, &members, false)?.into())
+        Ok(self.engine.groups().change(&group, &members, false)?.into())
     }
 
     // ---- relays -------------------------------------------------------------------------
 
     pub fn relays(&self) -> Result<Vec<RelayInfo>> {
-        Ok(self.engine.relays()?.into_iter().map(Into::into).collect())
+        Ok(self
+            .engine
+            .relays()
+            .list()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     pub fn add_relay(&self, address: String) -> Result<RelayInfo> {
-        Ok(self.engine.add_relay(&address)?.into())
+        Ok(self.engine.relays().add(&address)?.into())
     }
 
     pub fn remove_relay(&self, address: String) -> Result<()> {
-        Ok(self.engine.remove_relay(&address)?)
+        Ok(self.engine.relays().remove(&address)?)
     }
 
     /// Where this identity stands on anonymity: relays needed and known, every role's relay,
     /// what waits for a relay of its own (its messages stay `Waiting`), which relays are
     /// shared, and the witness relay. Changes also arrive as `AnonymityChanged` events.
     pub fn anonymity(&self) -> Result<AnonymityReport> {
-        Ok(self.engine.anonymity()?.into())
+        Ok(self.engine.relays().anonymity()?.into())
     }
 
     /// The relay this identity receives on, once chosen.
     pub fn rx_relay(&self) -> Result<Option<String>> {
-        Ok(self.engine.rx_relay()?)
+        Ok(self.engine.relays().rx()?)
     }
 
     /// The TX relays that carried a message's copies, per recipient.
     pub fn message_routes(&self, message_id: String) -> Result<Vec<MessageRoute>> {
         Ok(self
             .engine
-            .message_routes(&message_id)?
+            .outbox()
+            .routes(&message_id)?
             .into_iter()
             .map(|(recipient, relay)| MessageRoute { recipient, relay })
             .collect())
@@ -278,7 +290,7 @@ impl JasperEngine {
     pub async fn refresh_relays(&self) -> Result<()> {
         let engine = self.engine.clone();
         on_runtime(async move {
-            engine.discover_once().await;
+            engine.relays().discover_once().await;
             Ok(())
         })
         .await
@@ -292,18 +304,19 @@ impl JasperEngine {
     pub fn set_transparent(&self, contact: String, enabled: bool) -> Result<TransparentStatus> {
         // Enabling may start a session, which runs on the ffi runtime.
         let _runtime = runtime().enter();
-        Ok(self.engine.set_transparent(&contact, enabled)?.into())
+        Ok(self.engine.transparent().set(&contact, enabled)?.into())
     }
 
     pub fn transparent_status(&self, contact: String) -> Result<TransparentStatus> {
-        Ok(self.engine.transparent_status(&contact)?.into())
+        Ok(self.engine.transparent().status(&contact)?.into())
     }
 
     /// Every contact where either side enabled transparent mode.
     pub fn transparent_statuses(&self) -> Result<Vec<TransparentStatus>> {
         Ok(self
             .engine
-            .transparent_statuses()?
+            .transparent()
+            .statuses()?
             .into_iter()
             .map(Into::into)
             .collect())
@@ -319,7 +332,8 @@ impl JasperEngine {
         let engine = self.engine.clone();
         on_runtime(async move {
             Ok(engine
-                .connect_transparent(&contact, Duration::from_millis(wait_ms))
+                .transparent()
+                .connect(&contact, Duration::from_millis(wait_ms))
                 .await?
                 .into())
         })
@@ -329,34 +343,39 @@ impl JasperEngine {
     /// Closes the session on purpose: messages use the relays until either side opens it.
     pub async fn close_transparent_session(&self, contact: String) -> Result<TransparentStatus> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.disconnect_transparent(&contact).await?.into()) }).await
+        on_runtime(async move { Ok(engine.transparent().disconnect(&contact).await?.into()) }).await
     }
 
     /// Rings a contact (both sides need transparent mode; the session is brought up first if
     /// it is down).
     pub async fn start_call(&self, contact: String) -> Result<CallInfo> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.start_call(&contact).await?.into()) }).await
+        on_runtime(async move { Ok(engine.calls().start(&contact).await?.into()) }).await
     }
 
     pub fn accept_call(&self, call_id: String) -> Result<CallInfo> {
         let _runtime = runtime().enter();
-        Ok(self.engine.accept_call(&call_id)?.into())
+        Ok(self.engine.calls().accept(&call_id)?.into())
     }
 
     pub fn reject_call(&self, call_id: String) -> Result<CallInfo> {
         let _runtime = runtime().enter();
-        Ok(self.engine.reject_call(&call_id)?.into())
+        Ok(self.engine.calls().reject(&call_id)?.into())
     }
 
     pub fn hang_up(&self, call_id: String) -> Result<CallInfo> {
         let _runtime = runtime().enter();
-        Ok(self.engine.hang_up(&call_id)?.into())
+        Ok(self.engine.calls().hang_up(&call_id)?.into())
     }
 
     /// Live calls first, then recently ended ones.
     pub fn calls(&self) -> Vec<CallInfo> {
-        self.engine.calls().into_iter().map(Into::into).collect()
+        self.engine
+            .calls()
+            .list()
+            .into_iter()
+            .map(Into::into)
+            .collect()
     }
 
     /// Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
@@ -368,7 +387,13 @@ impl JasperEngine {
         duration_us: u32,
     ) -> Result<()> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.send_audio(&call_id, opus, duration_us).await?) }).await
+        on_runtime(async move {
+            Ok(engine
+                .calls()
+                .send_audio(&call_id, opus, duration_us)
+                .await?)
+        })
+        .await
     }
 
     /// The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
@@ -382,6 +407,7 @@ impl JasperEngine {
         let engine = self.engine.clone();
         on_runtime(async move {
             let frame = engine
+                .calls()
                 .next_audio(&call_id, Duration::from_millis(timeout_ms))
                 .await?;
             Ok(frame.map(|f| AudioFrame {
@@ -402,7 +428,8 @@ impl JasperEngine {
         let engine = self.engine.clone();
         on_runtime(async move {
             let event = engine
-                .next_event(after_seq, Duration::from_millis(timeout_ms))
+                .events()
+                .next(after_seq, Duration::from_millis(timeout_ms))
                 .await?;
             Ok(event.map(Into::into))
         })

@@ -45,7 +45,7 @@ impl Subscription {
         let last_seq = Arc::new(AtomicU64::new(from_seq));
         let task_stop = stop.clone();
         let task_last = last_seq.clone();
-        let mut events = Box::pin(engine.subscribe(from_seq));
+        let mut events = Box::pin(engine.events().subscribe(from_seq));
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {

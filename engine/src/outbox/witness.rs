@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 
-use crate::anonymity::Role;
-use crate::db::{self, OutboxState, now_ms};
 use crate::engine::{Engine, SUSPECT_FOR_MS};
-use crate::selection;
+use crate::relays::anonymity::Role;
+use crate::relays::selection;
+use crate::store::{self, OutboxState, now_ms};
 
 /// Hex digits of each hash asked for: 64 bits, so a false match among recent packets is
 /// negligible, at a quarter of the bytes of whole hashes.
@@ -123,7 +123,7 @@ impl Engine {
         let usable = |a: &str| {
             feed.contains(a) && rows.iter().any(|r| r.info.address == a && !r.info.suspect)
         };
-        let rx = self.rx_relay().ok().flatten();
+        let rx = self.relays().rx().ok().flatten();
         let preferred = rx.clone().filter(|r| usable(r)).or_else(|| {
             let tx: HashSet<String> = self
                 .inner
@@ -207,7 +207,7 @@ impl Engine {
 
     /// One tick: read the feed (a fixed number of requests for a given backlog, whatever we
     /// sent), then settle every accepted copy against what it showed.
-    pub async fn witness_once(&self) {
+    pub(crate) async fn witness_once(&self) {
         let now = now_ms();
         let witness = self.witness_relay();
         if let Some(relay) = &witness {
@@ -349,7 +349,7 @@ impl Engine {
         }
     }
 
-    fn settle(&self, copy: &db::AwaitingCopy, state: OutboxState, why: Option<&str>) {
+    fn settle(&self, copy: &store::AwaitingCopy, state: OutboxState, why: Option<&str>) {
         let _ = self.inner.db.outbox_settle(copy.id, state, why);
         if !copy.self_copy {
             self.refresh_message_state(copy.message_rowid);
@@ -358,7 +358,7 @@ impl Engine {
 
     /// The witness saw the whole time since the TX relay accepted the copy, and not the copy:
     /// that relay dropped it. Re-sent through another relay that may see this key.
-    fn resend_lost(&self, copy: &db::AwaitingCopy) {
+    fn resend_lost(&self, copy: &store::AwaitingCopy) {
         tracing::warn!(
             relay = copy.tx_relay,
             hash = copy.hash,

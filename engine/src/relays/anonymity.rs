@@ -10,11 +10,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use crate::db::{Db, now_ms};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::*;
-use crate::selection;
+use crate::relays::selection;
+use crate::store::{Db, now_ms};
 
 /// What an assignment is for (the `role` column of `assignments` and `relay_exposure`): the
 /// relay receives for a key or sends to it. Our own key has one of each.
@@ -51,7 +51,7 @@ pub(crate) struct AnonymityState {
 
 impl Engine {
     /// Where this identity stands: roles, relays needed and known, what waits, what is shared.
-    pub fn anonymity(&self) -> Result<AnonymityReport> {
+    pub(crate) fn anonymity_report(&self) -> Result<AnonymityReport> {
         let db = &self.inner.db;
         let me = self.me()?.public_key();
         let own_key = me.to_text().to_owned();
@@ -194,7 +194,9 @@ impl Engine {
 
     /// Publishes an `AnonymityChanged` event when the report differs from the last one.
     pub(crate) fn publish_anonymity(&self) {
-        let Ok(report) = self.anonymity() else { return };
+        let Ok(report) = self.anonymity_report() else {
+            return;
+        };
         let mut last = self
             .inner
             .anonymity
@@ -332,7 +334,7 @@ impl Engine {
 
     /// Why a copy waits: the counts, for the message's `failure` text.
     pub(crate) fn waiting_reason(&self) -> String {
-        match self.anonymity() {
+        match self.anonymity_report() {
             Ok(r) => format!(
                 "waiting for a relay no other key of this identity uses (anonymity = strict): \
                  {} relays needed, {} known",
@@ -349,7 +351,7 @@ fn role_label(r: &RelayRole) -> String {
         RelayRoleKind::TxSelf => "your key (copies for your other logins)".into(),
         RelayRoleKind::TxContact => match &r.name {
             Some(n) => format!("{n}'s key"),
-            None => crate::db::short_key(&r.key),
+            None => crate::store::short_key(&r.key),
         },
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use rand::Rng;
 
-use crate::db::RelayRow;
+use crate::store::RelayRow;
 
 /// Lower is better.
 pub fn cost(row: &RelayRow) -> f64 {

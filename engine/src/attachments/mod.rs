@@ -1,7 +1,7 @@
 //! Sending and downloading encrypted attachments: the file is encrypted to a temporary file in
 //! the data directory, streamed to the IPFS node, and linked from the message's Markdown; a
 //! download streams the ciphertext back, decrypts and verifies it, and only then renames the
-//! plaintext into place. Built on the engine's public API only.
+//! plaintext into place. Built on the other parts' public API only.
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +10,10 @@ use tokio::sync::mpsc;
 
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use crate::ipfs::IpfsClient;
+pub mod ipfs;
+
 use crate::model::{DownloadProgress, DownloadResult, Message};
+use ipfs::IpfsClient;
 
 /// A media type from the file name's extension (the link carries it; receivers show images).
 pub fn media_type_for(path: &Path) -> &'static str {
@@ -69,9 +71,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| io("worker", e))?
 }
 
-impl Engine {
+/// `engine.attachments()`: send files as encrypted attachments, and download them.
+#[derive(Clone)]
+pub struct Attachments {
+    pub(crate) engine: Engine,
+}
+
+impl Attachments {
     fn ipfs(&self) -> Result<IpfsClient> {
-        let c = self.config();
+        let c = self.engine.config();
         let api = c.ipfs_api.as_deref().ok_or_else(|| {
             EngineError::InvalidArgument("no IPFS node is configured (ipfs_api)".into())
         })?;
@@ -79,21 +87,16 @@ impl Engine {
     }
 
     fn scratch_dir(&self) -> Result<PathBuf> {
-        let dir = self.config().data_dir.join("attachments.tmp");
+        let dir = self.engine.config().data_dir.join("attachments.tmp");
         std::fs::create_dir_all(&dir).map_err(|e| io("scratch directory", e))?;
         Ok(dir)
     }
 
     /// Encrypts `file` with a fresh key, adds the ciphertext to IPFS and sends `text` followed
     /// by the attachment's Markdown link (an image link for `image/*`).
-    pub async fn send_with_attachment(
-        &self,
-        target: &str,
-        text: &str,
-        file: &Path,
-    ) -> Result<Message> {
+    pub async fn send(&self, target: &str, text: &str, file: &Path) -> Result<Message> {
         // Fail before the upload when the message could not be sent anyway.
-        self.resolve_conversation(target)?;
+        self.engine.conversations().resolve(target)?;
         let ipfs = self.ipfs()?;
         let name = file
             .file_name()
@@ -139,7 +142,7 @@ impl Engine {
         } else {
             format!("{text}\n\n{link}")
         };
-        self.send(target, &content)
+        self.engine.messages().send(target, &content)
     }
 
     /// Fetches attachment `index` of message `msg_id` from IPFS, decrypts and verifies it, and
@@ -152,7 +155,7 @@ impl Engine {
         dest: &Path,
         progress: Option<mpsc::UnboundedSender<DownloadProgress>>,
     ) -> Result<DownloadResult> {
-        let message = self.message(msg_id)?;
+        let message = self.engine.messages().get(msg_id)?;
         let parsed = format::parse_attachments(&message.content);
         let attachment = parsed.get(index).cloned().ok_or_else(|| {
             EngineError::InvalidArgument(format!(

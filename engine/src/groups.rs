@@ -1,0 +1,243 @@
+//! Groups: a channel id, a creator who alone adds and removes members, and membership changes
+//! sent as `GROUP` inner messages to everyone involved.
+
+use jasper_core::PublicKey;
+use jasper_core::protocol::MessageKind;
+use rusqlite::Transaction;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::model::*;
+use crate::store::{Db, now_ms};
+
+/// Inner-message type of group membership changes. Content: [`GroupOp`] as JSON.
+pub const TYPE_GROUP: &str = "GROUP";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupOp {
+    /// `create`, `add`, `remove` or `leave`.
+    pub op: String,
+    pub name: String,
+    /// create: every member (admin included); add/remove: those added or removed.
+    pub members: Vec<String>,
+}
+
+/// A group `create` lists every member's key (~740 bytes each) and must fit in one sealed
+/// inner message (64 KiB) even inside its `SENT` copy.
+pub const MAX_GROUP_MEMBERS: usize = 64;
+
+/// `engine.groups()`: create groups and change their members.
+#[derive(Clone)]
+pub struct Groups {
+    pub(crate) engine: Engine,
+}
+
+impl Groups {
+    pub fn create(&self, name: &str, members: &[String]) -> Result<Conversation> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(EngineError::InvalidArgument(
+                "a group name is 1-200 characters".into(),
+            ));
+        }
+        let me = self.engine.me()?.public_key().to_text().to_owned();
+        let mut keys: Vec<String> = members
+            .iter()
+            .map(|m| self.engine.contacts().resolve_key(m))
+            .collect::<Result<_>>()?;
+        keys.retain(|k| *k != me);
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "a group needs at least one other member".into(),
+            ));
+        }
+        if keys.len() > MAX_GROUP_MEMBERS {
+            return Err(EngineError::InvalidArgument(format!(
+                "a group has at most {MAX_GROUP_MEMBERS} members"
+            )));
+        }
+        let channel_id = uuid::Uuid::new_v4().to_string();
+        let mut everyone = keys.clone();
+        everyone.push(me.clone());
+        let op = GroupOp {
+            op: "create".into(),
+            name: name.to_owned(),
+            members: everyone,
+        };
+        let inner = self.engine.messages().new_inner(
+            &channel_id,
+            MessageKind::Other(TYPE_GROUP.into()),
+            &serde_json::to_string(&op).expect("serialises"),
+            None,
+        )?;
+        let id = self.engine.messages().post(&keys, inner, |tx| {
+            let id = apply_group_op(tx, &channel_id, &me, &me, &op)?
+                .ok_or_else(|| EngineError::Storage("group not created".into()))?;
+            Ok((None, id))
+        })?;
+        self.engine.conversations().get(id)
+    }
+
+    /// Adds (`add = true`) or removes members; only the group's creator may.
+    pub fn change(&self, group: &str, members: &[String], add: bool) -> Result<Conversation> {
+        let conversation = self.engine.conversations().resolve(group)?;
+        if conversation.kind != ConversationKind::Group {
+            return Err(EngineError::InvalidArgument(format!(
+                "{group} is not a group"
+            )));
+        }
+        let me = self.engine.me()?.public_key().to_text().to_owned();
+        if conversation.admin.as_deref() != Some(me.as_str()) {
+            return Err(EngineError::NotAuthor("change the members of"));
+        }
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.engine.contacts().resolve_key(m))
+            .collect::<Result<_>>()?;
+        if add && conversation.members.len() + keys.len() > MAX_GROUP_MEMBERS {
+            return Err(EngineError::InvalidArgument(format!(
+                "a group has at most {MAX_GROUP_MEMBERS} members"
+            )));
+        }
+        let op = GroupOp {
+            op: if add { "add" } else { "remove" }.into(),
+            name: conversation.name.clone(),
+            members: keys.clone(),
+        };
+        // Everyone involved hears of it: current members and those added or removed.
+        let mut audience: Vec<String> = conversation
+            .members
+            .iter()
+            .chain(keys.iter())
+            .filter(|k| **k != me)
+            .cloned()
+            .collect();
+        audience.sort();
+        audience.dedup();
+        let inner = self.engine.messages().new_inner(
+            &conversation.channel_id,
+            MessageKind::Other(TYPE_GROUP.into()),
+            &serde_json::to_string(&op).expect("serialises"),
+            None,
+        )?;
+        let channel = conversation.channel_id.clone();
+        self.engine.messages().post(&audience, inner, |tx| {
+            Ok((None, apply_group_op(tx, &channel, &me, &me, &op)?))
+        })?;
+        // New members need the whole list: send them a full `create` as well.
+        if add {
+            let updated = self.engine.conversations().get(conversation.id)?;
+            let mut everyone = updated.members.clone();
+            everyone.push(me.clone());
+            let full = GroupOp {
+                op: "create".into(),
+                name: updated.name.clone(),
+                members: everyone,
+            };
+            let inner = self.engine.messages().new_inner(
+                &channel,
+                MessageKind::Other(TYPE_GROUP.into()),
+                &serde_json::to_string(&full).expect("serialises"),
+                None,
+            )?;
+            self.engine
+                .messages()
+                .post(&keys, inner, |_| Ok((None, ())))?;
+        }
+        self.engine.conversations().get(conversation.id)
+    }
+}
+
+/// Applies a group operation by `sender` (the creator for everything but `leave`). Returns
+/// the conversation id when it exists afterwards.
+pub(crate) fn apply_group_op(
+    tx: &Transaction<'_>,
+    channel_id: &str,
+    me: &str,
+    sender: &str,
+    op: &GroupOp,
+) -> Result<Option<i64>> {
+    let existing = Db::conversation_by_channel(tx, channel_id)?;
+    let admin: Option<String> = match existing {
+        Some(id) => tx.query_row("SELECT admin FROM conversations WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })?,
+        None => None,
+    };
+    let keys: Vec<String> = op
+        .members
+        .iter()
+        .filter_map(|k| PublicKey::from_text(k).ok().map(|k| k.to_text().to_owned()))
+        .collect();
+    let id = match (op.op.as_str(), existing) {
+        ("create", None) => {
+            if !keys.iter().any(|k| k == me) && sender != me {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO conversations(kind, channel_id, name, admin, created_at) VALUES('group', ?1, ?2, ?3, ?4)",
+                rusqlite::params![channel_id, op.name, sender, now_ms()],
+            )?;
+            let id = tx.last_insert_rowid();
+            for k in keys.iter().filter(|k| *k != me) {
+                tx.execute(
+                    "INSERT OR IGNORE INTO members(conversation_id, key) VALUES(?1, ?2)",
+                    rusqlite::params![id, k],
+                )?;
+            }
+            id
+        }
+        ("create", Some(id)) | ("add", Some(id)) if admin.as_deref() == Some(sender) => {
+            for k in keys.iter().filter(|k| *k != me) {
+                tx.execute(
+                    "INSERT OR IGNORE INTO members(conversation_id, key) VALUES(?1, ?2)",
+                    rusqlite::params![id, k],
+                )?;
+            }
+            if op.op == "create" {
+                tx.execute(
+                    "UPDATE conversations SET name = ?2 WHERE id = ?1",
+                    rusqlite::params![id, op.name],
+                )?;
+            }
+            id
+        }
+        ("remove", Some(id)) if admin.as_deref() == Some(sender) => {
+            for k in &keys {
+                tx.execute(
+                    "DELETE FROM members WHERE conversation_id = ?1 AND key = ?2",
+                    rusqlite::params![id, k],
+                )?;
+            }
+            id
+        }
+        ("leave", Some(id)) => {
+            tx.execute(
+                "DELETE FROM members WHERE conversation_id = ?1 AND key = ?2",
+                rusqlite::params![id, sender],
+            )?;
+            id
+        }
+        _ => {
+            tracing::warn!(
+                op = op.op,
+                "group operation refused (unknown group or not its creator)"
+            );
+            return Ok(None);
+        }
+    };
+    if let Some(conversation) = Db::conversation(tx, id)? {
+        Db::push_event(tx, &EventKind::ConversationUpdated { conversation })?;
+    }
+    Ok(Some(id))
+}
+
+pub(crate) fn is_group(tx: &rusqlite::Connection, id: i64) -> Result<bool> {
+    let kind: String = tx.query_row("SELECT kind FROM conversations WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })?;
+    Ok(kind == "group")
+}

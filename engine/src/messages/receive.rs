@@ -1,0 +1,362 @@
+//! Receiving: the RX relay long-poll, packets from transparent sessions, and applying what
+//! opens (messages, edits, deletions, reactions, group operations, this identity's own copies).
+
+use std::time::Duration;
+
+use jasper_core::protocol::{InnerMessage, MessageKind, Packet};
+use jasper_core::{PrivateKey, PublicKey};
+use rusqlite::Transaction;
+
+use super::{SentCopy, TYPE_SENT, apply_delete, apply_edit, valid_reaction};
+use crate::engine::{Engine, SUSPECT_FOR_MS};
+use crate::error::{EngineError, Result};
+use crate::groups::{GroupOp, TYPE_GROUP, apply_group_op, is_group};
+use crate::model::*;
+use crate::outbox::to_json;
+use crate::relays::anonymity::Role;
+use crate::store::{Db, now_ms};
+use crate::transparent::wire::TYPE_RTC;
+
+/// Where a packet came from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Fetched from this RX relay.
+    Relay(&'a str),
+    /// Received on the data channel of this contact's transparent session.
+    Direct(&'a str),
+}
+
+impl Engine {
+    pub(crate) async fn receiver(self) {
+        loop {
+            let me = match self.me() {
+                Ok(me) => me,
+                Err(_) => {
+                    tokio::select! {
+                        _ = self.inner.identity_ready.notified() => continue,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = self.inner.stop.cancelled() => return,
+                    }
+                }
+            };
+            let delay = match self.receive_once(&me).await {
+                Ok(true) => Duration::ZERO,
+                Ok(false) => self.inner.config.poll_interval,
+                Err(d) => d,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.inner.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// One fetch from the RX relay. `Ok(true)` when the next fetch may follow at once
+    /// (long-poll relay), `Ok(false)` to wait the poll interval, `Err(backoff)` on failure.
+    async fn receive_once(&self, me: &PrivateKey) -> std::result::Result<bool, Duration> {
+        let fp = hex::encode(me.public_key().fingerprint());
+        let my_key = me.public_key();
+        let relay = match self.assigned(Role::Rx, &fp, my_key.to_text(), None) {
+            Ok(Some(r)) => r,
+            _ => return Err(Duration::from_secs(1)),
+        };
+        let supports_wait = self
+            .inner
+            .db
+            .relays()
+            .ok()
+            .and_then(|rs| rs.into_iter().find(|r| r.info.address == relay))
+            .is_some_and(|r| r.info.supports_wait);
+        let since = self.inner.db.rx_cursor(&relay, &fp).ok().flatten();
+        let wait = if supports_wait {
+            self.inner.config.long_poll
+        } else {
+            Duration::ZERO
+        };
+        let fetched = tokio::select! {
+            f = self.inner.client.fetch_for(&relay, my_key.to_text(), since, wait) => f,
+            _ = self.inner.stop.cancelled() => return Err(Duration::ZERO),
+        };
+        match fetched {
+            Ok(fetched) => {
+                let _ = self.inner.db.relay_result(&relay, true, None);
+                for packet in &fetched.packets {
+                    self.receive_packet(me, Source::Relay(&relay), packet);
+                }
+                if let Some(c) = fetched.cursor {
+                    let _ = self.inner.db.set_rx_cursor(&relay, &fp, c);
+                }
+                // A zero long-poll setting means plain polling even where the relay could wait.
+                Ok(supports_wait && !wait.is_zero())
+            }
+            Err(e) => {
+                tracing::warn!(relay, error = %e, "fetch from RX relay failed");
+                let _ = self.inner.db.relay_result(&relay, false, None);
+                self.maybe_move(Role::Rx, &fp, my_key.to_text(), &relay);
+                Err(Duration::from_secs(2))
+            }
+        }
+    }
+
+    /// A packet received on a contact's data channel: `true` once it is applied (or was
+    /// already), which the sender takes as delivery; `false` if it is refused.
+    pub(crate) fn receive_direct(&self, peer: &str, packet: &Packet) -> bool {
+        let Ok(me) = self.me() else { return false };
+        if PublicKey::from_text(&packet.recipient)
+            .map(|k| k.to_text().to_owned())
+            .ok()
+            .as_deref()
+            != Some(me.public_key().to_text())
+        {
+            tracing::warn!("a packet for another key arrived on a data channel: refused");
+            return false;
+        }
+        if let Err(e) = packet.check_fields(&Default::default()) {
+            tracing::warn!(error = %e, "malformed packet on a data channel: refused");
+            return false;
+        }
+        self.receive_packet(&me, Source::Direct(peer), packet)
+    }
+
+    /// Opens, verifies and applies one packet; `false` when it was refused.
+    fn receive_packet(&self, me: &PrivateKey, source: Source<'_>, packet: &Packet) -> bool {
+        let hash = packet.hash.to_ascii_lowercase();
+        if self.inner.db.was_seen(&hash).unwrap_or(false) {
+            return true;
+        }
+        let opened = match jasper_core::open(me, packet) {
+            Ok(o) => o,
+            Err(e) => match source {
+                Source::Relay(relay) => {
+                    tracing::warn!(relay, hash, error = %e, "dropping a packet that does not open");
+                    let _ = self.inner.db.mark_seen(&hash);
+                    let _ = self
+                        .inner
+                        .db
+                        .relay_suspect(relay, "forged", now_ms() + SUSPECT_FOR_MS);
+                    return false;
+                }
+                Source::Direct(_) => {
+                    tracing::warn!(hash, error = %e, "a packet on a data channel does not open");
+                    return false;
+                }
+            },
+        };
+        let sender = opened.sender.to_text().to_owned();
+        if let Source::Direct(peer) = source
+            && sender != peer
+        {
+            // The channel carries the contact's own packets only.
+            tracing::warn!(hash, "a data channel carried another key's packet: refused");
+            return false;
+        }
+        let me_text = me.public_key().to_text().to_owned();
+        if opened.message.kind.as_str() == TYPE_RTC {
+            // Handled once: only the call that marks it seen acts on it.
+            if self.inner.db.mark_seen(&hash).unwrap_or(false) && sender != me_text {
+                self.handle_signal(&sender, &opened.message.content);
+            }
+            return true;
+        }
+        let result = self.commit(|tx| {
+            if tx.execute(
+                "INSERT OR IGNORE INTO seen_hashes(hash, at) VALUES(?1, ?2)",
+                rusqlite::params![hash, now_ms()],
+            )? == 0
+            {
+                return Ok(None);
+            }
+            if let Source::Direct(_) = source {
+                // A data channel reaches this login only; the same packet goes to this key
+                // through the relays too, for the other logins (docs/protocol.md, "Other
+                // logins of the recipient"). In this transaction: applied means mirrored.
+                Db::enqueue(
+                    tx,
+                    None,
+                    true,
+                    &packet.recipient,
+                    &hex::encode(me.public_key().fingerprint()),
+                    &to_json(packet),
+                    &hash,
+                    self.messages().sent_copy_not_before(),
+                )?;
+            }
+            if sender == me_text {
+                if opened.message.kind.as_str() != TYPE_SENT {
+                    return Ok(None);
+                }
+                let copy: SentCopy =
+                    serde_json::from_str(&opened.message.content).map_err(|e| {
+                        EngineError::Protocol(jasper_core::Error::MalformedMessage(format!(
+                            "SENT copy: {e}"
+                        )))
+                    })?;
+                if copy.message.sender != me_text {
+                    return Ok(None);
+                }
+                apply_incoming(tx, &me_text, &copy.message, Some(&copy.to))
+            } else {
+                apply_incoming(tx, &me_text, &opened.message, None)
+            }
+        });
+        if matches!(source, Source::Direct(_)) {
+            self.inner.wake_outbox.notify_one();
+        }
+        match result {
+            Ok(Some(message)) => {
+                self.notify_desktop(&message);
+                true
+            }
+            Ok(None) => true,
+            Err(EngineError::Storage(e)) => {
+                // Not applied, not marked seen: a later fetch or re-send applies it.
+                tracing::warn!(hash, error = e, "could not store an incoming message");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(hash, error = %e, "could not apply an incoming message");
+                true
+            }
+        }
+    }
+}
+
+/// Applies an opened inner message. `own_copy_to` is set for this identity's own messages
+/// arriving from another login (with the recipients of the original). Returns a newly
+/// received message, for notifications.
+fn apply_incoming(
+    tx: &Transaction<'_>,
+    me: &str,
+    m: &InnerMessage,
+    own_copy_to: Option<&Vec<String>>,
+) -> Result<Option<Message>> {
+    let sender = m.sender.as_str();
+    if m.kind.as_str() == TYPE_GROUP {
+        let op: GroupOp = serde_json::from_str(&m.content).map_err(|e| {
+            EngineError::Protocol(jasper_core::Error::MalformedMessage(format!("GROUP: {e}")))
+        })?;
+        apply_group_op(tx, &m.channel_id, me, sender, &op)?;
+        return Ok(None);
+    }
+    // Which conversation: a known group (the sender must be in it), else the DM.
+    let conversation_id = match Db::conversation_by_channel(tx, &m.channel_id)? {
+        Some(id) if is_group(tx, id)? => {
+            let member: bool = sender == me
+                || tx
+                    .query_row(
+                        "SELECT 1 FROM members WHERE conversation_id = ?1 AND key = ?2",
+                        rusqlite::params![id, sender],
+                        |_| Ok(()),
+                    )
+                    .optional_bool()?;
+            if !member {
+                tracing::warn!("message for a group from a non-member dropped");
+                return Ok(None);
+            }
+            id
+        }
+        _ => {
+            let peer = match own_copy_to {
+                Some(to) if to.len() == 1 => to[0].clone(),
+                Some(_) => {
+                    tracing::debug!("own group message for an unknown group dropped");
+                    return Ok(None);
+                }
+                None => sender.to_owned(),
+            };
+            let (id, created) = Db::ensure_direct(tx, &peer)?;
+            if created && let Some(conversation) = Db::conversation(tx, id)? {
+                Db::push_event(tx, &EventKind::ConversationUpdated { conversation })?;
+            }
+            id
+        }
+    };
+    let outgoing = sender == me;
+    let target = || Db::message_rowid(tx, conversation_id, &m.id);
+    match &m.kind {
+        MessageKind::Edit | MessageKind::Delete => {
+            let Some(rowid) = target()? else {
+                tracing::debug!(id = m.id, "edit or delete of an unknown message ignored");
+                return Ok(None);
+            };
+            let author: String = tx.query_row(
+                "SELECT sender FROM messages WHERE rowid = ?1",
+                [rowid],
+                |r| r.get(0),
+            )?;
+            if author != sender {
+                tracing::warn!(
+                    id = m.id,
+                    "edit or delete by someone other than the author refused"
+                );
+                return Ok(None);
+            }
+            if m.kind == MessageKind::Edit {
+                apply_edit(tx, rowid, &m.content)?;
+            } else {
+                apply_delete(tx, rowid)?;
+            }
+            let message = Db::message(tx, rowid)?;
+            Db::push_event(tx, &EventKind::MessageUpdated { message })?;
+            Ok(None)
+        }
+        MessageKind::React => {
+            let Some(rowid) = target()? else {
+                return Ok(None);
+            };
+            if !valid_reaction(&m.content) {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO reactions(message_rowid, reactor, reaction, at) VALUES(?1, ?2, ?3, ?4)",
+                rusqlite::params![rowid, sender, m.content, now_ms()],
+            )?;
+            let message = Db::message(tx, rowid)?;
+            Db::push_event(tx, &EventKind::MessageUpdated { message })?;
+            Ok(None)
+        }
+        kind => {
+            let state = if outgoing {
+                MessageState::Sent
+            } else {
+                MessageState::Received
+            };
+            let Some(rowid) = Db::insert_message(
+                tx,
+                conversation_id,
+                &m.id,
+                sender,
+                outgoing,
+                kind.as_str(),
+                &m.content,
+                &m.timestamp,
+                state,
+            )?
+            else {
+                return Ok(None);
+            };
+            let message = Db::message(tx, rowid)?;
+            Db::push_event(
+                tx,
+                &EventKind::MessageReceived {
+                    message: message.clone(),
+                },
+            )?;
+            Ok(Some(message))
+        }
+    }
+}
+
+trait OptionalBool {
+    fn optional_bool(self) -> Result<bool>;
+}
+
+impl OptionalBool for rusqlite::Result<()> {
+    fn optional_bool(self) -> Result<bool> {
+        match self {
+            Ok(()) => Ok(true),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

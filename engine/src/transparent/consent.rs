@@ -1,0 +1,226 @@
+//! Consent (per contact and per login, in the store; both sides must enable it) and the
+//! `Transparent` handle: each contact's status, enabling, connecting and closing sessions.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jasper_core::PublicKey;
+
+use super::lock;
+use super::wire::Signal;
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::model::*;
+use crate::store::{Db, now_ms};
+
+/// `engine.transparent()`: direct WebRTC sessions with contacts who consent.
+#[derive(Clone)]
+pub struct Transparent {
+    pub(crate) engine: Engine,
+}
+
+impl Engine {
+    pub(super) fn hub(&self) -> &super::Hub {
+        &self.inner.transparent
+    }
+
+    pub(super) fn consent(&self, key: &str) -> Result<(bool, bool)> {
+        Ok(self
+            .inner
+            .db
+            .lock()
+            .query_row(
+                "SELECT local, peer FROM transparent WHERE key = ?1",
+                [key],
+                |r| Ok((r.get::<_, bool>(0)?, r.get::<_, bool>(1)?)),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?
+            .unwrap_or((false, false)))
+    }
+
+    pub(super) fn status_of(&self, key: &str) -> Result<TransparentStatus> {
+        let (local, peer) = self.consent(key)?;
+        let contact = self.inner.db.contact_by_key(key)?;
+        let session = self.hub().session(key);
+        let state = match (&session, local, peer) {
+            (_, false, _) => TransparentState::Off,
+            (_, true, false) => TransparentState::WaitingForPeer,
+            (Some(s), true, true) if s.is_open() => TransparentState::Connected,
+            (Some(_), true, true) => TransparentState::Connecting,
+            (None, true, true) if lock(&self.hub().starting).contains(key) => {
+                TransparentState::Connecting
+            }
+            (None, true, true) => TransparentState::Idle,
+        };
+        Ok(TransparentStatus {
+            contact: key.to_owned(),
+            contact_name: contact.map(|c| c.name),
+            local_enabled: local,
+            peer_enabled: peer,
+            state,
+            session_id: session.as_ref().map(|s| s.id.clone()),
+            direct_sent: session
+                .as_ref()
+                .map_or(0, |s| s.direct_sent.load(Ordering::Relaxed)),
+            direct_received: session
+                .as_ref()
+                .map_or(0, |s| s.direct_received.load(Ordering::Relaxed)),
+        })
+    }
+
+    pub(super) fn emit_status(&self, key: &str) {
+        if let Ok(status) = self.status_of(key) {
+            self.emit(EventKind::TransparentChanged { status });
+        }
+    }
+
+    pub(super) fn emit(&self, kind: EventKind) {
+        if let Err(e) = self.commit(|tx| Db::push_event(tx, &kind)) {
+            tracing::warn!(error = %e, "could not record a transparent-mode event");
+        }
+    }
+
+    pub(super) fn contact_key(&self, contact: &str) -> Result<String> {
+        let key = self.contacts().resolve_key(contact)?;
+        if self.inner.db.contact_by_key(&key)?.is_none() {
+            return Err(EngineError::UnknownContact(contact.to_owned()));
+        }
+        Ok(key)
+    }
+
+    pub(super) fn set_consent(
+        &self,
+        key: &str,
+        local: Option<bool>,
+        peer: Option<bool>,
+    ) -> Result<()> {
+        self.inner.db.lock().execute(
+            "INSERT INTO transparent(key, local, peer, changed_at) VALUES(?1, COALESCE(?2, 0), COALESCE(?3, 0), ?4)
+             ON CONFLICT(key) DO UPDATE SET local = COALESCE(?2, local), peer = COALESCE(?3, peer), changed_at = ?4",
+            rusqlite::params![key, local, peer, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Whether this side offers: the side whose key fingerprint sorts first.
+    pub(super) fn is_offerer(&self, peer: &str) -> Result<bool> {
+        let me = self.me()?.public_key().fingerprint();
+        let them = PublicKey::from_text(peer)
+            .map_err(|e| EngineError::InvalidKey(e.to_string()))?
+            .fingerprint();
+        Ok(me < them)
+    }
+}
+
+impl Transparent {
+    /// Every contact with transparent mode enabled on either side.
+    pub fn statuses(&self) -> Result<Vec<TransparentStatus>> {
+        let keys: Vec<String> = {
+            let conn = self.engine.inner.db.lock();
+            let mut stmt = conn
+                .prepare("SELECT key FROM transparent WHERE local = 1 OR peer = 1 ORDER BY key")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        keys.iter().map(|k| self.engine.status_of(k)).collect()
+    }
+
+    /// Transparent mode with one contact (name or key).
+    pub fn status(&self, contact: &str) -> Result<TransparentStatus> {
+        let key = self.engine.contact_key(contact)?;
+        self.engine.status_of(&key)
+    }
+
+    /// Enables or disables transparent mode for a contact (see [`TRANSPARENT_MODE_WARNING`]).
+    /// Enabling tells the contact through the relays; once both sides have enabled it, a
+    /// session comes up by itself.engine. Disabling closes the session and ends its calls.
+    pub fn set(&self, contact: &str, enabled: bool) -> Result<TransparentStatus> {
+        let key = self.engine.contact_key(contact)?;
+        let (was, _) = self.engine.consent(&key)?;
+        self.engine.set_consent(&key, Some(enabled), None)?;
+        if was != enabled {
+            let yours_known = self.engine.consent(&key)?.1;
+            self.engine.post_signal(
+                &key,
+                Signal::Consent {
+                    enabled,
+                    yours_known,
+                },
+            )?;
+        }
+        if enabled {
+            self.engine.clear_closed(&key);
+            self.engine.maybe_start(&key, false);
+        } else {
+            self.engine.end_calls_with(&key, "transparent_disabled");
+            if let Some(s) = lock(&self.engine.hub().sessions).remove(&key) {
+                tokio::spawn(async move { s.close("transparent mode disabled").await });
+            }
+            lock(&self.engine.hub().retries).remove(&key);
+        }
+        self.engine.emit_status(&key);
+        self.engine.status_of(&key)
+    }
+
+    /// Brings the session with a contact up (after a deliberate close, or to wait for it),
+    /// waiting up to `wait` for the data channel to open.
+    pub async fn connect(&self, contact: &str, wait: Duration) -> Result<TransparentStatus> {
+        let key = self.engine.contact_key(contact)?;
+        let (local, peer) = self.engine.consent(&key)?;
+        if !local || !peer {
+            return Err(EngineError::TransparentOff(format!(
+                "transparent mode is not enabled on {} side",
+                if local { "the contact's" } else { "this" }
+            )));
+        }
+        self.engine.clear_closed(&key);
+        lock(&self.engine.hub().retries).remove(&key);
+        if self.engine.hub().session(&key).is_none() {
+            if self.engine.is_offerer(&key)? {
+                self.engine.maybe_start(&key, true);
+            } else {
+                self.engine
+                    .post_signal(&key, Signal::Reconnect { requested: true })?;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(s) = self.engine.hub().session(&key) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if s.wait_open(left).await {
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.engine.status_of(&key)
+    }
+
+    /// Closes the session with a contact on purpose: messages go through the relays until
+    /// [`Transparent::connect`] (on either side) or a restart. Consent is unchanged.
+    pub async fn disconnect(&self, contact: &str) -> Result<TransparentStatus> {
+        let key = self.engine.contact_key(contact)?;
+        lock(&self.engine.hub().closed_here).insert(key.clone());
+        lock(&self.engine.hub().retries).remove(&key);
+        let session = lock(&self.engine.hub().sessions).remove(&key);
+        if let Some(s) = session {
+            self.engine.end_calls_with(&key, "hung_up");
+            let _ = self.engine.post_signal(
+                &key,
+                Signal::Bye {
+                    session: s.id.clone(),
+                },
+            );
+            s.close("closed on purpose").await;
+        }
+        self.engine.emit_status(&key);
+        self.engine.status_of(&key)
+    }
+}

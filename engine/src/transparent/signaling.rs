@@ -1,0 +1,346 @@
+//! Signaling through the relays (consent, offer, answer, reconnect, bye as sealed `RTC` inner
+//! messages), who offers, reconnects with back-off, and answering offers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jasper_core::PublicKey;
+use jasper_core::protocol::{InnerMessage, MessageKind, timestamp_now};
+
+use super::session::Session;
+use super::wire::{SIGNAL_VERSION, Signal, SignalEnvelope, TYPE_RTC};
+use super::{MAX_RETRY_DELAY, SIGNAL_LIFETIME_MS, lock};
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::store::{Db, now_ms};
+
+impl Engine {
+    /// Seals a signal to `peer` and queues it (no history entry, no copy to other logins).
+    pub(super) fn post_signal(&self, peer: &str, signal: Signal) -> Result<()> {
+        let me = self.me()?;
+        let key = PublicKey::from_text(peer).map_err(|e| EngineError::InvalidKey(e.to_string()))?;
+        let content = serde_json::to_string(&SignalEnvelope {
+            v: SIGNAL_VERSION,
+            expires_at: now_ms() + SIGNAL_LIFETIME_MS,
+            signal,
+        })
+        .expect("signals serialise");
+        let inner = InnerMessage {
+            sender: me.public_key().to_text().to_owned(),
+            // Signaling belongs to no conversation.
+            channel_id: String::new(),
+            kind: MessageKind::Other(TYPE_RTC.into()),
+            content,
+            id: uuid::Uuid::new_v4().to_string(),
+            timestamp: timestamp_now(),
+        };
+        let packets = jasper_core::seal(&me, std::slice::from_ref(&key), &inner)?;
+        self.commit(|tx| {
+            for p in &packets {
+                Db::enqueue(
+                    tx,
+                    None,
+                    false,
+                    &p.recipient,
+                    &hex::encode(key.fingerprint()),
+                    &crate::outbox::to_json(p),
+                    &p.hash,
+                    0,
+                )?;
+            }
+            Ok(())
+        })?;
+        self.inner.wake_outbox.notify_one();
+        Ok(())
+    }
+
+    pub(super) fn clear_closed(&self, peer: &str) {
+        lock(&self.hub().closed_here).remove(peer);
+        lock(&self.hub().closed_by_peer).remove(peer);
+    }
+
+    pub(super) fn closed_on_purpose(&self, peer: &str) -> bool {
+        lock(&self.hub().closed_here).contains(peer)
+            || lock(&self.hub().closed_by_peer).contains(peer)
+    }
+
+    /// Starts an offer to `peer` if both consent, none is up or starting, it was not closed
+    /// on purpose, this side is the offerer and no retry back-off is pending. `requested`:
+    /// the user asked (the offer then overrides a deliberate close on the other side).
+    pub(super) fn maybe_start(&self, peer: &str, requested: bool) {
+        let Ok((true, true)) = self.consent(peer) else {
+            return;
+        };
+        if !self.is_offerer(peer).unwrap_or(false)
+            || self.hub().session(peer).is_some()
+            || self.closed_on_purpose(peer)
+            || lock(&self.hub().retries)
+                .get(peer)
+                .is_some_and(|(_, at)| *at > Instant::now())
+            || !lock(&self.hub().starting).insert(peer.to_owned())
+        {
+            return;
+        }
+        let engine = self.clone();
+        let peer = peer.to_owned();
+        tokio::spawn(async move {
+            let id = uuid::Uuid::new_v4().to_string();
+            let result = Session::offer(
+                &engine.hub().settings,
+                id.clone(),
+                peer.clone(),
+                engine.hub().events_tx.clone(),
+            )
+            .await;
+            lock(&engine.hub().starting).remove(&peer);
+            let session = match result {
+                Ok((session, sdp)) => {
+                    let session = Arc::new(session);
+                    lock(&engine.hub().sessions).insert(peer.clone(), session.clone());
+                    let signal = Signal::Offer {
+                        session: id.clone(),
+                        device: engine.hub().device.clone(),
+                        sdp,
+                        requested,
+                    };
+                    if let Err(e) = engine.post_signal(&peer, signal) {
+                        tracing::warn!(error = %e, "could not queue an offer");
+                    }
+                    session
+                }
+                Err(e) => {
+                    tracing::warn!(error = e, "could not start a WebRTC session");
+                    engine.schedule_retry(&peer);
+                    return;
+                }
+            };
+            tracing::info!(session = id, "transparent session offered");
+            engine.emit_status(&peer);
+            engine.watch_connect(session);
+        });
+    }
+
+    /// Abandons a session that does not open within the connect timeout.
+    pub(super) fn watch_connect(&self, session: Arc<Session>) {
+        let timeout = self.hub().config.connect_timeout;
+        tokio::spawn(async move {
+            if !session.wait_open(timeout).await {
+                session.close("not connected in time").await;
+            }
+        });
+    }
+
+    pub(super) fn schedule_retry(&self, peer: &str) {
+        let mut retries = lock(&self.hub().retries);
+        let entry = retries
+            .entry(peer.to_owned())
+            .or_insert((0, Instant::now()));
+        entry.0 += 1;
+        let delay =
+            (Duration::from_secs(2) * 2u32.saturating_pow(entry.0.min(10))).min(MAX_RETRY_DELAY);
+        entry.1 = Instant::now() + delay;
+        tracing::info!(?delay, "transparent session will be retried");
+    }
+
+    /// Applies a signal from `sender` (an opened, verified `RTC` inner message).
+    pub(crate) fn handle_signal(&self, sender: &str, content: &str) {
+        let known = self
+            .inner
+            .db
+            .contact_by_key(sender)
+            .ok()
+            .flatten()
+            .is_some();
+        if !known {
+            tracing::debug!("WebRTC signal from a key that is not a contact: ignored");
+            return;
+        }
+        let env = match SignalEnvelope::parse(content) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(error = e, "malformed WebRTC signal ignored");
+                return;
+            }
+        };
+        let stale = env.expires_at < now_ms();
+        let Ok((local, peer_before)) = self.consent(sender) else {
+            return;
+        };
+        match env.signal {
+            Signal::Consent {
+                enabled,
+                yours_known,
+            } => {
+                if peer_before != enabled {
+                    let _ = self.set_consent(sender, None, Some(enabled));
+                }
+                if enabled {
+                    // The contact's user (re-)enabled it: their earlier close no longer holds.
+                    lock(&self.hub().closed_by_peer).remove(sender);
+                    lock(&self.hub().retries).remove(sender);
+                    if local && !yours_known {
+                        // Tell them ours: they enabled it before hearing of ours.
+                        let _ = self.post_signal(
+                            sender,
+                            Signal::Consent {
+                                enabled: true,
+                                yours_known: true,
+                            },
+                        );
+                    }
+                    self.maybe_start(sender, false);
+                } else {
+                    self.end_calls_with(sender, "transparent_disabled");
+                    if let Some(s) = lock(&self.hub().sessions).remove(sender) {
+                        tokio::spawn(async move { s.close("the contact disabled it").await });
+                    }
+                }
+                self.emit_status(sender);
+            }
+            Signal::Reconnect { requested } => {
+                if !local || stale || !self.is_offerer(sender).unwrap_or(false) {
+                    return;
+                }
+                if !requested && lock(&self.hub().closed_here).contains(sender) {
+                    tracing::info!("automatic reconnect after a deliberate close: ignored");
+                    return;
+                }
+                if !peer_before {
+                    let _ = self.set_consent(sender, None, Some(true));
+                }
+                self.clear_closed(sender);
+                lock(&self.hub().retries).remove(sender);
+                // The contact has no session: whatever we hold is dead.
+                if let Some(old) = lock(&self.hub().sessions).remove(sender) {
+                    self.end_calls_with(sender, "connection_lost");
+                    tokio::spawn(async move { old.close("the contact reconnects").await });
+                }
+                self.maybe_start(sender, false);
+                self.emit_status(sender);
+            }
+            Signal::Offer {
+                session,
+                device,
+                sdp,
+                requested,
+            } => {
+                if !local {
+                    tracing::info!(
+                        "WebRTC offer from a contact without transparent mode enabled here: ignored"
+                    );
+                    return;
+                }
+                if stale {
+                    tracing::info!(session, "stale WebRTC offer ignored");
+                    return;
+                }
+                if !peer_before {
+                    let _ = self.set_consent(sender, None, Some(true));
+                }
+                if self.hub().session(sender).is_some_and(|s| s.id == session) {
+                    return;
+                }
+                if !requested && lock(&self.hub().closed_here).contains(sender) {
+                    // An automatic reconnect racing our `bye`: say it again.
+                    tracing::info!(session, "automatic offer after a deliberate close: refused");
+                    let _ = self.post_signal(sender, Signal::Bye { session });
+                    return;
+                }
+                self.clear_closed(sender);
+                tracing::info!(session, device, "answering a WebRTC offer");
+                self.answer(sender.to_owned(), session, sdp);
+            }
+            Signal::Answer {
+                session,
+                device,
+                sdp,
+            } => {
+                let Some(s) = self
+                    .hub()
+                    .session(sender)
+                    .filter(|s| s.id == session && s.offerer)
+                else {
+                    return;
+                };
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    if s.has_remote_description().await {
+                        // Another login of the same key answered first.
+                        tracing::debug!(device, "second answer to one offer ignored");
+                        return;
+                    }
+                    if let Err(e) = s.accept_answer(sdp).await {
+                        tracing::warn!(error = e, "WebRTC answer refused");
+                        s.close("bad answer").await;
+                    }
+                    engine.emit_status(&s.peer);
+                });
+            }
+            Signal::Candidate {
+                session,
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+            } => {
+                if let Some(s) = self.hub().session(sender).filter(|s| s.id == session) {
+                    tokio::spawn(async move {
+                        if let Err(e) = s.add_candidate(candidate, sdp_mid, sdp_mline_index).await {
+                            tracing::debug!(error = e, "ICE candidate refused");
+                        }
+                    });
+                }
+            }
+            Signal::Bye { session } => {
+                // Applies to that session, or to none (ours may already be gone: the channel
+                // closing can beat the `bye` through the relays). A newer session stands.
+                let current = self.hub().session(sender);
+                if current.as_ref().is_some_and(|s| s.id != session) {
+                    return;
+                }
+                lock(&self.hub().closed_by_peer).insert(sender.to_owned());
+                lock(&self.hub().retries).remove(sender);
+                if let Some(s) = current {
+                    lock(&self.hub().sessions).remove(sender);
+                    self.end_calls_with(sender, "remote_hung_up");
+                    tokio::spawn(async move { s.close("the contact closed it").await });
+                }
+                self.emit_status(sender);
+            }
+        }
+    }
+
+    pub(super) fn answer(&self, peer: String, id: String, offer_sdp: String) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let result = Session::answer(
+                &engine.hub().settings,
+                id.clone(),
+                peer.clone(),
+                offer_sdp,
+                engine.hub().events_tx.clone(),
+            )
+            .await;
+            match result {
+                Ok((session, sdp)) => {
+                    let session = Arc::new(session);
+                    let old = lock(&engine.hub().sessions).insert(peer.clone(), session.clone());
+                    if let Some(old) = old {
+                        engine.end_calls_with(&peer, "connection_lost");
+                        old.close("replaced by a new offer").await;
+                    }
+                    let signal = Signal::Answer {
+                        session: id,
+                        device: engine.hub().device.clone(),
+                        sdp,
+                    };
+                    if let Err(e) = engine.post_signal(&peer, signal) {
+                        tracing::warn!(error = %e, "could not queue an answer");
+                    }
+                    engine.emit_status(&peer);
+                    engine.watch_connect(session);
+                }
+                Err(e) => tracing::warn!(error = e, "could not answer a WebRTC offer"),
+            }
+        });
+    }
+}
