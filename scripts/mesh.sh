@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jasper/target}"
 read -r -a ports <<< "${JASPER_MESH_PORTS:-8080 8081 8082}"
 dir="${JASPER_MESH_DIR:-$HOME/.local/share/jasper-mesh}"
 
-cargo build --quiet -p jasper-relay -p jasper-daemon --bins
+cargo build --quiet -p jasper-relay -p jasper-daemon -p jasper-cli --bins
 relay="$CARGO_TARGET_DIR/debug/jasper-relay"
 
 pids=()

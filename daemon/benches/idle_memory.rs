@@ -1,6 +1,7 @@
 //! Resident memory of an idle `jasperd` holding 10,000 stored messages.
 //!
-//!   cargo build --release -p jasper-relay && cargo bench -p jasper-daemon --bench idle_memory
+//!   cargo build --release -p jasper-relay -p jasper-cli
+//!   cargo bench -p jasper-daemon --bench idle_memory
 //!
 //! Starts three release relays, a release `jasperd` (bob, keyutils key store) and an
 //! in-process engine (alice) that sends bob `--messages N` (default 10,000) messages through
@@ -28,7 +29,7 @@ fn release_bin(name: &str) -> PathBuf {
     let bin = exe.parent().unwrap().parent().unwrap().join(name);
     assert!(
         bin.exists(),
-        "{} missing: cargo build --release -p jasper-relay -p jasper-daemon",
+        "{} missing: cargo build --release -p jasper-relay -p jasper-daemon -p jasper-cli",
         bin.display()
     );
     bin

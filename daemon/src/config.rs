@@ -7,14 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use jasper_client::default_socket_path;
 use jasper_engine::{AnonymityMode, EngineConfig};
 use jasper_keystore::KeyStoreKind;
 use serde::Deserialize;
 
 use crate::error::DaemonError;
-
-/// File name of the socket, under `$XDG_RUNTIME_DIR/jasper/` or the data directory.
-pub const SOCKET_FILE: &str = "jasperd.sock";
 
 /// Validated settings of one `jasperd` process.
 #[derive(Debug, Clone)]
@@ -353,15 +351,6 @@ fn parse_anonymity(value: &str) -> Result<AnonymityMode, DaemonError> {
             AnonymityMode::Relaxed.as_str()
         ))
     })
-}
-
-/// The default socket: `$XDG_RUNTIME_DIR/jasper/jasperd.sock`, else `DATA_DIR/jasperd.sock`
-/// (the CLI, which knows no data directory, then has none and asks for `--socket`).
-pub fn default_socket_path(data_dir: Option<&Path>) -> Option<PathBuf> {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(dir) => Some(PathBuf::from(dir).join("jasper").join(SOCKET_FILE)),
-        None => data_dir.map(|d| d.join(SOCKET_FILE)),
-    }
 }
 
 fn read_token(path: &Path) -> Result<String, DaemonError> {

@@ -1,13 +1,11 @@
 //! # jasper-daemon
 //!
 //! `jasperd` serves the Jasper engine over a local gRPC API (`jasper.v1`, see `proto/`) on a
-//! Unix socket, optionally on loopback TCP with a bearer token; `jasper` is its command line
-//! client. Both are thin shells: every decision is the engine's.
+//! Unix socket, optionally on loopback TCP with a bearer token. A thin shell: every decision is
+//! the engine's. Its command line client, `jasper`, is the `jasper-cli` crate, which talks to it
+//! through `jasper-client` without linking the engine.
 
-pub mod cli;
-pub mod client;
 pub mod config;
-pub mod convert;
 pub mod error;
 pub mod listener;
 pub mod secrets;
@@ -18,4 +16,7 @@ pub mod transparent;
 
 pub use config::DaemonConfig;
 pub use error::DaemonError;
-pub use status::ApiError;
+/// The client half, kept under its old paths (`jasper_daemon::client::Client`,
+/// `jasper_daemon::ApiError`) for Rust users of those, the daemon's own tests among them.
+pub use jasper_client as client;
+pub use jasper_client::ApiError;

@@ -6,10 +6,10 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use jasper_engine::{Engine, EngineError};
+use jasper_proto::convert;
 use jasper_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
 use crate::status::{engine_status, status};
 
 /// Page size of `MessageService.List` when the request leaves it at 0.

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use futures::Stream;
 use jasper_engine::{EngineError, TRANSPARENT_MODE_WARNING};
+use jasper_proto::convert;
 use jasper_proto::v1 as pb;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::convert;
 use crate::service::Api;
 use crate::status::{engine_status, status};
 

@@ -510,7 +510,7 @@ impl Db {
         )?;
         m.attachments = jasper_core::attachment::parse_attachments(&m.content)
             .iter()
-            .map(crate::model::Attachment::from)
+            .map(crate::model::attachment_from_link)
             .collect();
         let mut stmt = conn.prepare_cached(
             "SELECT reactor, reaction FROM reactions WHERE message_rowid = ?1 ORDER BY at, reactor",

@@ -1,5 +1,5 @@
 //! `jasper`: the command line client of `jasperd` (see `jasper --help`).
 
 fn main() -> std::process::ExitCode {
-    jasper_daemon::cli::main()
+    jasper_cli::main()
 }

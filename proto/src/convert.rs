@@ -1,9 +1,11 @@
-//! The engine's model types and their `jasper.v1` mirrors, both ways: the server sends
-//! engine values as protobuf, and the CLI turns protobuf back into the engine's types for
-//! its JSON output (so `--json` documents are the model's serde form).
+//! The model types (`jasper-model`) and their `jasper.v1` mirrors, both ways: the functions at
+//! the top turn model values into protobuf (what `jasperd` sends), [`from_pb`] turns protobuf
+//! back into the model (what clients such as the CLI read, so its `--json` documents are the
+//! model's serde form). Written once, next to the wire types, so both ends agree.
 
-use jasper_engine as model;
-use jasper_proto::v1 as pb;
+use jasper_model as model;
+
+use crate::v1 as pb;
 
 pub fn identity(i: model::IdentityInfo) -> pb::Identity {
     pb::Identity {
@@ -260,7 +262,7 @@ pub fn audio_frame(f: model::AudioFrame) -> pb::AudioFrame {
 #[error("the daemon's answer lacks {0}")]
 pub struct Missing(pub &'static str);
 
-/// protobuf → engine model, for the CLI's JSON output.
+/// protobuf → model, for clients (the CLI's JSON output).
 pub mod from_pb {
     use super::*;
 

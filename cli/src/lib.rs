@@ -9,16 +9,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
-use jasper_engine as model;
+use jasper_client::{ApiError, Client, default_socket_path};
+use jasper_model as model;
+use jasper_proto::convert::from_pb;
 use jasper_proto::v1 as pb;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tonic::Code;
-
-use crate::client::Client;
-use crate::config::default_socket_path;
-use crate::convert::from_pb;
-use crate::status::ApiError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -1133,4 +1130,25 @@ fn event_line(e: &model::Event) -> String {
         model::EventKind::AnonymityChanged { report } => format!("anonymity {}", report.summary),
     };
     format!("#{} {what}", e.seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_anywhere_and_relays_defaults_to_list() {
+        let cli =
+            Cli::try_parse_from(["jasper", "relays", "--json", "--socket", "/tmp/s"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.socket, Some(PathBuf::from("/tmp/s")));
+        assert!(matches!(cli.command, Command::Relays { command: None }));
+    }
 }
