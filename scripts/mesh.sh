@@ -15,28 +15,31 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jasper/target}"
 read -r -a ports <<< "${JASPER_MESH_PORTS:-8080 8081 8082}"
 dir="${JASPER_MESH_DIR:-$HOME/.local/share/jasper-mesh}"
 
-cargo build --quiet -p jasper-relay -p jasper-daemon -p jasper-cli --bins
-relay="$CARGO_TARGET_DIR/debug/jasper-relay"
+cargo build --quiet -p jasper-relay -p jasper-daemon -p jasper-cli -p jasper-test --bins
+mesh="$CARGO_TARGET_DIR/debug/jasper-mesh"
 
 pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop EXIT INT TERM
 
-for i in "${!ports[@]}"; do
-  peers=()
-  for j in "${!ports[@]}"; do
-    [ "$i" = "$j" ] || peers+=(--peer "127.0.0.1:${ports[$j]}")
-  done
-  mkdir -p "$dir/relay$i"
-  "$relay" --listen "127.0.0.1:${ports[$i]}" --data-dir "$dir/relay$i" "${peers[@]}" \
-    --allow-private-peers true --sync-interval 10 --server-sync-interval 60 \
-    >"$dir/relay$i.log" 2>&1 &
-  pids+=($!)
-done
-for p in "${ports[@]}"; do
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/status" >/dev/null && break; sleep 0.1; done
-done
-echo "Relays: ${ports[*]/#/127.0.0.1:}   (logs and data in $dir)"
+# The relays (and, when coturn's `turnserver` is installed, a loopback STUN server for
+# transparent mode) come from the test kit's jasper-mesh: it prints one JSON line once they
+# all serve and stops them on SIGTERM or when its stdin closes, so a coprocess, whose stdin
+# this script holds, cannot outlive it.
+stun_flags=()
+if command -v turnserver >/dev/null 2>&1; then
+  stun_flags=(--stun-port $((ports[0] + 400)))
+fi
+mkdir -p "$dir"
+coproc MESH { exec "$mesh" --dir "$dir" --ports "${ports[@]}" --sync-interval 10 \
+  --server-sync-interval 60 "${stun_flags[@]}" 2>"$dir/jasper-mesh.log"; }
+pids+=("$MESH_PID")
+if ! read -r -t 120 announced <&"${MESH[0]}"; then
+  echo "jasper-mesh did not start; see $dir/jasper-mesh.log and $dir/relay*/relay.log" >&2
+  exit 1
+fi
+addresses=$(printf '%s' "$announced" | grep -o '"address":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' ')
+echo "Relays: ${addresses% }   (logs and data in $dir)"
 
 # A demo packet: relays only check the key, base64 and the hash, so openssl stands in for a client.
 key=$(openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:4096 2>/dev/null | openssl pkey -pubout -outform DER | base64 -w0)
@@ -58,16 +61,10 @@ jasperd="$CARGO_TARGET_DIR/debug/jasperd"
 jasper="$CARGO_TARGET_DIR/debug/jasper"
 relay_flags=()
 for p in "${ports[@]}"; do relay_flags+=(--relay "127.0.0.1:$p"); done
-# Transparent mode: host candidates on loopback, and a STUN server if coturn is there.
+# Transparent mode: host candidates on loopback, and jasper-mesh's STUN server if it has one.
 webrtc_flags=(--webrtc-bind 127.0.0.1:0)
-if command -v turnserver >/dev/null 2>&1; then
-  stun_port=$((ports[0] + 400))
-  turnserver -n --stun-only --no-cli --no-tls --no-dtls --listening-ip 127.0.0.1 \
-    --listening-port "$stun_port" --log-file "$dir/coturn.log" --pidfile "$dir/coturn.pid" \
-    >/dev/null 2>&1 &
-  pids+=($!)
-  webrtc_flags+=(--stun "stun:127.0.0.1:$stun_port")
-fi
+stun=$(printf '%s' "$announced" | sed -n 's/.*"stun":"\([^"]*\)".*/\1/p')
+[ -z "$stun" ] || webrtc_flags+=(--stun "$stun")
 for who in alice bob; do
   rm -rf "$dir/$who"
   mkdir -p "$dir/$who"

@@ -54,15 +54,18 @@ echo "== bindings: committed bindings match the library"
 # that build's target/debug/libjasper_ffi.so (cargo test builds only the crate's test harness).
 scripts/generate-bindings.sh --check
 ffi_lib="$CARGO_TARGET_DIR/debug/libjasper_ffi.so"
-# jasper-relay: built for the relay's integration tests above; here only if those were skipped.
+# jasper-relay and jasper-mesh: built for the relay's and the kit's integration tests above;
+# here only if those were skipped.
 relay_bin="$CARGO_TARGET_DIR/debug/jasper-relay"
 [ -x "$relay_bin" ] || cargo build --locked -p jasper-relay --bin jasper-relay
+mesh_bin="$CARGO_TARGET_DIR/debug/jasper-mesh"
+[ -x "$mesh_bin" ] || cargo build --locked -p jasper-test --bin jasper-mesh
 
 echo "== bindings: Python (pytest)"
 if ! python3 -m pytest --version >/dev/null 2>&1; then
   python3 -m pip install --quiet pytest
 fi
-JASPER_FFI_LIB="$ffi_lib" JASPER_RELAY_BIN="$relay_bin" \
+JASPER_FFI_LIB="$ffi_lib" JASPER_RELAY_BIN="$relay_bin" JASPER_MESH_BIN="$mesh_bin" \
   python3 -m pytest -q -p no:cacheprovider bindings/python
 
 echo "== bindings: Kotlin on the JVM (Maven, JUnit)"
@@ -71,5 +74,6 @@ echo "== bindings: Kotlin on the JVM (Maven, JUnit)"
 jvm=bindings/kotlin/jasper-jvm
 rm -rf "$jvm/target/surefire-reports"
 mvn -B -q -f "$jvm/pom.xml" test \
-  -Djasper.ffi.dir="$(dirname "$ffi_lib")" -Djasper.relay.bin="$relay_bin"
+  -Djasper.ffi.dir="$(dirname "$ffi_lib")" -Djasper.relay.bin="$relay_bin" \
+  -Djasper.mesh.bin="$mesh_bin"
 cat "$jvm"/target/surefire-reports/*.txt | grep -h "^Tests run:"

@@ -3,17 +3,20 @@
 //!   cargo build --release -p jasper-relay -p jasper-cli
 //!   cargo bench -p jasper-daemon --bench idle_memory
 //!
-//! Starts three release relays, a release `jasperd` (bob, keyutils key store) and an
-//! in-process engine (alice) that sends bob `--messages N` (default 10,000) messages through
-//! the relays; once bob has stored them all, restarts bob and reads its VmRSS while idle.
+//! Starts three release relays (the test kit's), a release `jasperd` (bob, keyutils key store)
+//! and an in-process engine (alice) that sends bob `--messages N` (default 10,000) messages
+//! through the relays; once bob has stored them all, restarts bob and reads its VmRSS while
+//! idle.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jasper_engine::{Engine, EngineConfig, EphemeralSecretStore};
+
+/// How long a process may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Proc(Child);
 
@@ -24,37 +27,8 @@ impl Drop for Proc {
     }
 }
 
-fn release_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        bin.exists(),
-        "{} missing: cargo build --release -p jasper-relay -p jasper-daemon -p jasper-cli",
-        bin.display()
-    );
-    bin
-}
-
-fn wait_line(child: &mut Child, needle: &str) {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let found = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains(needle));
-    assert!(found, "process did not print {needle:?}");
-    std::thread::spawn(move || for _ in lines {});
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_bob(dir: &Path, relays: &[String]) -> Proc {
-    let mut cmd = Command::new(release_bin("jasperd"));
+    let mut cmd = Command::new(jasper_test::binary("jasperd"));
     cmd.arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--socket")
@@ -68,17 +42,14 @@ fn start_bob(dir: &Path, relays: &[String]) -> Proc {
     for r in relays {
         cmd.arg("--relay").arg(r);
     }
-    let mut child = cmd
-        .env("JASPER_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_line(&mut child, "listening");
+    cmd.env("JASPER_LOG", "warn");
+    let (child, _) = jasper_test::process::spawn_until_listening(cmd, START_TIMEOUT)
+        .unwrap_or_else(|e| panic!("jasperd (bob): {e}"));
     Proc(child)
 }
 
 fn jasper(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(release_bin("jasper"))
+    let out = Command::new(jasper_test::binary("jasper"))
         .arg("--socket")
         .arg(dir.join("bob.sock"))
         .arg("--json")
@@ -123,30 +94,10 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| port()).collect();
-    let relays: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let _relays: Vec<Proc> = (0..3)
-        .map(|i| {
-            let mut cmd = Command::new(release_bin("jasper-relay"));
-            cmd.arg("--listen")
-                .arg(&relays[i])
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("r{i}")));
-            cmd.args(["--allow-private-peers", "true"]);
-            for (j, r) in relays.iter().enumerate() {
-                if i != j {
-                    cmd.arg("--peer").arg(r);
-                }
-            }
-            let mut child = cmd
-                .env("JASPER_LOG", "error")
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            wait_line(&mut child, "listening");
-            Proc(child)
-        })
-        .collect();
+    // The relays' own sync intervals, as deployed; only errors logged.
+    let mesh =
+        jasper_test::relay::mesh_with(3, dir.path(), |b| b.relay_default_sync().log_level("error"));
+    let relays: Vec<String> = mesh.iter().map(|r| r.addr()).collect();
     let bob_dir = dir.path().join("bob");
     std::fs::create_dir_all(&bob_dir).unwrap();
     let mut bob = start_bob(&bob_dir, &relays);

@@ -3,15 +3,12 @@
 
 mod common;
 
-#[path = "../../engine/tests/common/stun.rs"]
-mod stun;
-
 use std::time::Duration;
 
 use common::*;
 use jasper_proto::v1 as pb;
+use jasper_test::stun::StunServer;
 use serde_json::Value;
-use stun::StunServer;
 
 const DELIVERY: Duration = Duration::from_secs(30);
 const SESSION_UP: Duration = Duration::from_secs(30);

@@ -7,16 +7,12 @@
 //!
 //! Options after `--`: `--messages N` (default 200 direct, at most 60 through the relays).
 
-#[path = "../tests/common/stun.rs"]
-#[allow(dead_code)]
-mod stun;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jasper_engine::{CallState, Engine, EngineConfig, EphemeralSecretStore, TransparentState};
-use stun::StunServer;
+use jasper_test::stun::StunServer;
 
 mod common;
 use common::*;

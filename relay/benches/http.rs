@@ -9,10 +9,11 @@
 //!     [--redis redis://127.0.0.1:6379 | --no-redis] [--send-only]
 //! ```
 //!
-//! Every server under test is a separate process on loopback: the relay binary (Cargo builds
-//! it for benches and names it in `CARGO_BIN_EXE_jasper-relay`), a `redis-server` this bench
-//! starts itself (fsync on every write) unless `--redis` names one, and the bare server (this
-//! executable re-run with `--serve-bare`, on a multi-threaded Tokio runtime like the relay's).
+//! Every server under test is a separate process on loopback, started by the test kit
+//! (`jasper-test`): the relay binary (Cargo builds it for benches, in `target/release/`), a
+//! `redis-server` this bench starts itself (fsync on every write) unless `--redis` names one,
+//! and the bare server (this executable re-run with `--serve-bare`, on a multi-threaded Tokio
+//! runtime like the relay's).
 //! The load generator is closed-loop: N keep-alive HTTP/1.1 connections (one hyper client
 //! connection per task), each sending its next request when the previous answer has been read
 //! whole, on ONE thread (Tokio current-thread runtime), so the server has the other core(s).
@@ -23,10 +24,9 @@
 //! two builds). Results and the commands used: `docs/benchmarks.md`.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::io::Read;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,6 +40,8 @@ use hyper::header::{CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use jasper_core::MessageHash;
 use jasper_core::protocol::Packet;
+use jasper_test::redis::Redis;
+use jasper_test::relay::Relay;
 use rand::{Rng, RngCore, SeedableRng};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -47,10 +49,10 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 const RECIPIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recipients.txt");
 /// The relay binary Cargo built for this bench; `JASPER_BENCH_RELAY=PATH` runs another build
 /// instead (to compare two versions with the same load generator).
-const RELAY_BIN: &str = env!("CARGO_BIN_EXE_jasper-relay");
-
-fn relay_bin() -> String {
-    std::env::var("JASPER_BENCH_RELAY").unwrap_or_else(|_| RELAY_BIN.to_owned())
+fn relay_bin() -> PathBuf {
+    std::env::var_os("JASPER_BENCH_RELAY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| jasper_test::binary("jasper-relay"))
 }
 /// Random bytes in each packet's `message` (before base64).
 const MESSAGE_BYTES: usize = 1024;
@@ -189,40 +191,25 @@ fn serve_bare() {
 // ---------------------------------------------------------------------------------------------
 // Processes under test.
 
-/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+/// The bare server's process, stopped (SIGTERM, then SIGKILL) when dropped.
 struct Proc {
     name: &'static str,
     child: Child,
 }
 
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// CPU seconds used so far (user + system), from /proc.
-    fn cpu_secs(&self) -> f64 {
-        proc_cpu_secs(self.pid()).unwrap_or(0.0)
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if jasper_test::process::terminate(&mut self.child, Duration::from_secs(15)).is_none() {
+            eprintln!("{} did not stop on SIGTERM; killing it", self.name);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// CPU seconds the processes `pids` used so far (user + system), from /proc.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| proc_cpu_secs(p).unwrap_or(0.0)).sum()
 }
 
 fn proc_cpu_secs(pid: u32) -> Option<f64> {
@@ -247,127 +234,51 @@ fn self_cpu_secs() -> f64 {
     }
 }
 
-/// Waits until `log` holds a line starting with `prefix`; returns the address after it.
-fn wait_for_address(proc: &mut Proc, log: &Path, prefix: &str) -> Res<SocketAddr> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find_map(|l| l.strip_prefix(prefix)) {
-            return Ok(line.trim().parse()?);
-        }
-        if let Some(status) = proc.child.try_wait()? {
-            let err = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
-            return Err(format!(
-                "{} exited ({status}) before listening:\n{text}{err}",
-                proc.name
-            )
-            .into());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{} did not start within 30 s:\n{text}", proc.name).into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// How long a server under test may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The address at the end of a `... listening on ADDRESS` line.
+fn listening_address(line: &str) -> Res<SocketAddr> {
+    let addr = line.rsplit("listening on ").next().unwrap_or(line);
+    Ok(addr.trim().parse()?)
 }
 
-fn start_bare(dir: &Path) -> Res<(Proc, SocketAddr)> {
-    let log = dir.join("bare.log");
-    let child = Command::new(std::env::current_exe()?)
-        .arg("--serve-bare")
+fn start_bare() -> Res<(Proc, SocketAddr)> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    // Its stdin stays open (held by `Child`) for as long as it is to run.
+    cmd.arg("--serve-bare")
         .stdin(Stdio::piped())
-        .stdout(File::create(&log)?)
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let mut proc = Proc {
+        .stderr(Stdio::inherit());
+    let (child, line) = jasper_test::process::spawn_until_listening(cmd, START_TIMEOUT)
+        .map_err(|e| format!("bare server: {e}"))?;
+    let proc = Proc {
         name: "bare server",
         child,
     };
-    let addr = wait_for_address(&mut proc, &log, "bare listening on ")?;
+    let addr = listening_address(&line)?;
     Ok((proc, addr))
 }
 
-fn start_relay(dir: &Path, redis: Option<&str>) -> Res<(Proc, SocketAddr)> {
-    let log = dir.join("relay.log");
-    let bin = relay_bin();
-    let mut cmd = Command::new(&bin);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("JASPER_RELAY_") || k == "JASPER_LOG" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"));
+/// The relay on a port of its choosing in `dir`, with the embedded store or Redis at `redis`
+/// and its own defaults otherwise (no sync intervals, no private peers, `info` logs in
+/// `dir/relay.log`).
+fn start_relay(dir: &Path, redis: Option<&str>) -> Res<Relay> {
+    let mut relay = Relay::builder(dir)
+        .binary(relay_bin())
+        .port(0)
+        .relay_default_sync()
+        .allow_private_peers(false)
+        .log_level("info")
+        .start_timeout(START_TIMEOUT);
     if let Some(url) = redis {
         // A fresh key prefix, so an external Redis's earlier contents do not interfere.
         let run: u64 = rand::random();
-        cmd.args(["--redis", url]).env(
+        relay = relay.redis(url).env(
             "JASPER_RELAY_REDIS_PREFIX",
             format!("jasper-bench:{run:016x}:"),
         );
     }
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(File::create(&log)?)
-        .stderr(File::create(log.with_extension("err"))?)
-        .spawn()
-        .map_err(|e| format!("cannot run {bin}: {e}"))?;
-    let mut proc = Proc {
-        name: "jasper-relay",
-        child,
-    };
-    let addr = wait_for_address(&mut proc, &log, "jasper-relay listening on ")?;
-    Ok((proc, addr))
-}
-
-fn free_port() -> Res<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// `redis-server` on a free loopback port, persisting to `dir` with an fsync per write.
-fn start_redis(dir: &Path) -> Res<(Proc, String)> {
-    let port = free_port()?;
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(["--daemonize", "no", "--logfile"])
-        .arg(dir.join("redis.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run redis-server (apt-get install redis-server): {e}"))?;
-    let mut proc = Proc {
-        name: "redis-server",
-        child,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pong = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(1)))?;
-            s.write_all(b"PING\r\n")?;
-            let mut buf = [0u8; 7];
-            s.read_exact(&mut buf)?;
-            Ok(buf.starts_with(b"+PONG"))
-        });
-        if matches!(pong, Ok(true)) {
-            return Ok((proc, format!("redis://127.0.0.1:{port}")));
-        }
-        if let Some(status) = proc.child.try_wait()? {
-            return Err(format!("redis-server exited ({status})").into());
-        }
-        if Instant::now() > deadline {
-            return Err("redis-server did not answer PING within 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Ok(relay.try_start()?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -482,12 +393,13 @@ struct Phase<'a> {
     start: usize,
 }
 
-fn run_phase(opts: &Opts, phase: &Phase<'_>, servers: &[&Proc]) -> Res<Stats> {
+/// One phase of load; `servers`: the pids whose CPU time is the server side's.
+fn run_phase(opts: &Opts, phase: &Phase<'_>, servers: &[u32]) -> Res<Stats> {
     // One thread for the whole load generator.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let server_cpu0: f64 = servers.iter().map(|p| p.cpu_secs()).sum();
+    let server_cpu0 = cpu_secs(servers);
     let client_cpu0 = self_cpu_secs();
     let wall0 = Instant::now();
     let next = Arc::new(AtomicUsize::new(phase.start));
@@ -520,7 +432,7 @@ fn run_phase(opts: &Opts, phase: &Phase<'_>, servers: &[&Proc]) -> Res<Stats> {
     let server_cores = if servers.is_empty() {
         None
     } else {
-        Some((servers.iter().map(|p| p.cpu_secs()).sum::<f64>() - server_cpu0) / wall)
+        Some((cpu_secs(servers) - server_cpu0) / wall)
     };
     let client_cores = (self_cpu_secs() - client_cpu0) / wall;
 
@@ -689,7 +601,7 @@ fn run(opts: Opts) -> Res<()> {
         opts.duration.as_secs_f64(),
         loadavg()
     );
-    eprintln!("relay binary: {}", relay_bin());
+    eprintln!("relay binary: {}", relay_bin().display());
     let recipients = load_recipients()?;
     let t = Instant::now();
     let (bodies, hashes) = send_bodies(opts.bodies, &recipients);
@@ -707,7 +619,7 @@ fn run(opts: Opts) -> Res<()> {
 
     // 1. The bare HTTP stack, with the same /send bodies.
     {
-        let (bare, addr) = start_bare(tmp.path())?;
+        let (bare, addr) = start_bare()?;
         let phase = Phase {
             addr,
             path: "/send",
@@ -715,7 +627,7 @@ fn run(opts: Opts) -> Res<()> {
             pool: Pool::Wrap,
             start: 0,
         };
-        let stats = run_phase(&opts, &phase, &[&bare])?;
+        let stats = run_phase(&opts, &phase, &[bare.child.id()])?;
         rows.push(Row {
             server: "bare axum, fixed {\"ok\":true}".into(),
             request: "POST /send body".into(),
@@ -726,31 +638,30 @@ fn run(opts: Opts) -> Res<()> {
 
     // 2. The relay with each store.
     let mut backends: Vec<(&str, Option<String>)> = vec![("embedded", None)];
-    let mut redis_proc = None;
+    let mut own_redis = None;
     match &opts.redis {
         RedisChoice::Skip => {}
         RedisChoice::External(url) => backends.push(("Redis (external)", Some(url.clone()))),
         RedisChoice::Own => {
             let dir = tmp.path().join("redis");
             std::fs::create_dir_all(&dir)?;
-            let (proc, url) = start_redis(&dir)?;
-            redis_proc = Some(proc);
-            backends.push(("Redis, appendfsync always", Some(url)));
+            let redis = Redis::try_start_in(&dir)?;
+            backends.push(("Redis, appendfsync always", Some(redis.url())));
+            own_redis = Some(redis);
         }
     }
     for (name, redis_url) in &backends {
         let dir = tmp.path().join(format!("relay-{}", rows.len()));
         std::fs::create_dir_all(&dir)?;
-        let (relay, addr) = start_relay(&dir, redis_url.as_deref())?;
-        eprintln!(
-            "started jasper-relay ({name}), pid {}, on {addr}",
-            relay.pid()
-        );
-        let mut servers = vec![&relay];
+        let mut relay = start_relay(&dir, redis_url.as_deref())?;
+        let addr = relay.socket_addr();
+        let pid = relay.pid().expect("the relay runs");
+        eprintln!("started jasper-relay ({name}), pid {pid}, on {addr}");
+        let mut servers = vec![pid];
         if redis_url.is_some()
-            && let Some(r) = &redis_proc
+            && let Some(r) = &own_redis
         {
-            servers.push(r);
+            servers.push(r.pid());
         }
         let server = format!("jasper-relay, {name}");
         let send = run_phase(
@@ -775,6 +686,7 @@ fn run(opts: Opts) -> Res<()> {
             return Err("no packet was sent".into());
         }
         if opts.send_only {
+            relay.stop();
             continue;
         }
         let by_recipient = run_phase(
@@ -813,9 +725,9 @@ fn run(opts: Opts) -> Res<()> {
             stats: by_hashes,
         });
         report(rows.last().unwrap());
-        drop(relay);
+        relay.stop();
     }
-    drop(redis_proc);
+    drop(own_redis);
 
     // 3. The reference relay's /send, with the same bodies.
     if let Some(addr) = opts.reference {

@@ -1,19 +1,20 @@
 """Fixtures of the Python binding tests: the generated package loaded with the built library, and
-a mesh of real `jasper-relay` processes on loopback.
+a mesh of real `jasper-relay` processes on loopback, started by the test kit's `jasper-mesh` (the
+same relay fixture as the Rust tests').
 
 Paths come from the environment (scripts/test.sh sets them), else from cargo's debug output:
   JASPER_FFI_LIB    the built cdylib (default: $CARGO_TARGET_DIR/debug/libjasper_ffi.so)
-  JASPER_RELAY_BIN  the relay binary (default: $CARGO_TARGET_DIR/debug/jasper-relay)
+  JASPER_MESH_BIN   jasper-mesh (default: $CARGO_TARGET_DIR/debug/jasper-mesh)
+  JASPER_RELAY_BIN  the relay binary jasper-mesh runs (default: the one beside jasper-mesh)
 """
 
 import importlib
+import json
 import os
 import pathlib
 import selectors
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -52,76 +53,58 @@ def jasper(tmp_path_factory):
         sys.path.remove(str(site))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Mesh:
+    """A running `jasper-mesh`: relays each peered with all the others, syncing every second; its
+    JSON line says where they are. It stops them when its stdin closes, which happens on `stop()`
+    or, should this process die first, with it."""
 
-
-class Relay:
-    """One `jasper-relay` on loopback with the embedded store; its log is relay.log in `dir`."""
-
-    def __init__(self, binary: pathlib.Path, dir: pathlib.Path, port: int, peers: list):
-        self.address = f"127.0.0.1:{port}"
-        dir.mkdir(parents=True)
-        args = [
-            str(binary),
-            "--listen", self.address,
-            "--data-dir", str(dir / "data"),
-            "--allow-private-peers", "true",
-            "--sync-interval", "1",
-            "--server-sync-interval", "2",
-        ]
-        for peer in peers:
-            args += ["--peer", peer]
-        env = dict(os.environ, JASPER_LOG=os.environ.get("JASPER_TEST_LOG", "info"))
-        self.log = open(dir / "relay.log", "wb")
+    def __init__(self, binary: pathlib.Path, dir: pathlib.Path, relays: int):
+        args = [str(binary), "--relays", str(relays), "--dir", str(dir)]
+        if "JASPER_RELAY_BIN" in os.environ:
+            args += ["--relay-bin", os.environ["JASPER_RELAY_BIN"]]
+        self.stderr_path = dir / "jasper-mesh.log"
+        self.stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, env=env
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr
         )
-        self._wait_listening()
+        self.relays = self._announcement()["relays"]
+        self.addresses = [r["address"] for r in self.relays]
 
-    def _wait_listening(self):
-        # The relay prints "listening on ..." on stdout once serving; logs go to stderr.
+    def _announcement(self) -> dict:
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
         ready = sel.select(timeout=START_TIMEOUT)
         sel.close()
         line = self.proc.stdout.readline().decode(errors="replace") if ready else ""
-        if "listening on" not in line:
+        try:
+            return json.loads(line)
+        except ValueError:
             self.stop()
             raise RuntimeError(
-                f"relay {self.address} did not start (first line {line!r}); see {self.log.name}"
-            )
-        # Keep draining stdout so the relay never blocks on a full pipe.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                f"jasper-mesh did not start (first line {line!r}):\n"
+                + self.stderr_path.read_text(errors="replace")
+            ) from None
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.stdin.close()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self.proc.terminate()
                 self.proc.wait()
-        self.log.close()
+        self.stderr.close()
 
 
 @pytest.fixture(scope="module")
 def relays(tmp_path_factory):
     """Three relays, each peered with the other two, syncing every second."""
-    binary = _required_file("JASPER_RELAY_BIN", TARGET_DIR / "debug" / "jasper-relay")
-    base = tmp_path_factory.mktemp("relays")
-    ports = [free_port() for _ in range(3)]
-    started = []
+    binary = _required_file("JASPER_MESH_BIN", TARGET_DIR / "debug" / "jasper-mesh")
+    mesh = Mesh(binary, tmp_path_factory.mktemp("relays"), 3)
     try:
-        for i, port in enumerate(ports):
-            peers = [f"127.0.0.1:{p}" for p in ports if p != port]
-            started.append(Relay(binary, base / f"relay{i}", port, peers))
-        yield [r.address for r in started]
+        yield mesh.addresses
     finally:
-        for relay in started:
-            relay.stop()
+        mesh.stop()
 
 
 def eventually(check, timeout: float, what: str):

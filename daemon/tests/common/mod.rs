@@ -1,7 +1,7 @@
 //! Shared fixtures of the daemon's integration tests: a mesh of real `jasper-relay` processes
-//! on loopback, real `jasperd` processes (start, SIGTERM, kill -9, restart on the same data
-//! directory), the real `jasper` CLI with parsed `--json` output, a gRPC client over the
-//! daemon's socket, and a wait-until helper.
+//! on loopback (the kit's), real `jasperd` processes (start, SIGTERM, kill -9, restart on the
+//! same data directory), the real `jasper` CLI with parsed `--json` output, a gRPC client over
+//! the daemon's socket, and a wait-until helper.
 //!
 //! Set `JASPER_TEST_LOG` (e.g. `debug`) to change the daemons' and relays' log level; their
 //! logs are files next to their data directories and a daemon's log is printed when a test
@@ -12,18 +12,17 @@ use std::io::{BufRead, BufReader, Write};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use jasper_daemon::client::Client;
 use serde_json::{Value, json};
 
-/// How long a daemon or relay may take to print its "listening" line.
+/// How long a daemon may take to print its "listening" line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn log_level() -> String {
-    std::env::var("JASPER_TEST_LOG").unwrap_or_else(|_| "info".into())
+    jasper_test::test_log_level("info")
 }
 
 /// A tokio runtime for the gRPC parts of a (synchronous) test.
@@ -40,199 +39,52 @@ pub use jasper_test::{dropping_relay_on, free_port, wait_until};
 
 // ---- binaries ---------------------------------------------------------------------------
 
+// The kit's lookup, not `CARGO_BIN_EXE_*`: that names only this package's binaries, and a
+// binary found by name keeps working when it moves to another package.
 pub fn jasperd_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_jasperd"))
+    jasper_test::binary("jasperd")
 }
 
 pub fn jasper_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_jasper"))
+    jasper_test::binary("jasper")
 }
 
-/// `jasper-relay` from the same target directory as this test (`target/<profile>/`).
-///
-/// Cargo builds a package's binaries only for that package's own integration tests; `cargo
-/// test --workspace` (what `scripts/test.sh` runs) builds it with the relay's tests. When it is
-/// missing (`cargo test -p jasper-daemon` on a fresh target directory) it is built here. Only
-/// then: a `cargo build -p jasper-relay` resolves features differently from a workspace build,
-/// so running it every time would rebuild shared dependencies back and forth.
-pub fn relay_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test>-<hash> → target/<profile>/
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable under target/<profile>/deps");
-        let bin = profile_dir.join("jasper-relay");
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-                .args(["build", "-p", "jasper-relay", "--bin", "jasper-relay"]);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            // The same target directory as ours, whatever CARGO_TARGET_DIR says. Cargo does
-            // not hold its build lock while tests run, so this cannot deadlock.
-            if let Some(target) = profile_dir.parent() {
-                cmd.env("CARGO_TARGET_DIR", target);
-            }
-            let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
-                panic!("{} is missing and cargo cannot run: {e}", bin.display())
-            });
-            assert!(
-                out.status.success(),
-                "building jasper-relay failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(bin.exists(), "{} is missing", bin.display());
-        bin
-    })
-    .clone()
-}
-
-/// Starts `program` and waits for its first stdout line to contain `listening on`; the rest of
-/// stdout is drained in the background. `Err` (with the exit status) when it exits first.
-fn spawn_until_listening(mut cmd: Command) -> Result<Child, String> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        let _ = tx.send(first);
-        for _ in lines {}
-    });
-    match rx.recv_timeout(START_TIMEOUT) {
-        Ok(line) if line.contains("listening on") => Ok(child),
-        Ok(line) => {
-            let status = child
-                .wait()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string());
-            Err(format!("{status} before listening (first line {line:?})"))
-        }
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!("no listening line within {START_TIMEOUT:?}"))
-        }
-    }
-}
-
-fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
+/// Starts `cmd` and waits for its `listening on` line (the kit's, with this file's timeout).
+fn spawn_until_listening(cmd: Command) -> Result<Child, String> {
+    jasper_test::process::spawn_until_listening(cmd, START_TIMEOUT).map(|(child, _)| child)
 }
 
 // ---- relays -----------------------------------------------------------------------------
 
-/// One `jasper-relay` process on loopback with the embedded store. Killed on drop.
-pub struct Relay {
-    pub port: u16,
-    pub dir: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
+pub use jasper_test::relay::Relay;
+
+/// How these tests start one of the kit's relays (`Relay::start`): the embedded store in
+/// `dir/data`, the log in `dir/relay.log` (`JASPER_TEST_LOG`, else info, as the daemons'),
+/// syncing every second (servers every 2 s): the kit's defaults.
+pub trait StartRelay {
+    /// Starts a relay on `port` peered with `peers`.
+    fn start(dir: &Path, port: u16, peers: &[String]) -> Relay;
 }
 
-impl Relay {
-    /// Starts a relay on `port` peered with `peers`, syncing every second (servers every 2 s).
-    pub fn start(dir: &Path, port: u16, peers: &[String]) -> Relay {
-        std::fs::create_dir_all(dir).expect("relay dir");
-        let mut args: Vec<String> = vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--data-dir".into(),
-            dir.join("data").display().to_string(),
-            "--allow-private-peers".into(),
-            "true".into(),
-            "--sync-interval".into(),
-            "1".into(),
-            "--server-sync-interval".into(),
-            "2".into(),
-        ];
-        for p in peers {
-            args.push("--peer".into());
-            args.push(p.clone());
-        }
-        let mut relay = Relay {
-            port,
-            dir: dir.to_owned(),
-            args,
-            child: None,
-        };
-        relay.spawn();
-        relay
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.join("relay.log")).expect("relay log");
-        let mut cmd = Command::new(relay_binary());
-        cmd.args(&self.args)
-            .env("JASPER_LOG", log_level())
-            .stderr(log);
-        let child = spawn_until_listening(cmd)
-            .unwrap_or_else(|e| panic!("jasper-relay on port {} did not start: {e}", self.port));
-        self.child = Some(child);
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// SIGKILL.
-    pub fn crash(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "crash it first");
-        self.spawn();
+impl StartRelay for Relay {
+    fn start(dir: &Path, port: u16, peers: &[String]) -> Relay {
+        Relay::builder(dir)
+            .port(port)
+            .peers(peers.iter().cloned())
+            .start()
     }
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.crash();
-    }
-}
-
-/// Relays peered with each other in a full mesh.
+/// Relays peered with each other in a full mesh (`relay0`, `relay1`, ... under the root).
 pub struct Mesh {
     pub relays: Vec<Relay>,
 }
 
 impl Mesh {
     pub fn start(root: &Path, n: usize) -> Mesh {
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let relays = ports
-            .iter()
-            .enumerate()
-            .map(|(i, port)| {
-                let peers: Vec<String> = ports
-                    .iter()
-                    .filter(|p| *p != port)
-                    .map(|p| format!("127.0.0.1:{p}"))
-                    .collect();
-                Relay::start(&root.join(format!("relay-{i}")), *port, &peers)
-            })
-            .collect();
-        Mesh { relays }
+        Mesh {
+            relays: jasper_test::relay::mesh(n, root),
+        }
     }
 
     pub fn addrs(&self) -> Vec<String> {
@@ -452,19 +304,11 @@ impl Daemon {
     /// SIGTERM, then waits (at most 30 s) for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("daemon is running");
-        signal(child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for jasperd") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("jasperd {} ignored SIGTERM for 30 s", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        jasper_test::process::terminate(&mut child, Duration::from_secs(30)).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("jasperd {} ignored SIGTERM for 30 s", self.name);
+        })
     }
 
     /// Starts again on the same data directory and socket (after `kill9` or `stop`).

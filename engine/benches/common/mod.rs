@@ -1,69 +1,24 @@
-//! What the engine's benches share: release relays on loopback, percentiles, waiting for a
-//! message's arrival event.
+//! What the engine's benches share: release relays on loopback (the kit's), percentiles,
+//! waiting for a message's arrival event.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jasper_engine::{Engine, EventKind};
 
-/// A release `jasper-relay` process (killed on drop) and its address.
-pub struct Relay(Child, pub String);
+/// A `jasper-relay` process of the kit (killed on drop) and its address.
+pub struct Relay(pub jasper_test::relay::Relay, pub String);
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("jasper-relay");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release -p jasper-relay ({} missing)",
-        bin.display()
-    );
-    bin
-}
-
-/// `n` relays in a full mesh.
+/// `n` relays in a full mesh, with the relay's own sync intervals (what a deployment runs) and
+/// only errors logged.
 pub fn mesh(n: usize, dir: &Path) -> Vec<Relay> {
-    let ports: Vec<u16> = (0..n)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    (0..n)
-        .map(|i| {
-            let mut cmd = Command::new(relay_binary());
-            cmd.arg("--listen")
-                .arg(format!("127.0.0.1:{}", ports[i]))
-                .arg("--data-dir")
-                .arg(dir.join(format!("r{i}")));
-            cmd.args(["--allow-private-peers", "true"]);
-            for (j, p) in ports.iter().enumerate() {
-                if i != j {
-                    cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
-                }
-            }
-            let mut child = cmd
-                .env("JASPER_LOG", "error")
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            lines.next();
-            std::thread::spawn(move || for _ in lines {});
-            Relay(child, format!("127.0.0.1:{}", ports[i]))
+    jasper_test::relay::mesh_with(n, dir, |b| b.relay_default_sync().log_level("error"))
+        .into_iter()
+        .map(|relay| {
+            let addr = relay.addr();
+            Relay(relay, addr)
         })
         .collect()
 }

@@ -1,12 +1,9 @@
 //! Shared fixtures of the relay's integration tests: real `jasper-relay` processes on
-//! loopback, a real `redis-server`, test packets and a small HTTP client.
+//! loopback and a real `redis-server` (the kit's), test packets and a small HTTP client.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine as _;
 use jasper_core::MessageHash;
@@ -39,166 +36,36 @@ pub fn packet(recipient: &str, text: &str) -> Packet {
     }
 }
 
-pub use jasper_test::free_port;
+// Not every test file uses every fixture.
+#[allow(unused_imports)]
+pub use jasper_test::redis::Redis;
+#[allow(unused_imports)]
+pub use jasper_test::{eventually_async as eventually, free_port};
 
-fn relay_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_jasper-relay"))
+pub use jasper_test::relay::Relay;
+
+/// How these tests start the kit's relay (`Relay::start`, `Relay::start_on`): its own directory
+/// `dir` (the embedded store in `dir/data`, the log in `dir/relay.log`), private peers allowed,
+/// the relay's own sync intervals unless `extra` names others.
+pub trait StartRelay {
+    /// Starts a relay on a fresh port in `dir` with `extra` flags.
+    fn start(dir: &Path, extra: &[&str]) -> Relay;
+
+    fn start_on(port: u16, dir: &Path, extra: &[&str]) -> Relay;
 }
 
-/// A `jasper-relay` child process. Killed on drop.
-pub struct Relay {
-    pub port: u16,
-    args: Vec<String>,
-    child: Option<Child>,
-    pub data_dir: PathBuf,
-}
-
-impl Relay {
-    /// Starts a relay on a fresh port with the embedded store in `data_dir` and `extra` flags.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> Relay {
-        Self::start_on(free_port(), data_dir, extra)
+impl StartRelay for Relay {
+    fn start(dir: &Path, extra: &[&str]) -> Relay {
+        Self::start_on(free_port(), dir, extra)
     }
 
-    pub fn start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Relay {
-        let mut args = vec![
-            "--listen".to_owned(),
-            format!("127.0.0.1:{port}"),
-            "--data-dir".to_owned(),
-            data_dir.display().to_string(),
-            "--allow-private-peers".to_owned(),
-            "true".to_owned(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut relay = Relay {
-            port,
-            args,
-            child: None,
-            data_dir: data_dir.to_owned(),
-        };
-        relay.spawn();
-        relay
-    }
-
-    fn spawn(&mut self) {
-        let mut child = Command::new(relay_binary())
-            .args(&self.args)
-            .env(
-                "JASPER_LOG",
-                std::env::var("JASPER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("jasper-relay starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|l| l.contains("listening"))
-            .unwrap_or_default();
-        assert!(
-            first.contains("listening on"),
-            "relay did not start: {first:?}"
-        );
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// SIGTERM, then wait for a graceful exit.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            unsafe_kill(child.id(), "TERM");
-            let status = child.wait().expect("relay exits");
-            assert!(status.success(), "relay exited with {status}");
-        }
-    }
-
-    /// SIGKILL: a crash, with no chance to flush anything.
-    pub fn crash(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop or crash it first");
-        self.spawn();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.crash();
-    }
-}
-
-fn unsafe_kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
-}
-
-/// A private `redis-server` with fsync on every write. Killed on drop.
-pub struct Redis {
-    pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    pub fn start() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-            ])
-            .args(["--appendfsync", "always", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        let redis = Redis {
-            port,
-            child,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start_on(port: u16, dir: &Path, extra: &[&str]) -> Relay {
+        Relay::builder(dir)
+            .port(port)
+            .relay_default_sync()
+            .args(extra.iter().copied())
+            .log_level(jasper_test::test_log_level("warn"))
+            .start()
     }
 }
 
@@ -257,24 +124,6 @@ pub async fn holds(relay: &Relay, hash: &str) -> bool {
     };
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     body["messages"].get(0).is_some_and(|m| !m.is_null())
-}
-
-/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 pub async fn status(relay: &Relay) -> Value {

@@ -1,11 +1,30 @@
 //! # jasper-test
 //!
-//! The test kit every crate's tests share, so that each fixture exists once: loopback ports,
-//! waiting for a condition, and the fake relay that acknowledges and drops (a misbehaving relay
-//! is the one component a test must fake: real relays do not misbehave on request). Real
-//! relays, daemons and engines are started by each crate's `tests/common`, with these parts.
+//! The test kit every crate's tests, benches and binding tests share, so that each fixture
+//! exists once:
+//!
+//! - [`binary`]: where a workspace binary (`jasper-relay`, `jasperd`, `jasper`, `jasper-mesh`)
+//!   is, for any test, bench or tool;
+//! - [`relay`]: real `jasper-relay` processes (a builder, full meshes, crash/stop/restart);
+//! - [`redis`]: a real `redis-server`; [`stun`]: a real STUN server (coturn);
+//! - [`process`]: starting a process that announces itself with a `listening on` line, and
+//!   stopping it with SIGTERM;
+//! - loopback ports, waiting for a condition, and the fake relay that acknowledges and drops (a
+//!   misbehaving relay is the one component a test must fake: real relays do not misbehave on
+//!   request).
+//!
+//! The `jasper-mesh` binary of this crate starts a mesh with these parts for the tests that are
+//! not written in Rust (Python, Kotlin) and for `scripts/mesh.sh`.
 
 use std::time::{Duration, Instant};
+
+mod binary;
+pub mod process;
+pub mod redis;
+pub mod relay;
+pub mod stun;
+
+pub use binary::binary;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -27,6 +46,23 @@ pub fn free_udp_port() -> u16 {
         .local_addr()
         .expect("local address")
         .port()
+}
+
+/// A loopback port free for both TCP and UDP at this moment (for servers that bind both, such
+/// as coturn).
+pub fn free_tcp_and_udp_port() -> u16 {
+    loop {
+        let udp = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", udp)).is_ok() {
+            return udp;
+        }
+    }
+}
+
+/// The log level a test gives the processes it starts (`JASPER_LOG`): `JASPER_TEST_LOG` when
+/// set, else `default`.
+pub fn test_log_level(default: &str) -> String {
+    std::env::var("JASPER_TEST_LOG").unwrap_or_else(|_| default.to_owned())
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` naming `what` (for synchronous
@@ -54,6 +90,25 @@ pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut check: F) -> bo
             return true;
         }
         if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the async `check` every 50 ms until it holds (`true`) or `limit` passes (`false`),
+/// for checks that are requests themselves.
+pub async fn eventually_async<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
