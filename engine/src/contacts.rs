@@ -36,12 +36,13 @@ impl Contacts {
             added_at: now_ms(),
         };
         self.engine.commit(|tx| {
-            tx.execute(
-                "INSERT INTO contacts(key, fingerprint, name, avatar, added_at) VALUES(?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(key) DO UPDATE SET name = ?3, avatar = ?4",
-                rusqlite::params![contact.key, contact.fingerprint, contact.name, contact.avatar, contact.added_at],
+            Db::upsert_contact(tx, &contact)?;
+            Db::push_event(
+                tx,
+                &EventKind::ContactAdded {
+                    contact: contact.clone(),
+                },
             )?;
-            Db::push_event(tx, &EventKind::ContactAdded { contact: contact.clone() })?;
             Ok(())
         })?;
         Ok(contact)

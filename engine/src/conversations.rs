@@ -18,7 +18,10 @@ impl Conversations {
     }
 
     pub fn get(&self, id: i64) -> Result<Conversation> {
-        Db::conversation(&self.engine.inner.db.lock(), id)?
+        self.engine
+            .inner
+            .db
+            .read(|conn| Db::conversation(conn, id))?
             .ok_or_else(|| EngineError::UnknownConversation(id.to_string()))
     }
 

@@ -14,7 +14,6 @@
 use std::sync::{Arc, RwLock};
 
 use jasper_core::PrivateKey;
-use rusqlite::Transaction;
 use sha2::Digest;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -34,7 +33,7 @@ use crate::relays::Relays;
 use crate::relays::anonymity::AnonymityState;
 use crate::relays::client::RelayClient;
 use crate::secrets::SecretStore;
-use crate::store::{self, Db};
+use crate::store::{self, Db, Tx};
 use crate::transparent::{Calls, Hub, Transparent};
 
 /// How long a relay that served a forged packet or lost an accepted one is avoided.
@@ -233,7 +232,7 @@ impl Engine {
     }
 
     /// Commits `f` and publishes the events it recorded.
-    pub(crate) fn commit<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn commit<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let out = self.inner.db.tx(f)?;
         if let Ok(seq) = self.inner.db.last_event_seq() {
             self.inner.latest_event.send_replace(seq);

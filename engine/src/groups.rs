@@ -3,13 +3,12 @@
 
 use jasper_core::PublicKey;
 use jasper_core::protocol::MessageKind;
-use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::*;
-use crate::store::{Db, now_ms};
+use crate::store::{Db, Tx};
 
 /// Inner-message type of group membership changes. Content: [`GroupOp`] as JSON.
 pub const TYPE_GROUP: &str = "GROUP";
@@ -154,7 +153,7 @@ impl Groups {
 /// Applies a group operation by `sender` (the creator for everything but `leave`). Returns
 /// the conversation id when it exists afterwards.
 pub(crate) fn apply_group_op(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     channel_id: &str,
     me: &str,
     sender: &str,
@@ -162,9 +161,7 @@ pub(crate) fn apply_group_op(
 ) -> Result<Option<i64>> {
     let existing = Db::conversation_by_channel(tx, channel_id)?;
     let admin: Option<String> = match existing {
-        Some(id) => tx.query_row("SELECT admin FROM conversations WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })?,
+        Some(id) => Db::group_admin(tx, id)?,
         None => None,
     };
     let keys: Vec<String> = op
@@ -177,48 +174,29 @@ pub(crate) fn apply_group_op(
             if !keys.iter().any(|k| k == me) && sender != me {
                 return Ok(None);
             }
-            tx.execute(
-                "INSERT INTO conversations(kind, channel_id, name, admin, created_at) VALUES('group', ?1, ?2, ?3, ?4)",
-                rusqlite::params![channel_id, op.name, sender, now_ms()],
-            )?;
-            let id = tx.last_insert_rowid();
+            let id = Db::create_group(tx, channel_id, &op.name, sender)?;
             for k in keys.iter().filter(|k| *k != me) {
-                tx.execute(
-                    "INSERT OR IGNORE INTO members(conversation_id, key) VALUES(?1, ?2)",
-                    rusqlite::params![id, k],
-                )?;
+                Db::add_member(tx, id, k)?;
             }
             id
         }
         ("create", Some(id)) | ("add", Some(id)) if admin.as_deref() == Some(sender) => {
             for k in keys.iter().filter(|k| *k != me) {
-                tx.execute(
-                    "INSERT OR IGNORE INTO members(conversation_id, key) VALUES(?1, ?2)",
-                    rusqlite::params![id, k],
-                )?;
+                Db::add_member(tx, id, k)?;
             }
             if op.op == "create" {
-                tx.execute(
-                    "UPDATE conversations SET name = ?2 WHERE id = ?1",
-                    rusqlite::params![id, op.name],
-                )?;
+                Db::rename_group(tx, id, &op.name)?;
             }
             id
         }
         ("remove", Some(id)) if admin.as_deref() == Some(sender) => {
             for k in &keys {
-                tx.execute(
-                    "DELETE FROM members WHERE conversation_id = ?1 AND key = ?2",
-                    rusqlite::params![id, k],
-                )?;
+                Db::remove_member(tx, id, k)?;
             }
             id
         }
         ("leave", Some(id)) => {
-            tx.execute(
-                "DELETE FROM members WHERE conversation_id = ?1 AND key = ?2",
-                rusqlite::params![id, sender],
-            )?;
+            Db::remove_member(tx, id, sender)?;
             id
         }
         _ => {
@@ -233,11 +211,4 @@ pub(crate) fn apply_group_op(
         Db::push_event(tx, &EventKind::ConversationUpdated { conversation })?;
     }
     Ok(Some(id))
-}
-
-pub(crate) fn is_group(tx: &rusqlite::Connection, id: i64) -> Result<bool> {
-    let kind: String = tx.query_row("SELECT kind FROM conversations WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })?;
-    Ok(kind == "group")
 }

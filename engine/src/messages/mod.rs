@@ -6,7 +6,6 @@ pub(crate) mod receive;
 
 use jasper_core::PublicKey;
 use jasper_core::protocol::{InnerMessage, MessageKind, timestamp_now};
-use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
@@ -14,7 +13,7 @@ use crate::error::{EngineError, Result};
 use crate::groups::TYPE_GROUP;
 use crate::model::*;
 use crate::outbox::to_json;
-use crate::store::{Db, now_ms};
+use crate::store::{Db, Tx, now_ms};
 
 /// Inner-message type of the copy of everything this identity sends, addressed to itself so
 /// its other logins see the same history. Content: [`SentCopy`] as JSON.
@@ -37,10 +36,11 @@ pub struct Messages {
 impl Messages {
     /// One message by id, in whichever conversation.
     pub fn get(&self, msg_id: &str) -> Result<Message> {
-        let conn = self.engine.inner.db.lock();
-        let (rowid, _) = Db::find_message(&conn, msg_id)?
-            .ok_or_else(|| EngineError::UnknownMessage(msg_id.to_owned()))?;
-        Db::message(&conn, rowid)
+        self.engine.inner.db.read(|conn| {
+            let (rowid, _) = Db::find_message(conn, msg_id)?
+                .ok_or_else(|| EngineError::UnknownMessage(msg_id.to_owned()))?;
+            Db::message(conn, rowid)
+        })
     }
 
     pub(crate) fn check_content(&self, content: &str) -> Result<()> {
@@ -60,7 +60,7 @@ impl Messages {
         &self,
         recipients: &[String],
         inner: InnerMessage,
-        apply: impl FnOnce(&Transaction<'_>) -> Result<(Option<i64>, T)>,
+        apply: impl FnOnce(&Tx<'_>) -> Result<(Option<i64>, T)>,
     ) -> Result<T> {
         let me = self.engine.me()?;
         let keys: Vec<PublicKey> = recipients
@@ -74,13 +74,13 @@ impl Messages {
         };
         // Group traffic is identified by its channel (and group operations list their members),
         // so only DM copies name the peer: this keeps a large group's copies small.
-        let group_traffic = inner.kind.as_str() == TYPE_GROUP || {
-            let conn = self.engine.inner.db.lock();
-            match Db::conversation_by_channel(&conn, &inner.channel_id)? {
-                Some(id) => crate::groups::is_group(&conn, id)?,
-                None => false,
-            }
-        };
+        let group_traffic = inner.kind.as_str() == TYPE_GROUP
+            || self.engine.inner.db.read(|conn| {
+                match Db::conversation_by_channel(conn, &inner.channel_id)? {
+                    Some(id) => Db::is_group(conn, id),
+                    None => Ok(false),
+                }
+            })?;
         let copy = InnerMessage {
             sender: me.public_key().to_text().to_owned(),
             channel_id: inner.channel_id.clone(),
@@ -124,10 +124,7 @@ impl Messages {
                     self.sent_copy_not_before(),
                 )?;
                 // Our own copy will come back from the RX relay: it is already applied here.
-                tx.execute(
-                    "INSERT OR IGNORE INTO seen_hashes(hash, at) VALUES(?1, ?2)",
-                    rusqlite::params![p.hash, now_ms()],
-                )?;
+                Db::mark_seen_in(tx, &p.hash)?;
             }
             Ok(out)
         })?;
@@ -222,9 +219,11 @@ impl Messages {
         action: &'static str,
     ) -> Result<(i64, Conversation, Message)> {
         let me = self.engine.me()?.public_key().to_text().to_owned();
-        let (rowid, conversation_id) = Db::find_message(&self.engine.inner.db.lock(), msg_id)?
-            .ok_or_else(|| EngineError::UnknownMessage(msg_id.to_owned()))?;
-        let message = Db::message(&self.engine.inner.db.lock(), rowid)?;
+        let (rowid, conversation_id, message) = self.engine.inner.db.read(|conn| {
+            let (rowid, conversation_id) = Db::find_message(conn, msg_id)?
+                .ok_or_else(|| EngineError::UnknownMessage(msg_id.to_owned()))?;
+            Ok((rowid, conversation_id, Db::message(conn, rowid)?))
+        })?;
         if action != "react" && message.sender != me {
             return Err(EngineError::NotAuthor(action));
         }
@@ -253,7 +252,7 @@ impl Messages {
             Some(msg_id),
         )?;
         self.post(&conversation.members, inner, |tx| {
-            apply_edit(tx, rowid, content)?;
+            Db::edit_message(tx, rowid, content)?;
             let message = Db::message(tx, rowid)?;
             Db::push_event(
                 tx,
@@ -274,7 +273,7 @@ impl Messages {
             Some(msg_id),
         )?;
         self.post(&conversation.members, inner, |tx| {
-            apply_delete(tx, rowid)?;
+            Db::delete_message(tx, rowid)?;
             let message = Db::message(tx, rowid)?;
             Db::push_event(
                 tx,
@@ -301,12 +300,14 @@ impl Messages {
             Some(msg_id),
         )?;
         self.post(&conversation.members, inner, |tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO reactions(message_rowid, reactor, reaction, at) VALUES(?1, ?2, ?3, ?4)",
-                rusqlite::params![rowid, me, reaction, now_ms()],
-            )?;
+            Db::add_reaction(tx, rowid, &me, reaction)?;
             let message = Db::message(tx, rowid)?;
-            Db::push_event(tx, &EventKind::MessageUpdated { message: message.clone() })?;
+            Db::push_event(
+                tx,
+                &EventKind::MessageUpdated {
+                    message: message.clone(),
+                },
+            )?;
             Ok((None, message))
         })
     }
@@ -320,22 +321,4 @@ fn valid_reaction(r: &str) -> bool {
         && r[1..r.len() - 1]
             .chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '+')
-}
-
-fn apply_edit(tx: &Transaction<'_>, rowid: i64, content: &str) -> Result<()> {
-    tx.execute("INSERT INTO edits(message_rowid, content, replaced_at) SELECT rowid, content, ?2 FROM messages WHERE rowid = ?1", rusqlite::params![rowid, now_ms()])?;
-    tx.execute(
-        "UPDATE messages SET content = ?2, edited = 1 WHERE rowid = ?1",
-        rusqlite::params![rowid, content],
-    )?;
-    Ok(())
-}
-
-fn apply_delete(tx: &Transaction<'_>, rowid: i64) -> Result<()> {
-    tx.execute("DELETE FROM edits WHERE message_rowid = ?1", [rowid])?;
-    tx.execute(
-        "UPDATE messages SET content = '', deleted = 1 WHERE rowid = ?1",
-        [rowid],
-    )?;
-    Ok(())
 }

@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use jasper_core::protocol::{InnerMessage, MessageKind, Packet};
 use jasper_core::{PrivateKey, PublicKey};
-use rusqlite::Transaction;
 
-use super::{SentCopy, TYPE_SENT, apply_delete, apply_edit, valid_reaction};
+use super::{SentCopy, TYPE_SENT, valid_reaction};
 use crate::engine::{Engine, SUSPECT_FOR_MS};
 use crate::error::{EngineError, Result};
-use crate::groups::{GroupOp, TYPE_GROUP, apply_group_op, is_group};
+use crate::groups::{GroupOp, TYPE_GROUP, apply_group_op};
 use crate::model::*;
 use crate::outbox::to_json;
 use crate::relays::anonymity::Role;
-use crate::store::{Db, now_ms};
+use crate::store::{Db, Tx, now_ms};
 use crate::transparent::wire::TYPE_RTC;
 
 /// Where a packet came from.
@@ -159,11 +158,7 @@ impl Engine {
             return true;
         }
         let result = self.commit(|tx| {
-            if tx.execute(
-                "INSERT OR IGNORE INTO seen_hashes(hash, at) VALUES(?1, ?2)",
-                rusqlite::params![hash, now_ms()],
-            )? == 0
-            {
+            if !Db::mark_seen_in(tx, &hash)? {
                 return Ok(None);
             }
             if let Source::Direct(_) = source {
@@ -225,7 +220,7 @@ impl Engine {
 /// arriving from another login (with the recipients of the original). Returns a newly
 /// received message, for notifications.
 fn apply_incoming(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     me: &str,
     m: &InnerMessage,
     own_copy_to: Option<&Vec<String>>,
@@ -240,15 +235,8 @@ fn apply_incoming(
     }
     // Which conversation: a known group (the sender must be in it), else the DM.
     let conversation_id = match Db::conversation_by_channel(tx, &m.channel_id)? {
-        Some(id) if is_group(tx, id)? => {
-            let member: bool = sender == me
-                || tx
-                    .query_row(
-                        "SELECT 1 FROM members WHERE conversation_id = ?1 AND key = ?2",
-                        rusqlite::params![id, sender],
-                        |_| Ok(()),
-                    )
-                    .optional_bool()?;
+        Some(id) if Db::is_group(tx, id)? => {
+            let member = sender == me || Db::is_member(tx, id, sender)?;
             if !member {
                 tracing::warn!("message for a group from a non-member dropped");
                 return Ok(None);
@@ -279,11 +267,7 @@ fn apply_incoming(
                 tracing::debug!(id = m.id, "edit or delete of an unknown message ignored");
                 return Ok(None);
             };
-            let author: String = tx.query_row(
-                "SELECT sender FROM messages WHERE rowid = ?1",
-                [rowid],
-                |r| r.get(0),
-            )?;
+            let author = Db::message_sender(tx, rowid)?;
             if author != sender {
                 tracing::warn!(
                     id = m.id,
@@ -292,9 +276,9 @@ fn apply_incoming(
                 return Ok(None);
             }
             if m.kind == MessageKind::Edit {
-                apply_edit(tx, rowid, &m.content)?;
+                Db::edit_message(tx, rowid, &m.content)?;
             } else {
-                apply_delete(tx, rowid)?;
+                Db::delete_message(tx, rowid)?;
             }
             let message = Db::message(tx, rowid)?;
             Db::push_event(tx, &EventKind::MessageUpdated { message })?;
@@ -307,10 +291,7 @@ fn apply_incoming(
             if !valid_reaction(&m.content) {
                 return Ok(None);
             }
-            tx.execute(
-                "INSERT OR IGNORE INTO reactions(message_rowid, reactor, reaction, at) VALUES(?1, ?2, ?3, ?4)",
-                rusqlite::params![rowid, sender, m.content, now_ms()],
-            )?;
+            Db::add_reaction(tx, rowid, sender, &m.content)?;
             let message = Db::message(tx, rowid)?;
             Db::push_event(tx, &EventKind::MessageUpdated { message })?;
             Ok(None)
@@ -343,20 +324,6 @@ fn apply_incoming(
                 },
             )?;
             Ok(Some(message))
-        }
-    }
-}
-
-trait OptionalBool {
-    fn optional_bool(self) -> Result<bool>;
-}
-
-impl OptionalBool for rusqlite::Result<()> {
-    fn optional_bool(self) -> Result<bool> {
-        match self {
-            Ok(()) => Ok(true),
-            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(false),
-            Err(e) => Err(e.into()),
         }
     }
 }

@@ -26,7 +26,11 @@ pub struct Outbox {
 impl Outbox {
     /// The TX relays that carried a message's copies (recipient key, relay), for inspection.
     pub fn routes(&self, msg_id: &str) -> Result<Vec<(String, Option<String>)>> {
-        let (rowid, _) = Db::find_message(&self.engine.inner.db.lock(), msg_id)?
+        let (rowid, _) = self
+            .engine
+            .inner
+            .db
+            .read(|conn| Db::find_message(conn, msg_id))?
             .ok_or_else(|| EngineError::UnknownMessage(msg_id.to_owned()))?;
         self.engine.inner.db.outbox_tx_relays(rowid)
     }

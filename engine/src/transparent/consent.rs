@@ -11,7 +11,7 @@ use super::wire::Signal;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::*;
-use crate::store::{Db, now_ms};
+use crate::store::Db;
 
 /// `engine.transparent()`: direct WebRTC sessions with contacts who consent.
 #[derive(Clone)]
@@ -25,21 +25,7 @@ impl Engine {
     }
 
     pub(super) fn consent(&self, key: &str) -> Result<(bool, bool)> {
-        Ok(self
-            .inner
-            .db
-            .lock()
-            .query_row(
-                "SELECT local, peer FROM transparent WHERE key = ?1",
-                [key],
-                |r| Ok((r.get::<_, bool>(0)?, r.get::<_, bool>(1)?)),
-            )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })?
-            .unwrap_or((false, false)))
+        self.inner.db.consent(key)
     }
 
     pub(super) fn status_of(&self, key: &str) -> Result<TransparentStatus> {
@@ -98,12 +84,7 @@ impl Engine {
         local: Option<bool>,
         peer: Option<bool>,
     ) -> Result<()> {
-        self.inner.db.lock().execute(
-            "INSERT INTO transparent(key, local, peer, changed_at) VALUES(?1, COALESCE(?2, 0), COALESCE(?3, 0), ?4)
-             ON CONFLICT(key) DO UPDATE SET local = COALESCE(?2, local), peer = COALESCE(?3, peer), changed_at = ?4",
-            rusqlite::params![key, local, peer, now_ms()],
-        )?;
-        Ok(())
+        self.inner.db.set_consent(key, local, peer)
     }
 
     /// Whether this side offers: the side whose key fingerprint sorts first.
@@ -119,13 +100,7 @@ impl Engine {
 impl Transparent {
     /// Every contact with transparent mode enabled on either side.
     pub fn statuses(&self) -> Result<Vec<TransparentStatus>> {
-        let keys: Vec<String> = {
-            let conn = self.engine.inner.db.lock();
-            let mut stmt = conn
-                .prepare("SELECT key FROM transparent WHERE local = 1 OR peer = 1 ORDER BY key")?;
-            stmt.query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?
-        };
+        let keys = self.engine.inner.db.consenting_keys()?;
         keys.iter().map(|k| self.engine.status_of(k)).collect()
     }
 
