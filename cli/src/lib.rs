@@ -783,21 +783,14 @@ async fn group(c: &mut Client, out: &Output, cmd: GroupCommand) -> Result<(), Ap
                 .conversation
         }
         GroupCommand::Send { name, text } => {
-            // Resolve first, so a contact that happens to share the name is never the target.
-            let conversation = c
+            // The daemon refuses a target that is not a group (never a contact of that name).
+            let r = c
                 .conversations
-                .get(pb::GetConversationRequest {
-                    target: name.clone(),
-                })
+                .send_to_group(pb::SendToGroupRequest { group: name, text })
                 .await
                 .map_err(status)?
-                .into_inner()
-                .conversation
-                .ok_or_else(|| missing("the conversation"))?;
-            if conversation.kind() != pb::ConversationKind::Group {
-                return Err(invalid(format!("{name} is not a group")));
-            }
-            return send(c, out, format!("#{}", conversation.id), text, None).await;
+                .into_inner();
+            return print_message(out, r.message, "queued");
         }
     };
     let conversation = from_pb::conversation(conversation.ok_or_else(|| missing("the group"))?);

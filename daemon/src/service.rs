@@ -129,8 +129,11 @@ impl pb::contact_service_server::ContactService for Api {
     ) -> Result<Response<pb::AddContactResponse>, Status> {
         let r = request.into_inner();
         let contact = self
-            .blocking(move |e| e.contacts().add(&r.key, &r.name, r.avatar))
-            .await?;
+            .engine
+            .contacts()
+            .add(&r.key, &r.name, r.avatar)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::AddContactResponse {
             contact: Some(convert::contact(contact)),
         }))
@@ -181,8 +184,11 @@ impl pb::conversation_service_server::ConversationService for Api {
     ) -> Result<Response<pb::CreateGroupResponse>, Status> {
         let r = request.into_inner();
         let conversation = self
-            .blocking(move |e| e.groups().create(&r.name, &r.members))
-            .await?;
+            .engine
+            .groups()
+            .create(&r.name, &r.members)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::CreateGroupResponse {
             conversation: Some(convert::conversation(conversation)),
         }))
@@ -194,8 +200,11 @@ impl pb::conversation_service_server::ConversationService for Api {
     ) -> Result<Response<pb::AddMembersResponse>, Status> {
         let r = request.into_inner();
         let conversation = self
-            .blocking(move |e| e.groups().change(&r.group, &r.members, true))
-            .await?;
+            .engine
+            .groups()
+            .change(&r.group, &r.members, true)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::AddMembersResponse {
             conversation: Some(convert::conversation(conversation)),
         }))
@@ -207,10 +216,29 @@ impl pb::conversation_service_server::ConversationService for Api {
     ) -> Result<Response<pb::RemoveMembersResponse>, Status> {
         let r = request.into_inner();
         let conversation = self
-            .blocking(move |e| e.groups().change(&r.group, &r.members, false))
-            .await?;
+            .engine
+            .groups()
+            .change(&r.group, &r.members, false)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::RemoveMembersResponse {
             conversation: Some(convert::conversation(conversation)),
+        }))
+    }
+
+    async fn send_to_group(
+        &self,
+        request: Request<pb::SendToGroupRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let r = request.into_inner();
+        let message = self
+            .engine
+            .groups()
+            .send(&r.group, &r.text)
+            .await
+            .map_err(|e| engine_status(&e))?;
+        Ok(Response::new(pb::SendMessageResponse {
+            message: Some(convert::message(message)),
         }))
     }
 }
@@ -231,10 +259,12 @@ impl pb::message_service_server::MessageService for Api {
                 })
                 .await?
             }
-            None => {
-                self.blocking(move |e| e.messages().send(&r.to, &r.text))
-                    .await?
-            }
+            None => self
+                .engine
+                .messages()
+                .send(&r.to, &r.text)
+                .await
+                .map_err(|e| engine_status(&e))?,
         };
         Ok(Response::new(pb::SendMessageResponse {
             message: Some(convert::message(message)),
@@ -247,8 +277,11 @@ impl pb::message_service_server::MessageService for Api {
     ) -> Result<Response<pb::EditMessageResponse>, Status> {
         let r = request.into_inner();
         let message = self
-            .blocking(move |e| e.messages().edit(&r.id, &r.text))
-            .await?;
+            .engine
+            .messages()
+            .edit(&r.id, &r.text)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::EditMessageResponse {
             message: Some(convert::message(message)),
         }))
@@ -259,7 +292,12 @@ impl pb::message_service_server::MessageService for Api {
         request: Request<pb::DeleteMessageRequest>,
     ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
         let id = request.into_inner().id;
-        let message = self.blocking(move |e| e.messages().delete(&id)).await?;
+        let message = self
+            .engine
+            .messages()
+            .delete(&id)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::DeleteMessageResponse {
             message: Some(convert::message(message)),
         }))
@@ -271,8 +309,11 @@ impl pb::message_service_server::MessageService for Api {
     ) -> Result<Response<pb::ReactResponse>, Status> {
         let r = request.into_inner();
         let message = self
-            .blocking(move |e| e.messages().react(&r.id, &r.reaction))
-            .await?;
+            .engine
+            .messages()
+            .react(&r.id, &r.reaction)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::ReactResponse {
             message: Some(convert::message(message)),
         }))
@@ -384,7 +425,12 @@ impl pb::relay_service_server::RelayService for Api {
         request: Request<pb::AddRelayRequest>,
     ) -> Result<Response<pb::AddRelayResponse>, Status> {
         let address = request.into_inner().address;
-        let relay = self.blocking(move |e| e.relays().add(&address)).await?;
+        let relay = self
+            .engine
+            .relays()
+            .add(&address)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::AddRelayResponse {
             relay: Some(convert::relay(relay)),
         }))
@@ -395,7 +441,11 @@ impl pb::relay_service_server::RelayService for Api {
         request: Request<pb::RemoveRelayRequest>,
     ) -> Result<Response<pb::RemoveRelayResponse>, Status> {
         let address = request.into_inner().address;
-        self.blocking(move |e| e.relays().remove(&address)).await?;
+        self.engine
+            .relays()
+            .remove(&address)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::RemoveRelayResponse {}))
     }
 

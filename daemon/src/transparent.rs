@@ -16,9 +16,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::service::Api;
 use crate::status::{engine_status, status};
 
-/// Longest wait an `OpenSession` may ask for.
-const MAX_CONNECT_WAIT: Duration = Duration::from_secs(60);
-
 /// Which `Audio` stream of each call receives the peer's frames: the newest. A frontend that
 /// reopens its stream (after a restart of its own, say) takes the audio over at once, and the
 /// older stream ends, instead of the two splitting the frames between them.
@@ -58,8 +55,11 @@ impl pb::transparent_service_server::TransparentService for Api {
         let r = request.into_inner();
         let enabled = r.enabled;
         let status = self
-            .blocking(move |e| e.transparent().set(&r.contact, r.enabled))
-            .await?;
+            .engine
+            .transparent()
+            .set(&r.contact, r.enabled)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::SetTransparentResponse {
             status: Some(convert::transparent_status(status)),
             warning: if enabled {
@@ -94,10 +94,8 @@ impl pb::transparent_service_server::TransparentService for Api {
         request: Request<pb::OpenSessionRequest>,
     ) -> Result<Response<pb::OpenSessionResponse>, Status> {
         let r = request.into_inner();
-        let wait = match r.wait_ms {
-            0 => Duration::from_secs(10),
-            ms => Duration::from_millis(u64::from(ms)).min(MAX_CONNECT_WAIT),
-        };
+        // Zero (the default) and over-long waits are the engine's to decide.
+        let wait = Duration::from_millis(u64::from(r.wait_ms));
         let status = self
             .engine
             .transparent()
@@ -151,7 +149,12 @@ impl pb::call_service_server::CallService for Api {
         request: Request<pb::AcceptCallRequest>,
     ) -> Result<Response<pb::AcceptCallResponse>, Status> {
         let id = request.into_inner().call_id;
-        let call = self.blocking(move |e| e.calls().accept(&id)).await?;
+        let call = self
+            .engine
+            .calls()
+            .accept(&id)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::AcceptCallResponse {
             call: Some(convert::call(call)),
         }))
@@ -162,7 +165,12 @@ impl pb::call_service_server::CallService for Api {
         request: Request<pb::RejectCallRequest>,
     ) -> Result<Response<pb::RejectCallResponse>, Status> {
         let id = request.into_inner().call_id;
-        let call = self.blocking(move |e| e.calls().reject(&id)).await?;
+        let call = self
+            .engine
+            .calls()
+            .reject(&id)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::RejectCallResponse {
             call: Some(convert::call(call)),
         }))
@@ -173,7 +181,12 @@ impl pb::call_service_server::CallService for Api {
         request: Request<pb::HangUpRequest>,
     ) -> Result<Response<pb::HangUpResponse>, Status> {
         let id = request.into_inner().call_id;
-        let call = self.blocking(move |e| e.calls().hang_up(&id)).await?;
+        let call = self
+            .engine
+            .calls()
+            .hang_up(&id)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::HangUpResponse {
             call: Some(convert::call(call)),
         }))

@@ -375,6 +375,24 @@ fn bad_input_on_every_call_gets_its_code() {
         Code::NotFound,
         "unknown_conversation",
     );
+    expect_status(
+        "SendToGroup unknown",
+        rt.block_on(c.conversations.send_to_group(pb::SendToGroupRequest {
+            group: "nobody".into(),
+            text: "hi".into(),
+        })),
+        Code::NotFound,
+        "unknown_conversation",
+    );
+    expect_status(
+        "SendToGroup to a contact",
+        rt.block_on(c.conversations.send_to_group(pb::SendToGroupRequest {
+            group: "bob".into(),
+            text: "hi".into(),
+        })),
+        Code::InvalidArgument,
+        "invalid_argument",
+    );
     expect_cli(
         &alice,
         &["group", "send", "nobody", "hi"],

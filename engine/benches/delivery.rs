@@ -44,11 +44,18 @@ async fn latency_run(dir: &Path, relays: &[Relay], long_poll: bool, n: usize) ->
         .unwrap();
     let a = alice.identity().create().await.unwrap();
     let b = bob.identity().create().await.unwrap();
-    alice.contacts().add(&b.public_key, "bob", None).unwrap();
-    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    alice
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
+    bob.contacts()
+        .add(&a.public_key, "alice", None)
+        .await
+        .unwrap();
     let mut events = Box::pin(bob.events().subscribe(0));
     // Warm-up: assignments made, connections open.
-    let warm = alice.messages().send("bob", "warm-up").unwrap();
+    let warm = alice.messages().send("bob", "warm-up").await.unwrap();
     wait_for(&mut events, &warm.id).await;
     let out = deliveries(&alice, "bob", &mut events, n, !long_poll).await;
     alice.shutdown();
@@ -166,12 +173,17 @@ async fn main() {
         sender
             .contacts()
             .add(k, &format!("member{i}"), None)
+            .await
             .unwrap();
     }
     let names: Vec<String> = (0..50).map(|i| format!("member{i}")).collect();
-    sender.groups().create("fifty", &names).unwrap();
+    sender.groups().create("fifty", &names).await.unwrap();
     let started = Instant::now();
-    let m = sender.messages().send("fifty", "hello fifty").unwrap();
+    let m = sender
+        .messages()
+        .send("fifty", "hello fifty")
+        .await
+        .unwrap();
     let api = started.elapsed();
     let mut sent_at = None;
     loop {

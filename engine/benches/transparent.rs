@@ -60,7 +60,7 @@ async fn call_setup(alice: &Engine, bob: &Engine) -> Duration {
             .any(|c| c.id == call.id && c.state == CallState::Ringing)
     })
     .await;
-    bob.calls().accept(&call.id).unwrap();
+    bob.calls().accept(&call.id).await.unwrap();
     let sender = {
         let alice = alice.clone();
         let id = call.id.clone();
@@ -90,7 +90,7 @@ async fn call_setup(alice: &Engine, bob: &Engine) -> Duration {
         .unwrap();
     let took = started.elapsed();
     assert!(first.is_some(), "no audio arrived");
-    alice.calls().hang_up(&call.id).unwrap();
+    alice.calls().hang_up(&call.id).await.unwrap();
     let _ = sender.await;
     until("the callee to see the hang-up", || {
         bob.calls()
@@ -124,19 +124,26 @@ async fn main() {
         .unwrap();
     let a = alice.identity().create().await.unwrap();
     let b = bob.identity().create().await.unwrap();
-    alice.contacts().add(&b.public_key, "bob", None).unwrap();
-    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    alice
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
+    bob.contacts()
+        .add(&a.public_key, "alice", None)
+        .await
+        .unwrap();
     let mut events = Box::pin(bob.events().subscribe(0));
 
     // Session setup: the second consent until both data channels are open (two relay hops at
     // 1 s polling for consent/offer/answer dominate it).
-    alice.transparent().set("bob", true).unwrap();
+    alice.transparent().set("bob", true).await.unwrap();
     until("bob to hear alice's consent", || {
         bob.transparent().status("alice").unwrap().peer_enabled
     })
     .await;
     let started = Instant::now();
-    bob.transparent().set("alice", true).unwrap();
+    bob.transparent().set("alice", true).await.unwrap();
     until("the session", || {
         alice.transparent().status("bob").unwrap().state == TransparentState::Connected
             && bob.transparent().status("alice").unwrap().state == TransparentState::Connected
@@ -144,7 +151,7 @@ async fn main() {
     .await;
     let setup = started.elapsed();
 
-    let warm = alice.messages().send("bob", "warm-up").unwrap();
+    let warm = alice.messages().send("bob", "warm-up").await.unwrap();
     wait_for(&mut events, &warm.id).await;
     let direct = deliveries(&alice, "bob", &mut events, n, false).await;
     let warm_call: Vec<Duration> = {

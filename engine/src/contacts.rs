@@ -14,7 +14,14 @@ pub struct Contacts {
 }
 
 impl Contacts {
-    pub fn add(&self, key: &str, name: &str, avatar: Option<String>) -> Result<Contact> {
+    pub async fn add(&self, key: &str, name: &str, avatar: Option<String>) -> Result<Contact> {
+        let (key, name) = (key.to_owned(), name.to_owned());
+        self.engine
+            .off_runtime(move |engine| engine.contacts().add_blocking(&key, &name, avatar))
+            .await
+    }
+
+    fn add_blocking(&self, key: &str, name: &str, avatar: Option<String>) -> Result<Contact> {
         let key =
             PublicKey::from_text(key.trim()).map_err(|e| EngineError::InvalidKey(e.to_string()))?;
         let name = name.trim();

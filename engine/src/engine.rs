@@ -231,6 +231,20 @@ impl Engine {
             .ok_or(EngineError::NoIdentity)
     }
 
+    /// Runs a write (SQLite commit with its fsync, RSA sealing) on a blocking thread, so that
+    /// no caller's thread or runtime worker stalls on it: every write of the API is `async`
+    /// and goes through here, whichever shell calls it. Reads stay synchronous (indexed
+    /// SQLite reads, no fsync).
+    pub(crate) async fn off_runtime<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || f(&engine))
+            .await
+            .map_err(|e| EngineError::Storage(format!("write task failed: {e}")))?
+    }
+
     /// Commits `f` and publishes the events it recorded.
     pub(crate) fn commit<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let out = self.inner.db.tx(f)?;

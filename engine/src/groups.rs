@@ -33,7 +33,14 @@ pub struct Groups {
 }
 
 impl Groups {
-    pub fn create(&self, name: &str, members: &[String]) -> Result<Conversation> {
+    pub async fn create(&self, name: &str, members: &[String]) -> Result<Conversation> {
+        let (name, members) = (name.to_owned(), members.to_vec());
+        self.engine
+            .off_runtime(move |engine| engine.groups().create_blocking(&name, &members))
+            .await
+    }
+
+    fn create_blocking(&self, name: &str, members: &[String]) -> Result<Conversation> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(EngineError::InvalidArgument(
@@ -80,8 +87,45 @@ impl Groups {
         self.engine.conversations().get(id)
     }
 
+    /// Sends a text message to a group (by name or `#id`). Refused when the target is not a
+    /// group, so that a contact of the same name never receives what was meant for the group.
+    pub async fn send(&self, group: &str, text: &str) -> Result<Message> {
+        // Not `conversations().resolve`: that takes contact names and keys too (and creates a
+        // DM for a key), where only a group may be meant here.
+        let id = match group.strip_prefix('#').and_then(|s| s.parse::<i64>().ok()) {
+            Some(id) => id,
+            None => match self.engine.inner.db.group_by_name(group)? {
+                Some(id) => id,
+                // A contact or a key: a conversation, but not a group.
+                None if self.engine.contacts().resolve_key(group).is_ok() => {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "{group} is not a group"
+                    )));
+                }
+                None => return Err(EngineError::UnknownConversation(group.to_owned())),
+            },
+        };
+        let conversation = self.engine.conversations().get(id)?;
+        if conversation.kind != ConversationKind::Group {
+            return Err(EngineError::InvalidArgument(format!(
+                "{group} is not a group"
+            )));
+        }
+        self.engine
+            .messages()
+            .send(&format!("#{}", conversation.id), text)
+            .await
+    }
+
     /// Adds (`add = true`) or removes members; only the group's creator may.
-    pub fn change(&self, group: &str, members: &[String], add: bool) -> Result<Conversation> {
+    pub async fn change(&self, group: &str, members: &[String], add: bool) -> Result<Conversation> {
+        let (group, members) = (group.to_owned(), members.to_vec());
+        self.engine
+            .off_runtime(move |engine| engine.groups().change_blocking(&group, &members, add))
+            .await
+    }
+
+    fn change_blocking(&self, group: &str, members: &[String], add: bool) -> Result<Conversation> {
         let conversation = self.engine.conversations().resolve(group)?;
         if conversation.kind != ConversationKind::Group {
             return Err(EngineError::InvalidArgument(format!(

@@ -26,8 +26,15 @@ async fn pair(
     let bob = engine(&dir.join("bob"), relays, secrets).await;
     let a = alice.identity().create().await.unwrap();
     let b = bob.identity().create().await.unwrap();
-    alice.contacts().add(&b.public_key, "bob", None).unwrap();
-    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    alice
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
+    bob.contacts()
+        .add(&a.public_key, "alice", None)
+        .await
+        .unwrap();
     (alice, bob, b.public_key)
 }
 
@@ -37,7 +44,11 @@ async fn strict_waits_for_a_relay_of_its_own_and_then_delivers() {
     let relays = mesh(3, dir.path());
     // Two relays for three roles (RX, own copies, bob).
     let (alice, bob, bob_key) = pair(dir.path(), &relays, 2, AnonymityMode::Strict).await;
-    let m = alice.messages().send("bob", "needs a third relay").unwrap();
+    let m = alice
+        .messages()
+        .send("bob", "needs a third relay")
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(10), || alice
             .messages()
@@ -66,7 +77,7 @@ async fn strict_waits_for_a_relay_of_its_own_and_then_delivers() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(bob.messages().get(&m.id).is_err());
 
-    alice.relays().add(&relays[2].addr).unwrap();
+    alice.relays().add(&relays[2].addr).await.unwrap();
     assert!(
         eventually(Duration::from_secs(20), || bob
             .messages()
@@ -109,6 +120,7 @@ async fn relaxed_shares_and_reports_what_the_shared_relay_links() {
     let m = alice
         .messages()
         .send("bob", "through a shared relay")
+        .await
         .unwrap();
     assert!(
         eventually(Duration::from_secs(20), || bob
@@ -159,8 +171,9 @@ async fn without_a_private_witness_a_message_ends_unconfirmed_not_sent_forever()
     alice
         .contacts()
         .add(bob.public_key().to_text(), "bob", None)
+        .await
         .unwrap();
-    let m = alice.messages().send("bob", "into the void").unwrap();
+    let m = alice.messages().send("bob", "into the void").await.unwrap();
     assert!(
         eventually(Duration::from_secs(15), || alice
             .messages()

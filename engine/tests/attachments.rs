@@ -128,8 +128,15 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     let bob = open("bob", Some(gateway)).await.unwrap();
     let a = alice.identity().create().await.unwrap();
     let b = bob.identity().create().await.unwrap();
-    alice.contacts().add(&b.public_key, "bob", None).unwrap();
-    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    alice
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
+    bob.contacts()
+        .add(&a.public_key, "alice", None)
+        .await
+        .unwrap();
 
     // 10 MiB, sent and downloaded on the other side, byte for byte.
     let plain = noise(10 * 1024 * 1024, 7);
@@ -221,7 +228,7 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
         .map(Link::to_markdown)
         .collect::<Vec<_>>()
         .join("\n");
-    let crafted = alice.messages().send("bob", &content).unwrap();
+    let crafted = alice.messages().send("bob", &content).await.unwrap();
     let crafted = received(&bob, "alice", &crafted.id).await;
     assert_eq!(crafted.attachments.len(), 3);
     let expected = [

@@ -18,10 +18,17 @@ async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
     let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
     let a = alice.identity().create().await.unwrap();
     let b = bob.identity().create().await.unwrap();
-    alice.contacts().add(&b.public_key, "bob", None).unwrap();
-    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    alice
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
+    bob.contacts()
+        .add(&a.public_key, "alice", None)
+        .await
+        .unwrap();
 
-    let sent = alice.messages().send("bob", "hello bob").unwrap();
+    let sent = alice.messages().send("bob", "hello bob").await.unwrap();
     assert_eq!(sent.state, MessageState::Queued);
     let got = eventually(Duration::from_secs(15), || {
         bob.conversations()
@@ -35,7 +42,7 @@ async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
     })
     .await;
     assert!(got, "bob never received alice's message");
-    let reply = bob.messages().send("alice", "hi alice").unwrap();
+    let reply = bob.messages().send("alice", "hi alice").await.unwrap();
     assert!(
         eventually(Duration::from_secs(15), || alice
             .conversations()
@@ -70,16 +77,21 @@ async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
 
     // Errors carry their codes.
     assert_eq!(
-        alice.messages().send("carol", "x").unwrap_err().code(),
+        alice
+            .messages()
+            .send("carol", "x")
+            .await
+            .unwrap_err()
+            .code(),
         "unknown_conversation"
     );
     assert!(matches!(
-        alice.contacts().add("not a key", "x", None),
+        alice.contacts().add("not a key", "x", None).await,
         Err(EngineError::InvalidKey(_))
     ));
     let big = "x".repeat(alice.config().max_message_bytes + 1);
     assert_eq!(
-        alice.messages().send("bob", &big).unwrap_err().code(),
+        alice.messages().send("bob", &big).await.unwrap_err().code(),
         "message_too_large"
     );
     alice.shutdown();
@@ -104,7 +116,7 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
     for (i, e) in engines.iter().enumerate() {
         for (j, name) in ["alice", "bob", "carol"].iter().enumerate() {
             if i != j {
-                e.contacts().add(&keys[j], name, None).unwrap();
+                e.contacts().add(&keys[j], name, None).await.unwrap();
             }
         }
     }
@@ -112,6 +124,7 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
     let group = alice
         .groups()
         .create("trio", &["bob".into(), "carol".into()])
+        .await
         .unwrap();
     for e in [bob, carol] {
         assert!(
@@ -125,7 +138,7 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
             "group did not arrive"
         );
     }
-    let m = alice.messages().send("trio", "hello group").unwrap();
+    let m = alice.messages().send("trio", "hello group").await.unwrap();
     let routes = alice.outbox().routes(&m.id).unwrap();
     assert_eq!(routes.len(), 2);
     assert!(
@@ -154,11 +167,17 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
     alice
         .messages()
         .edit(&m.id, "hello group (edited)")
+        .await
         .unwrap();
-    bob.messages().react(&m.id, ":thumbsup:").unwrap();
+    bob.messages().react(&m.id, ":thumbsup:").await.unwrap();
     // Carol tries to edit alice's message: refused locally...
     assert_eq!(
-        carol.messages().edit(&m.id, "hijacked").unwrap_err().code(),
+        carol
+            .messages()
+            .edit(&m.id, "hijacked")
+            .await
+            .unwrap_err()
+            .code(),
         "not_author"
     );
     for e in [alice, bob, carol] {
@@ -205,7 +224,11 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
         forged_hashes.push(packet.hash);
     }
     // Wait until the forged edits were fetched (a later message from carol arrives after them).
-    let marker = carol.messages().send("trio", "after the forgery").unwrap();
+    let marker = carol
+        .messages()
+        .send("trio", "after the forgery")
+        .await
+        .unwrap();
     for e in [alice, bob] {
         assert!(
             eventually(Duration::from_secs(15), || e
@@ -220,7 +243,7 @@ async fn a_group_of_three_with_edit_delete_react_and_a_refused_foreign_edit() {
             "a non-author's edit was applied"
         );
     }
-    alice.messages().delete(&m.id).unwrap();
+    alice.messages().delete(&m.id).await.unwrap();
     for e in [alice, bob, carol] {
         assert!(
             eventually(Duration::from_secs(15), || e

@@ -123,18 +123,27 @@ async fn write_fixture() {
     let a = alice.identity().create().await.unwrap();
     let b = bob.identity().create().await.unwrap();
     let carol = jasper_core::PrivateKey::generate().unwrap();
-    alice.contacts().add(&b.public_key, "bob", None).unwrap();
+    alice
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
     alice
         .contacts()
         .add(carol.public_key().to_text(), "carol", None)
+        .await
         .unwrap();
-    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    bob.contacts()
+        .add(&a.public_key, "alice", None)
+        .await
+        .unwrap();
     let m1 = alice
         .messages()
         .send("bob", "hello bob, with \"quotes\" and ünïcode")
+        .await
         .unwrap();
-    let m2 = bob.messages().send("alice", "hello alice").unwrap();
-    let m3 = alice.messages().send("bob", "to be deleted").unwrap();
+    let m2 = bob.messages().send("alice", "hello alice").await.unwrap();
+    let m3 = alice.messages().send("bob", "to be deleted").await.unwrap();
     assert!(
         eventually(Duration::from_secs(20), || alice
             .messages()
@@ -143,14 +152,23 @@ async fn write_fixture() {
             && bob.messages().get(&m3.id).is_ok())
         .await
     );
-    alice.messages().edit(&m1.id, "hello bob, edited").unwrap();
-    bob.messages().react(&m1.id, ":wave:").unwrap();
-    alice.messages().delete(&m3.id).unwrap();
+    alice
+        .messages()
+        .edit(&m1.id, "hello bob, edited")
+        .await
+        .unwrap();
+    bob.messages().react(&m1.id, ":wave:").await.unwrap();
+    alice.messages().delete(&m3.id).await.unwrap();
     alice
         .groups()
         .create("friends", &["bob".to_owned(), "carol".to_owned()])
+        .await
         .unwrap();
-    let g = alice.messages().send("friends", "hello friends").unwrap();
+    let g = alice
+        .messages()
+        .send("friends", "hello friends")
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(30), || alice
             .messages()

@@ -25,12 +25,27 @@ async fn two_logins_of_one_key_end_with_identical_histories() {
         .unwrap();
     assert_eq!(me.public_key, same.public_key);
     let b = bob.identity().create().await.unwrap();
-    phone.contacts().add(&b.public_key, "bob", None).unwrap();
-    laptop.contacts().add(&b.public_key, "bob", None).unwrap();
-    bob.contacts().add(&me.public_key, "me", None).unwrap();
+    phone
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
+    laptop
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
+    bob.contacts()
+        .add(&me.public_key, "me", None)
+        .await
+        .unwrap();
 
-    let m1 = phone.messages().send("bob", "from the phone").unwrap();
-    let m2 = bob.messages().send("me", "to both logins").unwrap();
+    let m1 = phone
+        .messages()
+        .send("bob", "from the phone")
+        .await
+        .unwrap();
+    let m2 = bob.messages().send("me", "to both logins").await.unwrap();
     assert!(
         eventually(Duration::from_secs(15), || laptop
             .messages()
@@ -40,7 +55,11 @@ async fn two_logins_of_one_key_end_with_identical_histories() {
         .await,
         "laptop missing messages"
     );
-    let m3 = laptop.messages().send("bob", "from the laptop").unwrap();
+    let m3 = laptop
+        .messages()
+        .send("bob", "from the laptop")
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(15), || phone
             .messages()
@@ -51,9 +70,10 @@ async fn two_logins_of_one_key_end_with_identical_histories() {
     laptop
         .messages()
         .edit(&m1.id, "from the phone, edited on the laptop")
+        .await
         .unwrap();
-    bob.messages().react(&m3.id, ":wave:").unwrap();
-    phone.messages().delete(&m3.id).unwrap();
+    bob.messages().react(&m3.id, ":wave:").await.unwrap();
+    phone.messages().delete(&m3.id).await.unwrap();
 
     let settled = |e: &jasper_engine::Engine| {
         e.messages().get(&m1.id).is_ok_and(|m| m.edited)
@@ -114,15 +134,24 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
     let a = alice.identity().create().await.unwrap();
     let b = bob.identity().create().await.unwrap();
     let carol = jasper_core::PrivateKey::generate().unwrap();
-    alice.contacts().add(&b.public_key, "bob", None).unwrap();
+    alice
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
     alice
         .contacts()
         .add(carol.public_key().to_text(), "carol", None)
+        .await
         .unwrap();
-    bob.contacts().add(&a.public_key, "alice", None).unwrap();
+    bob.contacts()
+        .add(&a.public_key, "alice", None)
+        .await
+        .unwrap();
     let to_carol = alice
         .messages()
         .send("carol", "takes the last free relay")
+        .await
         .unwrap();
     assert!(
         eventually(Duration::from_secs(10), || alice
@@ -135,9 +164,13 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
     );
     // The dropper is then the only relay free for bob's TX assignment.
     let dropper = dropping_relay().await;
-    alice.relays().add(&dropper).unwrap();
+    alice.relays().add(&dropper).await.unwrap();
 
-    let m = alice.messages().send("bob", "through a bad relay").unwrap();
+    let m = alice
+        .messages()
+        .send("bob", "through a bad relay")
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(5), || alice
             .outbox()
@@ -150,7 +183,7 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
     );
     // A relay that has seen no key of alice's yet, for the re-send (strict: the others each
     // saw one of her keys already).
-    alice.relays().add(&relays[3].addr).unwrap();
+    alice.relays().add(&relays[3].addr).await.unwrap();
     assert!(
         eventually(Duration::from_secs(30), || bob
             .messages()
@@ -221,13 +254,18 @@ async fn sent_copies_leave_at_random_times_within_the_delay() {
         .await
         .unwrap();
     let b = bob.identity().create().await.unwrap();
-    phone.contacts().add(&b.public_key, "bob", None).unwrap();
+    phone
+        .contacts()
+        .add(&b.public_key, "bob", None)
+        .await
+        .unwrap();
 
     let mut gaps = Vec::new();
     for i in 0..8 {
         let m = phone
             .messages()
             .send("bob", &format!("message {i}"))
+            .await
             .unwrap();
         let mut at_bob = None;
         let started = std::time::Instant::now();

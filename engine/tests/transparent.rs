@@ -35,8 +35,8 @@ async fn pair(
     let alice = engines.pop().unwrap();
     let a = alice.identity().create().await.unwrap().public_key;
     let b = bob.identity().create().await.unwrap().public_key;
-    alice.contacts().add(&b, "bob", None).unwrap();
-    bob.contacts().add(&a, "alice", None).unwrap();
+    alice.contacts().add(&b, "bob", None).await.unwrap();
+    bob.contacts().add(&a, "alice", None).await.unwrap();
     (alice, bob, a, b)
 }
 
@@ -49,10 +49,10 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
     let (alice, bob, _a, _b) = pair(dir.path(), &relays, &stun).await;
 
     assert_eq!(
-        alice.transparent().set("bob", true).unwrap().state,
+        alice.transparent().set("bob", true).await.unwrap().state,
         TransparentState::WaitingForPeer
     );
-    bob.transparent().set("alice", true).unwrap();
+    bob.transparent().set("alice", true).await.unwrap();
     let up = eventually(Duration::from_secs(20), || {
         alice.transparent().status("bob").unwrap().state == TransparentState::Connected
             && bob.transparent().status("alice").unwrap().state == TransparentState::Connected
@@ -69,6 +69,7 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
     let sent = alice
         .messages()
         .send("bob", "over the data channel")
+        .await
         .unwrap();
     assert!(
         eventually(Duration::from_secs(10), || bob
@@ -105,7 +106,7 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
             .any(|c| c.id == call.id))
         .await
     );
-    bob.calls().accept(&call.id).unwrap();
+    bob.calls().accept(&call.id).await.unwrap();
     assert!(
         eventually(Duration::from_secs(5), || alice
             .calls()
@@ -158,7 +159,7 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
         }
     }
     assert_eq!(back, (0..10u8).map(|i| vec![i; 30]).collect::<Vec<_>>());
-    alice.calls().hang_up(&call.id).unwrap();
+    alice.calls().hang_up(&call.id).await.unwrap();
     assert!(
         eventually(Duration::from_secs(5), || bob
             .calls()
@@ -195,7 +196,11 @@ async fn direct_session_carries_messages_and_a_call_then_falls_back_to_relays() 
         bob.transparent().status("alice").unwrap().state,
         TransparentState::Idle
     );
-    let later = alice.messages().send("bob", "through the relays").unwrap();
+    let later = alice
+        .messages()
+        .send("bob", "through the relays")
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(15), || bob
             .conversations()

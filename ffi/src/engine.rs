@@ -89,7 +89,9 @@ impl JasperEngine {
         name: String,
         avatar: Option<String>,
     ) -> Result<Contact> {
-        Ok(self.engine.contacts().add(&key, &name, avatar)?.into())
+        Ok(runtime()
+            .block_on(self.engine.contacts().add(&key, &name, avatar))?
+            .into())
     }
 
     pub fn contacts(&self) -> Result<Vec<Contact>> {
@@ -147,22 +149,30 @@ impl JasperEngine {
     /// Queues a text message to a conversation (`#id`, group name, contact name or key) and
     /// returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
     pub fn send(&self, target: String, content: String) -> Result<Message> {
-        Ok(self.engine.messages().send(&target, &content)?.into())
+        Ok(runtime()
+            .block_on(self.engine.messages().send(&target, &content))?
+            .into())
     }
 
     /// Replaces the content of a message this identity wrote.
     pub fn edit(&self, message_id: String, content: String) -> Result<Message> {
-        Ok(self.engine.messages().edit(&message_id, &content)?.into())
+        Ok(runtime()
+            .block_on(self.engine.messages().edit(&message_id, &content))?
+            .into())
     }
 
     /// Deletes a message this identity wrote, for everyone in the conversation.
     pub fn delete(&self, message_id: String) -> Result<Message> {
-        Ok(self.engine.messages().delete(&message_id)?.into())
+        Ok(runtime()
+            .block_on(self.engine.messages().delete(&message_id))?
+            .into())
     }
 
     /// Reacts to a message (`:name:`); reacting again with the same one takes it back.
     pub fn react(&self, message_id: String, reaction: String) -> Result<Message> {
-        Ok(self.engine.messages().react(&message_id, &reaction)?.into())
+        Ok(runtime()
+            .block_on(self.engine.messages().react(&message_id, &reaction))?
+            .into())
     }
 
     // ---- attachments --------------------------------------------------------------------
@@ -227,11 +237,15 @@ impl JasperEngine {
 
     /// Creates a group with `members` (contact names or keys); this identity is its admin.
     pub fn create_group(&self, name: String, members: Vec<String>) -> Result<Conversation> {
-        Ok(self.engine.groups().create(&name, &members)?.into())
+        Ok(runtime()
+            .block_on(self.engine.groups().create(&name, &members))?
+            .into())
     }
 
     pub fn add_group_members(&self, group: String, members: Vec<String>) -> Result<Conversation> {
-        Ok(self.engine.groups().change(&group, &members, true)?.into())
+        Ok(runtime()
+            .block_on(self.engine.groups().change(&group, &members, true))?
+            .into())
     }
 
     pub fn remove_group_members(
@@ -239,7 +253,9 @@ impl JasperEngine {
         group: String,
         members: Vec<String>,
     ) -> Result<Conversation> {
-        Ok(self.engine.groups().change(&group, &members, false)?.into())
+        Ok(runtime()
+            .block_on(self.engine.groups().change(&group, &members, false))?
+            .into())
     }
 
     // ---- relays -------------------------------------------------------------------------
@@ -255,11 +271,13 @@ impl JasperEngine {
     }
 
     pub fn add_relay(&self, address: String) -> Result<RelayInfo> {
-        Ok(self.engine.relays().add(&address)?.into())
+        Ok(runtime()
+            .block_on(self.engine.relays().add(&address))?
+            .into())
     }
 
     pub fn remove_relay(&self, address: String) -> Result<()> {
-        Ok(self.engine.relays().remove(&address)?)
+        Ok(runtime().block_on(self.engine.relays().remove(&address))?)
     }
 
     /// Where this identity stands on anonymity: relays needed and known, every role's relay,
@@ -304,7 +322,9 @@ impl JasperEngine {
     pub fn set_transparent(&self, contact: String, enabled: bool) -> Result<TransparentStatus> {
         // Enabling may start a session, which runs on the ffi runtime.
         let _runtime = runtime().enter();
-        Ok(self.engine.transparent().set(&contact, enabled)?.into())
+        Ok(runtime()
+            .block_on(self.engine.transparent().set(&contact, enabled))?
+            .into())
     }
 
     pub fn transparent_status(&self, contact: String) -> Result<TransparentStatus> {
@@ -355,17 +375,23 @@ impl JasperEngine {
 
     pub fn accept_call(&self, call_id: String) -> Result<CallInfo> {
         let _runtime = runtime().enter();
-        Ok(self.engine.calls().accept(&call_id)?.into())
+        Ok(runtime()
+            .block_on(self.engine.calls().accept(&call_id))?
+            .into())
     }
 
     pub fn reject_call(&self, call_id: String) -> Result<CallInfo> {
         let _runtime = runtime().enter();
-        Ok(self.engine.calls().reject(&call_id)?.into())
+        Ok(runtime()
+            .block_on(self.engine.calls().reject(&call_id))?
+            .into())
     }
 
     pub fn hang_up(&self, call_id: String) -> Result<CallInfo> {
         let _runtime = runtime().enter();
-        Ok(self.engine.calls().hang_up(&call_id)?.into())
+        Ok(runtime()
+            .block_on(self.engine.calls().hang_up(&call_id))?
+            .into())
     }
 
     /// Live calls first, then recently ended ones.

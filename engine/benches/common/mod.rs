@@ -61,7 +61,11 @@ pub async fn deliveries(
             tokio::time::sleep(Duration::from_millis(137 * (i as u64 % 7))).await;
         }
         let started = Instant::now();
-        let m = sender.messages().send(to, &format!("message {i}")).unwrap();
+        let m = sender
+            .messages()
+            .send(to, &format!("message {i}"))
+            .await
+            .unwrap();
         wait_for(events, &m.id).await;
         out.push(started.elapsed());
     }

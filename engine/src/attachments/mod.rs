@@ -142,7 +142,7 @@ impl Attachments {
         } else {
             format!("{text}\n\n{link}")
         };
-        self.engine.messages().send(target, &content)
+        self.engine.messages().send(target, &content).await
     }
 
     /// Fetches attachment `index` of message `msg_id` from IPFS, decrypts and verifies it, and

@@ -162,7 +162,14 @@ impl Messages {
     }
 
     /// Sends a text message to a conversation (`#id`, group name, contact name or key).
-    pub fn send(&self, target: &str, content: &str) -> Result<Message> {
+    pub async fn send(&self, target: &str, content: &str) -> Result<Message> {
+        let (target, content) = (target.to_owned(), content.to_owned());
+        self.engine
+            .off_runtime(move |engine| engine.messages().send_blocking(&target, &content))
+            .await
+    }
+
+    fn send_blocking(&self, target: &str, content: &str) -> Result<Message> {
         self.check_content(content)?;
         if content.is_empty() {
             return Err(EngineError::InvalidArgument(
@@ -237,7 +244,14 @@ impl Messages {
         ))
     }
 
-    pub fn edit(&self, msg_id: &str, content: &str) -> Result<Message> {
+    pub async fn edit(&self, msg_id: &str, content: &str) -> Result<Message> {
+        let (msg_id, content) = (msg_id.to_owned(), content.to_owned());
+        self.engine
+            .off_runtime(move |engine| engine.messages().edit_blocking(&msg_id, &content))
+            .await
+    }
+
+    fn edit_blocking(&self, msg_id: &str, content: &str) -> Result<Message> {
         self.check_content(content)?;
         if content.is_empty() {
             return Err(EngineError::InvalidArgument(
@@ -264,7 +278,14 @@ impl Messages {
         })
     }
 
-    pub fn delete(&self, msg_id: &str) -> Result<Message> {
+    pub async fn delete(&self, msg_id: &str) -> Result<Message> {
+        let msg_id = msg_id.to_owned();
+        self.engine
+            .off_runtime(move |engine| engine.messages().delete_blocking(&msg_id))
+            .await
+    }
+
+    fn delete_blocking(&self, msg_id: &str) -> Result<Message> {
         let (rowid, conversation, _) = self.own_message(msg_id, "delete")?;
         let inner = self.new_inner(
             &conversation.channel_id,
@@ -285,7 +306,14 @@ impl Messages {
         })
     }
 
-    pub fn react(&self, msg_id: &str, reaction: &str) -> Result<Message> {
+    pub async fn react(&self, msg_id: &str, reaction: &str) -> Result<Message> {
+        let (msg_id, reaction) = (msg_id.to_owned(), reaction.to_owned());
+        self.engine
+            .off_runtime(move |engine| engine.messages().react_blocking(&msg_id, &reaction))
+            .await
+    }
+
+    fn react_blocking(&self, msg_id: &str, reaction: &str) -> Result<Message> {
         if !valid_reaction(reaction) {
             return Err(EngineError::InvalidArgument(format!(
                 "{reaction:?} is not a reaction of the form :name:"

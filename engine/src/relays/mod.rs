@@ -30,7 +30,14 @@ impl Relays {
             .collect())
     }
 
-    pub fn add(&self, address: &str) -> Result<RelayInfo> {
+    pub async fn add(&self, address: &str) -> Result<RelayInfo> {
+        let address = address.to_owned();
+        self.engine
+            .off_runtime(move |engine| engine.relays().add_blocking(&address))
+            .await
+    }
+
+    fn add_blocking(&self, address: &str) -> Result<RelayInfo> {
         let addr = jasper_core::addr::RelayAddr::parse(address.trim())
             .map_err(|e| EngineError::InvalidArgument(format!("relay {address}: {e}")))?;
         self.engine.inner.db.add_relay(&addr.to_string(), "added")?;
@@ -43,7 +50,14 @@ impl Relays {
             .ok_or_else(|| EngineError::UnknownRelay(addr.to_string()))
     }
 
-    pub fn remove(&self, address: &str) -> Result<()> {
+    pub async fn remove(&self, address: &str) -> Result<()> {
+        let address = address.to_owned();
+        self.engine
+            .off_runtime(move |engine| engine.relays().remove_blocking(&address))
+            .await
+    }
+
+    fn remove_blocking(&self, address: &str) -> Result<()> {
         let addr = jasper_core::addr::RelayAddr::parse(address.trim())
             .map_err(|e| EngineError::InvalidArgument(format!("relay {address}: {e}")))?;
         if !self.engine.inner.db.remove_relay(&addr.to_string())? {

@@ -229,7 +229,14 @@ impl Calls {
         Ok(slot.info())
     }
 
-    pub fn accept(&self, call: &str) -> Result<CallInfo> {
+    pub async fn accept(&self, call: &str) -> Result<CallInfo> {
+        let call = call.to_owned();
+        self.engine
+            .off_runtime(move |engine| engine.calls().accept_blocking(&call))
+            .await
+    }
+
+    fn accept_blocking(&self, call: &str) -> Result<CallInfo> {
         let slot = self.engine.hub().call(call)?;
         let info = {
             let mut info = lock(&slot.info);
@@ -250,7 +257,14 @@ impl Calls {
         Ok(info)
     }
 
-    pub fn reject(&self, call: &str) -> Result<CallInfo> {
+    pub async fn reject(&self, call: &str) -> Result<CallInfo> {
+        let call = call.to_owned();
+        self.engine
+            .off_runtime(move |engine| engine.calls().reject_blocking(&call))
+            .await
+    }
+
+    fn reject_blocking(&self, call: &str) -> Result<CallInfo> {
         let slot = self.engine.hub().call(call)?;
         let info = slot.info();
         if info.outgoing || info.state != CallState::Ringing {
@@ -263,7 +277,14 @@ impl Calls {
         Ok(slot.info())
     }
 
-    pub fn hang_up(&self, call: &str) -> Result<CallInfo> {
+    pub async fn hang_up(&self, call: &str) -> Result<CallInfo> {
+        let call = call.to_owned();
+        self.engine
+            .off_runtime(move |engine| engine.calls().hang_up_blocking(&call))
+            .await
+    }
+
+    fn hang_up_blocking(&self, call: &str) -> Result<CallInfo> {
         let slot = self.engine.hub().call(call)?;
         if slot.info().state == CallState::Ended {
             return Err(EngineError::CallState("the call has already ended".into()));

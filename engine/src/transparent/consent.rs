@@ -13,6 +13,11 @@ use crate::error::{EngineError, Result};
 use crate::model::*;
 use crate::store::Db;
 
+/// How long [`Transparent::connect`] waits when asked for no particular time.
+pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(10);
+/// The longest wait [`Transparent::connect`] accepts; longer ones are cut to it.
+pub const MAX_CONNECT_WAIT: Duration = Duration::from_secs(60);
+
 /// `engine.transparent()`: direct WebRTC sessions with contacts who consent.
 #[derive(Clone)]
 pub struct Transparent {
@@ -113,7 +118,14 @@ impl Transparent {
     /// Enables or disables transparent mode for a contact (see [`TRANSPARENT_MODE_WARNING`]).
     /// Enabling tells the contact through the relays; once both sides have enabled it, a
     /// session comes up by itself.engine. Disabling closes the session and ends its calls.
-    pub fn set(&self, contact: &str, enabled: bool) -> Result<TransparentStatus> {
+    pub async fn set(&self, contact: &str, enabled: bool) -> Result<TransparentStatus> {
+        let contact = contact.to_owned();
+        self.engine
+            .off_runtime(move |engine| engine.transparent().set_blocking(&contact, enabled))
+            .await
+    }
+
+    fn set_blocking(&self, contact: &str, enabled: bool) -> Result<TransparentStatus> {
         let key = self.engine.contact_key(contact)?;
         let (was, _) = self.engine.consent(&key)?;
         self.engine.set_consent(&key, Some(enabled), None)?;
@@ -142,8 +154,15 @@ impl Transparent {
     }
 
     /// Brings the session with a contact up (after a deliberate close, or to wait for it),
-    /// waiting up to `wait` for the data channel to open.
+    /// waiting up to `wait` for the data channel to open: zero means
+    /// [`DEFAULT_CONNECT_WAIT`], and no wait is longer than [`MAX_CONNECT_WAIT`] (a caller
+    /// cannot park a task for longer than a session can take to come up).
     pub async fn connect(&self, contact: &str, wait: Duration) -> Result<TransparentStatus> {
+        let wait = if wait.is_zero() {
+            DEFAULT_CONNECT_WAIT
+        } else {
+            wait.min(MAX_CONNECT_WAIT)
+        };
         let key = self.engine.contact_key(contact)?;
         let (local, peer) = self.engine.consent(&key)?;
         if !local || !peer {

@@ -38,7 +38,7 @@ use crate::error::{EngineError, Result};
 use crate::model::*;
 use calls::CallSlot;
 pub use calls::Calls;
-pub use consent::Transparent;
+pub use consent::{DEFAULT_CONNECT_WAIT, MAX_CONNECT_WAIT, Transparent};
 use session::{Session, SessionEvent, SessionSettings};
 use wire::{Frame, Signal};
 
@@ -439,7 +439,7 @@ mod direct_packets {
             PrivateKey::generate().unwrap(),
         );
         let bob_key = bob.public_key().to_text().to_owned();
-        engine.contacts().add(&bob_key, "bob", None).unwrap();
+        engine.contacts().add(&bob_key, "bob", None).await.unwrap();
         let mirrored = || {
             engine
                 .inner
