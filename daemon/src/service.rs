@@ -19,20 +19,16 @@ pub const DEFAULT_PAGE: usize = 50;
 #[derive(Clone)]
 pub struct Api {
     pub(crate) engine: Engine,
-    /// The one `CallService.Audio` stream that receives each call's audio.
-    pub(crate) audio_readers: crate::transparent::AudioReaders,
 }
 
 impl Api {
     pub fn new(engine: Engine) -> Self {
-        Self {
-            engine,
-            audio_readers: Default::default(),
-        }
+        Self { engine }
     }
 
-    /// Runs a synchronous engine call on a blocking thread: SQLite commits and RSA sealing
-    /// must not stall the runtime's workers.
+    /// Runs a synchronous engine call (a read) on a blocking thread: a history read is a real
+    /// SQLite scan, and runtime workers also drive every other client's stream. (Writes are
+    /// async in the engine, which moves their sealing and fsync off the runtime itself.)
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,

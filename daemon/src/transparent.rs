@@ -1,41 +1,17 @@
 //! `TransparentService` and `CallService` over the engine: transparent mode per contact, and
 //! calls whose Opus audio flows through one bidirectional `Audio` stream per call.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
 use jasper_engine::{EngineError, TRANSPARENT_MODE_WARNING};
 use jasper_proto::convert;
 use jasper_proto::v1 as pb;
-use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::service::Api;
 use crate::status::{engine_status, status};
-
-/// Which `Audio` stream of each call receives the peer's frames: the newest. A frontend that
-/// reopens its stream (after a restart of its own, say) takes the audio over at once, and the
-/// older stream ends, instead of the two splitting the frames between them.
-#[derive(Clone, Default)]
-pub struct AudioReaders(Arc<Mutex<HashMap<String, watch::Sender<u64>>>>);
-
-impl AudioReaders {
-    /// Registers a new reader of `call`: its generation, and a receiver that changes when a
-    /// newer reader arrives.
-    fn claim(&self, call: &str) -> (u64, watch::Receiver<u64>) {
-        let mut readers = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        readers.retain(|_, tx| tx.receiver_count() > 0);
-        let tx = readers
-            .entry(call.to_owned())
-            .or_insert_with(|| watch::channel(0).0);
-        let generation = *tx.borrow() + 1;
-        tx.send_replace(generation);
-        (generation, tx.subscribe())
-    }
-}
 
 #[tonic::async_trait]
 impl pb::transparent_service_server::TransparentService for Api {
@@ -261,16 +237,19 @@ impl pb::call_service_server::CallService for Api {
 
         // Peer → client, until the call ends, the client goes away or a newer stream of the
         // same call takes over.
-        let calls = self.engine.calls();
-        let (generation, mut newest) = self.audio_readers.claim(&call_id);
+        let mut reader = self
+            .engine
+            .calls()
+            .audio_reader(&call_id)
+            .map_err(|e| engine_status(&e))?;
         tokio::spawn(async move {
             loop {
-                // A client gone or replaced must not take (and lose) one more frame: waiting
-                // for a frame is cancelled as soon as either happens.
+                // A client gone must not take (and lose) one more frame: waiting for a frame
+                // is cancelled as soon as it goes. A newer stream of the same call takes the
+                // audio over in the engine (this reader then fails with CallState).
                 let next = tokio::select! {
-                    next = calls.next_audio(&call_id, Duration::from_secs(1)) => next,
+                    next = reader.next(Duration::from_secs(1)) => next,
                     _ = out_tx.closed() => return,
-                    _ = newest.wait_for(|g| *g != generation) => return,
                 };
                 let item = match next {
                     Ok(Some(frame)) => Ok(pb::AudioOut {

@@ -23,11 +23,39 @@ pub(super) struct CallSlot {
     pub(super) audio_tx: mpsc::Sender<AudioFrame>,
     audio_rx: tokio::sync::Mutex<mpsc::Receiver<AudioFrame>>,
     ended: watch::Sender<bool>,
+    /// The generation of the newest [`AudioReader`] of this call.
+    readers: watch::Sender<u64>,
 }
 
 impl CallSlot {
     pub(super) fn info(&self) -> CallInfo {
         self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The newest reader of one call's received audio ([`Calls::audio_reader`]).
+pub struct AudioReader {
+    calls: Calls,
+    call: String,
+    generation: u64,
+    newest: watch::Receiver<u64>,
+}
+
+impl AudioReader {
+    /// The next frame, waiting up to `timeout` (`Ok(None)`: nothing in time). Fails with
+    /// `CallState` once the call has ended or a newer reader took over; a reader taken over
+    /// never takes (and loses) another frame.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<AudioFrame>> {
+        let generation = self.generation;
+        let taken_over =
+            || EngineError::CallState("a newer audio reader of this call took over".into());
+        if *self.newest.borrow() != generation {
+            return Err(taken_over());
+        }
+        tokio::select! {
+            next = self.calls.next_audio(&self.call, timeout) => next,
+            _ = self.newest.wait_for(|g| *g != generation) => Err(taken_over()),
+        }
     }
 }
 
@@ -61,6 +89,7 @@ impl Engine {
             audio_tx,
             audio_rx: tokio::sync::Mutex::new(audio_rx),
             ended: watch::channel(false).0,
+            readers: watch::channel(0).0,
         });
         {
             let mut calls = lock(&self.hub().calls);
@@ -343,6 +372,22 @@ impl Calls {
 
     /// The next received audio frame of a call, waiting up to `timeout`. `Ok(None)`: nothing
     /// arrived in time. Once the call has ended and its frames are read: `CallState` error.
+    /// A reader of the call's received audio that takes it over: an older reader of the same
+    /// call ends (its `next` fails with `CallState`) instead of the two splitting the frames
+    /// between them, so a frontend that reopens its audio (after a restart of its own, say)
+    /// gets every frame at once. The daemon's `Audio` stream is one.
+    pub fn audio_reader(&self, call: &str) -> Result<AudioReader> {
+        let slot = self.engine.hub().call(call)?;
+        let generation = slot.readers.borrow().wrapping_add(1);
+        slot.readers.send_replace(generation);
+        Ok(AudioReader {
+            calls: self.clone(),
+            call: call.to_owned(),
+            generation,
+            newest: slot.readers.subscribe(),
+        })
+    }
+
     pub async fn next_audio(&self, call: &str, timeout: Duration) -> Result<Option<AudioFrame>> {
         let slot = self.engine.hub().call(call)?;
         let mut ended = slot.ended.subscribe();

@@ -37,7 +37,7 @@ use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::*;
 use calls::CallSlot;
-pub use calls::Calls;
+pub use calls::{AudioReader, Calls};
 pub use consent::{DEFAULT_CONNECT_WAIT, MAX_CONNECT_WAIT, Transparent};
 use session::{Session, SessionEvent, SessionSettings};
 use wire::{Frame, Signal};
