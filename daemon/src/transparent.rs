@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
 use jasper_engine::{EngineError, TRANSPARENT_MODE_WARNING};
 use jasper_proto::convert;
 use jasper_proto::v1 as pb;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -29,7 +30,7 @@ impl AudioReaders {
     /// Registers a new reader of `call`: its generation, and a receiver that changes when a
     /// newer reader arrives.
     fn claim(&self, call: &str) -> (u64, watch::Receiver<u64>) {
-        let mut readers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut readers = self.0.lock();
         readers.retain(|_, tx| tx.receiver_count() > 0);
         let tx = readers
             .entry(call.to_owned())
