@@ -20,18 +20,6 @@ fn ipfs_api() -> String {
     })
 }
 
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 #[test]
 fn a_10_mib_file_from_one_daemon_downloads_byte_identical_on_the_other() {
     let api = ipfs_api();
@@ -47,7 +35,7 @@ fn a_10_mib_file_from_one_daemon_downloads_byte_identical_on_the_other() {
     bob.create_identity();
     befriend(&alice, "alice", &bob, "bob");
 
-    let plain = noise(10 * 1024 * 1024, 11);
+    let plain = jasper_test::noise(10 * 1024 * 1024, 11);
     let file = root.path().join("report.pdf");
     std::fs::write(&file, &plain).unwrap();
     let sent = alice.ok(&[

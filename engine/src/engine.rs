@@ -11,9 +11,10 @@
 //! - discovery refreshes relay lists and load figures (`relays/discovery.rs`);
 //! - transparent mode runs its sessions and calls (`transparent/`).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use jasper_core::PrivateKey;
+use parking_lot::RwLock;
 use sha2::Digest;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -226,7 +227,6 @@ impl Engine {
         self.inner
             .identity
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(EngineError::NoIdentity)
     }

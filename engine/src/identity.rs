@@ -57,12 +57,7 @@ impl Identity {
             ));
         }
         let public = key.public_key().to_text().to_owned();
-        *self
-            .engine
-            .inner
-            .identity
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(key);
+        *self.engine.inner.identity.write() = Some(key);
         let info = self.info()?;
         self.engine.commit(|tx| {
             Db::set_meta(tx, "public_key", &public)?;

@@ -2,7 +2,8 @@
 //! apps pass the platform's secure store through the bindings.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 /// A place to keep the identity's private key (PKCS#8 PEM). Calls may block (D-Bus round
 /// trips): the engine makes them off its runtime threads.
@@ -24,20 +25,14 @@ impl SecretStore for EphemeralSecretStore {
         "ephemeral".into()
     }
     fn save(&self, account: &str, secret: &str) -> Result<(), String> {
-        self.lock().insert(account.to_owned(), secret.to_owned());
+        self.0.lock().insert(account.to_owned(), secret.to_owned());
         Ok(())
     }
     fn load(&self, account: &str) -> Result<Option<String>, String> {
-        Ok(self.lock().get(account).cloned())
+        Ok(self.0.lock().get(account).cloned())
     }
     fn delete(&self, account: &str) -> Result<(), String> {
-        self.lock().remove(account);
+        self.0.lock().remove(account);
         Ok(())
-    }
-}
-
-impl EphemeralSecretStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

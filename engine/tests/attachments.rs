@@ -24,19 +24,6 @@ fn ipfs_api() -> String {
     })
 }
 
-/// Deterministic incompressible bytes (xorshift64*).
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Whether any 64-byte window of `plain` occurs in `haystack`. Every 64-byte window contains a
 /// whole 32-byte block at an offset that is a multiple of 32, so it is enough to look for those
 /// blocks at every offset of `haystack` (rolling hash, then an exact comparison).
@@ -139,7 +126,7 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
         .unwrap();
 
     // 10 MiB, sent and downloaded on the other side, byte for byte.
-    let plain = noise(10 * 1024 * 1024, 7);
+    let plain = jasper_test::noise(10 * 1024 * 1024, 7);
     let file = dir.path().join("big.bin");
     std::fs::write(&file, &plain).unwrap();
     let started = Instant::now();
@@ -254,10 +241,21 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".jasper-part"))
         .collect();
     assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+    // Nor any ciphertext in the scratch directories, after the send, the download and the
+    // refusals alike.
+    for who in ["alice", "bob"] {
+        let scratch = dir.path().join(who).join("attachments.tmp");
+        let left: Vec<_> = std::fs::read_dir(&scratch)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{who}'s scratch files left: {left:?}");
+    }
 
     // An image is linked as a Markdown image and renders as one, its name as the alt text.
     let png = dir.path().join("cat [1].png");
-    std::fs::write(&png, noise(3000, 9)).unwrap();
+    std::fs::write(&png, jasper_test::noise(3000, 9)).unwrap();
     let image = alice.attachments().send("bob", "", &png).await.unwrap();
     let image = received(&bob, "alice", &image.id).await;
     assert!(image.attachments[0].is_image);

@@ -3,10 +3,11 @@
 //! long-polls, and queue the broadcast.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use jasper_core::protocol::{Packet, PacketLimits};
 use jasper_core::{MessageHash, PublicKey};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::error::RelayError;
@@ -41,11 +42,11 @@ const KEY_CACHE_ENTRIES: usize = 16_384;
 
 impl KeyCache {
     fn fingerprint(&self, text: &str) -> Result<[u8; 32], jasper_core::Error> {
-        if let Some(fp) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(text) {
+        if let Some(fp) = self.map.lock().get(text) {
             return Ok(*fp);
         }
         let fp = PublicKey::from_text_field(text, "recipient")?.fingerprint();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock();
         if map.len() >= KEY_CACHE_ENTRIES {
             map.clear();
         }

@@ -1,9 +1,10 @@
 //! Load figures for `GET /status`, so clients can pick the least loaded relay: requests in
 //! flight, parked long-polls, and the request rate averaged over the last minute.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 pub struct LoadMeter {
     active: AtomicUsize,
@@ -54,7 +55,7 @@ impl LoadMeter {
     /// Requests per second, exponentially averaged with a one-minute time constant; updated
     /// lazily whenever it is read (at most once a second).
     pub fn requests_per_second(&self) -> f64 {
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.window.lock();
         let now = Instant::now();
         let dt = now.duration_since(w.0).as_secs_f64();
         if dt >= 1.0 {

@@ -66,6 +66,8 @@ async fn run(config: RelayConfig) -> Result<(), jasper_relay::RelayError> {
 }
 
 /// Resolves on SIGINT or SIGTERM. Registers the handlers immediately.
+/// jasperd has the same few lines: the two binaries share no crate but jasper-core, which does
+/// no I/O, and a crate for this alone would cost more than the copy.
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, jasper_relay::RelayError> {
     use tokio::signal::unix::{SignalKind, signal};
     let register = |kind| {
@@ -82,17 +84,9 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, jasper_rel
     })
 }
 
-/// Long-polls hold a socket each: allow as many as the hard limit permits.
+/// Long-polls hold a socket each: allow as many as the hard limit permits (the soft limit is
+/// raised to it; on macOS also capped at kern.maxfilesperproc, which setrlimit requires).
+/// Failing leaves the limit as it was, which only lowers how many requests can wait at once.
 fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
 }

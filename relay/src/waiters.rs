@@ -3,9 +3,10 @@
 //! thread, so thousands of them cost a few hundred bytes each.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 #[derive(Default)]
@@ -22,19 +23,20 @@ pub struct Subscription<'a> {
 }
 
 impl Waiters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Notify>>> {
-        self.by_recipient.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Wakes every request waiting for this recipient.
     pub fn notify(&self, recipient: &[u8; 32]) {
-        if let Some(n) = self.lock().get(recipient) {
+        if let Some(n) = self.by_recipient.lock().get(recipient) {
             n.notify_waiters();
         }
     }
 
     pub fn subscribe(&self, recipient: [u8; 32]) -> Subscription<'_> {
-        let notify = self.lock().entry(recipient).or_default().clone();
+        let notify = self
+            .by_recipient
+            .lock()
+            .entry(recipient)
+            .or_default()
+            .clone();
         self.waiting.fetch_add(1, Ordering::Relaxed);
         Subscription {
             waiters: self,
@@ -52,7 +54,7 @@ impl Waiters {
 impl Drop for Subscription<'_> {
     fn drop(&mut self) {
         self.waiters.waiting.fetch_sub(1, Ordering::Relaxed);
-        let mut map = self.waiters.lock();
+        let mut map = self.waiters.by_recipient.lock();
         // The map's reference and ours: nobody else waits, so drop the entry.
         if Arc::strong_count(&self.notify) == 2 {
             map.remove(&self.recipient);

@@ -58,6 +58,8 @@ fn fail(e: &DaemonError) -> ExitCode {
 }
 
 /// Resolves on SIGINT or SIGTERM. Registers the handlers immediately.
+/// jasper-relay has the same few lines: the two binaries share no crate but jasper-core, which
+/// does no I/O, and a crate for this alone would cost more than the copy.
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let register =

@@ -15,50 +15,12 @@ pub mod ipfs;
 use crate::model::{DownloadProgress, DownloadResult, Message};
 use ipfs::IpfsClient;
 
-/// A media type from the file name's extension (the link carries it; receivers show images).
+/// A media type from the file name's extension (the link carries it; receivers show images);
+/// `application/octet-stream` when the extension is unknown.
 pub fn media_type_for(path: &Path) -> &'static str {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "svg" => "image/svg+xml",
-        "avif" => "image/avif",
-        "heic" => "image/heic",
-        "txt" | "md" => "text/plain",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        "json" => "application/json",
-        "mp4" => "video/mp4",
-        "mp3" => "audio/mpeg",
-        "ogg" => "audio/ogg",
-        _ => "application/octet-stream",
-    }
-}
-
-/// Removes a temporary file when dropped, unless it was kept.
-struct TempFile(Option<PathBuf>);
-
-impl TempFile {
-    fn path(&self) -> &Path {
-        self.0.as_deref().unwrap_or(Path::new(""))
-    }
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
+    mime_guess::from_path(path)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> EngineError {
@@ -105,24 +67,27 @@ impl Attachments {
                 EngineError::InvalidArgument(format!("{} has no file name", file.display()))
             })?
             .to_owned();
-        let media_type = media_type_for(file).to_owned();
-        let encrypted = TempFile(Some(
-            self.scratch_dir()?
-                .join(format!("{}.up", uuid::Uuid::new_v4().simple())),
-        ));
-        let (source, dest) = (file.to_path_buf(), encrypted.path().to_path_buf());
-        let (key, stats) = blocking(move || {
+        // Through normalize_media_type: the link wants `type/subtype` in lower case, and a few
+        // of mime_guess's types have upper-case letters.
+        let media_type = format::normalize_media_type(media_type_for(file));
+        let (source, scratch) = (file.to_path_buf(), self.scratch_dir()?);
+        // The ciphertext lives in a temporary file that is removed when `encrypted` drops, on
+        // success and on every error path alike.
+        let (encrypted, (key, stats)) = blocking(move || {
             let input = std::fs::File::open(&source)
                 .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", source.display())))?;
-            let output = std::fs::File::create(&dest).map_err(|e| io("temporary file", e))?;
-            let mut writer = std::io::BufWriter::with_capacity(256 * 1024, output);
+            let mut encrypted = tempfile::Builder::new()
+                .suffix(".up")
+                .tempfile_in(&scratch)
+                .map_err(|e| io("temporary file", e))?;
+            let mut writer = std::io::BufWriter::with_capacity(256 * 1024, encrypted.as_file_mut());
             let result = format::encrypt_stream(std::io::BufReader::new(input), &mut writer)?;
             writer
                 .into_inner()
                 .map_err(|e| io("temporary file", e))?
                 .sync_all()
                 .map_err(|e| io("temporary file", e))?;
-            Ok(result)
+            Ok((encrypted, result))
         })
         .await?;
         let cid = ipfs.add_file(encrypted.path()).await?;
@@ -170,9 +135,10 @@ impl Attachments {
             .div_ceil(u64::from(format::DEFAULT_CHUNK_SIZE))
             .max(1);
         let expected = HEADER_LEN as u64 + attachment.size + 16 * chunks;
-        let scratch = self.scratch_dir()?;
-        let id = uuid::Uuid::new_v4().simple();
-        let cipher = TempFile(Some(scratch.join(format!("{id}.down"))));
+        let cipher = tempfile::Builder::new()
+            .suffix(".down")
+            .tempfile_in(self.scratch_dir()?)
+            .map_err(|e| io("temporary file", e))?;
         let total = expected;
         ipfs.cat_to_file(&attachment.cid, cipher.path(), expected, |received| {
             if let Some(tx) = &progress {
@@ -180,27 +146,31 @@ impl Attachments {
             }
         })
         .await?;
-        // The plaintext is written beside the destination so the final rename stays on one
-        // file system.
+        // The plaintext is written beside the destination so the final rename (`persist`) stays
+        // on one file system. Until then it is a temporary file, removed on any error.
         let parent = dest
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let plain = TempFile(Some(
-            parent.join(format!(".{}.jasper-part", uuid::Uuid::new_v4().simple())),
-        ));
-        let (cipher_path, plain_path) = (cipher.path().to_path_buf(), plain.path().to_path_buf());
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         let (key, sha, size) = (
             AttachmentKey::clone(&attachment.key),
             attachment.sha256,
             attachment.size,
         );
-        blocking(move || {
-            let input = std::fs::File::open(&cipher_path).map_err(|e| io("downloaded file", e))?;
-            let output = std::fs::File::create(&plain_path).map_err(|e| {
-                EngineError::InvalidArgument(format!("{}: {e}", plain_path.display()))
-            })?;
-            let mut writer = std::io::BufWriter::with_capacity(256 * 1024, output);
+        let plain = blocking(move || {
+            let input = std::fs::File::open(cipher.path()).map_err(|e| io("downloaded file", e))?;
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(".").suffix(".jasper-part");
+            // The file becomes the user's download: give it the mode File::create would (0o666
+            // less the umask), not a temporary file's owner-only 0o600.
+            #[cfg(unix)]
+            builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+            let mut plain = builder
+                .tempfile_in(&parent)
+                // tempfile's error names the path it tried.
+                .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+            let mut writer = std::io::BufWriter::with_capacity(256 * 1024, plain.as_file_mut());
             format::decrypt_stream(
                 std::io::BufReader::with_capacity(256 * 1024, input),
                 &mut writer,
@@ -213,18 +183,37 @@ impl Attachments {
                 .map_err(|e| io("output file", e))?
                 .sync_all()
                 .map_err(|e| io("output file", e))?;
-            Ok(())
+            // `cipher` drops here: the ciphertext is gone before the plaintext is in place.
+            Ok(plain)
         })
         .await?;
-        drop(cipher);
-        std::fs::rename(plain.path(), dest)
-            .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", dest.display())))?;
-        plain.keep();
+        plain.persist(dest).map_err(|e| {
+            EngineError::InvalidArgument(format!("{}: {}", dest.display(), e.error))
+        })?;
         Ok(DownloadResult {
             path: dest.display().to_string(),
             size: attachment.size,
             sha256: hex::encode(attachment.sha256),
             media_type: attachment.media_type,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_media_type_comes_from_the_extension_and_defaults_to_octet_stream() {
+        for (name, want) in [
+            ("cat [1].png", "image/png"),
+            ("PHOTO.JPG", "image/jpeg"),
+            ("report.pdf", "application/pdf"),
+            ("big.bin", "application/octet-stream"),
+            ("archive.unknown-ext", "application/octet-stream"),
+            ("no-extension", "application/octet-stream"),
+        ] {
+            assert_eq!(media_type_for(Path::new(name)), want, "{name}");
+        }
     }
 }

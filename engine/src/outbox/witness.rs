@@ -9,9 +9,9 @@
 //! Where no relay offers the feed, copies end `unconfirmed` instead of being checked leakily.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::engine::{Engine, SUSPECT_FOR_MS};
@@ -89,12 +89,8 @@ impl Feed {
 }
 
 impl Engine {
-    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
-        self.inner
-            .witness
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn feed(&self) -> MutexGuard<'_, Feed> {
+        self.inner.witness.inner.lock()
     }
 
     /// Where an earlier run of this engine stopped reading a feed.
@@ -109,13 +105,7 @@ impl Engine {
     /// feed, unless something better exists and no copy awaits confirmation (switching
     /// restarts the coverage: copies in flight could never show in the new feed).
     pub(crate) fn witness_relay(&self) -> Option<String> {
-        let feed = self
-            .inner
-            .witness
-            .feed_relays
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let feed = self.inner.witness.feed_relays.lock().clone();
         if feed.is_empty() {
             return None;
         }

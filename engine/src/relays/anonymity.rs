@@ -8,7 +8,8 @@
 //! the report says which keys it links. docs/threat-model.md has the whole picture.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use crate::engine::Engine;
 use crate::error::Result;
@@ -197,12 +198,7 @@ impl Engine {
         let Ok(report) = self.anonymity_report() else {
             return;
         };
-        let mut last = self
-            .inner
-            .anonymity
-            .last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut last = self.inner.anonymity.last.lock();
         if last.as_ref() == Some(&report) {
             return;
         }
@@ -226,12 +222,7 @@ impl Engine {
     ) -> Result<Option<String>> {
         let role_name = role.as_str();
         let db = &self.inner.db;
-        let guard = self
-            .inner
-            .anonymity
-            .assigning
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let guard = self.inner.anonymity.assigning.lock();
         let rows = db.relays()?;
         let current = db.assignment(role_name, key_fp)?;
         if let Some(c) = &current {

@@ -36,13 +36,7 @@ impl Relays {
                             .db
                             .relay_status(relay, status.load, status.supports_wait);
                     {
-                        let mut feed = self
-                            .engine
-                            .inner
-                            .witness
-                            .feed_relays
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
+                        let mut feed = self.engine.inner.witness.feed_relays.lock();
                         if status.supports_recent {
                             feed.insert(relay.clone());
                         } else {

@@ -1,12 +1,12 @@
 //! Calls over a transparent session's Opus transceiver: ringing, answering, ending, and the
 //! audio frames that enter and leave through the `Calls` handle.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-use super::lock;
 use super::wire::{CallOp, Frame};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
@@ -29,7 +29,7 @@ pub(super) struct CallSlot {
 
 impl CallSlot {
     pub(super) fn info(&self) -> CallInfo {
-        self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.info.lock().clone()
     }
 }
 
@@ -92,7 +92,7 @@ impl Engine {
             readers: watch::channel(0).0,
         });
         {
-            let mut calls = lock(&self.hub().calls);
+            let mut calls = self.hub().calls.lock();
             let mut ended: Vec<(i64, String)> = calls
                 .values()
                 .map(|c| c.info())
@@ -129,7 +129,7 @@ impl Engine {
             return;
         };
         let info = {
-            let mut info = lock(&slot.info);
+            let mut info = slot.info.lock();
             if info.state == CallState::Ended {
                 return;
             }
@@ -146,7 +146,10 @@ impl Engine {
     }
 
     pub(super) fn end_calls_with(&self, peer: &str, reason: &str) {
-        let ids: Vec<String> = lock(&self.hub().calls)
+        let ids: Vec<String> = self
+            .hub()
+            .calls
+            .lock()
             .values()
             .map(|c| c.info())
             .filter(|i| i.contact == peer && i.state != CallState::Ended)
@@ -191,7 +194,7 @@ impl Engine {
             }
             (CallOp::Accept, Some(slot)) => {
                 let info = {
-                    let mut info = lock(&slot.info);
+                    let mut info = slot.info.lock();
                     if !(info.outgoing && info.state == CallState::Ringing) {
                         return;
                     }
@@ -268,7 +271,7 @@ impl Calls {
     fn accept_blocking(&self, call: &str) -> Result<CallInfo> {
         let slot = self.engine.hub().call(call)?;
         let info = {
-            let mut info = lock(&slot.info);
+            let mut info = slot.info.lock();
             if info.outgoing || info.state != CallState::Ringing {
                 return Err(EngineError::CallState(format!(
                     "only a ringing incoming call can be accepted (this one is {})",
@@ -328,7 +331,11 @@ impl Calls {
 
     /// Live calls first, then recently ended ones.
     pub fn list(&self) -> Vec<CallInfo> {
-        let mut calls: Vec<CallInfo> = lock(&self.engine.hub().calls)
+        let mut calls: Vec<CallInfo> = self
+            .engine
+            .hub()
+            .calls
+            .lock()
             .values()
             .map(|c| c.info())
             .collect();

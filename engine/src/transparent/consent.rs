@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use jasper_core::PublicKey;
 
-use super::lock;
 use super::wire::Signal;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
@@ -42,7 +41,7 @@ impl Engine {
             (_, true, false) => TransparentState::WaitingForPeer,
             (Some(s), true, true) if s.is_open() => TransparentState::Connected,
             (Some(_), true, true) => TransparentState::Connecting,
-            (None, true, true) if lock(&self.hub().starting).contains(key) => {
+            (None, true, true) if self.hub().starting.lock().contains(key) => {
                 TransparentState::Connecting
             }
             (None, true, true) => TransparentState::Idle,
@@ -144,10 +143,10 @@ impl Transparent {
             self.engine.maybe_start(&key, false);
         } else {
             self.engine.end_calls_with(&key, "transparent_disabled");
-            if let Some(s) = lock(&self.engine.hub().sessions).remove(&key) {
+            if let Some(s) = self.engine.hub().sessions.lock().remove(&key) {
                 tokio::spawn(async move { s.close("transparent mode disabled").await });
             }
-            lock(&self.engine.hub().retries).remove(&key);
+            self.engine.hub().retries.lock().remove(&key);
         }
         self.engine.emit_status(&key);
         self.engine.status_of(&key)
@@ -172,7 +171,7 @@ impl Transparent {
             )));
         }
         self.engine.clear_closed(&key);
-        lock(&self.engine.hub().retries).remove(&key);
+        self.engine.hub().retries.lock().remove(&key);
         if self.engine.hub().session(&key).is_none() {
             if self.engine.is_offerer(&key)? {
                 self.engine.maybe_start(&key, true);
@@ -201,9 +200,9 @@ impl Transparent {
     /// [`Transparent::connect`] (on either side) or a restart. Consent is unchanged.
     pub async fn disconnect(&self, contact: &str) -> Result<TransparentStatus> {
         let key = self.engine.contact_key(contact)?;
-        lock(&self.engine.hub().closed_here).insert(key.clone());
-        lock(&self.engine.hub().retries).remove(&key);
-        let session = lock(&self.engine.hub().sessions).remove(&key);
+        self.engine.hub().closed_here.lock().insert(key.clone());
+        self.engine.hub().retries.lock().remove(&key);
+        let session = self.engine.hub().sessions.lock().remove(&key);
         if let Some(s) = session {
             self.engine.end_calls_with(&key, "hung_up");
             let _ = self.engine.post_signal(

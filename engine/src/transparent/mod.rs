@@ -26,11 +26,12 @@ mod signaling;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jasper_core::protocol::Packet;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::engine::Engine;
@@ -173,7 +174,7 @@ impl Hub {
     }
 
     fn session(&self, peer: &str) -> Option<Arc<Session>> {
-        lock(&self.sessions).get(peer).cloned()
+        self.sessions.lock().get(peer).cloned()
     }
 
     /// The peer's session if its data channel is open.
@@ -182,14 +183,16 @@ impl Hub {
     }
 
     fn call(&self, id: &str) -> Result<Arc<CallSlot>> {
-        lock(&self.calls)
+        self.calls
+            .lock()
             .get(id)
             .cloned()
             .ok_or_else(|| EngineError::UnknownCall(id.to_owned()))
     }
 
     fn live_call_with(&self, peer: &str) -> Option<Arc<CallSlot>> {
-        lock(&self.calls)
+        self.calls
+            .lock()
             .values()
             .find(|c| {
                 let i = c.info();
@@ -199,14 +202,10 @@ impl Hub {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Engine {
     /// Background task: session events, reconnects, and the start-up announcements.
     pub(crate) async fn run_transparent(self) {
-        let Some(mut events) = lock(&self.hub().events_rx).take() else {
+        let Some(mut events) = self.hub().events_rx.lock().take() else {
             return;
         };
         // Wait for an identity, then pick up where the last run left off.
@@ -237,7 +236,7 @@ impl Engine {
                     None => return,
                 },
                 _ = tick.tick() => {
-                    let due: Vec<String> = lock(&self.hub().retries)
+                    let due: Vec<String> = self.hub().retries.lock()
                         .iter()
                         .filter(|(_, (_, at))| *at <= Instant::now())
                         .map(|(k, _)| k.clone())
@@ -247,8 +246,8 @@ impl Engine {
                     }
                 }
                 _ = self.inner.stop.cancelled() => {
-                    let sessions: Vec<_> = lock(&self.hub().sessions).drain().map(|(_, s)| s).collect();
-                    let calls: Vec<_> = lock(&self.hub().calls).keys().cloned().collect();
+                    let sessions: Vec<_> = self.hub().sessions.lock().drain().map(|(_, s)| s).collect();
+                    let calls: Vec<_> = self.hub().calls.lock().keys().cloned().collect();
                     for id in calls {
                         self.end_call(&id, "shutdown", None);
                     }
@@ -266,7 +265,7 @@ impl Engine {
             SessionEvent::Open { session, peer } => {
                 if self.hub().session(&peer).is_some_and(|s| s.id == session) {
                     tracing::info!(session, "transparent session open");
-                    lock(&self.hub().retries).remove(&peer);
+                    self.hub().retries.lock().remove(&peer);
                     self.emit_status(&peer);
                     // Queued messages need not wait for their next relay attempt.
                     self.inner.wake_outbox.notify_one();
@@ -274,7 +273,7 @@ impl Engine {
             }
             SessionEvent::Down { session, peer, why } => {
                 let current = {
-                    let mut sessions = lock(&self.hub().sessions);
+                    let mut sessions = self.hub().sessions.lock();
                     match sessions.get(&peer) {
                         Some(s) if s.id == session => sessions.remove(&peer),
                         _ => None,

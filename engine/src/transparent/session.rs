@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use parking_lot::Mutex;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -83,7 +84,7 @@ impl Shared {
         if !self.down.swap(true, Ordering::SeqCst) {
             self.open.send_replace(false);
             // Anyone waiting for an ack now falls back to the relays.
-            self.acks.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.acks.lock().clear();
             let _ = self.events.send(SessionEvent::Down {
                 session: self.id.clone(),
                 peer: self.peer.clone(),
@@ -94,7 +95,7 @@ impl Shared {
 
     /// Reads the data channel until it closes.
     fn attach_channel(self: &Arc<Self>, channel: Arc<dyn DataChannel>) {
-        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = Some(channel.clone());
+        *self.channel.lock() = Some(channel.clone());
         let shared = self.clone();
         tokio::spawn(async move {
             let mut reassembler = Reassembler::default();
@@ -110,11 +111,7 @@ impl Shared {
                     DataChannelEvent::OnMessage(message) => match reassembler.push(&message.data) {
                         Ok(None) => {}
                         Ok(Some(Frame::Ack { hash, ok })) => {
-                            let waiter = shared
-                                .acks
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .remove(&hash);
+                            let waiter = shared.acks.lock().remove(&hash);
                             if let Some(w) = waiter {
                                 let _ = w.send(ok);
                             }
@@ -465,7 +462,6 @@ impl Session {
             .shared
             .channel
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or("no data channel")?;
         if !self.is_open() {
@@ -490,11 +486,7 @@ impl Session {
     ) -> Result<bool, String> {
         let hash = packet.hash.to_ascii_lowercase();
         let (tx, rx) = oneshot::channel();
-        self.shared
-            .acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash.clone(), tx);
+        self.shared.acks.lock().insert(hash.clone(), tx);
         let result = async {
             self.send_frame(&Frame::Packet { packet }).await?;
             match tokio::time::timeout(timeout, rx).await {
@@ -504,11 +496,7 @@ impl Session {
             }
         }
         .await;
-        self.shared
-            .acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&hash);
+        self.shared.acks.lock().remove(&hash);
         if result == Ok(true) {
             self.direct_sent.fetch_add(1, Ordering::Relaxed);
         }

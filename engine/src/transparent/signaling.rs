@@ -9,7 +9,7 @@ use jasper_core::protocol::{InnerMessage, MessageKind, timestamp_now};
 
 use super::session::Session;
 use super::wire::{SIGNAL_VERSION, Signal, SignalEnvelope, TYPE_RTC};
-use super::{MAX_RETRY_DELAY, SIGNAL_LIFETIME_MS, lock};
+use super::{MAX_RETRY_DELAY, SIGNAL_LIFETIME_MS};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::store::{Db, now_ms};
@@ -55,13 +55,13 @@ impl Engine {
     }
 
     pub(super) fn clear_closed(&self, peer: &str) {
-        lock(&self.hub().closed_here).remove(peer);
-        lock(&self.hub().closed_by_peer).remove(peer);
+        self.hub().closed_here.lock().remove(peer);
+        self.hub().closed_by_peer.lock().remove(peer);
     }
 
     pub(super) fn closed_on_purpose(&self, peer: &str) -> bool {
-        lock(&self.hub().closed_here).contains(peer)
-            || lock(&self.hub().closed_by_peer).contains(peer)
+        self.hub().closed_here.lock().contains(peer)
+            || self.hub().closed_by_peer.lock().contains(peer)
     }
 
     /// Starts an offer to `peer` if both consent, none is up or starting, it was not closed
@@ -74,10 +74,13 @@ impl Engine {
         if !self.is_offerer(peer).unwrap_or(false)
             || self.hub().session(peer).is_some()
             || self.closed_on_purpose(peer)
-            || lock(&self.hub().retries)
+            || self
+                .hub()
+                .retries
+                .lock()
                 .get(peer)
                 .is_some_and(|(_, at)| *at > Instant::now())
-            || !lock(&self.hub().starting).insert(peer.to_owned())
+            || !self.hub().starting.lock().insert(peer.to_owned())
         {
             return;
         }
@@ -92,11 +95,15 @@ impl Engine {
                 engine.hub().events_tx.clone(),
             )
             .await;
-            lock(&engine.hub().starting).remove(&peer);
+            engine.hub().starting.lock().remove(&peer);
             let session = match result {
                 Ok((session, sdp)) => {
                     let session = Arc::new(session);
-                    lock(&engine.hub().sessions).insert(peer.clone(), session.clone());
+                    engine
+                        .hub()
+                        .sessions
+                        .lock()
+                        .insert(peer.clone(), session.clone());
                     let signal = Signal::Offer {
                         session: id.clone(),
                         device: engine.hub().device.clone(),
@@ -131,7 +138,7 @@ impl Engine {
     }
 
     pub(super) fn schedule_retry(&self, peer: &str) {
-        let mut retries = lock(&self.hub().retries);
+        let mut retries = self.hub().retries.lock();
         let entry = retries
             .entry(peer.to_owned())
             .or_insert((0, Instant::now()));
@@ -176,8 +183,8 @@ impl Engine {
                 }
                 if enabled {
                     // The contact's user (re-)enabled it: their earlier close no longer holds.
-                    lock(&self.hub().closed_by_peer).remove(sender);
-                    lock(&self.hub().retries).remove(sender);
+                    self.hub().closed_by_peer.lock().remove(sender);
+                    self.hub().retries.lock().remove(sender);
                     if local && !yours_known {
                         // Tell them ours: they enabled it before hearing of ours.
                         let _ = self.post_signal(
@@ -191,7 +198,7 @@ impl Engine {
                     self.maybe_start(sender, false);
                 } else {
                     self.end_calls_with(sender, "transparent_disabled");
-                    if let Some(s) = lock(&self.hub().sessions).remove(sender) {
+                    if let Some(s) = self.hub().sessions.lock().remove(sender) {
                         tokio::spawn(async move { s.close("the contact disabled it").await });
                     }
                 }
@@ -201,7 +208,7 @@ impl Engine {
                 if !local || stale || !self.is_offerer(sender).unwrap_or(false) {
                     return;
                 }
-                if !requested && lock(&self.hub().closed_here).contains(sender) {
+                if !requested && self.hub().closed_here.lock().contains(sender) {
                     tracing::info!("automatic reconnect after a deliberate close: ignored");
                     return;
                 }
@@ -209,9 +216,9 @@ impl Engine {
                     let _ = self.set_consent(sender, None, Some(true));
                 }
                 self.clear_closed(sender);
-                lock(&self.hub().retries).remove(sender);
+                self.hub().retries.lock().remove(sender);
                 // The contact has no session: whatever we hold is dead.
-                if let Some(old) = lock(&self.hub().sessions).remove(sender) {
+                if let Some(old) = self.hub().sessions.lock().remove(sender) {
                     self.end_calls_with(sender, "connection_lost");
                     tokio::spawn(async move { old.close("the contact reconnects").await });
                 }
@@ -240,7 +247,7 @@ impl Engine {
                 if self.hub().session(sender).is_some_and(|s| s.id == session) {
                     return;
                 }
-                if !requested && lock(&self.hub().closed_here).contains(sender) {
+                if !requested && self.hub().closed_here.lock().contains(sender) {
                     // An automatic reconnect racing our `bye`: say it again.
                     tracing::info!(session, "automatic offer after a deliberate close: refused");
                     let _ = self.post_signal(sender, Signal::Bye { session });
@@ -297,10 +304,10 @@ impl Engine {
                 if current.as_ref().is_some_and(|s| s.id != session) {
                     return;
                 }
-                lock(&self.hub().closed_by_peer).insert(sender.to_owned());
-                lock(&self.hub().retries).remove(sender);
+                self.hub().closed_by_peer.lock().insert(sender.to_owned());
+                self.hub().retries.lock().remove(sender);
                 if let Some(s) = current {
-                    lock(&self.hub().sessions).remove(sender);
+                    self.hub().sessions.lock().remove(sender);
                     self.end_calls_with(sender, "remote_hung_up");
                     tokio::spawn(async move { s.close("the contact closed it").await });
                 }
@@ -323,7 +330,11 @@ impl Engine {
             match result {
                 Ok((session, sdp)) => {
                     let session = Arc::new(session);
-                    let old = lock(&engine.hub().sessions).insert(peer.clone(), session.clone());
+                    let old = engine
+                        .hub()
+                        .sessions
+                        .lock()
+                        .insert(peer.clone(), session.clone());
                     if let Some(old) = old {
                         engine.end_calls_with(&peer, "connection_lost");
                         old.close("replaced by a new offer").await;

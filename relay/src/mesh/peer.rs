@@ -2,10 +2,10 @@
 //! decides whether a peer is used, quarantined (with exponential backoff) or forgotten.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jasper_core::MessageHash;
+use parking_lot::Mutex;
 use serde::Serialize;
 
 pub use jasper_core::addr::{RelayAddr as PeerAddr, is_public_ip};
@@ -150,25 +150,15 @@ impl PeerBook {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerAddr, PeerState>> {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn is_myself(&self, addr: &PeerAddr) -> bool {
-        self.myself
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(addr)
+        self.myself.lock().contains(addr)
     }
 
     /// Records that `addr` reaches this very relay, and forgets it as a peer.
     pub fn mark_myself(&self, addr: &PeerAddr) {
         tracing::info!(peer = %addr, "address leads back to this relay; not a peer");
-        self.myself
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(addr.clone());
-        self.lock().remove(addr);
+        self.myself.lock().push(addr.clone());
+        self.peers.lock().remove(addr);
     }
 
     /// Adds a learned address as a candidate. Returns false when known, ourselves or full.
@@ -176,7 +166,7 @@ impl PeerBook {
         if self.is_myself(&addr) {
             return false;
         }
-        let mut peers = self.lock();
+        let mut peers = self.peers.lock();
         if peers.contains_key(&addr) || peers.len() >= self.max_known {
             return false;
         }
@@ -186,12 +176,12 @@ impl PeerBook {
     }
 
     pub fn contains(&self, addr: &PeerAddr) -> bool {
-        self.lock().contains_key(addr)
+        self.peers.lock().contains_key(addr)
     }
 
     /// Every known address (for `/sync/servers`).
     pub fn all(&self) -> Vec<PeerAddr> {
-        let mut v: Vec<_> = self.lock().keys().cloned().collect();
+        let mut v: Vec<_> = self.peers.lock().keys().cloned().collect();
         v.sort();
         v
     }
@@ -200,6 +190,7 @@ impl PeerBook {
     pub fn active(&self) -> Vec<PeerAddr> {
         let now = Instant::now();
         let mut v: Vec<_> = self
+            .peers
             .lock()
             .iter_mut()
             .filter(|(_, s)| !s.candidate)
@@ -220,7 +211,8 @@ impl PeerBook {
 
     /// Learned addresses not yet confirmed to be relays.
     pub fn candidates(&self) -> Vec<PeerAddr> {
-        self.lock()
+        self.peers
+            .lock()
             .iter()
             .filter(|(_, s)| s.candidate)
             .map(|(a, _)| a.clone())
@@ -228,12 +220,12 @@ impl PeerBook {
     }
 
     pub fn origin(&self, addr: &PeerAddr) -> Option<Origin> {
-        self.lock().get(addr).map(|s| s.origin)
+        self.peers.lock().get(addr).map(|s| s.origin)
     }
 
     /// A candidate answered like a relay: start using it.
     pub fn promote(&self, addr: &PeerAddr) {
-        if let Some(s) = self.lock().get_mut(addr)
+        if let Some(s) = self.peers.lock().get_mut(addr)
             && s.candidate
         {
             tracing::info!(peer = %addr, "candidate answered like a relay; now active");
@@ -243,14 +235,14 @@ impl PeerBook {
 
     /// A candidate that never answered like a relay is dropped.
     pub fn forget_candidate(&self, addr: &PeerAddr) {
-        let mut peers = self.lock();
+        let mut peers = self.peers.lock();
         if peers.get(addr).is_some_and(|s| s.candidate) {
             peers.remove(addr);
         }
     }
 
     pub fn record_ok(&self, addr: &PeerAddr) {
-        if let Some(s) = self.lock().get_mut(addr) {
+        if let Some(s) = self.peers.lock().get_mut(addr) {
             s.counters.ok += 1;
             s.score = (s.score + 2).min(MAX_SCORE);
             if s.score == MAX_SCORE {
@@ -262,7 +254,7 @@ impl PeerBook {
     /// Scores an offence; quarantines (and possibly forgets) the peer when its score drops
     /// too low. Returns true when this put the peer into quarantine.
     pub fn record_offence(&self, addr: &PeerAddr, offence: Offence, detail: &str) -> bool {
-        let mut peers = self.lock();
+        let mut peers = self.peers.lock();
         let Some(s) = peers.get_mut(addr) else {
             return false;
         };
@@ -298,7 +290,7 @@ impl PeerBook {
 
     /// Remembers that `addr` acknowledged `hash`, for a later audit.
     pub fn record_ack(&self, addr: &PeerAddr, hash: MessageHash, expires_at: u64) {
-        if let Some(s) = self.lock().get_mut(addr) {
+        if let Some(s) = self.peers.lock().get_mut(addr) {
             if s.acked.len() >= MAX_ACKED {
                 s.acked.pop_front();
             }
@@ -315,7 +307,7 @@ impl PeerBook {
         now_unix: u64,
     ) -> Vec<MessageHash> {
         let mut out = Vec::new();
-        if let Some(s) = self.lock().get_mut(addr) {
+        if let Some(s) = self.peers.lock().get_mut(addr) {
             let now = Instant::now();
             while out.len() < max {
                 match s.acked.front() {
@@ -336,6 +328,7 @@ impl PeerBook {
     pub fn report(&self) -> Vec<PeerReport> {
         let now = Instant::now();
         let mut v: Vec<_> = self
+            .peers
             .lock()
             .iter()
             .map(|(a, s)| {

@@ -27,9 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use jasper_core::MessageHash;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -325,8 +324,9 @@ fn count_live(tables: &Tables, now: u64) -> StoreResult<u64> {
     Ok(live)
 }
 
+#[async_trait]
 impl MessageStore for EmbeddedStore {
-    fn put(&self, packet: NewPacket) -> BoxFuture<'_, StoreResult<PutOutcome>> {
+    async fn put(&self, packet: NewPacket) -> StoreResult<PutOutcome> {
         // Serialise here, on the caller's thread, not on the single writer.
         let record = Record {
             recipient: packet.recipient.as_str().into(),
@@ -341,89 +341,74 @@ impl MessageStore for EmbeddedStore {
         value.extend_from_slice(&[0u8; 8]);
         serde_json::to_writer(&mut value, &record).expect("record serialises");
         let prepared = Box::new(PreparedPut { packet, value });
-        self.call(move |tx| WriteOp::Put(prepared, tx)).boxed()
+        self.call(move |tx| WriteOp::Put(prepared, tx)).await
     }
 
-    fn get(
-        &self,
-        hashes: Vec<MessageHash>,
-    ) -> BoxFuture<'_, StoreResult<Vec<Option<StoredPacket>>>> {
-        async move {
-            let now = unix_now();
-            hashes.iter().map(|h| self.read_record(h, now)).collect()
-        }
-        .boxed()
+    async fn get(&self, hashes: Vec<MessageHash>) -> StoreResult<Vec<Option<StoredPacket>>> {
+        let now = unix_now();
+        hashes.iter().map(|h| self.read_record(h, now)).collect()
     }
 
-    fn by_recipient(
+    async fn by_recipient(
         &self,
         recipient_fp: [u8; 32],
         since: Option<u64>,
         limit: usize,
-    ) -> BoxFuture<'_, StoreResult<Vec<StoredPacket>>> {
-        async move { self.by_recipient_blocking(recipient_fp, since, limit) }.boxed()
+    ) -> StoreResult<Vec<StoredPacket>> {
+        self.by_recipient_blocking(recipient_fp, since, limit)
     }
 
-    fn recent(&self, since: Option<u64>, limit: usize) -> BoxFuture<'_, StoreResult<RecentHashes>> {
+    async fn recent(&self, since: Option<u64>, limit: usize) -> StoreResult<RecentHashes> {
         let tables = self.tables.clone();
         // Read before the scan: every seq up to it is committed, so the scan sees all of them
         // and an empty answer's cursor never skips a packet the scan missed.
         let latest = self.latest.load(Ordering::Acquire);
-        async move {
-            tokio::task::spawn_blocking(move || recent_blocking(&tables, latest, since, limit))
-                .await
-                .map_err(|e| RelayError::Storage(format!("scan task failed: {e}")))?
-        }
-        .boxed()
+        tokio::task::spawn_blocking(move || recent_blocking(&tables, latest, since, limit))
+            .await
+            .map_err(|e| RelayError::Storage(format!("scan task failed: {e}")))?
     }
 
-    fn unknown(&self, hashes: Vec<MessageHash>) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>> {
-        async move {
+    async fn unknown(&self, hashes: Vec<MessageHash>) -> StoreResult<Vec<MessageHash>> {
+        let mut out = Vec::new();
+        for h in hashes {
+            // Live or tombstone: either way not to be fetched.
+            if !self.tables.messages.contains_key(h.as_bytes())? {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn live_hashes(&self) -> StoreResult<Vec<MessageHash>> {
+        let tables = self.tables.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = unix_now();
             let mut out = Vec::new();
-            for h in hashes {
-                // Live or tombstone: either way not to be fetched.
-                if !self.tables.messages.contains_key(h.as_bytes())? {
-                    out.push(h);
+            for item in tables
+                .by_expiry
+                .range(expiry_key(now + 1, &[0u8; 32]).to_vec()..)
+            {
+                let (key, value) = item.into_inner()?;
+                if value.first() == Some(&LIVE) {
+                    out.push(hash_from(&key[8..])?);
                 }
             }
             Ok(out)
-        }
-        .boxed()
+        })
+        .await
+        .map_err(|e| RelayError::Storage(format!("scan task failed: {e}")))?
     }
 
-    fn live_hashes(&self) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>> {
-        let tables = self.tables.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let now = unix_now();
-                let mut out = Vec::new();
-                for item in tables
-                    .by_expiry
-                    .range(expiry_key(now + 1, &[0u8; 32]).to_vec()..)
-                {
-                    let (key, value) = item.into_inner()?;
-                    if value.first() == Some(&LIVE) {
-                        out.push(hash_from(&key[8..])?);
-                    }
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| RelayError::Storage(format!("scan task failed: {e}")))?
-        }
-        .boxed()
+    async fn count(&self) -> StoreResult<u64> {
+        Ok(self.live.load(Ordering::Relaxed))
     }
 
-    fn count(&self) -> BoxFuture<'_, StoreResult<u64>> {
-        async move { Ok(self.live.load(Ordering::Relaxed)) }.boxed()
+    async fn purge_expired(&self) -> StoreResult<usize> {
+        self.call(WriteOp::Purge).await
     }
 
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<usize>> {
-        self.call(WriteOp::Purge).boxed()
-    }
-
-    fn close(&self) -> BoxFuture<'_, StoreResult<()>> {
-        self.call(WriteOp::Close).boxed()
+    async fn close(&self) -> StoreResult<()> {
+        self.call(WriteOp::Close).await
     }
 }
 

@@ -11,7 +11,7 @@ pub mod redis;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 use jasper_core::MessageHash;
 use jasper_core::protocol::Packet;
 use serde::{Deserialize, Serialize};
@@ -82,47 +82,46 @@ pub struct RecentHashes {
     pub more: bool,
 }
 
-/// Storage backend of a relay.
+/// Storage backend of a relay. Used as `Arc<dyn MessageStore>` (the backend is chosen at
+/// start-up), which native `async fn` in traits does not allow, hence `async_trait`.
+#[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Stores a packet durably (or reports why not). Atomic with its checks.
-    fn put(&self, packet: NewPacket) -> BoxFuture<'_, StoreResult<PutOutcome>>;
+    async fn put(&self, packet: NewPacket) -> StoreResult<PutOutcome>;
 
     /// Live packets for these hashes, in the same order, `None` where not held.
-    fn get(
-        &self,
-        hashes: Vec<MessageHash>,
-    ) -> BoxFuture<'_, StoreResult<Vec<Option<StoredPacket>>>>;
+    async fn get(&self, hashes: Vec<MessageHash>) -> StoreResult<Vec<Option<StoredPacket>>>;
 
     /// Live packets for a recipient in arrival order: after `since` (at most `limit`), or
     /// without a cursor the newest `limit`.
-    fn by_recipient(
+    async fn by_recipient(
         &self,
         recipient_fp: [u8; 32],
         since: Option<u64>,
         limit: usize,
-    ) -> BoxFuture<'_, StoreResult<Vec<StoredPacket>>>;
+    ) -> StoreResult<Vec<StoredPacket>>;
 
     /// Live hashes in arrival order after `since` (at most `limit`), from an index ordered by
     /// arrival seq (never a scan of the store), plus the latest seq. `None` (a bootstrap)
     /// answers no hashes, only the latest seq.
-    fn recent(&self, since: Option<u64>, limit: usize) -> BoxFuture<'_, StoreResult<RecentHashes>>;
+    async fn recent(&self, since: Option<u64>, limit: usize) -> StoreResult<RecentHashes>;
 
     /// The hashes among these that are neither held nor remembered as expired: what sync
     /// should fetch.
-    fn unknown(&self, hashes: Vec<MessageHash>) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>>;
+    async fn unknown(&self, hashes: Vec<MessageHash>) -> StoreResult<Vec<MessageHash>>;
 
     /// Every live hash held.
-    fn live_hashes(&self) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>>;
+    async fn live_hashes(&self) -> StoreResult<Vec<MessageHash>>;
 
     /// Number of live packets held.
-    fn count(&self) -> BoxFuture<'_, StoreResult<u64>>;
+    async fn count(&self) -> StoreResult<u64>;
 
     /// Drops what has expired (backends with native expiry may do little). Returns how many
     /// packets were dropped.
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<usize>>;
+    async fn purge_expired(&self) -> StoreResult<usize>;
 
     /// Flushes and releases the backend; called once at shutdown.
-    fn close(&self) -> BoxFuture<'_, StoreResult<()>>;
+    async fn close(&self) -> StoreResult<()>;
 }
 
 /// Current unix time in seconds.

@@ -13,8 +13,7 @@
 //! Durability is Redis's: run it with `appendonly yes` and `appendfsync always` for "durable
 //! before acknowledged" (the relay warns at start-up otherwise).
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 use jasper_core::MessageHash;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
@@ -307,211 +306,187 @@ async fn warn_if_not_durable(conn: &mut ConnectionManager) {
     }
 }
 
+#[async_trait]
 impl MessageStore for RedisStore {
-    fn put(&self, p: NewPacket) -> BoxFuture<'_, StoreResult<PutOutcome>> {
-        async move {
-            let body = serde_json::to_string(&Body {
-                recipient: p.recipient,
-                message: p.message,
-                signature: p.signature,
-            })
-            .expect("body serialises");
-            let now = unix_now();
-            let mut conn = self.conn();
-            let (kind, seq): (String, u64) = self
-                .put_script
-                .key(self.msg_key(&p.hash))
-                .key(self.seen_key(&p.hash))
-                .key(self.rcpt_key(&p.recipient_fp))
-                .key(self.all_key())
-                .key(self.seq_key())
-                .key(self.arrivals_key())
-                .arg(body)
-                .arg(p.expires_at)
-                .arg(now)
-                .arg(p.expires_at.saturating_add(self.retention))
-                .arg(p.hash.to_string())
-                .invoke_async(&mut conn)
-                .await?;
-            Ok(match kind.as_str() {
-                "stored" => PutOutcome::Stored { seq },
-                "duplicate" => PutOutcome::Duplicate,
-                "conflict" => PutOutcome::Conflict,
-                "expired" => PutOutcome::Expired,
-                other => return Err(RelayError::Storage(format!("put script answered {other}"))),
-            })
-        }
-        .boxed()
+    async fn put(&self, p: NewPacket) -> StoreResult<PutOutcome> {
+        let body = serde_json::to_string(&Body {
+            recipient: p.recipient,
+            message: p.message,
+            signature: p.signature,
+        })
+        .expect("body serialises");
+        let now = unix_now();
+        let mut conn = self.conn();
+        let (kind, seq): (String, u64) = self
+            .put_script
+            .key(self.msg_key(&p.hash))
+            .key(self.seen_key(&p.hash))
+            .key(self.rcpt_key(&p.recipient_fp))
+            .key(self.all_key())
+            .key(self.seq_key())
+            .key(self.arrivals_key())
+            .arg(body)
+            .arg(p.expires_at)
+            .arg(now)
+            .arg(p.expires_at.saturating_add(self.retention))
+            .arg(p.hash.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match kind.as_str() {
+            "stored" => PutOutcome::Stored { seq },
+            "duplicate" => PutOutcome::Duplicate,
+            "conflict" => PutOutcome::Conflict,
+            "expired" => PutOutcome::Expired,
+            other => return Err(RelayError::Storage(format!("put script answered {other}"))),
+        })
     }
 
-    fn get(
-        &self,
-        hashes: Vec<MessageHash>,
-    ) -> BoxFuture<'_, StoreResult<Vec<Option<StoredPacket>>>> {
-        async move { self.load(&hashes).await }.boxed()
+    async fn get(&self, hashes: Vec<MessageHash>) -> StoreResult<Vec<Option<StoredPacket>>> {
+        self.load(&hashes).await
     }
 
-    fn by_recipient(
+    async fn by_recipient(
         &self,
         recipient_fp: [u8; 32],
         since: Option<u64>,
         limit: usize,
-    ) -> BoxFuture<'_, StoreResult<Vec<StoredPacket>>> {
-        async move {
-            let key = self.rcpt_key(&recipient_fp);
-            let mut conn = self.conn();
-            let limit = limit.max(1);
-            let members: Vec<String> = match since {
-                Some(since) => {
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(&key)
-                        .arg(format!("({since}"))
-                        .arg("+inf")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(limit)
-                        .query_async(&mut conn)
-                        .await?
-                }
-                None => {
-                    let mut newest: Vec<String> =
-                        conn.zrevrange(&key, 0, limit as isize - 1).await?;
-                    newest.reverse();
-                    newest
-                }
-            };
-            let hashes: Vec<MessageHash> = members
-                .iter()
-                .filter_map(|m| MessageHash::parse(m, "index").ok())
-                .collect();
-            let loaded = self.load(&hashes).await?;
-            let mut stale = Vec::new();
-            let mut out = Vec::with_capacity(loaded.len());
-            for (h, p) in hashes.iter().zip(loaded) {
-                match p {
-                    Some(p) => out.push(p),
-                    None => stale.push(h.to_string()),
-                }
+    ) -> StoreResult<Vec<StoredPacket>> {
+        let key = self.rcpt_key(&recipient_fp);
+        let mut conn = self.conn();
+        let limit = limit.max(1);
+        let members: Vec<String> = match since {
+            Some(since) => {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&key)
+                    .arg(format!("({since}"))
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut conn)
+                    .await?
             }
-            if !stale.is_empty() {
-                // Index entries of expired packets: drop them lazily.
-                let _: redis::RedisResult<u64> = conn.zrem(&key, stale).await;
+            None => {
+                let mut newest: Vec<String> = conn.zrevrange(&key, 0, limit as isize - 1).await?;
+                newest.reverse();
+                newest
             }
-            Ok(out)
+        };
+        let hashes: Vec<MessageHash> = members
+            .iter()
+            .filter_map(|m| MessageHash::parse(m, "index").ok())
+            .collect();
+        let loaded = self.load(&hashes).await?;
+        let mut stale = Vec::new();
+        let mut out = Vec::with_capacity(loaded.len());
+        for (h, p) in hashes.iter().zip(loaded) {
+            match p {
+                Some(p) => out.push(p),
+                None => stale.push(h.to_string()),
+            }
         }
-        .boxed()
+        if !stale.is_empty() {
+            // Index entries of expired packets: drop them lazily.
+            let _: redis::RedisResult<u64> = conn.zrem(&key, stale).await;
+        }
+        Ok(out)
     }
 
-    fn recent(&self, since: Option<u64>, limit: usize) -> BoxFuture<'_, StoreResult<RecentHashes>> {
-        async move {
-            let mut conn = self.conn();
-            let (latest, more, flat): (String, i64, Vec<String>) = self
-                .recent_script
-                .key(self.arrivals_key())
+    async fn recent(&self, since: Option<u64>, limit: usize) -> StoreResult<RecentHashes> {
+        let mut conn = self.conn();
+        let (latest, more, flat): (String, i64, Vec<String>) = self
+            .recent_script
+            .key(self.arrivals_key())
+            .key(self.all_key())
+            .key(self.seq_key())
+            .arg(since.map(|s| s.to_string()).unwrap_or_default())
+            .arg(limit)
+            .arg(unix_now())
+            .invoke_async(&mut conn)
+            .await?;
+        let corrupt = || RelayError::Storage("corrupt arrival index entry".into());
+        let latest_seq = latest.parse().map_err(|_| corrupt())?;
+        let hashes = flat
+            .chunks(2)
+            .map(|pair| match pair {
+                [seq, h] => Ok((
+                    parse_score(seq).ok_or_else(corrupt)?,
+                    MessageHash::parse(h, "index").map_err(|_| corrupt())?,
+                )),
+                _ => Err(corrupt()),
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(RecentHashes {
+            hashes,
+            latest_seq,
+            more: more != 0,
+        })
+    }
+
+    async fn unknown(&self, hashes: Vec<MessageHash>) -> StoreResult<Vec<MessageHash>> {
+        let mut out = Vec::new();
+        let mut conn = self.conn();
+        for chunk in hashes.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for h in chunk {
+                pipe.exists(self.seen_key(h));
+            }
+            let exists: Vec<bool> = pipe.query_async(&mut conn).await?;
+            out.extend(
+                chunk
+                    .iter()
+                    .zip(exists)
+                    .filter(|(_, e)| !e)
+                    .map(|(h, _)| *h),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn live_hashes(&self) -> StoreResult<Vec<MessageHash>> {
+        let mut conn = self.conn();
+        let now = unix_now();
+        let members: Vec<String> = conn
+            .zrangebyscore(self.all_key(), format!("({now}"), "+inf")
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| MessageHash::parse(m, "index").ok())
+            .collect())
+    }
+
+    async fn count(&self) -> StoreResult<u64> {
+        let mut conn = self.conn();
+        let now = unix_now();
+        Ok(conn
+            .zcount(self.all_key(), format!("({now}"), "+inf")
+            .await?)
+    }
+
+    async fn purge_expired(&self) -> StoreResult<usize> {
+        // Packets and tombstones expire natively; only the global indexes need trimming,
+        // in bounded steps so Redis is never blocked for long.
+        let mut conn = self.conn();
+        let now = unix_now();
+        let mut removed = 0usize;
+        loop {
+            let n: usize = self
+                .purge_script
                 .key(self.all_key())
-                .key(self.seq_key())
-                .arg(since.map(|s| s.to_string()).unwrap_or_default())
-                .arg(limit)
-                .arg(unix_now())
+                .key(self.arrivals_key())
+                .arg(now)
+                .arg(PURGE_BATCH)
                 .invoke_async(&mut conn)
                 .await?;
-            let corrupt = || RelayError::Storage("corrupt arrival index entry".into());
-            let latest_seq = latest.parse().map_err(|_| corrupt())?;
-            let hashes = flat
-                .chunks(2)
-                .map(|pair| match pair {
-                    [seq, h] => Ok((
-                        parse_score(seq).ok_or_else(corrupt)?,
-                        MessageHash::parse(h, "index").map_err(|_| corrupt())?,
-                    )),
-                    _ => Err(corrupt()),
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            Ok(RecentHashes {
-                hashes,
-                latest_seq,
-                more: more != 0,
-            })
-        }
-        .boxed()
-    }
-
-    fn unknown(&self, hashes: Vec<MessageHash>) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>> {
-        async move {
-            let mut out = Vec::new();
-            let mut conn = self.conn();
-            for chunk in hashes.chunks(1000) {
-                let mut pipe = redis::pipe();
-                for h in chunk {
-                    pipe.exists(self.seen_key(h));
-                }
-                let exists: Vec<bool> = pipe.query_async(&mut conn).await?;
-                out.extend(
-                    chunk
-                        .iter()
-                        .zip(exists)
-                        .filter(|(_, e)| !e)
-                        .map(|(h, _)| *h),
-                );
+            removed += n;
+            if n < PURGE_BATCH {
+                break;
             }
-            Ok(out)
         }
-        .boxed()
+        Ok(removed)
     }
 
-    fn live_hashes(&self) -> BoxFuture<'_, StoreResult<Vec<MessageHash>>> {
-        async move {
-            let mut conn = self.conn();
-            let now = unix_now();
-            let members: Vec<String> = conn
-                .zrangebyscore(self.all_key(), format!("({now}"), "+inf")
-                .await?;
-            Ok(members
-                .iter()
-                .filter_map(|m| MessageHash::parse(m, "index").ok())
-                .collect())
-        }
-        .boxed()
-    }
-
-    fn count(&self) -> BoxFuture<'_, StoreResult<u64>> {
-        async move {
-            let mut conn = self.conn();
-            let now = unix_now();
-            Ok(conn
-                .zcount(self.all_key(), format!("({now}"), "+inf")
-                .await?)
-        }
-        .boxed()
-    }
-
-    fn purge_expired(&self) -> BoxFuture<'_, StoreResult<usize>> {
-        async move {
-            // Packets and tombstones expire natively; only the global indexes need trimming,
-            // in bounded steps so Redis is never blocked for long.
-            let mut conn = self.conn();
-            let now = unix_now();
-            let mut removed = 0usize;
-            loop {
-                let n: usize = self
-                    .purge_script
-                    .key(self.all_key())
-                    .key(self.arrivals_key())
-                    .arg(now)
-                    .arg(PURGE_BATCH)
-                    .invoke_async(&mut conn)
-                    .await?;
-                removed += n;
-                if n < PURGE_BATCH {
-                    break;
-                }
-            }
-            Ok(removed)
-        }
-        .boxed()
-    }
-
-    fn close(&self) -> BoxFuture<'_, StoreResult<()>> {
-        async move { Ok(()) }.boxed()
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! - [`redis`]: a real `redis-server`; [`stun`]: a real STUN server (coturn);
 //! - [`process`]: starting a process that announces itself with a `listening on` line, and
 //!   stopping it with SIGTERM;
-//! - loopback ports, waiting for a condition, and the fake relay that acknowledges and drops (a
+//! - loopback ports, waiting for a condition, seeded random bytes ([`noise`]), and the fake relay that acknowledges and drops (a
 //!   misbehaving relay is the one component a test must fake: real relays do not misbehave on
 //!   request).
 //!
@@ -63,6 +63,15 @@ pub fn free_tcp_and_udp_port() -> u16 {
 /// set, else `default`.
 pub fn test_log_level(default: &str) -> String {
     std::env::var("JASPER_TEST_LOG").unwrap_or_else(|_| default.to_owned())
+}
+
+/// `len` deterministic, incompressible bytes (the same for the same `seed`): attachment
+/// payloads whose ciphertext can be searched for plaintext windows.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut out = vec![0; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut out);
+    out
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` naming `what` (for synchronous
