@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jasper_engine::Engine;
+use jasper_model::{
+    AnonymityReport, CallInfo, Contact, Conversation, DownloadResult, Event, IdentityInfo, Message,
+    MessagePage, RelayInfo, TransparentStatus,
+};
 
 use crate::error::JasperError;
 use crate::events::{DownloadListener, EventListener, Subscription};
-use crate::model::*;
+use crate::model::{AudioFrame, EngineConfig, MessageRoute};
 use crate::secrets::{ForeignSecretStore, SecretStore};
 use crate::{on_runtime, runtime};
 
@@ -61,17 +65,17 @@ impl JasperEngine {
     /// secret store. Fails with `IdentityExists` when the directory has one.
     pub async fn create_identity(&self) -> Result<IdentityInfo> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.identity().create().await?.into()) }).await
+        on_runtime(async move { Ok(engine.identity().create().await?) }).await
     }
 
     /// Installs an identity exported from another login (PKCS#8 PEM).
     pub async fn import_identity(&self, pkcs8_pem: String) -> Result<IdentityInfo> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.identity().import(&pkcs8_pem).await?.into()) }).await
+        on_runtime(async move { Ok(engine.identity().import(&pkcs8_pem).await?) }).await
     }
 
     pub fn identity(&self) -> Result<IdentityInfo> {
-        Ok(self.engine.identity().info()?.into())
+        Ok(self.engine.identity().info()?)
     }
 
     /// The private key as PKCS#8 PEM, for moving the identity to another login. The only way
@@ -89,38 +93,26 @@ impl JasperEngine {
         name: String,
         avatar: Option<String>,
     ) -> Result<Contact> {
-        Ok(self.engine.contacts().add(&key, &name, avatar)?.into())
+        Ok(self.engine.contacts().add(&key, &name, avatar)?)
     }
 
     pub fn contacts(&self) -> Result<Vec<Contact>> {
-        Ok(self
-            .engine
-            .contacts()
-            .list()?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.engine.contacts().list()?)
     }
 
     // ---- conversations ------------------------------------------------------------------
 
     pub fn conversations(&self) -> Result<Vec<Conversation>> {
-        Ok(self
-            .engine
-            .conversations()
-            .list()?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.engine.conversations().list()?)
     }
 
     pub fn conversation(&self, id: i64) -> Result<Conversation> {
-        Ok(self.engine.conversations().get(id)?.into())
+        Ok(self.engine.conversations().get(id)?)
     }
 
     /// A conversation by `#id`, group name, contact name or key (a DM is created for a key).
     pub fn resolve_conversation(&self, target: String) -> Result<Conversation> {
-        Ok(self.engine.conversations().resolve(&target)?.into())
+        Ok(self.engine.conversations().resolve(&target)?)
     }
 
     /// A page of a conversation's history, oldest first; pass `before` from the previous page
@@ -134,12 +126,11 @@ impl JasperEngine {
         Ok(self
             .engine
             .conversations()
-            .messages(&target, before.as_deref(), limit as usize)?
-            .into())
+            .messages(&target, before.as_deref(), limit as usize)?)
     }
 
     pub fn message(&self, message_id: String) -> Result<Message> {
-        Ok(self.engine.messages().get(&message_id)?.into())
+        Ok(self.engine.messages().get(&message_id)?)
     }
 
     // ---- messages -----------------------------------------------------------------------
@@ -147,22 +138,22 @@ impl JasperEngine {
     /// Queues a text message to a conversation (`#id`, group name, contact name or key) and
     /// returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
     pub fn send(&self, target: String, content: String) -> Result<Message> {
-        Ok(self.engine.messages().send(&target, &content)?.into())
+        Ok(self.engine.messages().send(&target, &content)?)
     }
 
     /// Replaces the content of a message this identity wrote.
     pub fn edit(&self, message_id: String, content: String) -> Result<Message> {
-        Ok(self.engine.messages().edit(&message_id, &content)?.into())
+        Ok(self.engine.messages().edit(&message_id, &content)?)
     }
 
     /// Deletes a message this identity wrote, for everyone in the conversation.
     pub fn delete(&self, message_id: String) -> Result<Message> {
-        Ok(self.engine.messages().delete(&message_id)?.into())
+        Ok(self.engine.messages().delete(&message_id)?)
     }
 
     /// Reacts to a message (`:name:`); reacting again with the same one takes it back.
     pub fn react(&self, message_id: String, reaction: String) -> Result<Message> {
-        Ok(self.engine.messages().react(&message_id, &reaction)?.into())
+        Ok(self.engine.messages().react(&message_id, &reaction)?)
     }
 
     // ---- attachments --------------------------------------------------------------------
@@ -182,7 +173,7 @@ impl JasperEngine {
                 .attachments()
                 .send(&target, &text, Path::new(&file_path))
                 .await?;
-            Ok(sent.into())
+            Ok(sent)
         })
         .await
     }
@@ -218,7 +209,7 @@ impl JasperEngine {
             if let Some(forwarding) = forwarding {
                 let _ = forwarding.await;
             }
-            Ok(result?.into())
+            Ok(result?)
         })
         .await
     }
@@ -227,11 +218,11 @@ impl JasperEngine {
 
     /// Creates a group with `members` (contact names or keys); this identity is its admin.
     pub fn create_group(&self, name: String, members: Vec<String>) -> Result<Conversation> {
-        Ok(self.engine.groups().create(&name, &members)?.into())
+        Ok(self.engine.groups().create(&name, &members)?)
     }
 
     pub fn add_group_members(&self, group: String, members: Vec<String>) -> Result<Conversation> {
-        Ok(self.engine.groups().change(&group, &members, true)?.into())
+        Ok(self.engine.groups().change(&group, &members, true)?)
     }
 
     pub fn remove_group_members(
@@ -239,23 +230,17 @@ impl JasperEngine {
         group: String,
         members: Vec<String>,
     ) -> Result<Conversation> {
-        Ok(self.engine.groups().change(&group, &members, false)?.into())
+        Ok(self.engine.groups().change(&group, &members, false)?)
     }
 
     // ---- relays -------------------------------------------------------------------------
 
     pub fn relays(&self) -> Result<Vec<RelayInfo>> {
-        Ok(self
-            .engine
-            .relays()
-            .list()?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.engine.relays().list()?)
     }
 
     pub fn add_relay(&self, address: String) -> Result<RelayInfo> {
-        Ok(self.engine.relays().add(&address)?.into())
+        Ok(self.engine.relays().add(&address)?)
     }
 
     pub fn remove_relay(&self, address: String) -> Result<()> {
@@ -266,7 +251,7 @@ impl JasperEngine {
     /// what waits for a relay of its own (its messages stay `Waiting`), which relays are
     /// shared, and the witness relay. Changes also arrive as `AnonymityChanged` events.
     pub fn anonymity(&self) -> Result<AnonymityReport> {
-        Ok(self.engine.relays().anonymity()?.into())
+        Ok(self.engine.relays().anonymity()?)
     }
 
     /// The relay this identity receives on, once chosen.
@@ -304,22 +289,16 @@ impl JasperEngine {
     pub fn set_transparent(&self, contact: String, enabled: bool) -> Result<TransparentStatus> {
         // Enabling may start a session, which runs on the ffi runtime.
         let _runtime = runtime().enter();
-        Ok(self.engine.transparent().set(&contact, enabled)?.into())
+        Ok(self.engine.transparent().set(&contact, enabled)?)
     }
 
     pub fn transparent_status(&self, contact: String) -> Result<TransparentStatus> {
-        Ok(self.engine.transparent().status(&contact)?.into())
+        Ok(self.engine.transparent().status(&contact)?)
     }
 
     /// Every contact where either side enabled transparent mode.
     pub fn transparent_statuses(&self) -> Result<Vec<TransparentStatus>> {
-        Ok(self
-            .engine
-            .transparent()
-            .statuses()?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.engine.transparent().statuses()?)
     }
 
     /// Brings the session up (after `close_transparent_session`, or to wait for it), waiting
@@ -334,8 +313,7 @@ impl JasperEngine {
             Ok(engine
                 .transparent()
                 .connect(&contact, Duration::from_millis(wait_ms))
-                .await?
-                .into())
+                .await?)
         })
         .await
     }
@@ -343,39 +321,34 @@ impl JasperEngine {
     /// Closes the session on purpose: messages use the relays until either side opens it.
     pub async fn close_transparent_session(&self, contact: String) -> Result<TransparentStatus> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.transparent().disconnect(&contact).await?.into()) }).await
+        on_runtime(async move { Ok(engine.transparent().disconnect(&contact).await?) }).await
     }
 
     /// Rings a contact (both sides need transparent mode; the session is brought up first if
     /// it is down).
     pub async fn start_call(&self, contact: String) -> Result<CallInfo> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.calls().start(&contact).await?.into()) }).await
+        on_runtime(async move { Ok(engine.calls().start(&contact).await?) }).await
     }
 
     pub fn accept_call(&self, call_id: String) -> Result<CallInfo> {
         let _runtime = runtime().enter();
-        Ok(self.engine.calls().accept(&call_id)?.into())
+        Ok(self.engine.calls().accept(&call_id)?)
     }
 
     pub fn reject_call(&self, call_id: String) -> Result<CallInfo> {
         let _runtime = runtime().enter();
-        Ok(self.engine.calls().reject(&call_id)?.into())
+        Ok(self.engine.calls().reject(&call_id)?)
     }
 
     pub fn hang_up(&self, call_id: String) -> Result<CallInfo> {
         let _runtime = runtime().enter();
-        Ok(self.engine.calls().hang_up(&call_id)?.into())
+        Ok(self.engine.calls().hang_up(&call_id)?)
     }
 
     /// Live calls first, then recently ended ones.
     pub fn calls(&self) -> Vec<CallInfo> {
-        self.engine
-            .calls()
-            .list()
-            .into_iter()
-            .map(Into::into)
-            .collect()
+        self.engine.calls().list()
     }
 
     /// Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
@@ -431,7 +404,7 @@ impl JasperEngine {
                 .events()
                 .next(after_seq, Duration::from_millis(timeout_ms))
                 .await?;
-            Ok(event.map(Into::into))
+            Ok(event)
         })
         .await
     }
@@ -472,7 +445,9 @@ mod tests {
     use futures::executor::block_on;
 
     use super::*;
+    use crate::model::default_config;
     use crate::secrets::memory_secret_store;
+    use jasper_model::EventKind;
 
     struct Forward(Mutex<mpsc::Sender<Event>>);
 
