@@ -332,22 +332,22 @@ uint64_t uniffi_jasper_ffi_fn_constructor_jasperengine_open(RustBuffer config, u
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ACCEPT_CALL
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ACCEPT_CALL
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_accept_call(uint64_t ptr, RustBuffer call_id, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_accept_call(uint64_t ptr, RustBuffer call_id
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_CONTACT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_CONTACT
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_add_contact(uint64_t ptr, RustBuffer key, RustBuffer name, RustBuffer avatar, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_add_contact(uint64_t ptr, RustBuffer key, RustBuffer name, RustBuffer avatar
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_GROUP_MEMBERS
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_GROUP_MEMBERS
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(uint64_t ptr, RustBuffer group, RustBuffer members, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(uint64_t ptr, RustBuffer group, RustBuffer members
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_RELAY
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ADD_RELAY
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_add_relay(uint64_t ptr, RustBuffer address, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_add_relay(uint64_t ptr, RustBuffer address
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_ANONYMITY
@@ -387,7 +387,7 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_conversations(uint64_t ptr, 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CREATE_GROUP
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CREATE_GROUP
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_create_group(uint64_t ptr, RustBuffer name, RustBuffer members, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_create_group(uint64_t ptr, RustBuffer name, RustBuffer members
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_CREATE_IDENTITY
@@ -397,7 +397,7 @@ uint64_t uniffi_jasper_ffi_fn_method_jasperengine_create_identity(uint64_t ptr
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_DELETE
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_DELETE
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_delete(uint64_t ptr, RustBuffer message_id, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_delete(uint64_t ptr, RustBuffer message_id
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_DOWNLOAD
@@ -407,7 +407,7 @@ uint64_t uniffi_jasper_ffi_fn_method_jasperengine_download(uint64_t ptr, RustBuf
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_EDIT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_EDIT
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_edit(uint64_t ptr, RustBuffer message_id, RustBuffer content, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_edit(uint64_t ptr, RustBuffer message_id, RustBuffer content
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_EXPORT_IDENTITY
@@ -417,7 +417,7 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_export_identity(uint64_t ptr
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_HANG_UP
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_HANG_UP
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_hang_up(uint64_t ptr, RustBuffer call_id, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_hang_up(uint64_t ptr, RustBuffer call_id
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_IDENTITY
@@ -462,7 +462,7 @@ uint64_t uniffi_jasper_ffi_fn_method_jasperengine_open_transparent_session(uint6
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REACT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REACT
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_react(uint64_t ptr, RustBuffer message_id, RustBuffer reaction, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_react(uint64_t ptr, RustBuffer message_id, RustBuffer reaction
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REFRESH_RELAYS
@@ -472,7 +472,7 @@ uint64_t uniffi_jasper_ffi_fn_method_jasperengine_refresh_relays(uint64_t ptr
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REJECT_CALL
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REJECT_CALL
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_reject_call(uint64_t ptr, RustBuffer call_id, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_reject_call(uint64_t ptr, RustBuffer call_id
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_RELAYS
@@ -482,12 +482,12 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_relays(uint64_t ptr, RustCal
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REMOVE_GROUP_MEMBERS
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REMOVE_GROUP_MEMBERS
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(uint64_t ptr, RustBuffer group, RustBuffer members, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(uint64_t ptr, RustBuffer group, RustBuffer members
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REMOVE_RELAY
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_REMOVE_RELAY
-void uniffi_jasper_ffi_fn_method_jasperengine_remove_relay(uint64_t ptr, RustBuffer address, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_remove_relay(uint64_t ptr, RustBuffer address
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_RESOLVE_CONVERSATION
@@ -502,12 +502,17 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_rx_relay(uint64_t ptr, RustC
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_send(uint64_t ptr, RustBuffer target, RustBuffer content, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_send(uint64_t ptr, RustBuffer target, RustBuffer content
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_AUDIO_FRAME
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_AUDIO_FRAME
 uint64_t uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame(uint64_t ptr, RustBuffer call_id, RustBuffer opus, uint32_t duration_us
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_TO_GROUP
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_TO_GROUP
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_send_to_group(uint64_t ptr, RustBuffer group, RustBuffer content
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SEND_WITH_ATTACHMENT
@@ -517,7 +522,7 @@ uint64_t uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(uint64_t 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SET_TRANSPARENT
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SET_TRANSPARENT
-RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(uint64_t ptr, RustBuffer contact, int8_t enabled, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(uint64_t ptr, RustBuffer contact, int8_t enabled
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_SHUTDOWN
@@ -1133,6 +1138,12 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_send(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_AUDIO_FRAME
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_AUDIO_FRAME
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_TO_GROUP
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_SEND_TO_GROUP
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_send_to_group(void
     
 );
 #endif

@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jasper_engine::Engine;
+use jasper_model::{
+    AnonymityReport, CallInfo, Contact, Conversation, DownloadResult, Event, IdentityInfo, Message,
+    MessagePage, RelayInfo, TransparentStatus,
+};
 
 use crate::error::JasperError;
 use crate::events::{DownloadListener, EventListener, Subscription};
-use crate::model::*;
+use crate::model::{AudioFrame, EngineConfig, MessageRoute};
 use crate::secrets::{ForeignSecretStore, SecretStore};
 use crate::{on_runtime, runtime};
 
@@ -61,17 +65,17 @@ impl JasperEngine {
     /// secret store. Fails with `IdentityExists` when the directory has one.
     pub async fn create_identity(&self) -> Result<IdentityInfo> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.identity().create().await?.into()) }).await
+        on_runtime(async move { Ok(engine.identity().create().await?) }).await
     }
 
     /// Installs an identity exported from another login (PKCS#8 PEM).
     pub async fn import_identity(&self, pkcs8_pem: String) -> Result<IdentityInfo> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.identity().import(&pkcs8_pem).await?.into()) }).await
+        on_runtime(async move { Ok(engine.identity().import(&pkcs8_pem).await?) }).await
     }
 
     pub fn identity(&self) -> Result<IdentityInfo> {
-        Ok(self.engine.identity().info()?.into())
+        Ok(self.engine.identity().info()?)
     }
 
     /// The private key as PKCS#8 PEM, for moving the identity to another login. The only way
@@ -83,46 +87,33 @@ impl JasperEngine {
     // ---- contacts -----------------------------------------------------------------------
 
     /// Adds (or renames) a contact by its public key (the text form from `identity()`).
-    pub fn add_contact(
+    pub async fn add_contact(
         &self,
         key: String,
         name: String,
         avatar: Option<String>,
     ) -> Result<Contact> {
-        Ok(runtime()
-            .block_on(self.engine.contacts().add(&key, &name, avatar))?
-            .into())
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.contacts().add(&key, &name, avatar).await?) }).await
     }
 
     pub fn contacts(&self) -> Result<Vec<Contact>> {
-        Ok(self
-            .engine
-            .contacts()
-            .list()?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.engine.contacts().list()?)
     }
 
     // ---- conversations ------------------------------------------------------------------
 
     pub fn conversations(&self) -> Result<Vec<Conversation>> {
-        Ok(self
-            .engine
-            .conversations()
-            .list()?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.engine.conversations().list()?)
     }
 
     pub fn conversation(&self, id: i64) -> Result<Conversation> {
-        Ok(self.engine.conversations().get(id)?.into())
+        Ok(self.engine.conversations().get(id)?)
     }
 
     /// A conversation by `#id`, group name, contact name or key (a DM is created for a key).
     pub fn resolve_conversation(&self, target: String) -> Result<Conversation> {
-        Ok(self.engine.conversations().resolve(&target)?.into())
+        Ok(self.engine.conversations().resolve(&target)?)
     }
 
     /// A page of a conversation's history, oldest first; pass `before` from the previous page
@@ -136,43 +127,45 @@ impl JasperEngine {
         Ok(self
             .engine
             .conversations()
-            .messages(&target, before.as_deref(), limit as usize)?
-            .into())
+            .messages(&target, before.as_deref(), limit as usize)?)
     }
 
     pub fn message(&self, message_id: String) -> Result<Message> {
-        Ok(self.engine.messages().get(&message_id)?.into())
+        Ok(self.engine.messages().get(&message_id)?)
     }
 
     // ---- messages -----------------------------------------------------------------------
 
     /// Queues a text message to a conversation (`#id`, group name, contact name or key) and
     /// returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
-    pub fn send(&self, target: String, content: String) -> Result<Message> {
-        Ok(runtime()
-            .block_on(self.engine.messages().send(&target, &content))?
-            .into())
+    pub async fn send(&self, target: String, content: String) -> Result<Message> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.messages().send(&target, &content).await?) }).await
+    }
+
+    /// Sends a text message to a group (by name or `#id`); `InvalidArgument` when the target
+    /// is not a group, so a contact of the same name never receives it.
+    pub async fn send_to_group(&self, group: String, content: String) -> Result<Message> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.groups().send(&group, &content).await?) }).await
     }
 
     /// Replaces the content of a message this identity wrote.
-    pub fn edit(&self, message_id: String, content: String) -> Result<Message> {
-        Ok(runtime()
-            .block_on(self.engine.messages().edit(&message_id, &content))?
-            .into())
+    pub async fn edit(&self, message_id: String, content: String) -> Result<Message> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.messages().edit(&message_id, &content).await?) }).await
     }
 
     /// Deletes a message this identity wrote, for everyone in the conversation.
-    pub fn delete(&self, message_id: String) -> Result<Message> {
-        Ok(runtime()
-            .block_on(self.engine.messages().delete(&message_id))?
-            .into())
+    pub async fn delete(&self, message_id: String) -> Result<Message> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.messages().delete(&message_id).await?) }).await
     }
 
     /// Reacts to a message (`:name:`); reacting again with the same one takes it back.
-    pub fn react(&self, message_id: String, reaction: String) -> Result<Message> {
-        Ok(runtime()
-            .block_on(self.engine.messages().react(&message_id, &reaction))?
-            .into())
+    pub async fn react(&self, message_id: String, reaction: String) -> Result<Message> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.messages().react(&message_id, &reaction).await?) }).await
     }
 
     // ---- attachments --------------------------------------------------------------------
@@ -192,7 +185,7 @@ impl JasperEngine {
                 .attachments()
                 .send(&target, &text, Path::new(&file_path))
                 .await?;
-            Ok(sent.into())
+            Ok(sent)
         })
         .await
     }
@@ -228,7 +221,7 @@ impl JasperEngine {
             if let Some(forwarding) = forwarding {
                 let _ = forwarding.await;
             }
-            Ok(result?.into())
+            Ok(result?)
         })
         .await
     }
@@ -236,55 +229,50 @@ impl JasperEngine {
     // ---- groups -------------------------------------------------------------------------
 
     /// Creates a group with `members` (contact names or keys); this identity is its admin.
-    pub fn create_group(&self, name: String, members: Vec<String>) -> Result<Conversation> {
-        Ok(runtime()
-            .block_on(self.engine.groups().create(&name, &members))?
-            .into())
+    pub async fn create_group(&self, name: String, members: Vec<String>) -> Result<Conversation> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.groups().create(&name, &members).await?) }).await
     }
 
-    pub fn add_group_members(&self, group: String, members: Vec<String>) -> Result<Conversation> {
-        Ok(runtime()
-            .block_on(self.engine.groups().change(&group, &members, true))?
-            .into())
-    }
-
-    pub fn remove_group_members(
+    pub async fn add_group_members(
         &self,
         group: String,
         members: Vec<String>,
     ) -> Result<Conversation> {
-        Ok(runtime()
-            .block_on(self.engine.groups().change(&group, &members, false))?
-            .into())
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.groups().change(&group, &members, true).await?) }).await
+    }
+
+    pub async fn remove_group_members(
+        &self,
+        group: String,
+        members: Vec<String>,
+    ) -> Result<Conversation> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.groups().change(&group, &members, false).await?) }).await
     }
 
     // ---- relays -------------------------------------------------------------------------
 
     pub fn relays(&self) -> Result<Vec<RelayInfo>> {
-        Ok(self
-            .engine
-            .relays()
-            .list()?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.engine.relays().list()?)
     }
 
-    pub fn add_relay(&self, address: String) -> Result<RelayInfo> {
-        Ok(runtime()
-            .block_on(self.engine.relays().add(&address))?
-            .into())
+    pub async fn add_relay(&self, address: String) -> Result<RelayInfo> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.relays().add(&address).await?) }).await
     }
 
-    pub fn remove_relay(&self, address: String) -> Result<()> {
-        Ok(runtime().block_on(self.engine.relays().remove(&address))?)
+    pub async fn remove_relay(&self, address: String) -> Result<()> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.relays().remove(&address).await?) }).await
     }
 
     /// Where this identity stands on anonymity: relays needed and known, every role's relay,
     /// what waits for a relay of its own (its messages stay `Waiting`), which relays are
     /// shared, and the witness relay. Changes also arrive as `AnonymityChanged` events.
     pub fn anonymity(&self) -> Result<AnonymityReport> {
-        Ok(self.engine.relays().anonymity()?.into())
+        Ok(self.engine.relays().anonymity()?)
     }
 
     /// The relay this identity receives on, once chosen.
@@ -319,27 +307,23 @@ impl JasperEngine {
     /// Enables or disables transparent mode for a contact (this login). Show
     /// `transparent_mode_warning()` first: the contact and the STUN operators learn the
     /// device's IP address. Once both sides have enabled it a session comes up by itself.
-    pub fn set_transparent(&self, contact: String, enabled: bool) -> Result<TransparentStatus> {
-        // Enabling may start a session, which runs on the ffi runtime.
-        let _runtime = runtime().enter();
-        Ok(runtime()
-            .block_on(self.engine.transparent().set(&contact, enabled))?
-            .into())
+    pub async fn set_transparent(
+        &self,
+        contact: String,
+        enabled: bool,
+    ) -> Result<TransparentStatus> {
+        let engine = self.engine.clone();
+        // On the ffi runtime: enabling may start a session, which runs there.
+        on_runtime(async move { Ok(engine.transparent().set(&contact, enabled).await?) }).await
     }
 
     pub fn transparent_status(&self, contact: String) -> Result<TransparentStatus> {
-        Ok(self.engine.transparent().status(&contact)?.into())
+        Ok(self.engine.transparent().status(&contact)?)
     }
 
     /// Every contact where either side enabled transparent mode.
     pub fn transparent_statuses(&self) -> Result<Vec<TransparentStatus>> {
-        Ok(self
-            .engine
-            .transparent()
-            .statuses()?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.engine.transparent().statuses()?)
     }
 
     /// Brings the session up (after `close_transparent_session`, or to wait for it), waiting
@@ -354,8 +338,7 @@ impl JasperEngine {
             Ok(engine
                 .transparent()
                 .connect(&contact, Duration::from_millis(wait_ms))
-                .await?
-                .into())
+                .await?)
         })
         .await
     }
@@ -363,45 +346,34 @@ impl JasperEngine {
     /// Closes the session on purpose: messages use the relays until either side opens it.
     pub async fn close_transparent_session(&self, contact: String) -> Result<TransparentStatus> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.transparent().disconnect(&contact).await?.into()) }).await
+        on_runtime(async move { Ok(engine.transparent().disconnect(&contact).await?) }).await
     }
 
     /// Rings a contact (both sides need transparent mode; the session is brought up first if
     /// it is down).
     pub async fn start_call(&self, contact: String) -> Result<CallInfo> {
         let engine = self.engine.clone();
-        on_runtime(async move { Ok(engine.calls().start(&contact).await?.into()) }).await
+        on_runtime(async move { Ok(engine.calls().start(&contact).await?) }).await
     }
 
-    pub fn accept_call(&self, call_id: String) -> Result<CallInfo> {
-        let _runtime = runtime().enter();
-        Ok(runtime()
-            .block_on(self.engine.calls().accept(&call_id))?
-            .into())
+    pub async fn accept_call(&self, call_id: String) -> Result<CallInfo> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.calls().accept(&call_id).await?) }).await
     }
 
-    pub fn reject_call(&self, call_id: String) -> Result<CallInfo> {
-        let _runtime = runtime().enter();
-        Ok(runtime()
-            .block_on(self.engine.calls().reject(&call_id))?
-            .into())
+    pub async fn reject_call(&self, call_id: String) -> Result<CallInfo> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.calls().reject(&call_id).await?) }).await
     }
 
-    pub fn hang_up(&self, call_id: String) -> Result<CallInfo> {
-        let _runtime = runtime().enter();
-        Ok(runtime()
-            .block_on(self.engine.calls().hang_up(&call_id))?
-            .into())
+    pub async fn hang_up(&self, call_id: String) -> Result<CallInfo> {
+        let engine = self.engine.clone();
+        on_runtime(async move { Ok(engine.calls().hang_up(&call_id).await?) }).await
     }
 
     /// Live calls first, then recently ended ones.
     pub fn calls(&self) -> Vec<CallInfo> {
-        self.engine
-            .calls()
-            .list()
-            .into_iter()
-            .map(Into::into)
-            .collect()
+        self.engine.calls().list()
     }
 
     /// Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
@@ -424,7 +396,9 @@ impl JasperEngine {
 
     /// The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
     /// the speaker side of the app. Fails with `CallState` once the call has ended and every
-    /// frame is read.
+    /// frame is read. Each call is the call's newest audio reader, as a gRPC `Audio` stream
+    /// is: a wait still pending elsewhere for the same call ends (`CallState`) rather than
+    /// the two splitting the frames.
     pub async fn next_audio_frame(
         &self,
         call_id: String,
@@ -434,7 +408,8 @@ impl JasperEngine {
         on_runtime(async move {
             let frame = engine
                 .calls()
-                .next_audio(&call_id, Duration::from_millis(timeout_ms))
+                .audio_reader(&call_id)?
+                .next(Duration::from_millis(timeout_ms))
                 .await?;
             Ok(frame.map(|f| AudioFrame {
                 opus: f.data,
@@ -457,7 +432,7 @@ impl JasperEngine {
                 .events()
                 .next(after_seq, Duration::from_millis(timeout_ms))
                 .await?;
-            Ok(event.map(Into::into))
+            Ok(event)
         })
         .await
     }
@@ -498,7 +473,9 @@ mod tests {
     use futures::executor::block_on;
 
     use super::*;
+    use crate::model::default_config;
     use crate::secrets::memory_secret_store;
+    use jasper_model::EventKind;
 
     struct Forward(Mutex<mpsc::Sender<Event>>);
 
@@ -546,18 +523,14 @@ mod tests {
         assert!(matches!(&first.kind, EventKind::IdentityChanged { identity } if *identity == me));
         assert_eq!(pull_after(0, 0).expect("an event"), first);
 
-        engine
-            .add_contact(me.public_key.clone(), "me".into(), None)
-            .expect("contact");
+        block_on(engine.add_contact(me.public_key.clone(), "me".into(), None)).expect("contact");
         let second = listened();
         assert!(second.seq > first.seq);
         assert!(matches!(second.kind, EventKind::ContactAdded { .. }));
         assert!(pull_after(second.seq, 50).is_none());
 
         subscription.cancel();
-        engine
-            .add_contact(me.public_key.clone(), "myself".into(), None)
-            .expect("rename");
+        block_on(engine.add_contact(me.public_key.clone(), "myself".into(), None)).expect("rename");
         let renamed = pull_after(second.seq, 5_000).expect("the rename's event");
         assert!(matches!(renamed.kind, EventKind::ContactAdded { .. }));
         // Nothing after the cancel reaches the listener (an event already on its way may).

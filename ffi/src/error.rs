@@ -2,95 +2,102 @@
 //! Python get typed exceptions (`JasperException.UnknownContact`, `JasperError.UnknownContact`)
 //! that carry the same stable `code` as the daemon's gRPC `ErrorInfo` reason.
 
-use jasper_core::Error as CoreError;
 use jasper_engine::EngineError;
 
-/// Every failure the engine reports. Each variant carries `code`, the engine's stable
-/// machine-readable code (`unknown_contact`, ...), and `detail`, a human-readable message.
-/// (`detail`, not `message`: Kotlin exceptions already have a `message` property, which the
-/// generated code fills from both fields.)
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
-pub enum JasperError {
+/// Declares `JasperError` from one list of `Variant = "code"`: the variants (each with `code`
+/// and `detail`, which the foreign exceptions keep), the variant of a code, and the fields of
+/// any variant. The list is the only place a code is named here; `EngineError::code()` says
+/// which one an engine error has.
+macro_rules! jasper_error {
+    ($($(#[doc = $doc:literal])+ $variant:ident = $code:literal,)+) => {
+        /// Every failure the engine reports. Each variant carries `code`, the engine's stable
+        /// machine-readable code (`unknown_contact`, ...), and `detail`, a human-readable message.
+        /// (`detail`, not `message`: Kotlin exceptions already have a `message` property, which the
+        /// generated code fills from both fields.)
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+        pub enum JasperError {
+            $(
+                $(#[doc = $doc])+
+                #[error("{detail}")]
+                $variant { code: String, detail: String },
+            )+
+        }
+
+        impl JasperError {
+            /// The variant of an engine code, carrying it. A code without a variant (an engine
+            /// that gained one before this list did; the tests fail then) keeps its code under
+            /// `Protocol`, the engine's catch-all.
+            fn new(code: &str, detail: String) -> Self {
+                match code {
+                    $($code => JasperError::$variant { code: code.to_owned(), detail },)+
+                    _ => JasperError::Protocol { code: code.to_owned(), detail },
+                }
+            }
+
+            fn parts(&self) -> (&str, &str) {
+                match self {
+                    $(JasperError::$variant { code, detail })|+ => (code, detail),
+                }
+            }
+        }
+    };
+}
+
+jasper_error! {
     /// No identity yet: create or import one first.
-    #[error("{detail}")]
-    NoIdentity { code: String, detail: String },
+    NoIdentity = "no_identity",
     /// This data directory already has an identity.
-    #[error("{detail}")]
-    IdentityExists { code: String, detail: String },
+    IdentityExists = "identity_exists",
     /// A public or private key that does not parse.
-    #[error("{detail}")]
-    InvalidKey { code: String, detail: String },
+    InvalidKey = "invalid_key",
     /// An argument out of range (empty message, bad name, bad relay address, ...).
-    #[error("{detail}")]
-    InvalidArgument { code: String, detail: String },
+    InvalidArgument = "invalid_argument",
     /// A name that is neither a contact nor a key.
-    #[error("{detail}")]
-    UnknownContact { code: String, detail: String },
+    UnknownContact = "unknown_contact",
     /// No conversation, group or contact by that name, id or key.
-    #[error("{detail}")]
-    UnknownConversation { code: String, detail: String },
+    UnknownConversation = "unknown_conversation",
     /// No message with that id.
-    #[error("{detail}")]
-    UnknownMessage { code: String, detail: String },
+    UnknownMessage = "unknown_message",
     /// No relay with that address.
-    #[error("{detail}")]
-    UnknownRelay { code: String, detail: String },
+    UnknownRelay = "unknown_relay",
     /// Another contact already has that name.
-    #[error("{detail}")]
-    NameTaken { code: String, detail: String },
+    NameTaken = "name_taken",
     /// Content over `EngineConfig.max_message_bytes`.
-    #[error("{detail}")]
-    MessageTooLarge { code: String, detail: String },
+    MessageTooLarge = "message_too_large",
     /// Only a message's author (or a group's creator) may do that.
-    #[error("{detail}")]
-    NotAuthor { code: String, detail: String },
+    NotAuthor = "not_author",
     /// No relay is known: add one first.
-    #[error("{detail}")]
-    NoRelays { code: String, detail: String },
+    NoRelays = "no_relays",
     /// The secret store failed, or holds another key than this data directory's identity.
     /// Also what an exception thrown by the app's `SecretStore` becomes.
-    #[error("{detail}")]
-    KeyStore { code: String, detail: String },
+    KeyStore = "key_store",
     /// The local database failed.
-    #[error("{detail}")]
-    Storage { code: String, detail: String },
+    Storage = "storage",
     /// A protocol-level failure (a key or packet that does not verify).
-    #[error("{detail}")]
-    Protocol { code: String, detail: String },
+    Protocol = "protocol",
     /// The engine was shut down.
-    #[error("{detail}")]
-    ShuttingDown { code: String, detail: String },
+    ShuttingDown = "shutting_down",
     /// A downloaded attachment failed authentication: its ciphertext was modified.
-    #[error("{detail}")]
-    AttachmentTampered { code: String, detail: String },
+    AttachmentTampered = "attachment_tampered",
     /// A downloaded attachment ends before its last chunk.
-    #[error("{detail}")]
-    AttachmentTruncated { code: String, detail: String },
+    AttachmentTruncated = "attachment_truncated",
     /// A downloaded attachment was encrypted with another key than its link's.
-    #[error("{detail}")]
-    AttachmentWrongKey { code: String, detail: String },
+    AttachmentWrongKey = "attachment_wrong_key",
     /// A decrypted attachment's size or SHA-256 is not what its link states.
-    #[error("{detail}")]
-    AttachmentMismatch { code: String, detail: String },
+    AttachmentMismatch = "attachment_mismatch",
     /// Encrypted attachment data is structurally wrong.
-    #[error("{detail}")]
-    AttachmentMalformed { code: String, detail: String },
+    AttachmentMalformed = "attachment_malformed",
     /// Transparent mode is not enabled on one side (or both) for that contact.
-    #[error("{detail}")]
-    TransparentOff { code: String, detail: String },
+    TransparentOff = "transparent_off",
     /// The direct connection to the contact is down or did not come up.
-    #[error("{detail}")]
-    TransparentUnavailable { code: String, detail: String },
+    TransparentUnavailable = "transparent_unavailable",
     /// No call with that id.
-    #[error("{detail}")]
-    UnknownCall { code: String, detail: String },
+    UnknownCall = "unknown_call",
     /// The call is not in a state that allows this (accepting an outgoing call, audio before
     /// it is answered, hanging up an ended call).
-    #[error("{detail}")]
-    CallState { code: String, detail: String },
+    CallState = "call_state",
     /// A call with this contact is already ringing or active.
-    #[error("{detail}")]
-    CallBusy { code: String, detail: String },
+    CallBusy = "call_busy",
 }
 
 impl JasperError {
@@ -98,11 +105,9 @@ impl JasperError {
         EngineError::ShuttingDown.into()
     }
 
+    /// A key-store failure with the store's own text as the detail (no "key store: " prefix).
     pub(crate) fn key_store(detail: impl Into<String>) -> Self {
-        JasperError::KeyStore {
-            code: EngineError::KeyStore(String::new()).code().to_owned(),
-            detail: detail.into(),
-        }
+        JasperError::new(EngineError::KeyStore(String::new()).code(), detail.into())
     }
 }
 
@@ -120,91 +125,11 @@ impl JasperError {
     }
 }
 
-impl JasperError {
-    fn parts(&self) -> (&str, &str) {
-        use JasperError::*;
-        match self {
-            NoIdentity { code, detail }
-            | IdentityExists { code, detail }
-            | InvalidKey { code, detail }
-            | InvalidArgument { code, detail }
-            | UnknownContact { code, detail }
-            | UnknownConversation { code, detail }
-            | UnknownMessage { code, detail }
-            | UnknownRelay { code, detail }
-            | NameTaken { code, detail }
-            | MessageTooLarge { code, detail }
-            | NotAuthor { code, detail }
-            | NoRelays { code, detail }
-            | KeyStore { code, detail }
-            | Storage { code, detail }
-            | Protocol { code, detail }
-            | ShuttingDown { code, detail }
-            | AttachmentTampered { code, detail }
-            | AttachmentTruncated { code, detail }
-            | AttachmentWrongKey { code, detail }
-            | AttachmentMismatch { code, detail }
-            | AttachmentMalformed { code, detail }
-            | TransparentOff { code, detail }
-            | TransparentUnavailable { code, detail }
-            | UnknownCall { code, detail }
-            | CallState { code, detail }
-            | CallBusy { code, detail } => (code, detail),
-        }
-    }
-}
-
-/// The refusals of a downloaded attachment, as typed exceptions; the code is the engine's.
-fn attachment_refusal(e: &CoreError, code: &str, detail: &str) -> Option<JasperError> {
-    let (code, detail) = (code.to_owned(), detail.to_owned());
-    Some(match e {
-        CoreError::AttachmentTampered { .. } => JasperError::AttachmentTampered { code, detail },
-        CoreError::AttachmentTruncated => JasperError::AttachmentTruncated { code, detail },
-        CoreError::AttachmentWrongKey => JasperError::AttachmentWrongKey { code, detail },
-        CoreError::AttachmentHashMismatch | CoreError::AttachmentSizeMismatch { .. } => {
-            JasperError::AttachmentMismatch { code, detail }
-        }
-        CoreError::MalformedAttachment(_) => JasperError::AttachmentMalformed { code, detail },
-        _ => return None,
-    })
-}
-
+/// The variant is the one of the engine's code (a refused attachment download has its own codes,
+/// told apart by the engine), the detail its message.
 impl From<EngineError> for JasperError {
     fn from(e: EngineError) -> Self {
-        let detail = e.to_string();
-        if let EngineError::Protocol(inner) = &e
-            && let Some(refusal) = attachment_refusal(inner, e.code(), &detail)
-        {
-            return refusal;
-        }
-        let code = e.code().to_owned();
-        match e {
-            EngineError::NoIdentity => JasperError::NoIdentity { code, detail },
-            EngineError::IdentityExists => JasperError::IdentityExists { code, detail },
-            EngineError::InvalidKey(_) => JasperError::InvalidKey { code, detail },
-            EngineError::InvalidArgument(_) => JasperError::InvalidArgument { code, detail },
-            EngineError::UnknownContact(_) => JasperError::UnknownContact { code, detail },
-            EngineError::UnknownConversation(_) => {
-                JasperError::UnknownConversation { code, detail }
-            }
-            EngineError::UnknownMessage(_) => JasperError::UnknownMessage { code, detail },
-            EngineError::UnknownRelay(_) => JasperError::UnknownRelay { code, detail },
-            EngineError::NameTaken(_) => JasperError::NameTaken { code, detail },
-            EngineError::MessageTooLarge { .. } => JasperError::MessageTooLarge { code, detail },
-            EngineError::NotAuthor(_) => JasperError::NotAuthor { code, detail },
-            EngineError::NoRelays => JasperError::NoRelays { code, detail },
-            EngineError::KeyStore(_) => JasperError::KeyStore { code, detail },
-            EngineError::Storage(_) => JasperError::Storage { code, detail },
-            EngineError::Protocol(_) => JasperError::Protocol { code, detail },
-            EngineError::ShuttingDown => JasperError::ShuttingDown { code, detail },
-            EngineError::TransparentOff(_) => JasperError::TransparentOff { code, detail },
-            EngineError::TransparentUnavailable(_) => {
-                JasperError::TransparentUnavailable { code, detail }
-            }
-            EngineError::UnknownCall(_) => JasperError::UnknownCall { code, detail },
-            EngineError::CallState(_) => JasperError::CallState { code, detail },
-            EngineError::CallBusy => JasperError::CallBusy { code, detail },
-        }
+        JasperError::new(e.code(), e.to_string())
     }
 }
 
@@ -219,11 +144,15 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for JasperError {
 
 #[cfg(test)]
 mod tests {
+    use jasper_core::Error as CoreError;
+
     use super::*;
 
-    #[test]
-    fn every_engine_error_keeps_its_code_and_message() {
-        let cases = [
+    /// One engine error of every variant (and every attachment refusal). The match has no
+    /// wildcard, so a new `EngineError` variant fails to compile here until it is added to the
+    /// list, and the test below then fails until its code has a `JasperError` variant.
+    fn one_of_each() -> Vec<EngineError> {
+        let all = vec![
             EngineError::NoIdentity,
             EngineError::IdentityExists,
             EngineError::InvalidKey("k".into()),
@@ -238,6 +167,12 @@ mod tests {
             EngineError::NoRelays,
             EngineError::KeyStore("gone".into()),
             EngineError::Storage("disk".into()),
+            EngineError::Protocol(CoreError::AttachmentIo("x".into())),
+            EngineError::Protocol(CoreError::AttachmentTampered { chunk: 3 }),
+            EngineError::Protocol(CoreError::AttachmentTruncated),
+            EngineError::Protocol(CoreError::AttachmentWrongKey),
+            EngineError::Protocol(CoreError::AttachmentHashMismatch),
+            EngineError::Protocol(CoreError::MalformedAttachment("x".into())),
             EngineError::ShuttingDown,
             EngineError::TransparentOff("x".into()),
             EngineError::TransparentUnavailable("x".into()),
@@ -245,12 +180,56 @@ mod tests {
             EngineError::CallState("ended".into()),
             EngineError::CallBusy,
         ];
-        for e in cases {
+        for e in &all {
+            match e {
+                EngineError::NoIdentity
+                | EngineError::IdentityExists
+                | EngineError::InvalidKey(_)
+                | EngineError::InvalidArgument(_)
+                | EngineError::UnknownContact(_)
+                | EngineError::UnknownConversation(_)
+                | EngineError::UnknownMessage(_)
+                | EngineError::UnknownRelay(_)
+                | EngineError::NameTaken(_)
+                | EngineError::MessageTooLarge { .. }
+                | EngineError::NotAuthor(_)
+                | EngineError::NoRelays
+                | EngineError::KeyStore(_)
+                | EngineError::Storage(_)
+                | EngineError::Protocol(_)
+                | EngineError::ShuttingDown
+                | EngineError::TransparentOff(_)
+                | EngineError::TransparentUnavailable(_)
+                | EngineError::UnknownCall(_)
+                | EngineError::CallState(_)
+                | EngineError::CallBusy => {}
+            }
+        }
+        all
+    }
+
+    /// The variant's name in the foreign languages' terms: `UnknownContact` for
+    /// `unknown_contact`.
+    fn variant_name(e: &JasperError) -> String {
+        let debug = format!("{e:?}");
+        debug[..debug.find(' ').unwrap_or(debug.len())].to_owned()
+    }
+
+    fn camel(code: &str) -> String {
+        code.split('_')
+            .map(|w| w[..1].to_uppercase() + &w[1..])
+            .collect()
+    }
+
+    #[test]
+    fn every_engine_error_keeps_its_code_and_message_in_the_variant_of_its_code() {
+        for e in one_of_each() {
             let (code, message) = (e.code(), e.to_string());
             let mapped = JasperError::from(e);
             assert_eq!(mapped.error_code(), code);
             assert_eq!(mapped.error_detail(), message);
             assert_eq!(mapped.to_string(), message);
+            assert_eq!(variant_name(&mapped), camel(code), "{mapped:?}");
         }
         assert!(matches!(
             JasperError::from(EngineError::UnknownContact("bob".into())),
@@ -270,8 +249,16 @@ mod tests {
     }
 
     #[test]
+    fn a_code_without_a_variant_keeps_its_code() {
+        let e = JasperError::new("brand_new", "d".into());
+        assert!(matches!(e, JasperError::Protocol { .. }));
+        assert_eq!(e.error_code(), "brand_new");
+    }
+
+    #[test]
     fn a_foreign_exception_is_a_key_store_error() {
         let e = JasperError::from(uniffi::UnexpectedUniFFICallbackError::new("locked"));
+        assert!(matches!(e, JasperError::KeyStore { .. }));
         assert_eq!(e.error_code(), "key_store");
         assert_eq!(e.error_detail(), "locked");
     }

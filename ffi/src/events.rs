@@ -9,7 +9,7 @@ use futures::StreamExt;
 use jasper_engine::Engine;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::Event;
+use jasper_model::Event;
 
 /// Receives events, implemented by the app. Called on an engine thread (not the app's main
 /// thread), one call at a time and in `seq` order; the next event waits until `on_event`
@@ -55,7 +55,6 @@ impl Subscription {
                 };
                 match next {
                     Some(Ok(event)) => {
-                        let event = Event::from(event);
                         let seq = event.seq;
                         let listener = listener.clone();
                         // The app's code may block: off the async workers.

@@ -1,9 +1,16 @@
-//! Records and enums mirroring the engine's model (`jasper_engine::model`) and configuration,
-//! field for field; durations cross as milliseconds.
+//! The records and enums the bindings see: the engine's model itself (`jasper-model`, declared
+//! to uniffi below), and the few records only the bindings have: `EngineConfig` (durations cross
+//! as milliseconds), `MessageRoute` and `AudioFrame`.
 
 use std::time::Duration;
 
 use jasper_engine as engine;
+use jasper_model::{
+    AnonymityMode, AnonymityReport, Attachment, CallInfo, CallState, Contact, Conversation,
+    ConversationKind, DownloadResult, Event, EventKind, IdentityInfo, Message, MessagePage,
+    MessageState, Reaction, RelayInfo, RelayRole, RelayRoleKind, SharedRelay, TransparentState,
+    TransparentStatus,
+};
 
 /// What `JasperEngine.open` takes; start from `default_config(data_dir)` and change fields.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -66,7 +73,7 @@ impl From<engine::EngineConfig> for EngineConfig {
             ipfs_gateway: c.ipfs_gateway,
             stun_servers: c.transparent.stun_servers,
             webrtc_bind_addrs: c.transparent.bind_addrs,
-            anonymity: c.anonymity.into(),
+            anonymity: c.anonymity,
             witness_interval_ms: millis(c.witness_interval),
             sent_copy_delay_ms: millis(c.sent_copy_delay),
         }
@@ -90,7 +97,7 @@ impl From<EngineConfig> for engine::EngineConfig {
         if !c.webrtc_bind_addrs.is_empty() {
             out.transparent.bind_addrs = c.webrtc_bind_addrs;
         }
-        out.anonymity = c.anonymity.into();
+        out.anonymity = c.anonymity;
         out.witness_interval = Duration::from_millis(c.witness_interval_ms);
         out.sent_copy_delay = Duration::from_millis(c.sent_copy_delay_ms);
         // Apps raise their own notifications from events; the engine's are desktop ones.
@@ -126,7 +133,19 @@ pub fn transparent_mode_warning() -> String {
     engine::TRANSPARENT_MODE_WARNING.to_owned()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+// ---- the engine's model -------------------------------------------------------------------
+//
+// The records and enums of `jasper-model`, the very types the engine returns, made uniffi types
+// of this crate by `#[uniffi::remote]`: it writes the FFI conversions for the type of that name
+// in scope (the model's: nothing is defined here) and compiles them against the restated
+// definition, so a field or variant that is missing, extra or of another type fails the build.
+// Not derived in `jasper-model` behind a feature: that makes the model a second uniffi component
+// (`jasper_model`) with bindings of its own, and uniffi 0.32 cannot generate two components into
+// one Kotlin package (each file declares the same runtime: `RustBuffer`, `FfiConverter`,
+// `UniffiLib`, ...), so Kotlin apps would find the model in another package than the engine.
+// The doc comments here are the bindings' docs.
+
+#[uniffi::remote(Record)]
 pub struct IdentityInfo {
     /// Canonical text form of the public key (what contacts add).
     pub public_key: String,
@@ -136,17 +155,7 @@ pub struct IdentityInfo {
     pub key_store: String,
 }
 
-impl From<engine::IdentityInfo> for IdentityInfo {
-    fn from(i: engine::IdentityInfo) -> Self {
-        IdentityInfo {
-            public_key: i.public_key,
-            fingerprint: i.fingerprint,
-            key_store: i.key_store,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct Contact {
     pub key: String,
     pub fingerprint: String,
@@ -156,34 +165,13 @@ pub struct Contact {
     pub added_at: i64,
 }
 
-impl From<engine::Contact> for Contact {
-    fn from(c: engine::Contact) -> Self {
-        Contact {
-            key: c.key,
-            fingerprint: c.fingerprint,
-            name: c.name,
-            avatar: c.avatar,
-            added_at: c.added_at,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+#[uniffi::remote(Enum)]
 pub enum ConversationKind {
     Direct,
     Group,
 }
 
-impl From<engine::ConversationKind> for ConversationKind {
-    fn from(k: engine::ConversationKind) -> Self {
-        match k {
-            engine::ConversationKind::Direct => ConversationKind::Direct,
-            engine::ConversationKind::Group => ConversationKind::Group,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct Conversation {
     pub id: i64,
     pub kind: ConversationKind,
@@ -198,21 +186,7 @@ pub struct Conversation {
     pub created_at: i64,
 }
 
-impl From<engine::Conversation> for Conversation {
-    fn from(c: engine::Conversation) -> Self {
-        Conversation {
-            id: c.id,
-            kind: c.kind.into(),
-            channel_id: c.channel_id,
-            name: c.name,
-            members: c.members,
-            admin: c.admin,
-            created_at: c.created_at,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+#[uniffi::remote(Enum)]
 pub enum MessageState {
     /// Written to the outbox; not yet accepted by a TX relay.
     Queued,
@@ -234,27 +208,13 @@ pub enum MessageState {
     Received,
 }
 
-impl From<engine::MessageState> for MessageState {
-    fn from(s: engine::MessageState) -> Self {
-        match s {
-            engine::MessageState::Queued => MessageState::Queued,
-            engine::MessageState::Sent => MessageState::Sent,
-            engine::MessageState::Visible => MessageState::Visible,
-            engine::MessageState::Unconfirmed => MessageState::Unconfirmed,
-            engine::MessageState::Waiting => MessageState::Waiting,
-            engine::MessageState::Failed => MessageState::Failed,
-            engine::MessageState::Received => MessageState::Received,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct Reaction {
     pub reactor: String,
     pub reaction: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct Message {
     /// The protocol's message id (a UUID chosen by the author).
     pub id: String,
@@ -280,7 +240,7 @@ pub struct Message {
 }
 
 /// A file linked from a message: where its ciphertext is on IPFS and how to open and check it.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct Attachment {
     pub name: String,
     /// CID of the ciphertext.
@@ -296,22 +256,8 @@ pub struct Attachment {
     pub is_image: bool,
 }
 
-impl From<engine::Attachment> for Attachment {
-    fn from(a: engine::Attachment) -> Self {
-        Attachment {
-            name: a.name,
-            cid: a.cid,
-            key: a.key,
-            size: a.size,
-            media_type: a.media_type,
-            sha256: a.sha256,
-            is_image: a.is_image,
-        }
-    }
-}
-
 /// A finished, verified download.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct DownloadResult {
     pub path: String,
     pub size: u64,
@@ -320,63 +266,14 @@ pub struct DownloadResult {
     pub media_type: String,
 }
 
-impl From<engine::DownloadResult> for DownloadResult {
-    fn from(d: engine::DownloadResult) -> Self {
-        DownloadResult {
-            path: d.path,
-            size: d.size,
-            sha256: d.sha256,
-            media_type: d.media_type,
-        }
-    }
-}
-
-impl From<engine::Message> for Message {
-    fn from(m: engine::Message) -> Self {
-        Message {
-            id: m.id,
-            conversation_id: m.conversation_id,
-            sender: m.sender,
-            sender_name: m.sender_name,
-            outgoing: m.outgoing,
-            kind: m.kind,
-            content: m.content,
-            timestamp: m.timestamp,
-            state: m.state.into(),
-            failure: m.failure,
-            edited: m.edited,
-            deleted: m.deleted,
-            reactions: m
-                .reactions
-                .into_iter()
-                .map(|r| Reaction {
-                    reactor: r.reactor,
-                    reaction: r.reaction,
-                })
-                .collect(),
-            history: m.history,
-            attachments: m.attachments.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
 /// A page of history, oldest first, and the cursor for the page before it.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct MessagePage {
     pub messages: Vec<Message>,
     pub before: Option<String>,
 }
 
-impl From<engine::MessagePage> for MessagePage {
-    fn from(p: engine::MessagePage) -> Self {
-        MessagePage {
-            messages: p.messages.into_iter().map(Into::into).collect(),
-            before: p.before,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct RelayInfo {
     pub address: String,
     /// `configured`, `learned` or `added`.
@@ -397,33 +294,8 @@ pub struct RelayInfo {
     pub roles: Vec<String>,
 }
 
-impl From<engine::RelayInfo> for RelayInfo {
-    fn from(r: engine::RelayInfo) -> Self {
-        RelayInfo {
-            address: r.address,
-            origin: r.origin,
-            reported_load: r.reported_load,
-            latency_ms: r.latency_ms,
-            successes: r.successes,
-            failures: r.failures,
-            forged: r.forged,
-            lost: r.lost,
-            suspect: r.suspect,
-            supports_wait: r.supports_wait,
-            roles: r.roles,
-        }
-    }
-}
-
-/// Which TX relay carried the copy of a message for one recipient (none yet: still queued).
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct MessageRoute {
-    pub recipient: String,
-    pub relay: Option<String>,
-}
-
 /// One entry of the durable event log.
-#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct Event {
     /// Position in the log: pass it back as `after_seq` / `from_seq` to resume after it.
     pub seq: u64,
@@ -432,7 +304,7 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+#[uniffi::remote(Enum)]
 pub enum EventKind {
     MessageReceived {
         message: Message,
@@ -477,7 +349,7 @@ pub enum EventKind {
 }
 
 /// What to do when fewer relays are known than this identity has relay roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+#[uniffi::remote(Enum)]
 pub enum AnonymityMode {
     /// Never let one relay see two keys of this identity: a message that would need a shared
     /// relay waits in the outbox (state `Waiting`) until more relays are known. The default.
@@ -487,27 +359,9 @@ pub enum AnonymityMode {
     Relaxed,
 }
 
-impl From<engine::AnonymityMode> for AnonymityMode {
-    fn from(m: engine::AnonymityMode) -> Self {
-        match m {
-            engine::AnonymityMode::Strict => Self::Strict,
-            engine::AnonymityMode::Relaxed => Self::Relaxed,
-        }
-    }
-}
-
-impl From<AnonymityMode> for engine::AnonymityMode {
-    fn from(m: AnonymityMode) -> Self {
-        match m {
-            AnonymityMode::Strict => Self::Strict,
-            AnonymityMode::Relaxed => Self::Relaxed,
-        }
-    }
-}
-
 /// What a relay is to this identity. Every role carries exactly one key; anonymity means no
 /// relay holds two roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+#[uniffi::remote(Enum)]
 pub enum RelayRoleKind {
     /// Receives for this identity's own key (long-poll `/fetch`).
     Rx,
@@ -517,18 +371,8 @@ pub enum RelayRoleKind {
     TxContact,
 }
 
-impl From<engine::RelayRoleKind> for RelayRoleKind {
-    fn from(k: engine::RelayRoleKind) -> Self {
-        match k {
-            engine::RelayRoleKind::Rx => Self::Rx,
-            engine::RelayRoleKind::TxSelf => Self::TxSelf,
-            engine::RelayRoleKind::TxContact => Self::TxContact,
-        }
-    }
-}
-
 /// One role: which key a relay sees from this identity in it.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct RelayRole {
     pub kind: RelayRoleKind,
     /// The key the relay sees in this role (this identity's own for `Rx` and `TxSelf`).
@@ -540,37 +384,17 @@ pub struct RelayRole {
     pub relay: Option<String>,
 }
 
-impl From<engine::RelayRole> for RelayRole {
-    fn from(r: engine::RelayRole) -> Self {
-        Self {
-            kind: r.kind.into(),
-            key: r.key,
-            name: r.name,
-            relay: r.relay,
-        }
-    }
-}
-
 /// A relay that holds more than one role of this identity, so it can link their keys.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct SharedRelay {
     pub relay: String,
     /// The roles it holds (two or more): it can tie these keys to one client.
     pub roles: Vec<RelayRole>,
 }
 
-impl From<engine::SharedRelay> for SharedRelay {
-    fn from(s: engine::SharedRelay) -> Self {
-        Self {
-            relay: s.relay,
-            roles: s.roles.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
 /// Where this identity stands on anonymity: how many relays its roles need, how many are
 /// known, what waits for a relay of its own, and which relays are shared.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct AnonymityReport {
     pub mode: AnonymityMode,
     /// Distinct relays the current roles need: one per role (RX, own copies, each contact
@@ -592,23 +416,8 @@ pub struct AnonymityReport {
     pub summary: String,
 }
 
-impl From<engine::AnonymityReport> for AnonymityReport {
-    fn from(r: engine::AnonymityReport) -> Self {
-        Self {
-            mode: r.mode.into(),
-            relays_needed: r.relays_needed,
-            relays_known: r.relays_known,
-            roles: r.roles.into_iter().map(Into::into).collect(),
-            waiting: r.waiting.into_iter().map(Into::into).collect(),
-            shared: r.shared.into_iter().map(Into::into).collect(),
-            witness: r.witness,
-            summary: r.summary,
-        }
-    }
-}
-
 /// Where transparent mode stands with one contact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+#[uniffi::remote(Enum)]
 pub enum TransparentState {
     /// Not enabled on this side.
     Off,
@@ -621,19 +430,7 @@ pub enum TransparentState {
     Connected,
 }
 
-impl From<engine::TransparentState> for TransparentState {
-    fn from(s: engine::TransparentState) -> Self {
-        match s {
-            engine::TransparentState::Off => Self::Off,
-            engine::TransparentState::WaitingForPeer => Self::WaitingForPeer,
-            engine::TransparentState::Idle => Self::Idle,
-            engine::TransparentState::Connecting => Self::Connecting,
-            engine::TransparentState::Connected => Self::Connected,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct TransparentStatus {
     pub contact: String,
     pub contact_name: Option<String>,
@@ -646,29 +443,14 @@ pub struct TransparentStatus {
     pub direct_received: u64,
 }
 
-impl From<engine::TransparentStatus> for TransparentStatus {
-    fn from(t: engine::TransparentStatus) -> Self {
-        Self {
-            contact: t.contact,
-            contact_name: t.contact_name,
-            local_enabled: t.local_enabled,
-            peer_enabled: t.peer_enabled,
-            state: t.state.into(),
-            session_id: t.session_id,
-            direct_sent: t.direct_sent,
-            direct_received: t.direct_received,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+#[uniffi::remote(Enum)]
 pub enum CallState {
     Ringing,
     Active,
     Ended,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[uniffi::remote(Record)]
 pub struct CallInfo {
     pub id: String,
     pub contact: String,
@@ -684,83 +466,26 @@ pub struct CallInfo {
     pub ended_at: Option<i64>,
 }
 
-impl From<engine::CallInfo> for CallInfo {
-    fn from(c: engine::CallInfo) -> Self {
-        Self {
-            id: c.id,
-            contact: c.contact,
-            contact_name: c.contact_name,
-            outgoing: c.outgoing,
-            state: match c.state {
-                engine::CallState::Ringing => CallState::Ringing,
-                engine::CallState::Active => CallState::Active,
-                engine::CallState::Ended => CallState::Ended,
-            },
-            end_reason: c.end_reason,
-            started_at: c.started_at,
-            answered_at: c.answered_at,
-            ended_at: c.ended_at,
-        }
-    }
+// ---- what only the bindings have ----------------------------------------------------------
+
+/// Which TX relay carried the copy of a message for one recipient (none yet: still queued).
+// The engine has no type for it: `Outbox::routes` returns (recipient, relay) pairs.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct MessageRoute {
+    pub recipient: String,
+    pub relay: Option<String>,
 }
 
 /// One received Opus packet (RFC 7587, 48 kHz clock) with its RTP sequence number (extended
 /// to 64 bits) and timestamp, for the app's jitter buffer.
+// Not the model's `AudioFrame` (`data`, `duration_us`, ...): a received frame's `duration_us` is
+// always 0 (RTP does not carry it), and the bindings name the packet `opus`, as the daemon's
+// gRPC `AudioFrame` does.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct AudioFrame {
     pub opus: Vec<u8>,
     pub sequence: u64,
     pub rtp_timestamp: u32,
-}
-
-impl From<engine::Event> for Event {
-    fn from(e: engine::Event) -> Self {
-        use engine::EventKind as K;
-        let kind = match e.kind {
-            K::MessageReceived { message } => EventKind::MessageReceived {
-                message: message.into(),
-            },
-            K::MessageSent { message } => EventKind::MessageSent {
-                message: message.into(),
-            },
-            K::MessageUpdated { message } => EventKind::MessageUpdated {
-                message: message.into(),
-            },
-            K::MessageStateChanged {
-                conversation_id,
-                message_id,
-                state,
-                failure,
-            } => EventKind::MessageStateChanged {
-                conversation_id,
-                message_id,
-                state: state.into(),
-                failure,
-            },
-            K::ConversationUpdated { conversation } => EventKind::ConversationUpdated {
-                conversation: conversation.into(),
-            },
-            K::ContactAdded { contact } => EventKind::ContactAdded {
-                contact: contact.into(),
-            },
-            K::IdentityChanged { identity } => EventKind::IdentityChanged {
-                identity: identity.into(),
-            },
-            K::RelayDiscovered { address } => EventKind::RelayDiscovered { address },
-            K::TransparentChanged { status } => EventKind::TransparentChanged {
-                status: status.into(),
-            },
-            K::CallChanged { call } => EventKind::CallChanged { call: call.into() },
-            K::AnonymityChanged { report } => EventKind::AnonymityChanged {
-                report: report.into(),
-            },
-        };
-        Event {
-            seq: e.seq,
-            at: e.at,
-            kind,
-        }
-    }
 }
 
 #[cfg(test)]

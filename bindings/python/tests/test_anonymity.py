@@ -52,17 +52,17 @@ async def _strict(jasper, relays, tmp_path):
     alice = await jasper.JasperEngine.open(cfg, dict_store(jasper))
     bob = await jasper.JasperEngine.open(config(jasper, tmp_path / "bob", relays), dict_store(jasper))
     a, b = await asyncio.gather(alice.create_identity(), bob.create_identity())
-    alice.add_contact(b.public_key, "bob", None)
-    bob.add_contact(a.public_key, "alice", None)
+    await alice.add_contact(b.public_key, "bob", None)
+    await bob.add_contact(a.public_key, "alice", None)
 
     # Both relays see alice's own key first: RX moves off the relay it took and that relay comes
     # back. A relay that has seen one key never carries another, so bob's key has no relay left
     # (without this, bob's copy and the SENT copy would race for the second relay).
     first = await until(alice.rx_relay, "alice's RX relay")
     [second] = [r for r in relays[:2] if r != first]
-    alice.remove_relay(first)
+    await alice.remove_relay(first)
     await until(lambda: alice.rx_relay() == second, "alice's RX relay moving")
-    alice.add_relay(first)
+    await alice.add_relay(first)
     # The end of alice's event log so far.
     seq = 0
     while True:
@@ -71,7 +71,7 @@ async def _strict(jasper, relays, tmp_path):
             break
         seq = event.seq
 
-    sent = alice.send("bob", "held back")
+    sent = await alice.send("bob", "held back")
     waiting = await until(
         lambda: (m := alice.message(sent.id)).state == jasper.MessageState.WAITING and m,
         "the message waiting",
@@ -116,7 +116,7 @@ async def _strict(jasper, relays, tmp_path):
     )
 
     # A third relay: bob's key gets a relay of its own and the message goes out.
-    alice.add_relay(relays[2])
+    await alice.add_relay(relays[2])
     got = await pull_until(bob, 0, received(sent.id), "the held message on bob's side")
     assert got.kind.message.content == "held back"
     await until(

@@ -120,14 +120,14 @@ async def _exchange(jasper, relays, tmp_path):
         if f.is_file():
             assert key_body[:64] not in f.read_bytes(), f"private key found in {f}"
 
-    alice.add_contact(b.public_key, "bob", None)
-    bob.add_contact(a.public_key, "alice", None)
+    await alice.add_contact(b.public_key, "bob", None)
+    await bob.add_contact(a.public_key, "alice", None)
 
     # Bob listens from the start of his log, and also reads the pull stream.
     heard = Collector()
     subscription = bob.subscribe(0, heard)
 
-    sent = alice.send("bob", "hello bob")
+    sent = await alice.send("bob", "hello bob")
     assert sent.state == jasper.MessageState.QUEUED
     assert sent.outgoing
 
@@ -145,7 +145,7 @@ async def _exchange(jasper, relays, tmp_path):
     assert seqs[0] == 1, "subscribe(0) starts at the beginning of the log"
 
     # The reply, read by Alice from her pull stream.
-    reply = bob.send("alice", "hi alice")
+    reply = await bob.send("alice", "hi alice")
     got = await pull_until(alice, 0, received(reply.id), "the reply on alice's side")
     assert got.kind.message.content == "hi alice"
 
@@ -175,7 +175,7 @@ async def _exchange(jasper, relays, tmp_path):
     assert subscription.is_cancelled()
     last = subscription.last_seq()
     count = len(heard.snapshot())
-    late = alice.send("bob", "after cancel")
+    late = await alice.send("bob", "after cancel")
     await pull_until(bob, pulled.seq, received(late.id), "the late message on bob's side")
     await asyncio.sleep(0.5)
     assert len(heard.snapshot()) == count
@@ -205,30 +205,30 @@ def test_errors_are_typed_exceptions_with_stable_codes(jasper, relays, tmp_path)
             await engine.create_identity()
 
         with pytest.raises(jasper.JasperError.UnknownContact) as err:
-            engine.create_group("friends", ["dave"])
+            await engine.create_group("friends", ["dave"])
         assert isinstance(err.value, jasper.JasperError)
         assert err.value.code == "unknown_contact"
         assert "dave" in err.value.detail
         assert err.value.error_detail() == err.value.detail
 
         with pytest.raises(jasper.JasperError.UnknownConversation) as err:
-            engine.send("dave", "hi")
+            await engine.send("dave", "hi")
         assert err.value.code == "unknown_conversation"
 
         with pytest.raises(jasper.JasperError.InvalidKey) as err:
-            engine.add_contact("not a key", "dave", None)
+            await engine.add_contact("not a key", "dave", None)
         assert err.value.code == "invalid_key"
 
         with pytest.raises(jasper.JasperError.MessageTooLarge) as err:
-            engine.send("dave", "x" * (cfg.max_message_bytes + 1))
+            await engine.send("dave", "x" * (cfg.max_message_bytes + 1))
         assert err.value.code == "message_too_large"
 
         with pytest.raises(jasper.JasperError.UnknownMessage):
-            engine.edit("00000000-0000-0000-0000-000000000000", "x")
+            await engine.edit("00000000-0000-0000-0000-000000000000", "x")
         with pytest.raises(jasper.JasperError.InvalidArgument):
-            engine.add_relay("not a relay address")
+            await engine.add_relay("not a relay address")
         with pytest.raises(jasper.JasperError.UnknownRelay):
-            engine.remove_relay("127.0.0.1:1")
+            await engine.remove_relay("127.0.0.1:1")
 
         engine.shutdown()
         with pytest.raises(jasper.JasperError.ShuttingDown):
@@ -318,8 +318,8 @@ def test_an_attachment_goes_through_ipfs_and_comes_back_verified(jasper, relays,
             with_ipfs(config(jasper, tmp_path / "bob", relays)), dict_store(jasper)
         )
         a, b = await asyncio.gather(alice.create_identity(), bob.create_identity())
-        alice.add_contact(b.public_key, "bob", None)
-        bob.add_contact(a.public_key, "alice", None)
+        await alice.add_contact(b.public_key, "bob", None)
+        await bob.add_contact(a.public_key, "alice", None)
 
         original = os.urandom(300_000)
         path = tmp_path / "photo.png"
@@ -368,7 +368,7 @@ def test_attachments_without_an_ipfs_node_are_refused(jasper, relays, tmp_path):
             config(jasper, tmp_path / "ivan", relays), dict_store(jasper)
         )
         await heidi.create_identity()
-        heidi.add_contact((await ivan.create_identity()).public_key, "ivan", None)
+        await heidi.add_contact((await ivan.create_identity()).public_key, "ivan", None)
         path = tmp_path / "notes.txt"
         path.write_text("hello")
 

@@ -84,8 +84,8 @@ async def _transparent(jasper, relays, stun_url, tmp_path):
         engines.append(await jasper.JasperEngine.open(cfg, dict_store(jasper)))
     alice, bob = engines
     a, b = await asyncio.gather(alice.create_identity(), bob.create_identity())
-    alice.add_contact(b.public_key, "bob", None)
-    bob.add_contact(a.public_key, "alice", None)
+    await alice.add_contact(b.public_key, "bob", None)
+    await bob.add_contact(a.public_key, "alice", None)
     assert "IP address" in jasper.transparent_mode_warning()
 
     # Calls need consent on both sides first.
@@ -93,15 +93,15 @@ async def _transparent(jasper, relays, stun_url, tmp_path):
         await alice.start_call("bob")
     assert refused.value.error_code() == "transparent_off"
 
-    assert alice.set_transparent("bob", True).state == jasper.TransparentState.WAITING_FOR_PEER
-    bob.set_transparent("alice", True)
+    assert (await alice.set_transparent("bob", True)).state == jasper.TransparentState.WAITING_FOR_PEER
+    await bob.set_transparent("alice", True)
     await until(
         lambda: alice.transparent_status("bob").state == jasper.TransparentState.CONNECTED
         and bob.transparent_status("alice").state == jasper.TransparentState.CONNECTED,
         "the transparent session",
     )
 
-    sent = alice.send("bob", "direct")
+    sent = await alice.send("bob", "direct")
     await until(
         lambda: any(m.id == sent.id for m in bob.messages("alice", None, 10).messages),
         "the direct message",
@@ -118,7 +118,7 @@ async def _transparent(jasper, relays, stun_url, tmp_path):
     assert not incoming.outgoing and incoming.contact_name == "alice"
     with pytest.raises(jasper.JasperError.CallState):
         await alice.send_audio_frame(call.id, b"early", 20_000)
-    bob.accept_call(call.id)
+    await bob.accept_call(call.id)
     await until(lambda: alice.calls()[0].state == jasper.CallState.ACTIVE, "the call to be answered")
     with pytest.raises(jasper.JasperError.InvalidArgument):
         await alice.send_audio_frame(call.id, b"x", 7_000)
@@ -136,7 +136,7 @@ async def _transparent(jasper, relays, stun_url, tmp_path):
     back = await alice.next_audio_frame(call.id, 5000)
     assert back is not None and back.opus == b"reply"
 
-    alice.hang_up(call.id)
+    await alice.hang_up(call.id)
     await until(
         lambda: next(c for c in bob.calls() if c.id == call.id).end_reason == "remote_hung_up",
         "the hang-up to reach bob",

@@ -633,16 +633,16 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
  */
 public protocol JasperEngineProtocol: AnyObject, Sendable {
     
-    func acceptCall(callId: String) throws  -> CallInfo
+    func acceptCall(callId: String) async throws  -> CallInfo
     
     /**
      * Adds (or renames) a contact by its public key (the text form from `identity()`).
      */
-    func addContact(key: String, name: String, avatar: String?) throws  -> Contact
+    func addContact(key: String, name: String, avatar: String?) async throws  -> Contact
     
-    func addGroupMembers(group: String, members: [String]) throws  -> Conversation
+    func addGroupMembers(group: String, members: [String]) async throws  -> Conversation
     
-    func addRelay(address: String) throws  -> RelayInfo
+    func addRelay(address: String) async throws  -> RelayInfo
     
     /**
      * Where this identity stands on anonymity: relays needed and known, every role's relay,
@@ -675,7 +675,7 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     /**
      * Creates a group with `members` (contact names or keys); this identity is its admin.
      */
-    func createGroup(name: String, members: [String]) throws  -> Conversation
+    func createGroup(name: String, members: [String]) async throws  -> Conversation
     
     /**
      * Generates a new RSA-4096 identity (a few seconds) and saves its private key in the
@@ -686,7 +686,7 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     /**
      * Deletes a message this identity wrote, for everyone in the conversation.
      */
-    func delete(messageId: String) throws  -> Message
+    func delete(messageId: String) async throws  -> Message
     
     /**
      * Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
@@ -699,7 +699,7 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     /**
      * Replaces the content of a message this identity wrote.
      */
-    func edit(messageId: String, content: String) throws  -> Message
+    func edit(messageId: String, content: String) async throws  -> Message
     
     /**
      * The private key as PKCS#8 PEM, for moving the identity to another login. The only way
@@ -707,7 +707,7 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
      */
     func exportIdentity() throws  -> String
     
-    func hangUp(callId: String) throws  -> CallInfo
+    func hangUp(callId: String) async throws  -> CallInfo
     
     func identity() throws  -> IdentityInfo
     
@@ -732,7 +732,9 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     /**
      * The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
      * the speaker side of the app. Fails with `CallState` once the call has ended and every
-     * frame is read.
+     * frame is read. Each call is the call's newest audio reader, as a gRPC `Audio` stream
+     * is: a wait still pending elsewhere for the same call ends (`CallState`) rather than
+     * the two splitting the frames.
      */
     func nextAudioFrame(callId: String, timeoutMs: UInt64) async throws  -> AudioFrame?
     
@@ -752,7 +754,7 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
     /**
      * Reacts to a message (`:name:`); reacting again with the same one takes it back.
      */
-    func react(messageId: String, reaction: String) throws  -> Message
+    func react(messageId: String, reaction: String) async throws  -> Message
     
     /**
      * Refreshes relay lists and load figures now (apps call it when brought to the
@@ -760,13 +762,13 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
      */
     func refreshRelays() async throws 
     
-    func rejectCall(callId: String) throws  -> CallInfo
+    func rejectCall(callId: String) async throws  -> CallInfo
     
     func relays() throws  -> [RelayInfo]
     
-    func removeGroupMembers(group: String, members: [String]) throws  -> Conversation
+    func removeGroupMembers(group: String, members: [String]) async throws  -> Conversation
     
-    func removeRelay(address: String) throws 
+    func removeRelay(address: String) async throws 
     
     /**
      * A conversation by `#id`, group name, contact name or key (a DM is created for a key).
@@ -782,13 +784,19 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
      * Queues a text message to a conversation (`#id`, group name, contact name or key) and
      * returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
      */
-    func send(target: String, content: String) throws  -> Message
+    func send(target: String, content: String) async throws  -> Message
     
     /**
      * Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
      * to 120 ms) into an active call: the microphone side of the app.
      */
     func sendAudioFrame(callId: String, opus: Data, durationUs: UInt32) async throws 
+    
+    /**
+     * Sends a text message to a group (by name or `#id`); `InvalidArgument` when the target
+     * is not a group, so a contact of the same name never receives it.
+     */
+    func sendToGroup(group: String, content: String) async throws  -> Message
     
     /**
      * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
@@ -802,7 +810,7 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
      * `transparent_mode_warning()` first: the contact and the STUN operators learn the
      * device's IP address. Once both sides have enabled it a session comes up by itself.
      */
-    func setTransparent(contact: String, enabled: Bool) throws  -> TransparentStatus
+    func setTransparent(contact: String, enabled: Bool) async throws  -> TransparentStatus
     
     /**
      * Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
@@ -911,50 +919,71 @@ public static func `open`(config: EngineConfig, secretStore: SecretStore)async t
     
 
     
-open func acceptCall(callId: String)throws  -> CallInfo  {
-    return try  FfiConverterTypeCallInfo_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_accept_call(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(callId),uniffiCallStatus
-    )
-})
+open func acceptCall(callId: String)async throws  -> CallInfo  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_accept_call(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(callId)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeCallInfo_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
      * Adds (or renames) a contact by its public key (the text form from `identity()`).
      */
-open func addContact(key: String, name: String, avatar: String?)throws  -> Contact  {
-    return try  FfiConverterTypeContact_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_add_contact(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(key),
-        FfiConverterString.lower(name),
-        FfiConverterOptionString.lower(avatar),uniffiCallStatus
-    )
-})
+open func addContact(key: String, name: String, avatar: String?)async throws  -> Contact  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_add_contact(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(key),FfiConverterString.lower(name),FfiConverterOptionString.lower(avatar)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeContact_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
-open func addGroupMembers(group: String, members: [String])throws  -> Conversation  {
-    return try  FfiConverterTypeConversation_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(group),
-        FfiConverterSequenceString.lower(members),uniffiCallStatus
-    )
-})
+open func addGroupMembers(group: String, members: [String])async throws  -> Conversation  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(group),FfiConverterSequenceString.lower(members)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeConversation_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
-open func addRelay(address: String)throws  -> RelayInfo  {
-    return try  FfiConverterTypeRelayInfo_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_add_relay(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(address),uniffiCallStatus
-    )
-})
+open func addRelay(address: String)async throws  -> RelayInfo  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_add_relay(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(address)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeRelayInfo_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1045,15 +1074,20 @@ open func conversations()throws  -> [Conversation]  {
     /**
      * Creates a group with `members` (contact names or keys); this identity is its admin.
      */
-open func createGroup(name: String, members: [String])throws  -> Conversation  {
-    return try  FfiConverterTypeConversation_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_create_group(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(name),
-        FfiConverterSequenceString.lower(members),uniffiCallStatus
-    )
-})
+open func createGroup(name: String, members: [String])async throws  -> Conversation  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_create_group(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name),FfiConverterSequenceString.lower(members)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeConversation_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1079,14 +1113,20 @@ open func createIdentity()async throws  -> IdentityInfo  {
     /**
      * Deletes a message this identity wrote, for everyone in the conversation.
      */
-open func delete(messageId: String)throws  -> Message  {
-    return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_delete(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(messageId),uniffiCallStatus
-    )
-})
+open func delete(messageId: String)async throws  -> Message  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_delete(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(messageId)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeMessage_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1114,15 +1154,20 @@ open func download(messageId: String, index: UInt32, destPath: String, progress:
     /**
      * Replaces the content of a message this identity wrote.
      */
-open func edit(messageId: String, content: String)throws  -> Message  {
-    return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_edit(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(messageId),
-        FfiConverterString.lower(content),uniffiCallStatus
-    )
-})
+open func edit(messageId: String, content: String)async throws  -> Message  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_edit(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(messageId),FfiConverterString.lower(content)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeMessage_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1138,14 +1183,20 @@ open func exportIdentity()throws  -> String  {
 })
 }
     
-open func hangUp(callId: String)throws  -> CallInfo  {
-    return try  FfiConverterTypeCallInfo_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_hang_up(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(callId),uniffiCallStatus
-    )
-})
+open func hangUp(callId: String)async throws  -> CallInfo  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_hang_up(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(callId)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeCallInfo_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
 open func identity()throws  -> IdentityInfo  {
@@ -1218,7 +1269,9 @@ open func messages(target: String, before: String?, limit: UInt32)throws  -> Mes
     /**
      * The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
      * the speaker side of the app. Fails with `CallState` once the call has ended and every
-     * frame is read.
+     * frame is read. Each call is the call's newest audio reader, as a gRPC `Audio` stream
+     * is: a wait still pending elsewhere for the same call ends (`CallState`) rather than
+     * the two splitting the frames.
      */
 open func nextAudioFrame(callId: String, timeoutMs: UInt64)async throws  -> AudioFrame?  {
     return
@@ -1280,15 +1333,20 @@ open func openTransparentSession(contact: String, waitMs: UInt64)async throws  -
     /**
      * Reacts to a message (`:name:`); reacting again with the same one takes it back.
      */
-open func react(messageId: String, reaction: String)throws  -> Message  {
-    return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_react(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(messageId),
-        FfiConverterString.lower(reaction),uniffiCallStatus
-    )
-})
+open func react(messageId: String, reaction: String)async throws  -> Message  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_react(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(messageId),FfiConverterString.lower(reaction)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeMessage_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1311,14 +1369,20 @@ open func refreshRelays()async throws   {
         )
 }
     
-open func rejectCall(callId: String)throws  -> CallInfo  {
-    return try  FfiConverterTypeCallInfo_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_reject_call(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(callId),uniffiCallStatus
-    )
-})
+open func rejectCall(callId: String)async throws  -> CallInfo  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_reject_call(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(callId)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeCallInfo_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
 open func relays()throws  -> [RelayInfo]  {
@@ -1330,24 +1394,36 @@ open func relays()throws  -> [RelayInfo]  {
 })
 }
     
-open func removeGroupMembers(group: String, members: [String])throws  -> Conversation  {
-    return try  FfiConverterTypeConversation_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(group),
-        FfiConverterSequenceString.lower(members),uniffiCallStatus
-    )
-})
+open func removeGroupMembers(group: String, members: [String])async throws  -> Conversation  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(group),FfiConverterSequenceString.lower(members)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeConversation_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
-open func removeRelay(address: String)throws   {try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_remove_relay(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(address),uniffiCallStatus
-    )
-}
+open func removeRelay(address: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_remove_relay(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(address)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_void,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_void,
+            freeFunc: ffi_jasper_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1379,15 +1455,20 @@ open func rxRelay()throws  -> String?  {
      * Queues a text message to a conversation (`#id`, group name, contact name or key) and
      * returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
      */
-open func send(target: String, content: String)throws  -> Message  {
-    return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_send(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(target),
-        FfiConverterString.lower(content),uniffiCallStatus
-    )
-})
+open func send(target: String, content: String)async throws  -> Message  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_send(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(target),FfiConverterString.lower(content)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeMessage_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -1406,6 +1487,26 @@ open func sendAudioFrame(callId: String, opus: Data, durationUs: UInt32)async th
             completeFunc: ffi_jasper_ffi_rust_future_complete_void,
             freeFunc: ffi_jasper_ffi_rust_future_free_void,
             liftFunc: { $0 },
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
+}
+    
+    /**
+     * Sends a text message to a group (by name or `#id`); `InvalidArgument` when the target
+     * is not a group, so a contact of the same name never receives it.
+     */
+open func sendToGroup(group: String, content: String)async throws  -> Message  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_send_to_group(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(group),FfiConverterString.lower(content)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeMessage_lift,
             errorHandler: FfiConverterTypeJasperError_lift
         )
 }
@@ -1436,15 +1537,20 @@ open func sendWithAttachment(target: String, text: String, filePath: String)asyn
      * `transparent_mode_warning()` first: the contact and the STUN operators learn the
      * device's IP address. Once both sides have enabled it a session comes up by itself.
      */
-open func setTransparent(contact: String, enabled: Bool)throws  -> TransparentStatus  {
-    return try  FfiConverterTypeTransparentStatus_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
-        uniffiCallStatus in
-    uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(
-            self.uniffiCloneHandle(),
-        FfiConverterString.lower(contact),
-        FfiConverterBool.lower(enabled),uniffiCallStatus
-    )
-})
+open func setTransparent(contact: String, enabled: Bool)async throws  -> TransparentStatus  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(contact),FfiConverterBool.lower(enabled)
+                )
+            },
+            pollFunc: ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_jasper_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeTransparentStatus_lift,
+            errorHandler: FfiConverterTypeJasperError_lift
+        )
 }
     
     /**
@@ -5774,16 +5880,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_func_memory_secret_store() != 55133) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_accept_call() != 65264) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_accept_call() != 51456) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_add_contact() != 10803) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_add_contact() != 65396) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members() != 11012) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members() != 63496) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() != 57680) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() != 11915) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_anonymity() != 60483) {
@@ -5807,25 +5913,25 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_conversations() != 18704) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_create_group() != 14171) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_create_group() != 27526) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_create_identity() != 25393) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_delete() != 7797) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_delete() != 63712) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_download() != 53952) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_edit() != 45558) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_edit() != 18780) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_export_identity() != 5736) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_hang_up() != 28726) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_hang_up() != 14381) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_identity() != 60822) {
@@ -5843,7 +5949,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_messages() != 54879) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame() != 49947) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame() != 53484) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_next_event() != 20576) {
@@ -5852,22 +5958,22 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session() != 28993) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_react() != 3810) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_react() != 39775) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays() != 31569) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_reject_call() != 24130) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_reject_call() != 53767) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_relays() != 58899) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_remove_group_members() != 49210) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_remove_group_members() != 56106) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_remove_relay() != 51682) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_remove_relay() != 25344) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_resolve_conversation() != 39063) {
@@ -5876,16 +5982,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_rx_relay() != 35662) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_send() != 30988) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_send() != 3054) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame() != 1142) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_send_to_group() != 44597) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment() != 40934) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent() != 60129) {
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent() != 46158) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_shutdown() != 16372) {

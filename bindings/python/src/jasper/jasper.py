@@ -562,13 +562,13 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_func_transparent_mode_warning() != 22983:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_accept_call() != 65264:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_accept_call() != 51456:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_contact() != 10803:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_contact() != 65396:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members() != 11012:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members() != 63496:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() != 57680:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() != 11915:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_anonymity() != 60483:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -584,19 +584,19 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_conversations() != 18704:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_create_group() != 14171:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_create_group() != 27526:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_create_identity() != 25393:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_delete() != 7797:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_delete() != 63712:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_download() != 53952:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_edit() != 45558:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_edit() != 18780:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_export_identity() != 5736:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_hang_up() != 28726:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_hang_up() != 14381:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_identity() != 60822:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -608,35 +608,37 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_messages() != 54879:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame() != 49947:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame() != 53484:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_event() != 20576:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session() != 28993:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_react() != 3810:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_react() != 39775:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays() != 31569:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_reject_call() != 24130:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_reject_call() != 53767:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_relays() != 58899:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_remove_group_members() != 49210:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_remove_group_members() != 56106:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_remove_relay() != 51682:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_remove_relay() != 25344:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_resolve_conversation() != 39063:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_rx_relay() != 35662:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send() != 30988:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send() != 3054:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame() != 1142:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_to_group() != 44597:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment() != 40934:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent() != 60129:
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent() != 46158:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown() != 16372:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -810,6 +812,9 @@ _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send.restype = ctypes.
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_to_group.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_to_group.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment.restype = ctypes.c_uint16
@@ -871,30 +876,26 @@ _UniffiLib.uniffi_jasper_ffi_fn_func_transparent_mode_warning.restype = _UniffiR
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_contact.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
     _UniffiRustBuffer,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_contact.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_contact.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_group_members.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_group_members.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_group_members.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_anonymity.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -935,9 +936,8 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_create_group.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_create_group.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_create_group.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_create_identity.argtypes = (
     ctypes.c_uint64,
 )
@@ -945,9 +945,8 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_create_identity.restype = ct
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_delete.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_delete.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_delete.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_download.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -960,9 +959,8 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_edit.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_edit.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_edit.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_export_identity.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -971,9 +969,8 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_export_identity.restype = _U
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_identity.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1026,9 +1023,8 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_react.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_react.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_react.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_refresh_relays.argtypes = (
     ctypes.c_uint64,
 )
@@ -1036,9 +1032,8 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_refresh_relays.restype = cty
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_relays.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1048,15 +1043,13 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members.argtype
     ctypes.c_uint64,
     _UniffiRustBuffer,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_relay.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_relay.restype = None
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_relay.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_resolve_conversation.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -1072,9 +1065,8 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
     _UniffiRustBuffer,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -1082,6 +1074,12 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame.argtypes = 
     ctypes.c_uint32,
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame.restype = ctypes.c_uint64
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_to_group.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_to_group.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -1093,9 +1091,8 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
     ctypes.c_int8,
-    ctypes.POINTER(_UniffiRustCallStatus),
 )
-_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent.restype = ctypes.c_uint64
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_shutdown.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -5984,16 +5981,16 @@ class JasperEngineProtocol(typing.Protocol):
     never wait on the network (sending is queued, then done in the background).
 """
     
-    def accept_call(self, call_id: str) -> CallInfo:
+    async def accept_call(self, call_id: str) -> CallInfo:
         raise NotImplementedError
-    def add_contact(self, key: str,name: str,avatar: typing.Optional[str]) -> Contact:
+    async def add_contact(self, key: str,name: str,avatar: typing.Optional[str]) -> Contact:
         """
         Adds (or renames) a contact by its public key (the text form from `identity()`).
 """
         raise NotImplementedError
-    def add_group_members(self, group: str,members: typing.List[str]) -> Conversation:
+    async def add_group_members(self, group: str,members: typing.List[str]) -> Conversation:
         raise NotImplementedError
-    def add_relay(self, address: str) -> RelayInfo:
+    async def add_relay(self, address: str) -> RelayInfo:
         raise NotImplementedError
     def anonymity(self, ) -> AnonymityReport:
         """
@@ -6023,7 +6020,7 @@ class JasperEngineProtocol(typing.Protocol):
         raise NotImplementedError
     def conversations(self, ) -> typing.List[Conversation]:
         raise NotImplementedError
-    def create_group(self, name: str,members: typing.List[str]) -> Conversation:
+    async def create_group(self, name: str,members: typing.List[str]) -> Conversation:
         """
         Creates a group with `members` (contact names or keys); this identity is its admin.
 """
@@ -6034,7 +6031,7 @@ class JasperEngineProtocol(typing.Protocol):
         secret store. Fails with `IdentityExists` when the directory has one.
 """
         raise NotImplementedError
-    def delete(self, message_id: str) -> Message:
+    async def delete(self, message_id: str) -> Message:
         """
         Deletes a message this identity wrote, for everyone in the conversation.
 """
@@ -6047,7 +6044,7 @@ class JasperEngineProtocol(typing.Protocol):
         when given, hears of the ciphertext bytes received.
 """
         raise NotImplementedError
-    def edit(self, message_id: str,content: str) -> Message:
+    async def edit(self, message_id: str,content: str) -> Message:
         """
         Replaces the content of a message this identity wrote.
 """
@@ -6058,7 +6055,7 @@ class JasperEngineProtocol(typing.Protocol):
         the key leaves the engine other than through the app's `SecretStore`.
 """
         raise NotImplementedError
-    def hang_up(self, call_id: str) -> CallInfo:
+    async def hang_up(self, call_id: str) -> CallInfo:
         raise NotImplementedError
     def identity(self, ) -> IdentityInfo:
         raise NotImplementedError
@@ -6084,7 +6081,9 @@ class JasperEngineProtocol(typing.Protocol):
         """
         The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
         the speaker side of the app. Fails with `CallState` once the call has ended and every
-        frame is read.
+        frame is read. Each call is the call's newest audio reader, as a gRPC `Audio` stream
+        is: a wait still pending elsewhere for the same call ends (`CallState`) rather than
+        the two splitting the frames.
 """
         raise NotImplementedError
     async def next_event(self, after_seq: int,timeout_ms: int) -> typing.Optional[Event]:
@@ -6100,7 +6099,7 @@ class JasperEngineProtocol(typing.Protocol):
         up to `wait_ms` for the data channel.
 """
         raise NotImplementedError
-    def react(self, message_id: str,reaction: str) -> Message:
+    async def react(self, message_id: str,reaction: str) -> Message:
         """
         Reacts to a message (`:name:`); reacting again with the same one takes it back.
 """
@@ -6111,13 +6110,13 @@ class JasperEngineProtocol(typing.Protocol):
         foreground; it also runs every `discovery_interval_ms`).
 """
         raise NotImplementedError
-    def reject_call(self, call_id: str) -> CallInfo:
+    async def reject_call(self, call_id: str) -> CallInfo:
         raise NotImplementedError
     def relays(self, ) -> typing.List[RelayInfo]:
         raise NotImplementedError
-    def remove_group_members(self, group: str,members: typing.List[str]) -> Conversation:
+    async def remove_group_members(self, group: str,members: typing.List[str]) -> Conversation:
         raise NotImplementedError
-    def remove_relay(self, address: str) -> None:
+    async def remove_relay(self, address: str) -> None:
         raise NotImplementedError
     def resolve_conversation(self, target: str) -> Conversation:
         """
@@ -6129,7 +6128,7 @@ class JasperEngineProtocol(typing.Protocol):
         The relay this identity receives on, once chosen.
 """
         raise NotImplementedError
-    def send(self, target: str,content: str) -> Message:
+    async def send(self, target: str,content: str) -> Message:
         """
         Queues a text message to a conversation (`#id`, group name, contact name or key) and
         returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
@@ -6141,6 +6140,12 @@ class JasperEngineProtocol(typing.Protocol):
         to 120 ms) into an active call: the microphone side of the app.
 """
         raise NotImplementedError
+    async def send_to_group(self, group: str,content: str) -> Message:
+        """
+        Sends a text message to a group (by name or `#id`); `InvalidArgument` when the target
+        is not a group, so a contact of the same name never receives it.
+"""
+        raise NotImplementedError
     async def send_with_attachment(self, target: str,text: str,file_path: str) -> Message:
         """
         Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
@@ -6148,7 +6153,7 @@ class JasperEngineProtocol(typing.Protocol):
         itself never reaches a relay.
 """
         raise NotImplementedError
-    def set_transparent(self, contact: str,enabled: bool) -> TransparentStatus:
+    async def set_transparent(self, contact: str,enabled: bool) -> TransparentStatus:
         """
         Enables or disables transparent mode for a contact (this login). Show
         `transparent_mode_warning()` first: the contact and the STUN operators learn the
@@ -6238,7 +6243,7 @@ class JasperEngine(JasperEngineProtocol):
         inst = cls.__new__(cls)
         inst._handle = handle
         return inst
-    def accept_call(self, call_id: str) -> CallInfo:
+    async def accept_call(self, call_id: str) -> CallInfo:
         
         _UniffiFfiConverterString.check_lower(call_id)
         _uniffi_lowered_args = (
@@ -6247,13 +6252,15 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeCallInfo.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
-    def add_contact(self, key: str,name: str,avatar: typing.Optional[str]) -> Contact:
+    async def add_contact(self, key: str,name: str,avatar: typing.Optional[str]) -> Contact:
         """
         Adds (or renames) a contact by its public key (the text form from `identity()`).
 """
@@ -6271,13 +6278,15 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeContact.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_contact(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_contact,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
-    def add_group_members(self, group: str,members: typing.List[str]) -> Conversation:
+    async def add_group_members(self, group: str,members: typing.List[str]) -> Conversation:
         
         _UniffiFfiConverterString.check_lower(group)
 
@@ -6289,13 +6298,15 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeConversation.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_group_members,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
-    def add_relay(self, address: str) -> RelayInfo:
+    async def add_relay(self, address: str) -> RelayInfo:
         
         _UniffiFfiConverterString.check_lower(address)
         _uniffi_lowered_args = (
@@ -6304,12 +6315,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeRelayInfo.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     def anonymity(self, ) -> AnonymityReport:
         """
         Where this identity stands on anonymity: relays needed and known, every role's relay,
@@ -6416,7 +6429,7 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
-    def create_group(self, name: str,members: typing.List[str]) -> Conversation:
+    async def create_group(self, name: str,members: typing.List[str]) -> Conversation:
         """
         Creates a group with `members` (contact names or keys); this identity is its admin.
 """
@@ -6431,12 +6444,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeConversation.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_create_group(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_create_group,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     async def create_identity(self, ) -> IdentityInfo:
         """
         Generates a new RSA-4096 identity (a few seconds) and saves its private key in the
@@ -6455,7 +6470,7 @@ class JasperEngine(JasperEngineProtocol):
             _uniffi_lift_return,
             _uniffi_error_converter,
         )
-    def delete(self, message_id: str) -> Message:
+    async def delete(self, message_id: str) -> Message:
         """
         Deletes a message this identity wrote, for everyone in the conversation.
 """
@@ -6467,12 +6482,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeMessage.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_delete(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_delete,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     async def download(self, message_id: str,index: int,dest_path: str,progress: typing.Optional[DownloadListener]) -> DownloadResult:
         """
         Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
@@ -6505,7 +6522,7 @@ class JasperEngine(JasperEngineProtocol):
             _uniffi_lift_return,
             _uniffi_error_converter,
         )
-    def edit(self, message_id: str,content: str) -> Message:
+    async def edit(self, message_id: str,content: str) -> Message:
         """
         Replaces the content of a message this identity wrote.
 """
@@ -6520,12 +6537,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeMessage.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_edit(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_edit,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     def export_identity(self, ) -> str:
         """
         The private key as PKCS#8 PEM, for moving the identity to another login. The only way
@@ -6542,7 +6561,7 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
-    def hang_up(self, call_id: str) -> CallInfo:
+    async def hang_up(self, call_id: str) -> CallInfo:
         
         _UniffiFfiConverterString.check_lower(call_id)
         _uniffi_lowered_args = (
@@ -6551,12 +6570,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeCallInfo.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     def identity(self, ) -> IdentityInfo:
         _uniffi_lowered_args = (
             self._uniffi_clone_handle(),
@@ -6651,7 +6672,9 @@ class JasperEngine(JasperEngineProtocol):
         """
         The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
         the speaker side of the app. Fails with `CallState` once the call has ended and every
-        frame is read.
+        frame is read. Each call is the call's newest audio reader, as a gRPC `Audio` stream
+        is: a wait still pending elsewhere for the same call ends (`CallState`) rather than
+        the two splitting the frames.
 """
         
         _UniffiFfiConverterString.check_lower(call_id)
@@ -6721,7 +6744,7 @@ class JasperEngine(JasperEngineProtocol):
             _uniffi_lift_return,
             _uniffi_error_converter,
         )
-    def react(self, message_id: str,reaction: str) -> Message:
+    async def react(self, message_id: str,reaction: str) -> Message:
         """
         Reacts to a message (`:name:`); reacting again with the same one takes it back.
 """
@@ -6736,12 +6759,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeMessage.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_react(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_react,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     async def refresh_relays(self, ) -> None:
         """
         Refreshes relay lists and load figures now (apps call it when brought to the
@@ -6760,7 +6785,7 @@ class JasperEngine(JasperEngineProtocol):
             _uniffi_lift_return,
             _uniffi_error_converter,
         )
-    def reject_call(self, call_id: str) -> CallInfo:
+    async def reject_call(self, call_id: str) -> CallInfo:
         
         _UniffiFfiConverterString.check_lower(call_id)
         _uniffi_lowered_args = (
@@ -6769,12 +6794,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeCallInfo.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     def relays(self, ) -> typing.List[RelayInfo]:
         _uniffi_lowered_args = (
             self._uniffi_clone_handle(),
@@ -6787,7 +6814,7 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
-    def remove_group_members(self, group: str,members: typing.List[str]) -> Conversation:
+    async def remove_group_members(self, group: str,members: typing.List[str]) -> Conversation:
         
         _UniffiFfiConverterString.check_lower(group)
 
@@ -6799,13 +6826,15 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeConversation.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
-    def remove_relay(self, address: str) -> None:
+    async def remove_relay(self, address: str) -> None:
         
         _UniffiFfiConverterString.check_lower(address)
         _uniffi_lowered_args = (
@@ -6814,12 +6843,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = lambda val: None
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_relay(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_void,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_void,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_void,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_relay,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     def resolve_conversation(self, target: str) -> Conversation:
         """
         A conversation by `#id`, group name, contact name or key (a DM is created for a key).
@@ -6853,7 +6884,7 @@ class JasperEngine(JasperEngineProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
-    def send(self, target: str,content: str) -> Message:
+    async def send(self, target: str,content: str) -> Message:
         """
         Queues a text message to a conversation (`#id`, group name, contact name or key) and
         returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
@@ -6869,12 +6900,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeMessage.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     async def send_audio_frame(self, call_id: str,opus: bytes,duration_us: int) -> None:
         """
         Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
@@ -6899,6 +6932,30 @@ class JasperEngine(JasperEngineProtocol):
             _UniffiLib.ffi_jasper_ffi_rust_future_poll_void,
             _UniffiLib.ffi_jasper_ffi_rust_future_complete_void,
             _UniffiLib.ffi_jasper_ffi_rust_future_free_void,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def send_to_group(self, group: str,content: str) -> Message:
+        """
+        Sends a text message to a group (by name or `#id`); `InvalidArgument` when the target
+        is not a group, so a contact of the same name never receives it.
+"""
+        
+        _UniffiFfiConverterString.check_lower(group)
+
+        _UniffiFfiConverterString.check_lower(content)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(group),
+            _UniffiFfiConverterString.lower(content),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeMessage.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_to_group(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
             _uniffi_lift_return,
             _uniffi_error_converter,
         )
@@ -6930,7 +6987,7 @@ class JasperEngine(JasperEngineProtocol):
             _uniffi_lift_return,
             _uniffi_error_converter,
         )
-    def set_transparent(self, contact: str,enabled: bool) -> TransparentStatus:
+    async def set_transparent(self, contact: str,enabled: bool) -> TransparentStatus:
         """
         Enables or disables transparent mode for a contact (this login). Show
         `transparent_mode_warning()` first: the contact and the STUN operators learn the
@@ -6947,12 +7004,14 @@ class JasperEngine(JasperEngineProtocol):
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeTransparentStatus.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(*_uniffi_lowered_args),
+            _UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
             _uniffi_error_converter,
-            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent,
-            *_uniffi_lowered_args,
         )
-        return _uniffi_lift_return(_uniffi_ffi_result)
     def shutdown(self, ) -> None:
         """
         Stops the background tasks; calls after it fail with `ShuttingDown` or see no new

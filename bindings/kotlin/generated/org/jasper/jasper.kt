@@ -844,6 +844,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_send_to_group(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent(
@@ -907,14 +909,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_jasper_ffi_fn_constructor_jasperengine_open(`config`: RustBuffer.ByValue,`secretStore`: Long,
     ): Long
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_accept_call(`ptr`: Long,`callId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_add_contact(`ptr`: Long,`key`: RustBuffer.ByValue,`name`: RustBuffer.ByValue,`avatar`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(`ptr`: Long,`group`: RustBuffer.ByValue,`members`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_add_relay(`ptr`: Long,`address`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_accept_call(`ptr`: Long,`callId`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_add_contact(`ptr`: Long,`key`: RustBuffer.ByValue,`name`: RustBuffer.ByValue,`avatar`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(`ptr`: Long,`group`: RustBuffer.ByValue,`members`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_add_relay(`ptr`: Long,`address`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_anonymity(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_calls(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -929,20 +931,20 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_conversations(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_create_group(`ptr`: Long,`name`: RustBuffer.ByValue,`members`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_create_group(`ptr`: Long,`name`: RustBuffer.ByValue,`members`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_create_identity(`ptr`: Long,
     ): Long
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_delete(`ptr`: Long,`messageId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_delete(`ptr`: Long,`messageId`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_download(`ptr`: Long,`messageId`: RustBuffer.ByValue,`index`: Int,`destPath`: RustBuffer.ByValue,`progress`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_edit(`ptr`: Long,`messageId`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_edit(`ptr`: Long,`messageId`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_export_identity(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_hang_up(`ptr`: Long,`callId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_hang_up(`ptr`: Long,`callId`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_identity(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_import_identity(`ptr`: Long,`pkcs8Pem`: RustBuffer.ByValue,
@@ -959,30 +961,32 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_open_transparent_session(`ptr`: Long,`contact`: RustBuffer.ByValue,`waitMs`: Long,
     ): Long
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_react(`ptr`: Long,`messageId`: RustBuffer.ByValue,`reaction`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_react(`ptr`: Long,`messageId`: RustBuffer.ByValue,`reaction`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_refresh_relays(`ptr`: Long,
     ): Long
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_reject_call(`ptr`: Long,`callId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_reject_call(`ptr`: Long,`callId`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_relays(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(`ptr`: Long,`group`: RustBuffer.ByValue,`members`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_remove_relay(`ptr`: Long,`address`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(`ptr`: Long,`group`: RustBuffer.ByValue,`members`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_remove_relay(`ptr`: Long,`address`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_resolve_conversation(`ptr`: Long,`target`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_rx_relay(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_send(`ptr`: Long,`target`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_send(`ptr`: Long,`target`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_send_audio_frame(`ptr`: Long,`callId`: RustBuffer.ByValue,`opus`: RustBuffer.ByValue,`durationUs`: Int,
+    ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_send_to_group(`ptr`: Long,`group`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_send_with_attachment(`ptr`: Long,`target`: RustBuffer.ByValue,`text`: RustBuffer.ByValue,`filePath`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(`ptr`: Long,`contact`: RustBuffer.ByValue,`enabled`: Byte,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(`ptr`: Long,`contact`: RustBuffer.ByValue,`enabled`: Byte,
+    ): Long
     external fun uniffi_jasper_ffi_fn_method_jasperengine_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_jasper_ffi_fn_method_jasperengine_start_call(`ptr`: Long,`contact`: RustBuffer.ByValue,
@@ -1159,16 +1163,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_func_memory_secret_store() and 0xFFFF) != 55133) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_accept_call() and 0xFFFF) != 65264) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_accept_call() and 0xFFFF) != 51456) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_contact() and 0xFFFF) != 10803) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_contact() and 0xFFFF) != 65396) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members() and 0xFFFF) != 11012) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_group_members() and 0xFFFF) != 63496) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() and 0xFFFF) != 57680) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_add_relay() and 0xFFFF) != 11915) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_anonymity() and 0xFFFF) != 60483) {
@@ -1192,25 +1196,25 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_conversations() and 0xFFFF) != 18704) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_create_group() and 0xFFFF) != 14171) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_create_group() and 0xFFFF) != 27526) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_create_identity() and 0xFFFF) != 25393) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_delete() and 0xFFFF) != 7797) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_delete() and 0xFFFF) != 63712) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_download() and 0xFFFF) != 53952) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_edit() and 0xFFFF) != 45558) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_edit() and 0xFFFF) != 18780) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_export_identity() and 0xFFFF) != 5736) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_hang_up() and 0xFFFF) != 28726) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_hang_up() and 0xFFFF) != 14381) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_identity() and 0xFFFF) != 60822) {
@@ -1228,7 +1232,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_messages() and 0xFFFF) != 54879) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame() and 0xFFFF) != 49947) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_audio_frame() and 0xFFFF) != 53484) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_next_event() and 0xFFFF) != 20576) {
@@ -1237,22 +1241,22 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_open_transparent_session() and 0xFFFF) != 28993) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_react() and 0xFFFF) != 3810) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_react() and 0xFFFF) != 39775) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_refresh_relays() and 0xFFFF) != 31569) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_reject_call() and 0xFFFF) != 24130) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_reject_call() and 0xFFFF) != 53767) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_relays() and 0xFFFF) != 58899) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_remove_group_members() and 0xFFFF) != 49210) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_remove_group_members() and 0xFFFF) != 56106) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_remove_relay() and 0xFFFF) != 51682) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_remove_relay() and 0xFFFF) != 25344) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_resolve_conversation() and 0xFFFF) != 39063) {
@@ -1261,16 +1265,19 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_rx_relay() and 0xFFFF) != 35662) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send() and 0xFFFF) != 30988) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send() and 0xFFFF) != 3054) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_audio_frame() and 0xFFFF) != 1142) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_to_group() and 0xFFFF) != 44597) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_send_with_attachment() and 0xFFFF) != 40934) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent() and 0xFFFF) != 60129) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_set_transparent() and 0xFFFF) != 46158) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_shutdown() and 0xFFFF) != 16372) {
@@ -1843,16 +1850,16 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
  */
 public interface JasperEngineInterface {
     
-    fun `acceptCall`(`callId`: kotlin.String): CallInfo
+    suspend fun `acceptCall`(`callId`: kotlin.String): CallInfo
     
     /**
      * Adds (or renames) a contact by its public key (the text form from `identity()`).
      */
-    fun `addContact`(`key`: kotlin.String, `name`: kotlin.String, `avatar`: kotlin.String?): Contact
+    suspend fun `addContact`(`key`: kotlin.String, `name`: kotlin.String, `avatar`: kotlin.String?): Contact
     
-    fun `addGroupMembers`(`group`: kotlin.String, `members`: List<kotlin.String>): Conversation
+    suspend fun `addGroupMembers`(`group`: kotlin.String, `members`: List<kotlin.String>): Conversation
     
-    fun `addRelay`(`address`: kotlin.String): RelayInfo
+    suspend fun `addRelay`(`address`: kotlin.String): RelayInfo
     
     /**
      * Where this identity stands on anonymity: relays needed and known, every role's relay,
@@ -1885,7 +1892,7 @@ public interface JasperEngineInterface {
     /**
      * Creates a group with `members` (contact names or keys); this identity is its admin.
      */
-    fun `createGroup`(`name`: kotlin.String, `members`: List<kotlin.String>): Conversation
+    suspend fun `createGroup`(`name`: kotlin.String, `members`: List<kotlin.String>): Conversation
     
     /**
      * Generates a new RSA-4096 identity (a few seconds) and saves its private key in the
@@ -1896,7 +1903,7 @@ public interface JasperEngineInterface {
     /**
      * Deletes a message this identity wrote, for everyone in the conversation.
      */
-    fun `delete`(`messageId`: kotlin.String): Message
+    suspend fun `delete`(`messageId`: kotlin.String): Message
     
     /**
      * Fetches attachment `index` of a message from IPFS, decrypts and verifies it, and writes
@@ -1909,7 +1916,7 @@ public interface JasperEngineInterface {
     /**
      * Replaces the content of a message this identity wrote.
      */
-    fun `edit`(`messageId`: kotlin.String, `content`: kotlin.String): Message
+    suspend fun `edit`(`messageId`: kotlin.String, `content`: kotlin.String): Message
     
     /**
      * The private key as PKCS#8 PEM, for moving the identity to another login. The only way
@@ -1917,7 +1924,7 @@ public interface JasperEngineInterface {
      */
     fun `exportIdentity`(): kotlin.String
     
-    fun `hangUp`(`callId`: kotlin.String): CallInfo
+    suspend fun `hangUp`(`callId`: kotlin.String): CallInfo
     
     fun `identity`(): IdentityInfo
     
@@ -1942,7 +1949,9 @@ public interface JasperEngineInterface {
     /**
      * The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
      * the speaker side of the app. Fails with `CallState` once the call has ended and every
-     * frame is read.
+     * frame is read. Each call is the call's newest audio reader, as a gRPC `Audio` stream
+     * is: a wait still pending elsewhere for the same call ends (`CallState`) rather than
+     * the two splitting the frames.
      */
     suspend fun `nextAudioFrame`(`callId`: kotlin.String, `timeoutMs`: kotlin.ULong): AudioFrame?
     
@@ -1962,7 +1971,7 @@ public interface JasperEngineInterface {
     /**
      * Reacts to a message (`:name:`); reacting again with the same one takes it back.
      */
-    fun `react`(`messageId`: kotlin.String, `reaction`: kotlin.String): Message
+    suspend fun `react`(`messageId`: kotlin.String, `reaction`: kotlin.String): Message
     
     /**
      * Refreshes relay lists and load figures now (apps call it when brought to the
@@ -1970,13 +1979,13 @@ public interface JasperEngineInterface {
      */
     suspend fun `refreshRelays`()
     
-    fun `rejectCall`(`callId`: kotlin.String): CallInfo
+    suspend fun `rejectCall`(`callId`: kotlin.String): CallInfo
     
     fun `relays`(): List<RelayInfo>
     
-    fun `removeGroupMembers`(`group`: kotlin.String, `members`: List<kotlin.String>): Conversation
+    suspend fun `removeGroupMembers`(`group`: kotlin.String, `members`: List<kotlin.String>): Conversation
     
-    fun `removeRelay`(`address`: kotlin.String)
+    suspend fun `removeRelay`(`address`: kotlin.String)
     
     /**
      * A conversation by `#id`, group name, contact name or key (a DM is created for a key).
@@ -1992,13 +2001,19 @@ public interface JasperEngineInterface {
      * Queues a text message to a conversation (`#id`, group name, contact name or key) and
      * returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
      */
-    fun `send`(`target`: kotlin.String, `content`: kotlin.String): Message
+    suspend fun `send`(`target`: kotlin.String, `content`: kotlin.String): Message
     
     /**
      * Sends one Opus packet (1..=1200 bytes) lasting `duration_us` (a multiple of 2500 µs up
      * to 120 ms) into an active call: the microphone side of the app.
      */
     suspend fun `sendAudioFrame`(`callId`: kotlin.String, `opus`: kotlin.ByteArray, `durationUs`: kotlin.UInt)
+    
+    /**
+     * Sends a text message to a group (by name or `#id`); `InvalidArgument` when the target
+     * is not a group, so a contact of the same name never receives it.
+     */
+    suspend fun `sendToGroup`(`group`: kotlin.String, `content`: kotlin.String): Message
     
     /**
      * Encrypts the file at `file_path` with a fresh key, adds the ciphertext to IPFS
@@ -2012,7 +2027,7 @@ public interface JasperEngineInterface {
      * `transparent_mode_warning()` first: the contact and the STUN operators learn the
      * device's IP address. Once both sides have enabled it a session comes up by itself.
      */
-    fun `setTransparent`(`contact`: kotlin.String, `enabled`: kotlin.Boolean): TransparentStatus
+    suspend fun `setTransparent`(`contact`: kotlin.String, `enabled`: kotlin.Boolean): TransparentStatus
     
     /**
      * Stops the background tasks; calls after it fail with `ShuttingDown` or see no new
@@ -2153,70 +2168,98 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     }
 
     
-    @Throws(JasperException::class)override fun `acceptCall`(`callId`: kotlin.String): CallInfo {
-            return FfiConverterTypeCallInfo.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call(
-        it,
-        
-        FfiConverterString.lower(`callId`),_status)
-}
-    }
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `acceptCall`(`callId`: kotlin.String) : CallInfo {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_accept_call(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`callId`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeCallInfo.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     /**
      * Adds (or renames) a contact by its public key (the text form from `identity()`).
      */
-    @Throws(JasperException::class)override fun `addContact`(`key`: kotlin.String, `name`: kotlin.String, `avatar`: kotlin.String?): Contact {
-            return FfiConverterTypeContact.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_contact(
-        it,
-        
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `addContact`(`key`: kotlin.String, `name`: kotlin.String, `avatar`: kotlin.String?) : Contact {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_contact(
+                uniffiHandle,
+                
         FfiConverterString.lower(`key`),
         FfiConverterString.lower(`name`),
-        FfiConverterOptionalString.lower(`avatar`),_status)
-}
-    }
+        FfiConverterOptionalString.lower(`avatar`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeContact.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
-    @Throws(JasperException::class)override fun `addGroupMembers`(`group`: kotlin.String, `members`: List<kotlin.String>): Conversation {
-            return FfiConverterTypeConversation.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(
-        it,
-        
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `addGroupMembers`(`group`: kotlin.String, `members`: List<kotlin.String>) : Conversation {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_group_members(
+                uniffiHandle,
+                
         FfiConverterString.lower(`group`),
-        FfiConverterSequenceString.lower(`members`),_status)
-}
-    }
+        FfiConverterSequenceString.lower(`members`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeConversation.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
-    @Throws(JasperException::class)override fun `addRelay`(`address`: kotlin.String): RelayInfo {
-            return FfiConverterTypeRelayInfo.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay(
-        it,
-        
-        FfiConverterString.lower(`address`),_status)
-}
-    }
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `addRelay`(`address`: kotlin.String) : RelayInfo {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_add_relay(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`address`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeRelayInfo.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     /**
@@ -2341,20 +2384,27 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     /**
      * Creates a group with `members` (contact names or keys); this identity is its admin.
      */
-    @Throws(JasperException::class)override fun `createGroup`(`name`: kotlin.String, `members`: List<kotlin.String>): Conversation {
-            return FfiConverterTypeConversation.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_create_group(
-        it,
-        
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `createGroup`(`name`: kotlin.String, `members`: List<kotlin.String>) : Conversation {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_create_group(
+                uniffiHandle,
+                
         FfiConverterString.lower(`name`),
-        FfiConverterSequenceString.lower(`members`),_status)
-}
-    }
+        FfiConverterSequenceString.lower(`members`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeConversation.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     /**
@@ -2385,19 +2435,26 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     /**
      * Deletes a message this identity wrote, for everyone in the conversation.
      */
-    @Throws(JasperException::class)override fun `delete`(`messageId`: kotlin.String): Message {
-            return FfiConverterTypeMessage.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_delete(
-        it,
-        
-        FfiConverterString.lower(`messageId`),_status)
-}
-    }
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `delete`(`messageId`: kotlin.String) : Message {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_delete(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`messageId`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeMessage.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     /**
@@ -2434,20 +2491,27 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     /**
      * Replaces the content of a message this identity wrote.
      */
-    @Throws(JasperException::class)override fun `edit`(`messageId`: kotlin.String, `content`: kotlin.String): Message {
-            return FfiConverterTypeMessage.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_edit(
-        it,
-        
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `edit`(`messageId`: kotlin.String, `content`: kotlin.String) : Message {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_edit(
+                uniffiHandle,
+                
         FfiConverterString.lower(`messageId`),
-        FfiConverterString.lower(`content`),_status)
-}
-    }
+        FfiConverterString.lower(`content`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeMessage.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     /**
@@ -2468,19 +2532,26 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     
 
     
-    @Throws(JasperException::class)override fun `hangUp`(`callId`: kotlin.String): CallInfo {
-            return FfiConverterTypeCallInfo.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up(
-        it,
-        
-        FfiConverterString.lower(`callId`),_status)
-}
-    }
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `hangUp`(`callId`: kotlin.String) : CallInfo {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_hang_up(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`callId`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeCallInfo.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     @Throws(JasperException::class)override fun `identity`(): IdentityInfo {
@@ -2579,7 +2650,9 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     /**
      * The next frame the contact sent, waiting up to `timeout_ms` (none when the wait ends):
      * the speaker side of the app. Fails with `CallState` once the call has ended and every
-     * frame is read.
+     * frame is read. Each call is the call's newest audio reader, as a gRPC `Audio` stream
+     * is: a wait still pending elsewhere for the same call ends (`CallState`) rather than
+     * the two splitting the frames.
      */
     @Throws(JasperException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2662,20 +2735,27 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     /**
      * Reacts to a message (`:name:`); reacting again with the same one takes it back.
      */
-    @Throws(JasperException::class)override fun `react`(`messageId`: kotlin.String, `reaction`: kotlin.String): Message {
-            return FfiConverterTypeMessage.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_react(
-        it,
-        
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `react`(`messageId`: kotlin.String, `reaction`: kotlin.String) : Message {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_react(
+                uniffiHandle,
+                
         FfiConverterString.lower(`messageId`),
-        FfiConverterString.lower(`reaction`),_status)
-}
-    }
+        FfiConverterString.lower(`reaction`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeMessage.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     /**
@@ -2704,19 +2784,26 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     }
 
     
-    @Throws(JasperException::class)override fun `rejectCall`(`callId`: kotlin.String): CallInfo {
-            return FfiConverterTypeCallInfo.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call(
-        it,
-        
-        FfiConverterString.lower(`callId`),_status)
-}
-    }
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `rejectCall`(`callId`: kotlin.String) : CallInfo {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_reject_call(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`callId`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeCallInfo.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     @Throws(JasperException::class)override fun `relays`(): List<RelayInfo> {
@@ -2733,34 +2820,50 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
     
 
     
-    @Throws(JasperException::class)override fun `removeGroupMembers`(`group`: kotlin.String, `members`: List<kotlin.String>): Conversation {
-            return FfiConverterTypeConversation.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(
-        it,
-        
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `removeGroupMembers`(`group`: kotlin.String, `members`: List<kotlin.String>) : Conversation {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_group_members(
+                uniffiHandle,
+                
         FfiConverterString.lower(`group`),
-        FfiConverterSequenceString.lower(`members`),_status)
-}
-    }
+        FfiConverterSequenceString.lower(`members`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeConversation.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
-    @Throws(JasperException::class)override fun `removeRelay`(`address`: kotlin.String)
-        = 
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_relay(
-        it,
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `removeRelay`(`address`: kotlin.String) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_remove_relay(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`address`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
         
-        FfiConverterString.lower(`address`),_status)
-}
+        // Error FFI converter
+        JasperException.ErrorHandler,
+    )
     }
-    
-    
 
     
     /**
@@ -2802,20 +2905,27 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
      * Queues a text message to a conversation (`#id`, group name, contact name or key) and
      * returns it in state `Queued`; its progress arrives as `MessageStateChanged` events.
      */
-    @Throws(JasperException::class)override fun `send`(`target`: kotlin.String, `content`: kotlin.String): Message {
-            return FfiConverterTypeMessage.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send(
-        it,
-        
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `send`(`target`: kotlin.String, `content`: kotlin.String) : Message {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send(
+                uniffiHandle,
+                
         FfiConverterString.lower(`target`),
-        FfiConverterString.lower(`content`),_status)
-}
-    }
+        FfiConverterString.lower(`content`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeMessage.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     /**
@@ -2841,6 +2951,33 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
         // lift function
         { },
         
+        // Error FFI converter
+        JasperException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Sends a text message to a group (by name or `#id`); `InvalidArgument` when the target
+     * is not a group, so a contact of the same name never receives it.
+     */
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `sendToGroup`(`group`: kotlin.String, `content`: kotlin.String) : Message {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_send_to_group(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`group`),
+        FfiConverterString.lower(`content`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeMessage.lift(it) },
         // Error FFI converter
         JasperException.ErrorHandler,
     )
@@ -2881,20 +3018,27 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
      * `transparent_mode_warning()` first: the contact and the STUN operators learn the
      * device's IP address. Once both sides have enabled it a session comes up by itself.
      */
-    @Throws(JasperException::class)override fun `setTransparent`(`contact`: kotlin.String, `enabled`: kotlin.Boolean): TransparentStatus {
-            return FfiConverterTypeTransparentStatus.lift(
-    callWithHandle {
-    uniffiRustCallWithError(JasperException) { _status ->
-    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(
-        it,
-        
+    @Throws(JasperException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `setTransparent`(`contact`: kotlin.String, `enabled`: kotlin.Boolean) : TransparentStatus {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_set_transparent(
+                uniffiHandle,
+                
         FfiConverterString.lower(`contact`),
-        FfiConverterBoolean.lower(`enabled`),_status)
-}
-    }
+        FfiConverterBoolean.lower(`enabled`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jasper_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jasper_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeTransparentStatus.lift(it) },
+        // Error FFI converter
+        JasperException.ErrorHandler,
     )
     }
-    
 
     
     /**

@@ -177,25 +177,25 @@ class ExchangeTest {
         engine.createIdentity()
         assertThrows<JasperException.IdentityExists> { runBlocking { engine.createIdentity() } }
 
-        val unknown = assertThrows<JasperException.UnknownContact> { engine.createGroup("friends", listOf("dave")) }
+        val unknown = assertThrows<JasperException.UnknownContact> { runBlocking { engine.createGroup("friends", listOf("dave")) } }
         assertInstanceOf(JasperException::class.java, unknown)
         assertEquals("unknown_contact", unknown.code)
         assertTrue("dave" in unknown.detail)
 
         assertEquals(
             "unknown_conversation",
-            assertThrows<JasperException.UnknownConversation> { engine.send("dave", "hi") }.code,
+            assertThrows<JasperException.UnknownConversation> { runBlocking { engine.send("dave", "hi") } }.code,
         )
         assertEquals(
             "invalid_key",
-            assertThrows<JasperException.InvalidKey> { engine.addContact("not a key", "dave", null) }.code,
+            assertThrows<JasperException.InvalidKey> { runBlocking { engine.addContact("not a key", "dave", null) } }.code,
         )
         val big = "x".repeat(config.maxMessageBytes.toInt() + 1)
         assertEquals(
             "message_too_large",
-            assertThrows<JasperException.MessageTooLarge> { engine.send("dave", big) }.code,
+            assertThrows<JasperException.MessageTooLarge> { runBlocking { engine.send("dave", big) } }.code,
         )
-        assertThrows<JasperException.UnknownMessage> { engine.edit("00000000-0000-0000-0000-000000000000", "x") }
+        assertThrows<JasperException.UnknownMessage> { runBlocking { engine.edit("00000000-0000-0000-0000-000000000000", "x") } }
         val file = Files.writeString(dir.resolve("notes.txt"), "hello")
         assertThrows<JasperException.UnknownConversation> {
             runBlocking { engine.sendWithAttachment("dave", "x", file.toString()) }
