@@ -7,6 +7,7 @@
 //!
 //! Options after `--`: `--messages N` (default 200).
 
+use jasper_test::engine::befriend;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -42,17 +43,7 @@ async fn latency_run(dir: &Path, relays: &[Relay], long_poll: bool, n: usize) ->
     let bob = Engine::open(config(&dir.join("bob"), relays, long_poll), secrets.clone())
         .await
         .unwrap();
-    let a = alice.identity().create().await.unwrap();
-    let b = bob.identity().create().await.unwrap();
-    alice
-        .contacts()
-        .add(&b.public_key, "bob", None)
-        .await
-        .unwrap();
-    bob.contacts()
-        .add(&a.public_key, "alice", None)
-        .await
-        .unwrap();
+    befriend(&alice, "alice", &bob, "bob").await;
     let mut events = Box::pin(bob.events().subscribe(0));
     // Warm-up: assignments made, connections open.
     let warm = alice.messages().send("bob", "warm-up").await.unwrap();

@@ -7,6 +7,7 @@
 //!
 //! Options after `--`: `--messages N` (default 200 direct, at most 60 through the relays).
 
+use jasper_test::engine::befriend;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,17 +123,7 @@ async fn main() {
     let bob = Engine::open(config(&dir.path().join("bob"), &relays, &stun), secrets)
         .await
         .unwrap();
-    let a = alice.identity().create().await.unwrap();
-    let b = bob.identity().create().await.unwrap();
-    alice
-        .contacts()
-        .add(&b.public_key, "bob", None)
-        .await
-        .unwrap();
-    bob.contacts()
-        .add(&a.public_key, "alice", None)
-        .await
-        .unwrap();
+    befriend(&alice, "alice", &bob, "bob").await;
     let mut events = Box::pin(bob.events().subscribe(0));
 
     // Session setup: the second consent until both data channels are open (two relay hops at

@@ -3,6 +3,7 @@
 
 mod common;
 
+use jasper_test::engine::befriend;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,17 +25,7 @@ async fn pair(
         .await
         .unwrap();
     let bob = engine(&dir.join("bob"), relays, secrets).await;
-    let a = alice.identity().create().await.unwrap();
-    let b = bob.identity().create().await.unwrap();
-    alice
-        .contacts()
-        .add(&b.public_key, "bob", None)
-        .await
-        .unwrap();
-    bob.contacts()
-        .add(&a.public_key, "alice", None)
-        .await
-        .unwrap();
+    let (_, b) = befriend(&alice, "alice", &bob, "bob").await;
     (alice, bob, b.public_key)
 }
 

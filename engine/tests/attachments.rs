@@ -5,6 +5,7 @@
 
 mod common;
 
+use jasper_test::engine::befriend;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -113,17 +114,7 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     };
     let alice = open("alice", None).await.unwrap();
     let bob = open("bob", Some(gateway)).await.unwrap();
-    let a = alice.identity().create().await.unwrap();
-    let b = bob.identity().create().await.unwrap();
-    alice
-        .contacts()
-        .add(&b.public_key, "bob", None)
-        .await
-        .unwrap();
-    bob.contacts()
-        .add(&a.public_key, "alice", None)
-        .await
-        .unwrap();
+    befriend(&alice, "alice", &bob, "bob").await;
 
     // 10 MiB, sent and downloaded on the other side, byte for byte.
     let plain = jasper_test::noise(10 * 1024 * 1024, 7);

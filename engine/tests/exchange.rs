@@ -2,6 +2,7 @@
 
 mod common;
 
+use jasper_test::engine::befriend;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,17 +17,7 @@ async fn two_users_exchange_messages_both_ways_through_distinct_relays() {
     let secrets = Arc::new(EphemeralSecretStore::default());
     let alice = engine(&dir.path().join("alice"), &relays, secrets.clone()).await;
     let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
-    let a = alice.identity().create().await.unwrap();
-    let b = bob.identity().create().await.unwrap();
-    alice
-        .contacts()
-        .add(&b.public_key, "bob", None)
-        .await
-        .unwrap();
-    bob.contacts()
-        .add(&a.public_key, "alice", None)
-        .await
-        .unwrap();
+    let (a, _) = befriend(&alice, "alice", &bob, "bob").await;
 
     let sent = alice.messages().send("bob", "hello bob").await.unwrap();
     assert_eq!(sent.state, MessageState::Queued);

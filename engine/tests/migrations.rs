@@ -7,6 +7,7 @@
 
 mod common;
 
+use jasper_test::engine::befriend;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,21 +121,11 @@ async fn write_fixture() {
     let secrets = Arc::new(EphemeralSecretStore::default());
     let alice = engine(&dir.path().join("alice"), &relays, secrets.clone()).await;
     let bob = engine(&dir.path().join("bob"), &relays, secrets.clone()).await;
-    let a = alice.identity().create().await.unwrap();
-    let b = bob.identity().create().await.unwrap();
+    befriend(&alice, "alice", &bob, "bob").await;
     let carol = jasper_core::PrivateKey::generate().unwrap();
     alice
         .contacts()
-        .add(&b.public_key, "bob", None)
-        .await
-        .unwrap();
-    alice
-        .contacts()
         .add(carol.public_key().to_text(), "carol", None)
-        .await
-        .unwrap();
-    bob.contacts()
-        .add(&a.public_key, "alice", None)
         .await
         .unwrap();
     let m1 = alice

@@ -2,6 +2,7 @@
 
 mod common;
 
+use jasper_test::engine::befriend;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,21 +132,11 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
         .await
         .unwrap();
     let bob = engine(&dir.path().join("bob"), &relays[1..], secrets.clone()).await;
-    let a = alice.identity().create().await.unwrap();
-    let b = bob.identity().create().await.unwrap();
+    befriend(&alice, "alice", &bob, "bob").await;
     let carol = jasper_core::PrivateKey::generate().unwrap();
     alice
         .contacts()
-        .add(&b.public_key, "bob", None)
-        .await
-        .unwrap();
-    alice
-        .contacts()
         .add(carol.public_key().to_text(), "carol", None)
-        .await
-        .unwrap();
-    bob.contacts()
-        .add(&a.public_key, "alice", None)
         .await
         .unwrap();
     let to_carol = alice

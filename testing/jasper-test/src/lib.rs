@@ -19,6 +19,8 @@
 use std::time::{Duration, Instant};
 
 mod binary;
+#[cfg(feature = "engine")]
+pub mod engine;
 pub mod process;
 pub mod redis;
 pub mod relay;
