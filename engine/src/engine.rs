@@ -35,7 +35,8 @@ use crate::relays::anonymity::AnonymityState;
 use crate::relays::client::RelayClient;
 use crate::secrets::SecretStore;
 use crate::store::{self, Db, Tx};
-use crate::transparent::{Calls, Hub, Transparent};
+use crate::transparent::{Calls, Core as TransparentCore, Transparent};
+use crate::transparent_host::EngineHost;
 
 /// How long a relay that served a forged packet or lost an accepted one is avoided.
 pub(crate) const SUSPECT_FOR_MS: i64 = 30 * 60 * 1000;
@@ -60,7 +61,7 @@ pub(crate) struct Inner {
     pub(crate) wake_outbox: Notify,
     pub(crate) identity_ready: Notify,
     pub(crate) stop: CancellationToken,
-    pub(crate) transparent: Hub,
+    pub(crate) transparent: Arc<TransparentCore>,
 }
 
 impl Engine {
@@ -109,11 +110,18 @@ impl Engine {
             }
         };
         let latest = db.last_event_seq()?;
-        let inner = Arc::new(Inner {
+        let stop = CancellationToken::new();
+        let transparent_config = config.transparent.clone();
+        // Transparent mode reaches the engine through a weak handle of its own (its Host).
+        let inner = Arc::new_cyclic(|weak| Inner {
             client: RelayClient::new(config.relay_timeout),
             anonymity: AnonymityState::default(),
             witness: WitnessState::default(),
-            transparent: Hub::new(config.transparent.clone()),
+            transparent: Arc::new(TransparentCore::new(
+                transparent_config,
+                Box::new(EngineHost(weak.clone())),
+                stop.clone(),
+            )),
             config,
             db,
             secrets,
@@ -122,14 +130,14 @@ impl Engine {
             latest_event: watch::channel(latest).0,
             wake_outbox: Notify::new(),
             identity_ready: Notify::new(),
-            stop: CancellationToken::new(),
+            stop,
         });
         let engine = Engine { inner };
         tokio::spawn(engine.clone().receiver());
         tokio::spawn(engine.clone().sender());
         tokio::spawn(engine.clone().discovery());
         tokio::spawn(engine.clone().witness());
-        tokio::spawn(engine.clone().run_transparent());
+        tokio::spawn(engine.inner.transparent.clone().run());
         Ok(engine)
     }
 
@@ -210,14 +218,14 @@ impl Engine {
     /// Direct WebRTC sessions with contacts (consent on both sides).
     pub fn transparent(&self) -> Transparent {
         Transparent {
-            engine: self.clone(),
+            core: self.inner.transparent.clone(),
         }
     }
 
     /// Audio calls over transparent sessions.
     pub fn calls(&self) -> Calls {
         Calls {
-            engine: self.clone(),
+            core: self.inner.transparent.clone(),
         }
     }
 

@@ -23,6 +23,7 @@ pub mod relays;
 pub mod secrets;
 pub mod store;
 pub mod transparent;
+mod transparent_host;
 
 pub use attachments::Attachments;
 pub use config::EngineConfig;

@@ -153,7 +153,9 @@ impl Engine {
         if opened.message.kind.as_str() == TYPE_RTC {
             // Handled once: only the call that marks it seen acts on it.
             if self.inner.db.mark_seen(&hash).unwrap_or(false) && sender != me_text {
-                self.handle_signal(&sender, &opened.message.content);
+                self.inner
+                    .transparent
+                    .handle_signal(&sender, &opened.message.content);
             }
             return true;
         }
@@ -325,5 +327,90 @@ fn apply_incoming(
             )?;
             Ok(Some(message))
         }
+    }
+}
+/// What a data channel may deliver, through `receive_direct` on a real engine (its own
+/// database, no relays): only the contact's own packets, addressed to this key, and each one
+/// applied is also queued for this key's other logins.
+#[cfg(test)]
+mod direct_packets {
+    use std::sync::Arc;
+
+    use jasper_core::PrivateKey;
+    use jasper_core::protocol::{InnerMessage, MessageKind, timestamp_now};
+
+    use crate::{Engine, EngineConfig, EphemeralSecretStore};
+
+    fn message(from: &PrivateKey, to: &PrivateKey, text: &str) -> jasper_core::protocol::Packet {
+        let inner = InnerMessage {
+            sender: from.public_key().to_text().to_owned(),
+            channel_id: uuid::Uuid::new_v4().to_string(),
+            kind: MessageKind::Message,
+            content: text.into(),
+            id: uuid::Uuid::new_v4().to_string(),
+            timestamp: timestamp_now(),
+        };
+        jasper_core::seal(from, &[to.public_key()], &inner)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_contacts_own_packets_to_this_key_are_applied_and_mirrored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig::new(dir.path());
+        config.notifications = false;
+        let engine = Engine::open(config, Arc::new(EphemeralSecretStore::default()))
+            .await
+            .unwrap();
+        engine.identity().create().await.unwrap();
+        let me = engine.me().unwrap();
+        let (bob, mallory) = (
+            PrivateKey::generate().unwrap(),
+            PrivateKey::generate().unwrap(),
+        );
+        let bob_key = bob.public_key().to_text().to_owned();
+        engine.contacts().add(&bob_key, "bob", None).await.unwrap();
+        let mirrored = || {
+            engine
+                .inner
+                .db
+                .due_outbox(i64::MAX, 100)
+                .unwrap()
+                .into_iter()
+                .filter(|i| i.self_copy)
+                .count()
+        };
+
+        // Another key's packet on bob's channel, and bob's packet for someone else: refused.
+        assert!(!engine.receive_direct(&bob_key, &message(&mallory, &me, "forwarded")));
+        assert!(!engine.receive_direct(&bob_key, &message(&bob, &mallory, "not yours")));
+        // A packet whose fields are broken: refused.
+        let mut broken = message(&bob, &me, "broken");
+        broken.hash = "00".repeat(32);
+        assert!(!engine.receive_direct(&bob_key, &broken));
+        assert_eq!(mirrored(), 0);
+        assert!(
+            engine
+                .conversations()
+                .messages("bob", None, 10)
+                .unwrap()
+                .messages
+                .is_empty()
+        );
+
+        // Bob's own packet: applied, mirrored once; again: acknowledged, not applied twice.
+        let good = message(&bob, &me, "hello direct");
+        assert!(engine.receive_direct(&bob_key, &good));
+        assert!(engine.receive_direct(&bob_key, &good));
+        let history = engine
+            .conversations()
+            .messages("bob", None, 10)
+            .unwrap()
+            .messages;
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].content, "hello direct");
+        assert_eq!(mirrored(), 1);
+        engine.shutdown();
     }
 }

@@ -77,7 +77,13 @@ impl Engine {
             );
             return;
         }
-        if !item.self_copy && self.try_direct(&item.recipient, &item.packet).await {
+        if !item.self_copy
+            && self
+                .inner
+                .transparent
+                .try_direct(&item.recipient, &item.packet)
+                .await
+        {
             // Delivered to the contact's device itself: more than "visible on the mesh".
             let _ = self.inner.db.outbox_delivered_direct(item.id);
             self.refresh_message_state(item.message_rowid);

@@ -1,6 +1,7 @@
 //! Calls over a transparent session's Opus transceiver: ringing, answering, ending, and the
 //! audio frames that enter and leave through the `Calls` handle.
 
+use super::Core;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,6 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::wire::{CallOp, Frame};
-use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::*;
 use crate::store::{self, now_ms};
@@ -62,23 +62,22 @@ impl AudioReader {
 /// `engine.calls()`: audio calls with contacts over transparent sessions.
 #[derive(Clone)]
 pub struct Calls {
-    pub(crate) engine: Engine,
+    pub(crate) core: Arc<Core>,
 }
 
-impl Engine {
-    pub(super) fn new_call(&self, id: String, peer: &str, outgoing: bool) -> Arc<CallSlot> {
+impl Core {
+    pub(super) fn new_call(
+        self: &Arc<Self>,
+        id: String,
+        peer: &str,
+        outgoing: bool,
+    ) -> Arc<CallSlot> {
         let (audio_tx, audio_rx) = mpsc::channel(AUDIO_BUFFER);
         let slot = Arc::new(CallSlot {
             info: Mutex::new(CallInfo {
                 id: id.clone(),
                 contact: peer.to_owned(),
-                contact_name: self
-                    .inner
-                    .db
-                    .contact_by_key(peer)
-                    .ok()
-                    .flatten()
-                    .map(|c| c.name),
+                contact_name: self.host.contact_name(peer).ok().flatten(),
                 outgoing,
                 state: CallState::Ringing,
                 end_reason: None,
@@ -124,7 +123,7 @@ impl Engine {
     }
 
     /// Ends a call (idempotent), telling the peer with `notify` when given.
-    pub(super) fn end_call(&self, id: &str, reason: &str, notify: Option<CallOp>) {
+    pub(super) fn end_call(self: &Arc<Self>, id: &str, reason: &str, notify: Option<CallOp>) {
         let Ok(slot) = self.hub().call(id) else {
             return;
         };
@@ -145,7 +144,7 @@ impl Engine {
         self.emit(EventKind::CallChanged { call: info });
     }
 
-    pub(super) fn end_calls_with(&self, peer: &str, reason: &str) {
+    pub(super) fn end_calls_with(self: &Arc<Self>, peer: &str, reason: &str) {
         let ids: Vec<String> = self
             .hub()
             .calls
@@ -160,7 +159,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn send_call_frame(&self, peer: &str, call: &str, op: CallOp) {
+    pub(super) fn send_call_frame(self: &Arc<Self>, peer: &str, call: &str, op: CallOp) {
         if let Some(s) = self.hub().open_session(peer) {
             let frame = Frame::Call {
                 call: call.to_owned(),
@@ -174,7 +173,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_call_frame(&self, peer: &str, call: String, op: CallOp) {
+    pub(super) fn on_call_frame(self: &Arc<Self>, peer: &str, call: String, op: CallOp) {
         if call.is_empty() || call.len() > super::wire::MAX_ID_BYTES {
             return;
         }
@@ -220,12 +219,13 @@ impl Engine {
         }
     }
 
-    pub(super) fn notify_call(&self, info: &CallInfo) {
+    pub(super) fn notify_call(self: &Arc<Self>, info: &CallInfo) {
         let title = info
             .contact_name
             .clone()
             .unwrap_or_else(|| store::short_key(&info.contact));
-        self.notify_text(&format!("Incoming call from {title}"), "Jasper call");
+        self.host
+            .notify(&format!("Incoming call from {title}"), "Jasper call");
     }
 }
 
@@ -234,42 +234,42 @@ impl Calls {
     /// it is down (waiting up to the connect timeout). The call rings until the contact
     /// accepts, rejects, or the ring timeout passes.
     pub async fn start(&self, contact: &str) -> Result<CallInfo> {
-        let key = self.engine.contact_key(contact)?;
-        let (local, peer) = self.engine.consent(&key)?;
+        let key = self.core.contact_key(contact)?;
+        let (local, peer) = self.core.consent(&key)?;
         if !local || !peer {
             return Err(EngineError::TransparentOff(
                 "calls need transparent mode enabled on both sides".into(),
             ));
         }
-        if self.engine.hub().live_call_with(&key).is_some() {
+        if self.core.hub().live_call_with(&key).is_some() {
             return Err(EngineError::CallBusy);
         }
-        if self.engine.hub().open_session(&key).is_none() {
-            self.engine
-                .transparent()
-                .connect(&key, self.engine.hub().config.connect_timeout)
-                .await?;
+        if self.core.hub().open_session(&key).is_none() {
+            super::Transparent {
+                core: self.core.clone(),
+            }
+            .connect(&key, self.core.hub().config.connect_timeout)
+            .await?;
         }
-        if self.engine.hub().open_session(&key).is_none() {
+        if self.core.hub().open_session(&key).is_none() {
             return Err(EngineError::TransparentUnavailable(
                 "the direct connection to the contact did not come up".into(),
             ));
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let slot = self.engine.new_call(id.clone(), &key, true);
-        self.engine.send_call_frame(&key, &id, CallOp::Invite);
+        let slot = self.core.new_call(id.clone(), &key, true);
+        self.core.send_call_frame(&key, &id, CallOp::Invite);
         Ok(slot.info())
     }
 
     pub async fn accept(&self, call: &str) -> Result<CallInfo> {
         let call = call.to_owned();
-        self.engine
-            .off_runtime(move |engine| engine.calls().accept_blocking(&call))
-            .await
+        let handle = self.clone();
+        super::off_runtime(move || handle.accept_blocking(&call)).await
     }
 
     fn accept_blocking(&self, call: &str) -> Result<CallInfo> {
-        let slot = self.engine.hub().call(call)?;
+        let slot = self.core.hub().call(call)?;
         let info = {
             let mut info = slot.info.lock();
             if info.outgoing || info.state != CallState::Ringing {
@@ -282,22 +282,21 @@ impl Calls {
             info.answered_at = Some(now_ms());
             info.clone()
         };
-        self.engine
+        self.core
             .send_call_frame(&info.contact, call, CallOp::Accept);
-        self.engine
+        self.core
             .emit(EventKind::CallChanged { call: info.clone() });
         Ok(info)
     }
 
     pub async fn reject(&self, call: &str) -> Result<CallInfo> {
         let call = call.to_owned();
-        self.engine
-            .off_runtime(move |engine| engine.calls().reject_blocking(&call))
-            .await
+        let handle = self.clone();
+        super::off_runtime(move || handle.reject_blocking(&call)).await
     }
 
     fn reject_blocking(&self, call: &str) -> Result<CallInfo> {
-        let slot = self.engine.hub().call(call)?;
+        let slot = self.core.hub().call(call)?;
         let info = slot.info();
         if info.outgoing || info.state != CallState::Ringing {
             return Err(EngineError::CallState(format!(
@@ -305,34 +304,33 @@ impl Calls {
                 describe(&info)
             )));
         }
-        self.engine.end_call(call, "rejected", Some(CallOp::Reject));
+        self.core.end_call(call, "rejected", Some(CallOp::Reject));
         Ok(slot.info())
     }
 
     pub async fn hang_up(&self, call: &str) -> Result<CallInfo> {
         let call = call.to_owned();
-        self.engine
-            .off_runtime(move |engine| engine.calls().hang_up_blocking(&call))
-            .await
+        let handle = self.clone();
+        super::off_runtime(move || handle.hang_up_blocking(&call)).await
     }
 
     fn hang_up_blocking(&self, call: &str) -> Result<CallInfo> {
-        let slot = self.engine.hub().call(call)?;
+        let slot = self.core.hub().call(call)?;
         if slot.info().state == CallState::Ended {
             return Err(EngineError::CallState("the call has already ended".into()));
         }
-        self.engine.end_call(call, "hung_up", Some(CallOp::Hangup));
+        self.core.end_call(call, "hung_up", Some(CallOp::Hangup));
         Ok(slot.info())
     }
 
     pub fn get(&self, call: &str) -> Result<CallInfo> {
-        Ok(self.engine.hub().call(call)?.info())
+        Ok(self.core.hub().call(call)?.info())
     }
 
     /// Live calls first, then recently ended ones.
     pub fn list(&self) -> Vec<CallInfo> {
         let mut calls: Vec<CallInfo> = self
-            .engine
+            .core
             .hub()
             .calls
             .lock()
@@ -356,7 +354,7 @@ impl Calls {
                 "an Opus frame lasts a multiple of 2.5 ms up to 120 ms, not {duration_us} µs"
             )));
         }
-        let slot = self.engine.hub().call(call)?;
+        let slot = self.core.hub().call(call)?;
         let info = slot.info();
         if info.state != CallState::Active {
             return Err(EngineError::CallState(format!(
@@ -364,13 +362,9 @@ impl Calls {
                 describe(&info)
             )));
         }
-        let session = self
-            .engine
-            .hub()
-            .open_session(&info.contact)
-            .ok_or_else(|| {
-                EngineError::TransparentUnavailable("the direct connection is down".into())
-            })?;
+        let session = self.core.hub().open_session(&info.contact).ok_or_else(|| {
+            EngineError::TransparentUnavailable("the direct connection is down".into())
+        })?;
         session
             .send_audio(data, Duration::from_micros(u64::from(duration_us)))
             .await
@@ -384,7 +378,7 @@ impl Calls {
     /// between them, so a frontend that reopens its audio (after a restart of its own, say)
     /// gets every frame at once. The daemon's `Audio` stream is one.
     pub fn audio_reader(&self, call: &str) -> Result<AudioReader> {
-        let slot = self.engine.hub().call(call)?;
+        let slot = self.core.hub().call(call)?;
         let generation = slot.readers.borrow().wrapping_add(1);
         slot.readers.send_replace(generation);
         Ok(AudioReader {
@@ -396,7 +390,7 @@ impl Calls {
     }
 
     pub async fn next_audio(&self, call: &str, timeout: Duration) -> Result<Option<AudioFrame>> {
-        let slot = self.engine.hub().call(call)?;
+        let slot = self.core.hub().call(call)?;
         let mut ended = slot.ended.subscribe();
         let mut rx = slot.audio_rx.lock().await;
         if let Ok(frame) = rx.try_recv() {
@@ -409,7 +403,7 @@ impl Calls {
             frame = rx.recv() => Ok(frame),
             _ = ended.wait_for(|e| *e) => Ok(rx.try_recv().ok()),
             _ = tokio::time::sleep(timeout) => Ok(None),
-            _ = self.engine.inner.stop.cancelled() => Err(EngineError::ShuttingDown),
+            _ = self.core.stop.cancelled() => Err(EngineError::ShuttingDown),
         }
     }
 }

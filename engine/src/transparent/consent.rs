@@ -1,16 +1,16 @@
 //! Consent (per contact and per login, in the store; both sides must enable it) and the
 //! `Transparent` handle: each contact's status, enabling, connecting and closing sessions.
 
+use super::Core;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jasper_core::PublicKey;
 
 use super::wire::Signal;
-use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::*;
-use crate::store::Db;
 
 /// How long [`Transparent::connect`] waits when asked for no particular time.
 pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(10);
@@ -20,21 +20,17 @@ pub const MAX_CONNECT_WAIT: Duration = Duration::from_secs(60);
 /// `engine.transparent()`: direct WebRTC sessions with contacts who consent.
 #[derive(Clone)]
 pub struct Transparent {
-    pub(crate) engine: Engine,
+    pub(crate) core: Arc<Core>,
 }
 
-impl Engine {
-    pub(super) fn hub(&self) -> &super::Hub {
-        &self.inner.transparent
+impl Core {
+    pub(super) fn consent(self: &Arc<Self>, key: &str) -> Result<(bool, bool)> {
+        self.host.consent(key)
     }
 
-    pub(super) fn consent(&self, key: &str) -> Result<(bool, bool)> {
-        self.inner.db.consent(key)
-    }
-
-    pub(super) fn status_of(&self, key: &str) -> Result<TransparentStatus> {
+    pub(super) fn status_of(self: &Arc<Self>, key: &str) -> Result<TransparentStatus> {
         let (local, peer) = self.consent(key)?;
-        let contact = self.inner.db.contact_by_key(key)?;
+        let contact_name = self.host.contact_name(key)?;
         let session = self.hub().session(key);
         let state = match (&session, local, peer) {
             (_, false, _) => TransparentState::Off,
@@ -48,7 +44,7 @@ impl Engine {
         };
         Ok(TransparentStatus {
             contact: key.to_owned(),
-            contact_name: contact.map(|c| c.name),
+            contact_name,
             local_enabled: local,
             peer_enabled: peer,
             state,
@@ -62,24 +58,20 @@ impl Engine {
         })
     }
 
-    pub(super) fn emit_status(&self, key: &str) {
+    pub(super) fn emit_status(self: &Arc<Self>, key: &str) {
         if let Ok(status) = self.status_of(key) {
             self.emit(EventKind::TransparentChanged { status });
         }
     }
 
-    pub(super) fn emit(&self, kind: EventKind) {
-        if let Err(e) = self.commit(|tx| Db::push_event(tx, &kind)) {
+    pub(super) fn emit(self: &Arc<Self>, kind: EventKind) {
+        if let Err(e) = self.host.record(kind) {
             tracing::warn!(error = %e, "could not record a transparent-mode event");
         }
     }
 
-    pub(super) fn contact_key(&self, contact: &str) -> Result<String> {
-        let key = self.contacts().resolve_key(contact)?;
-        if self.inner.db.contact_by_key(&key)?.is_none() {
-            return Err(EngineError::UnknownContact(contact.to_owned()));
-        }
-        Ok(key)
+    pub(super) fn contact_key(self: &Arc<Self>, contact: &str) -> Result<String> {
+        self.host.contact_key(contact)
     }
 
     pub(super) fn set_consent(
@@ -88,12 +80,12 @@ impl Engine {
         local: Option<bool>,
         peer: Option<bool>,
     ) -> Result<()> {
-        self.inner.db.set_consent(key, local, peer)
+        self.host.set_consent(key, local, peer)
     }
 
     /// Whether this side offers: the side whose key fingerprint sorts first.
-    pub(super) fn is_offerer(&self, peer: &str) -> Result<bool> {
-        let me = self.me()?.public_key().fingerprint();
+    pub(super) fn is_offerer(self: &Arc<Self>, peer: &str) -> Result<bool> {
+        let me = self.host.identity()?.public_key().fingerprint();
         let them = PublicKey::from_text(peer)
             .map_err(|e| EngineError::InvalidKey(e.to_string()))?
             .fingerprint();
@@ -104,33 +96,32 @@ impl Engine {
 impl Transparent {
     /// Every contact with transparent mode enabled on either side.
     pub fn statuses(&self) -> Result<Vec<TransparentStatus>> {
-        let keys = self.engine.inner.db.consenting_keys()?;
-        keys.iter().map(|k| self.engine.status_of(k)).collect()
+        let keys = self.core.host.consenting_keys()?;
+        keys.iter().map(|k| self.core.status_of(k)).collect()
     }
 
     /// Transparent mode with one contact (name or key).
     pub fn status(&self, contact: &str) -> Result<TransparentStatus> {
-        let key = self.engine.contact_key(contact)?;
-        self.engine.status_of(&key)
+        let key = self.core.contact_key(contact)?;
+        self.core.status_of(&key)
     }
 
     /// Enables or disables transparent mode for a contact (see [`TRANSPARENT_MODE_WARNING`]).
     /// Enabling tells the contact through the relays; once both sides have enabled it, a
-    /// session comes up by itself.engine. Disabling closes the session and ends its calls.
+    /// session comes up by itself. Disabling closes the session and ends its calls.
     pub async fn set(&self, contact: &str, enabled: bool) -> Result<TransparentStatus> {
         let contact = contact.to_owned();
-        self.engine
-            .off_runtime(move |engine| engine.transparent().set_blocking(&contact, enabled))
-            .await
+        let handle = self.clone();
+        super::off_runtime(move || handle.set_blocking(&contact, enabled)).await
     }
 
     fn set_blocking(&self, contact: &str, enabled: bool) -> Result<TransparentStatus> {
-        let key = self.engine.contact_key(contact)?;
-        let (was, _) = self.engine.consent(&key)?;
-        self.engine.set_consent(&key, Some(enabled), None)?;
+        let key = self.core.contact_key(contact)?;
+        let (was, _) = self.core.consent(&key)?;
+        self.core.set_consent(&key, Some(enabled), None)?;
         if was != enabled {
-            let yours_known = self.engine.consent(&key)?.1;
-            self.engine.post_signal(
+            let yours_known = self.core.consent(&key)?.1;
+            self.core.post_signal(
                 &key,
                 Signal::Consent {
                     enabled,
@@ -139,17 +130,17 @@ impl Transparent {
             )?;
         }
         if enabled {
-            self.engine.clear_closed(&key);
-            self.engine.maybe_start(&key, false);
+            self.core.clear_closed(&key);
+            self.core.maybe_start(&key, false);
         } else {
-            self.engine.end_calls_with(&key, "transparent_disabled");
-            if let Some(s) = self.engine.hub().sessions.lock().remove(&key) {
+            self.core.end_calls_with(&key, "transparent_disabled");
+            if let Some(s) = self.core.hub().sessions.lock().remove(&key) {
                 tokio::spawn(async move { s.close("transparent mode disabled").await });
             }
-            self.engine.hub().retries.lock().remove(&key);
+            self.core.hub().retries.lock().remove(&key);
         }
-        self.engine.emit_status(&key);
-        self.engine.status_of(&key)
+        self.core.emit_status(&key);
+        self.core.status_of(&key)
     }
 
     /// Brings the session with a contact up (after a deliberate close, or to wait for it),
@@ -162,27 +153,27 @@ impl Transparent {
         } else {
             wait.min(MAX_CONNECT_WAIT)
         };
-        let key = self.engine.contact_key(contact)?;
-        let (local, peer) = self.engine.consent(&key)?;
+        let key = self.core.contact_key(contact)?;
+        let (local, peer) = self.core.consent(&key)?;
         if !local || !peer {
             return Err(EngineError::TransparentOff(format!(
                 "transparent mode is not enabled on {} side",
                 if local { "the contact's" } else { "this" }
             )));
         }
-        self.engine.clear_closed(&key);
-        self.engine.hub().retries.lock().remove(&key);
-        if self.engine.hub().session(&key).is_none() {
-            if self.engine.is_offerer(&key)? {
-                self.engine.maybe_start(&key, true);
+        self.core.clear_closed(&key);
+        self.core.hub().retries.lock().remove(&key);
+        if self.core.hub().session(&key).is_none() {
+            if self.core.is_offerer(&key)? {
+                self.core.maybe_start(&key, true);
             } else {
-                self.engine
+                self.core
                     .post_signal(&key, Signal::Reconnect { requested: true })?;
             }
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(s) = self.engine.hub().session(&key) {
+            if let Some(s) = self.core.hub().session(&key) {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if s.wait_open(left).await {
                     break;
@@ -193,19 +184,19 @@ impl Transparent {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.engine.status_of(&key)
+        self.core.status_of(&key)
     }
 
     /// Closes the session with a contact on purpose: messages go through the relays until
     /// [`Transparent::connect`] (on either side) or a restart. Consent is unchanged.
     pub async fn disconnect(&self, contact: &str) -> Result<TransparentStatus> {
-        let key = self.engine.contact_key(contact)?;
-        self.engine.hub().closed_here.lock().insert(key.clone());
-        self.engine.hub().retries.lock().remove(&key);
-        let session = self.engine.hub().sessions.lock().remove(&key);
+        let key = self.core.contact_key(contact)?;
+        self.core.hub().closed_here.lock().insert(key.clone());
+        self.core.hub().retries.lock().remove(&key);
+        let session = self.core.hub().sessions.lock().remove(&key);
         if let Some(s) = session {
-            self.engine.end_calls_with(&key, "hung_up");
-            let _ = self.engine.post_signal(
+            self.core.end_calls_with(&key, "hung_up");
+            let _ = self.core.post_signal(
                 &key,
                 Signal::Bye {
                     session: s.id.clone(),
@@ -213,7 +204,7 @@ impl Transparent {
             );
             s.close("closed on purpose").await;
         }
-        self.engine.emit_status(&key);
-        self.engine.status_of(&key)
+        self.core.emit_status(&key);
+        self.core.status_of(&key)
     }
 }

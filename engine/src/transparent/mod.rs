@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use jasper_core::protocol::Packet;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::*;
 use calls::CallSlot;
@@ -128,8 +128,8 @@ fn check_stun_url(url: &str) -> std::result::Result<(), String> {
 const SIGNAL_LIFETIME_MS: i64 = 60_000;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
-/// Transparent mode's in-memory state, owned by the engine.
-pub struct Hub {
+/// Transparent mode's in-memory state.
+struct Hub {
     /// Identifies this login in offers and answers (several logins share one key).
     device: String,
     settings: SessionSettings,
@@ -151,8 +151,18 @@ pub struct Hub {
     direct_receive: Arc<tokio::sync::Semaphore>,
 }
 
+/// Runs a write of the transparent handles (consent, call answers: a commit with its fsync,
+/// a signal sealed) on a blocking thread, as the engine's writes do.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Storage(format!("write task failed: {e}")))?
+}
+
 impl Hub {
-    pub fn new(config: TransparentConfig) -> Self {
+    fn new(config: TransparentConfig) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Self {
             device: uuid::Uuid::new_v4().to_string(),
@@ -202,21 +212,75 @@ impl Hub {
     }
 }
 
-impl Engine {
+/// What transparent mode needs from the rest of the client, and all it may reach: identity,
+/// contacts, consent in the store, the event log, a way to queue sealed packets, and the
+/// receive path for packets that arrive on a data channel. The engine implements it
+/// (`transparent_host.rs`); this module never sees the engine itself, so the two do not depend
+/// on each other.
+pub(crate) trait Host: Send + Sync + 'static {
+    /// This client's private key (signals are sealed and signed with it); `NoIdentity` before
+    /// one exists.
+    fn identity(&self) -> Result<jasper_core::PrivateKey>;
+    /// The key of a known contact, by name or key (`UnknownContact` otherwise).
+    fn contact_key(&self, contact: &str) -> Result<String>;
+    /// The name of the contact with this key, `None` for a key that is not a contact.
+    fn contact_name(&self, key: &str) -> Result<Option<String>>;
+    /// (this login consents, the contact said it consents).
+    fn consent(&self, key: &str) -> Result<(bool, bool)>;
+    fn set_consent(&self, key: &str, local: Option<bool>, peer: Option<bool>) -> Result<()>;
+    /// Contacts with transparent mode enabled on either side.
+    fn consenting_keys(&self) -> Result<Vec<String>>;
+    /// Appends an event to the durable log.
+    fn record(&self, kind: EventKind) -> Result<()>;
+    /// Queues packets sealed to `peer` for the relays: no history entry, no copy for this
+    /// key's other logins (signals).
+    fn queue_for(&self, peer: &jasper_core::PublicKey, packets: &[Packet]) -> Result<()>;
+    /// A packet from `peer`'s data channel, into the receive path; `true` once applied.
+    fn deliver_direct(&self, peer: &str, packet: &Packet) -> bool;
+    /// Something for the outbox changed (a session opened): send what waits.
+    fn wake_outbox(&self);
+    /// A desktop notification, where the client raises them.
+    fn notify(&self, title: &str, body: &str);
+}
+
+/// Transparent mode: its state and what it reaches the rest of the client through.
+pub(crate) struct Core {
+    host: Box<dyn Host>,
+    hub: Hub,
+    stop: CancellationToken,
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: TransparentConfig,
+        host: Box<dyn Host>,
+        stop: CancellationToken,
+    ) -> Self {
+        Core {
+            host,
+            hub: Hub::new(config),
+            stop,
+        }
+    }
+
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
     /// Background task: session events, reconnects, and the start-up announcements.
-    pub(crate) async fn run_transparent(self) {
+    pub(crate) async fn run(self: Arc<Self>) {
         let Some(mut events) = self.hub().events_rx.lock().take() else {
             return;
         };
         // Wait for an identity, then pick up where the last run left off.
-        while self.me().is_err() {
+        while self.host.identity().is_err() {
             tokio::select! {
-                _ = self.inner.identity_ready.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = self.inner.stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.stop.cancelled() => return,
             }
         }
-        if let Ok(statuses) = self.transparent().statuses() {
+        let handle = Transparent { core: self.clone() };
+        if let Ok(statuses) = handle.statuses() {
             for s in statuses {
                 if s.local_enabled && s.peer_enabled {
                     if self.is_offerer(&s.contact).unwrap_or(false) {
@@ -245,7 +309,7 @@ impl Engine {
                         self.maybe_start(&peer, false);
                     }
                 }
-                _ = self.inner.stop.cancelled() => {
+                _ = self.stop.cancelled() => {
                     let sessions: Vec<_> = self.hub().sessions.lock().drain().map(|(_, s)| s).collect();
                     let calls: Vec<_> = self.hub().calls.lock().keys().cloned().collect();
                     for id in calls {
@@ -260,7 +324,7 @@ impl Engine {
         }
     }
 
-    pub(super) async fn on_session_event(&self, event: SessionEvent) {
+    pub(super) async fn on_session_event(self: &Arc<Self>, event: SessionEvent) {
         match event {
             SessionEvent::Open { session, peer } => {
                 if self.hub().session(&peer).is_some_and(|s| s.id == session) {
@@ -268,7 +332,7 @@ impl Engine {
                     self.hub().retries.lock().remove(&peer);
                     self.emit_status(&peer);
                     // Queued messages need not wait for their next relay attempt.
-                    self.inner.wake_outbox.notify_one();
+                    self.host.wake_outbox();
                 }
             }
             SessionEvent::Down { session, peer, why } => {
@@ -312,7 +376,7 @@ impl Engine {
                             let from = peer.clone();
                             let ok = tokio::task::spawn_blocking({
                                 let engine = engine.clone();
-                                move || engine.receive_direct(&from, &packet)
+                                move || engine.host.deliver_direct(&from, &packet)
                             })
                             .await
                             .unwrap_or(false);
@@ -339,7 +403,7 @@ impl Engine {
 
     /// Sends an outbox packet over the peer's data channel if one is open; `true` when the
     /// peer acknowledged it (the caller then marks it delivered).
-    pub(crate) async fn try_direct(&self, recipient: &str, packet_json: &str) -> bool {
+    pub(crate) async fn try_direct(self: &Arc<Self>, recipient: &str, packet_json: &str) -> bool {
         let Some(session) = self.hub().open_session(recipient) else {
             return false;
         };
@@ -394,91 +458,5 @@ mod tests {
         ] {
             assert!(check_stun_url(bad).is_err(), "{bad}");
         }
-    }
-}
-
-/// What a data channel may deliver, through `receive_direct` on a real engine (its own
-/// database, no relays): only the contact's own packets, addressed to this key, and each one
-/// applied is also queued for this key's other logins.
-#[cfg(test)]
-mod direct_packets {
-    use std::sync::Arc;
-
-    use jasper_core::PrivateKey;
-    use jasper_core::protocol::{InnerMessage, MessageKind, timestamp_now};
-
-    use crate::{Engine, EngineConfig, EphemeralSecretStore};
-
-    fn message(from: &PrivateKey, to: &PrivateKey, text: &str) -> jasper_core::protocol::Packet {
-        let inner = InnerMessage {
-            sender: from.public_key().to_text().to_owned(),
-            channel_id: uuid::Uuid::new_v4().to_string(),
-            kind: MessageKind::Message,
-            content: text.into(),
-            id: uuid::Uuid::new_v4().to_string(),
-            timestamp: timestamp_now(),
-        };
-        jasper_core::seal(from, &[to.public_key()], &inner)
-            .unwrap()
-            .remove(0)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn only_the_contacts_own_packets_to_this_key_are_applied_and_mirrored() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = EngineConfig::new(dir.path());
-        config.notifications = false;
-        let engine = Engine::open(config, Arc::new(EphemeralSecretStore::default()))
-            .await
-            .unwrap();
-        engine.identity().create().await.unwrap();
-        let me = engine.me().unwrap();
-        let (bob, mallory) = (
-            PrivateKey::generate().unwrap(),
-            PrivateKey::generate().unwrap(),
-        );
-        let bob_key = bob.public_key().to_text().to_owned();
-        engine.contacts().add(&bob_key, "bob", None).await.unwrap();
-        let mirrored = || {
-            engine
-                .inner
-                .db
-                .due_outbox(i64::MAX, 100)
-                .unwrap()
-                .into_iter()
-                .filter(|i| i.self_copy)
-                .count()
-        };
-
-        // Another key's packet on bob's channel, and bob's packet for someone else: refused.
-        assert!(!engine.receive_direct(&bob_key, &message(&mallory, &me, "forwarded")));
-        assert!(!engine.receive_direct(&bob_key, &message(&bob, &mallory, "not yours")));
-        // A packet whose fields are broken: refused.
-        let mut broken = message(&bob, &me, "broken");
-        broken.hash = "00".repeat(32);
-        assert!(!engine.receive_direct(&bob_key, &broken));
-        assert_eq!(mirrored(), 0);
-        assert!(
-            engine
-                .conversations()
-                .messages("bob", None, 10)
-                .unwrap()
-                .messages
-                .is_empty()
-        );
-
-        // Bob's own packet: applied, mirrored once; again: acknowledged, not applied twice.
-        let good = message(&bob, &me, "hello direct");
-        assert!(engine.receive_direct(&bob_key, &good));
-        assert!(engine.receive_direct(&bob_key, &good));
-        let history = engine
-            .conversations()
-            .messages("bob", None, 10)
-            .unwrap()
-            .messages;
-        assert_eq!(history.len(), 1);
-        assert_eq!(history[0].content, "hello direct");
-        assert_eq!(mirrored(), 1);
-        engine.shutdown();
     }
 }

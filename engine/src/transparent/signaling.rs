@@ -1,6 +1,7 @@
 //! Signaling through the relays (consent, offer, answer, reconnect, bye as sealed `RTC` inner
 //! messages), who offers, reconnects with back-off, and answering offers.
 
+use super::Core;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,14 +11,13 @@ use jasper_core::protocol::{InnerMessage, MessageKind, timestamp_now};
 use super::session::Session;
 use super::wire::{SIGNAL_VERSION, Signal, SignalEnvelope, TYPE_RTC};
 use super::{MAX_RETRY_DELAY, SIGNAL_LIFETIME_MS};
-use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use crate::store::{Db, now_ms};
+use crate::store::now_ms;
 
-impl Engine {
+impl Core {
     /// Seals a signal to `peer` and queues it (no history entry, no copy to other logins).
-    pub(super) fn post_signal(&self, peer: &str, signal: Signal) -> Result<()> {
-        let me = self.me()?;
+    pub(super) fn post_signal(self: &Arc<Self>, peer: &str, signal: Signal) -> Result<()> {
+        let me = self.host.identity()?;
         let key = PublicKey::from_text(peer).map_err(|e| EngineError::InvalidKey(e.to_string()))?;
         let content = serde_json::to_string(&SignalEnvelope {
             v: SIGNAL_VERSION,
@@ -35,31 +35,15 @@ impl Engine {
             timestamp: timestamp_now(),
         };
         let packets = jasper_core::seal(&me, std::slice::from_ref(&key), &inner)?;
-        self.commit(|tx| {
-            for p in &packets {
-                Db::enqueue(
-                    tx,
-                    None,
-                    false,
-                    &p.recipient,
-                    &hex::encode(key.fingerprint()),
-                    &crate::outbox::to_json(p),
-                    &p.hash,
-                    0,
-                )?;
-            }
-            Ok(())
-        })?;
-        self.inner.wake_outbox.notify_one();
-        Ok(())
+        self.host.queue_for(&key, &packets)
     }
 
-    pub(super) fn clear_closed(&self, peer: &str) {
+    pub(super) fn clear_closed(self: &Arc<Self>, peer: &str) {
         self.hub().closed_here.lock().remove(peer);
         self.hub().closed_by_peer.lock().remove(peer);
     }
 
-    pub(super) fn closed_on_purpose(&self, peer: &str) -> bool {
+    pub(super) fn closed_on_purpose(self: &Arc<Self>, peer: &str) -> bool {
         self.hub().closed_here.lock().contains(peer)
             || self.hub().closed_by_peer.lock().contains(peer)
     }
@@ -67,7 +51,7 @@ impl Engine {
     /// Starts an offer to `peer` if both consent, none is up or starting, it was not closed
     /// on purpose, this side is the offerer and no retry back-off is pending. `requested`:
     /// the user asked (the offer then overrides a deliberate close on the other side).
-    pub(super) fn maybe_start(&self, peer: &str, requested: bool) {
+    pub(super) fn maybe_start(self: &Arc<Self>, peer: &str, requested: bool) {
         let Ok((true, true)) = self.consent(peer) else {
             return;
         };
@@ -128,7 +112,7 @@ impl Engine {
     }
 
     /// Abandons a session that does not open within the connect timeout.
-    pub(super) fn watch_connect(&self, session: Arc<Session>) {
+    pub(super) fn watch_connect(self: &Arc<Self>, session: Arc<Session>) {
         let timeout = self.hub().config.connect_timeout;
         tokio::spawn(async move {
             if !session.wait_open(timeout).await {
@@ -137,7 +121,7 @@ impl Engine {
         });
     }
 
-    pub(super) fn schedule_retry(&self, peer: &str) {
+    pub(super) fn schedule_retry(self: &Arc<Self>, peer: &str) {
         let mut retries = self.hub().retries.lock();
         let entry = retries
             .entry(peer.to_owned())
@@ -150,14 +134,8 @@ impl Engine {
     }
 
     /// Applies a signal from `sender` (an opened, verified `RTC` inner message).
-    pub(crate) fn handle_signal(&self, sender: &str, content: &str) {
-        let known = self
-            .inner
-            .db
-            .contact_by_key(sender)
-            .ok()
-            .flatten()
-            .is_some();
+    pub(crate) fn handle_signal(self: &Arc<Self>, sender: &str, content: &str) {
+        let known = self.host.contact_name(sender).is_ok_and(|c| c.is_some());
         if !known {
             tracing::debug!("WebRTC signal from a key that is not a contact: ignored");
             return;
@@ -316,7 +294,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn answer(&self, peer: String, id: String, offer_sdp: String) {
+    pub(super) fn answer(self: &Arc<Self>, peer: String, id: String, offer_sdp: String) {
         let engine = self.clone();
         tokio::spawn(async move {
             let result = Session::answer(
