@@ -223,6 +223,12 @@ def test_errors_are_typed_exceptions_with_stable_codes(jasper, relays, tmp_path)
             await engine.send("dave", "x" * (cfg.max_message_bytes + 1))
         assert err.value.code == "message_too_large"
 
+        with pytest.raises(jasper.JasperError.UnknownConversation):
+            await engine.send_to_group("nobody", "hi")
+        # A key (or a contact's name) is a conversation, but not a group: refused, not sent.
+        with pytest.raises(jasper.JasperError.InvalidArgument):
+            await engine.send_to_group(engine.identity().public_key, "hi")
+
         with pytest.raises(jasper.JasperError.UnknownMessage):
             await engine.edit("00000000-0000-0000-0000-000000000000", "x")
         with pytest.raises(jasper.JasperError.InvalidArgument):

@@ -136,6 +136,17 @@ async def _transparent(jasper, relays, stun_url, tmp_path):
     back = await alice.next_audio_frame(call.id, 5000)
     assert back is not None and back.opus == b"reply"
 
+    # The newest reader of a call's audio takes it over, as a newer gRPC Audio stream does: a
+    # wait still pending elsewhere ends with CallState instead of taking the next frame.
+    older = asyncio.ensure_future(bob.next_audio_frame(call.id, 10_000))
+    await asyncio.sleep(0.3)
+    newer = asyncio.ensure_future(bob.next_audio_frame(call.id, 10_000))
+    with pytest.raises(jasper.JasperError.CallState):
+        await older
+    await alice.send_audio_frame(call.id, b"to the newest", 20_000)
+    taken = await newer
+    assert taken is not None and taken.opus == b"to the newest"
+
     await alice.hang_up(call.id)
     await until(
         lambda: next(c for c in bob.calls() if c.id == call.id).end_reason == "remote_hung_up",
