@@ -358,30 +358,28 @@ impl pb::message_service_server::MessageService for Api {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let r = request.into_inner();
         let engine = self.engine.clone();
-        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            let attachments = engine.attachments();
-            let download = attachments.download(
-                &r.id,
-                r.index as usize,
-                std::path::Path::new(&r.out),
-                Some(progress_tx),
-            );
-            tokio::pin!(download);
-            // Progress is forwarded while the download runs; a slow client only drops updates.
-            let result = loop {
-                tokio::select! {
-                    result = &mut download => break result,
-                    Some(p) = progress_rx.recv() => {
-                        let _ = out_tx.try_send(Ok(pb::DownloadUpdate {
+            // Progress goes out while the download runs; a slow client only drops updates.
+            let progress_tx = out_tx.clone();
+            let result = engine
+                .attachments()
+                .download(
+                    &r.id,
+                    r.index as usize,
+                    std::path::Path::new(&r.out),
+                    move |p| {
+                        let _ = progress_tx.try_send(Ok(pb::DownloadUpdate {
                             update: Some(pb::download_update::Update::Progress(
-                                pb::DownloadProgress { received: p.received, total: p.total },
+                                pb::DownloadProgress {
+                                    received: p.received,
+                                    total: p.total,
+                                },
                             )),
                         }));
-                    }
-                }
-            };
+                    },
+                )
+                .await;
             let last = match result {
                 Ok(d) => Ok(pb::DownloadUpdate {
                     update: Some(pb::download_update::Update::Done(pb::DownloadResult {

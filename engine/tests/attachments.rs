@@ -140,7 +140,9 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     let started = Instant::now();
     let result = bob
         .attachments()
-        .download(&got.id, 0, &out, Some(tx))
+        .download(&got.id, 0, &out, move |p| {
+            let _ = tx.send(p);
+        })
         .await
         .unwrap();
     let download_time = started.elapsed();
@@ -218,7 +220,7 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
         let dest = dir.path().join(format!("refused{i}"));
         match bob
             .attachments()
-            .download(&crafted.id, i, &dest, None)
+            .download(&crafted.id, i, &dest, |_| ())
             .await
         {
             Err(jasper_engine::EngineError::Protocol(e)) => assert_eq!(&e, want, "link {i}"),
@@ -263,7 +265,7 @@ async fn a_10_mib_file_and_an_image_through_ipfs_and_tampered_copies_refused() {
     );
     let out = dir.path().join("cat.png");
     bob.attachments()
-        .download(&image.id, 0, &out, None)
+        .download(&image.id, 0, &out, |_| ())
         .await
         .unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&png).unwrap());

@@ -215,7 +215,16 @@ impl JasperEngine {
             };
             let result = engine
                 .attachments()
-                .download(&message_id, index as usize, Path::new(&dest_path), tx)
+                .download(
+                    &message_id,
+                    index as usize,
+                    Path::new(&dest_path),
+                    move |p| {
+                        if let Some(tx) = &tx {
+                            let _ = tx.send(p);
+                        }
+                    },
+                )
                 .await;
             // Every progress call has been made before the download's result is returned.
             if let Some(forwarding) = forwarding {

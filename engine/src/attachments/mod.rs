@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use jasper_core::attachment::{self as format, AttachmentKey, HEADER_LEN};
-use tokio::sync::mpsc;
 
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
@@ -112,13 +111,15 @@ impl Attachments {
 
     /// Fetches attachment `index` of message `msg_id` from IPFS, decrypts and verifies it, and
     /// renames it to `dest` only when every check passed (a tampered, truncated or wrongly keyed
-    /// file is an error and leaves nothing behind). Progress goes to `progress` when given.
+    /// file is an error and leaves nothing behind). `progress` is called as ciphertext arrives
+    /// (`|_| ()` when nobody is interested); it must not block: a shell that forwards progress
+    /// somewhere slow drops or queues there.
     pub async fn download(
         &self,
         msg_id: &str,
         index: usize,
         dest: &Path,
-        progress: Option<mpsc::UnboundedSender<DownloadProgress>>,
+        mut progress: impl FnMut(DownloadProgress) + Send,
     ) -> Result<DownloadResult> {
         let message = self.engine.messages().get(msg_id)?;
         let parsed = format::parse_attachments(&message.content);
@@ -141,9 +142,7 @@ impl Attachments {
             .map_err(|e| io("temporary file", e))?;
         let total = expected;
         ipfs.cat_to_file(&attachment.cid, cipher.path(), expected, |received| {
-            if let Some(tx) = &progress {
-                let _ = tx.send(DownloadProgress { received, total });
-            }
+            progress(DownloadProgress { received, total })
         })
         .await?;
         // The plaintext is written beside the destination so the final rename (`persist`) stays
