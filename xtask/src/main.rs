@@ -1,0 +1,154 @@
+//! `cargo xtask`: the repository's chores in Rust, so they run wherever cargo does.
+//!
+//!   cargo xtask test               every test (what scripts/test.sh runs after its installs)
+//!   cargo xtask bindings           regenerate the uniffi bindings into bindings/ and ios/
+//!   cargo xtask bindings --check   fail if the committed bindings differ from a fresh generation
+//!
+//! It only runs commands (cargo, the scripts that launch system daemons, pytest, Maven), with
+//! std alone: installing packages stays in scripts/test.sh and scripts/with-secret-service.sh,
+//! which need apt and root.
+
+mod bindings;
+mod test;
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test               fmt, clippy, the workspace's tests, the bindings check, pytest and Maven
+  bindings           regenerate the Kotlin, Swift and Python bindings of jasper-ffi
+  bindings --check   fail if the committed bindings differ from a fresh generation";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ctx = Ctx::new();
+    let result = match args.as_slice() {
+        ["test"] => test::run(ctx),
+        ["bindings"] => bindings::run(&ctx, false),
+        ["bindings", "--check"] => bindings::run(&ctx, true),
+        ["help" | "-h" | "--help"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("xtask: unknown command: {}\n\n{USAGE}", args.join(" "));
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What every command shares: the workspace root (every command runs there, as the scripts
+/// `cd` to it), the target directory and the cargo that runs this xtask.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub target: PathBuf,
+    pub cargo: OsString,
+    /// Set for every later command (the IPFS node's addresses, once it runs).
+    env: Vec<(String, String)>,
+}
+
+impl Ctx {
+    fn new() -> Ctx {
+        // xtask/ is a direct member of the workspace, so its parent is the root.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask/ has a parent")
+            .to_owned();
+        // One target directory outside the checkout, so fresh clones reuse built dependencies
+        // (the scripts' default too).
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            // Relative to where cargo was started, as cargo reads it; absolute from here on,
+            // since every command runs in the root.
+            Some(dir) if !dir.is_empty() => std::env::current_dir()
+                .map(|cwd| cwd.join(&dir))
+                .unwrap_or_else(|_| dir.into()),
+            _ => home().join(".cache/jasper/target"),
+        };
+        // The cargo that runs `cargo xtask` (set by `cargo run`), so a rustup override or
+        // `cargo +toolchain xtask` applies to every step.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        Ctx {
+            root,
+            target,
+            cargo,
+            env: Vec::new(),
+        }
+    }
+
+    /// `program` in the workspace root with the environment the scripts gave it.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .current_dir(&self.root)
+            .env("CARGO_TARGET_DIR", &self.target);
+        // `cargo run` describes the xtask package to it in these; a shell running the same
+        // commands has none, and the tests and tools below must not see xtask's.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || matches!(
+                    &*key,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                )
+            {
+                command.env_remove(&*key);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    pub fn cargo(&self, args: &[&str]) -> Command {
+        let mut command = self.command(&self.cargo);
+        command.args(args);
+        command
+    }
+
+    /// A file under the target directory's debug profile.
+    pub fn debug(&self, name: &str) -> PathBuf {
+        self.target.join("debug").join(name)
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Runs `command` (one step) to its end; an error names the step and how it ended.
+pub fn step(what: &str, command: &mut Command) -> Result<(), String> {
+    let status = command
+        .status()
+        .map_err(|e| format!("{what}: cannot run {:?}: {e}", command.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+/// The cdylib uniffi-bindgen reads and the binding tests load, as cargo names it here.
+pub fn ffi_lib_file() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "libjasper_ffi.dylib"
+    } else {
+        "libjasper_ffi.so"
+    }
+}
