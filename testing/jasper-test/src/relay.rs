@@ -362,13 +362,30 @@ pub fn mesh(n: usize, dir: &Path) -> Vec<Relay> {
 
 /// As [`mesh`], each relay's builder passed through `configure` first (peers and port are
 /// set; anything else may be changed).
+///
+/// The ports are free when chosen, but every relay must know its peers' ports before any of
+/// them listens, so another process (a parallel test's relay, a WebRTC socket) can take one in
+/// between. The whole mesh is then started again on fresh ports (three tries).
 pub fn mesh_with(
     n: usize,
     dir: &Path,
-    configure: impl FnMut(RelayBuilder) -> RelayBuilder,
+    mut configure: impl FnMut(RelayBuilder) -> RelayBuilder,
 ) -> Vec<Relay> {
-    let ports: Vec<u16> = (0..n).map(|_| crate::free_port()).collect();
-    mesh_on(&ports, dir, configure)
+    let mut failures = Vec::new();
+    for attempt in 0..3 {
+        let ports: Vec<u16> = (0..n).map(|_| crate::free_port()).collect();
+        let attempt_dir = if attempt == 0 {
+            dir.to_owned()
+        } else {
+            dir.join(format!("retry{attempt}"))
+        };
+        match try_mesh_on(&ports, &attempt_dir, &mut configure) {
+            Ok(relays) => return relays,
+            Err(e) if e.contains("Address already in use") => failures.push(e),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no mesh of {n} relays could start on free ports: {failures:#?}")
 }
 
 /// A full mesh on the given ports (one relay each).
@@ -377,6 +394,16 @@ pub fn mesh_on(
     dir: &Path,
     mut configure: impl FnMut(RelayBuilder) -> RelayBuilder,
 ) -> Vec<Relay> {
+    try_mesh_on(ports, dir, &mut configure).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A full mesh on the given ports, or why a relay did not start (the ones started are stopped
+/// when dropped).
+fn try_mesh_on(
+    ports: &[u16],
+    dir: &Path,
+    configure: &mut impl FnMut(RelayBuilder) -> RelayBuilder,
+) -> Result<Vec<Relay>, String> {
     // Each relay starts with peers that are not up yet: a relay keeps trying its peers, so the
     // order does not matter.
     (0..ports.len())
@@ -389,7 +416,7 @@ pub fn mesh_on(
             let builder = Relay::builder(&dir.join(format!("relay{i}")))
                 .port(ports[i])
                 .peers(peers);
-            configure(builder).start()
+            configure(builder).try_start()
         })
         .collect()
 }
