@@ -12,7 +12,7 @@ mod bindings;
 mod test;
 
 use std::ffi::{OsStr, OsString};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -60,8 +60,14 @@ pub struct Ctx {
 
 impl Ctx {
     fn new() -> Ctx {
-        // xtask/ is a direct member of the workspace, so its parent is the root.
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        // xtask/ is a direct member of the workspace, so its parent is the root. `cargo run`
+        // sets CARGO_MANIFEST_DIR for the run too: read it then, not baked in at build time,
+        // since a target directory shared by checkouts at other paths may run a binary built
+        // in one of them.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = manifest_dir
             .parent()
             .expect("xtask/ has a parent")
             .to_owned();
