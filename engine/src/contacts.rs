@@ -59,17 +59,28 @@ impl Contacts {
         self.engine.inner.db.contacts()
     }
 
-    /// A contact by name, or any valid key (known or not).
-    pub fn resolve_key(&self, name_or_key: &str) -> Result<String> {
+    /// A contact by name, or any valid key (known or not), parsed once here: callers pass the
+    /// key on as a [`PublicKey`] (`key.to_text()` is its canonical text).
+    pub fn resolve_key(&self, name_or_key: &str) -> Result<PublicKey> {
         if let Some(c) = self.engine.inner.db.contact_by_name(name_or_key)? {
-            return Ok(c.key);
+            return parse_key(&c.key);
         }
         match PublicKey::from_text(name_or_key.trim()) {
-            Ok(k) => Ok(k.to_text().to_owned()),
+            Ok(k) => Ok(k),
             Err(_) if name_or_key.len() > 200 => Err(EngineError::InvalidKey(format!(
                 "{name_or_key:.40}... is not a contact name nor a valid key"
             ))),
             Err(_) => Err(EngineError::UnknownContact(name_or_key.to_owned())),
         }
     }
+}
+
+/// A key from the store or from a peer's message; `InvalidKey` when it does not parse.
+pub(crate) fn parse_key(text: &str) -> Result<PublicKey> {
+    PublicKey::from_text(text).map_err(|e| EngineError::InvalidKey(e.to_string()))
+}
+
+/// [`parse_key`] for each.
+pub(crate) fn parse_keys(texts: &[String]) -> Result<Vec<PublicKey>> {
+    texts.iter().map(|k| parse_key(k)).collect()
 }

@@ -40,7 +40,9 @@ impl Conversations {
             .map_err(|e| match e {
                 EngineError::UnknownContact(t) => EngineError::UnknownConversation(t),
                 other => other,
-            })?;
+            })?
+            .to_text()
+            .to_owned();
         if key == self.engine.me()?.public_key().to_text() {
             return Err(EngineError::InvalidArgument(
                 "that is this identity's own key".into(),

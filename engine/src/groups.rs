@@ -5,6 +5,7 @@ use jasper_core::PublicKey;
 use jasper_core::protocol::MessageKind;
 use serde::{Deserialize, Serialize};
 
+use crate::contacts::parse_keys;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::model::*;
@@ -48,13 +49,13 @@ impl Groups {
             ));
         }
         let me = self.engine.me()?.public_key().to_text().to_owned();
-        let mut keys: Vec<String> = members
+        let mut keys: Vec<PublicKey> = members
             .iter()
             .map(|m| self.engine.contacts().resolve_key(m))
             .collect::<Result<_>>()?;
-        keys.retain(|k| *k != me);
-        keys.sort();
-        keys.dedup();
+        keys.retain(|k| k.to_text() != me);
+        keys.sort_by(|a, b| a.to_text().cmp(b.to_text()));
+        keys.dedup_by(|a, b| a.to_text() == b.to_text());
         if keys.is_empty() {
             return Err(EngineError::InvalidArgument(
                 "a group needs at least one other member".into(),
@@ -66,7 +67,7 @@ impl Groups {
             )));
         }
         let channel_id = uuid::Uuid::new_v4().to_string();
-        let mut everyone = keys.clone();
+        let mut everyone: Vec<String> = keys.iter().map(|k| k.to_text().to_owned()).collect();
         everyone.push(me.clone());
         let op = GroupOp {
             op: "create".into(),
@@ -136,10 +137,11 @@ impl Groups {
         if conversation.admin.as_deref() != Some(me.as_str()) {
             return Err(EngineError::NotAuthor("change the members of"));
         }
-        let keys: Vec<String> = members
+        let keys: Vec<PublicKey> = members
             .iter()
             .map(|m| self.engine.contacts().resolve_key(m))
             .collect::<Result<_>>()?;
+        let key_texts: Vec<String> = keys.iter().map(|k| k.to_text().to_owned()).collect();
         if add && conversation.members.len() + keys.len() > MAX_GROUP_MEMBERS {
             return Err(EngineError::InvalidArgument(format!(
                 "a group has at most {MAX_GROUP_MEMBERS} members"
@@ -148,13 +150,13 @@ impl Groups {
         let op = GroupOp {
             op: if add { "add" } else { "remove" }.into(),
             name: conversation.name.clone(),
-            members: keys.clone(),
+            members: key_texts.clone(),
         };
         // Everyone involved hears of it: current members and those added or removed.
         let mut audience: Vec<String> = conversation
             .members
             .iter()
-            .chain(keys.iter())
+            .chain(key_texts.iter())
             .filter(|k| **k != me)
             .cloned()
             .collect();
@@ -167,9 +169,11 @@ impl Groups {
             None,
         )?;
         let channel = conversation.channel_id.clone();
-        self.engine.messages().post(&audience, inner, |tx| {
-            Ok((None, apply_group_op(tx, &channel, &me, &me, &op)?))
-        })?;
+        self.engine
+            .messages()
+            .post(&parse_keys(&audience)?, inner, |tx| {
+                Ok((None, apply_group_op(tx, &channel, &me, &me, &op)?))
+            })?;
         // New members need the whole list: send them a full `create` as well.
         if add {
             let updated = self.engine.conversations().get(conversation.id)?;

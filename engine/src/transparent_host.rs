@@ -33,7 +33,7 @@ impl Host for EngineHost {
 
     fn contact_key(&self, contact: &str) -> Result<String> {
         let engine = self.engine()?;
-        let key = engine.contacts().resolve_key(contact)?;
+        let key = engine.contacts().resolve_key(contact)?.to_text().to_owned();
         if engine.inner.db.contact_by_key(&key)?.is_none() {
             return Err(EngineError::UnknownContact(contact.to_owned()));
         }

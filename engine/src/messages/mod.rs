@@ -8,6 +8,7 @@ use jasper_core::PublicKey;
 use jasper_core::protocol::{InnerMessage, MessageKind, timestamp_now};
 use serde::{Deserialize, Serialize};
 
+use crate::contacts::parse_keys;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::groups::TYPE_GROUP;
@@ -58,19 +59,15 @@ impl Messages {
     /// one transaction (`apply` runs inside it, to update local state atomically).
     pub(crate) fn post<T>(
         &self,
-        recipients: &[String],
+        keys: &[PublicKey],
         inner: InnerMessage,
         apply: impl FnOnce(&Tx<'_>) -> Result<(Option<i64>, T)>,
     ) -> Result<T> {
         let me = self.engine.me()?;
-        let keys: Vec<PublicKey> = recipients
-            .iter()
-            .map(|k| PublicKey::from_text(k).map_err(|e| EngineError::InvalidKey(e.to_string())))
-            .collect::<Result<_>>()?;
         let packets = if keys.is_empty() {
             Vec::new()
         } else {
-            jasper_core::seal(&me, &keys, &inner)?
+            jasper_core::seal(&me, keys, &inner)?
         };
         // Group traffic is identified by its channel (and group operations list their members),
         // so only DM copies name the peer: this keeps a large group's copies small.
@@ -89,7 +86,7 @@ impl Messages {
                 to: if group_traffic {
                     Vec::new()
                 } else {
-                    recipients.to_vec()
+                    keys.iter().map(|k| k.to_text().to_owned()).collect()
                 },
                 message: inner,
             })
@@ -100,7 +97,7 @@ impl Messages {
         let self_packets = jasper_core::seal(&me, &[me.public_key()], &copy)?;
         let out = self.engine.commit(|tx| {
             let (rowid, out) = apply(tx)?;
-            for (p, key) in packets.iter().zip(&keys) {
+            for (p, key) in packets.iter().zip(keys) {
                 Db::enqueue(
                     tx,
                     rowid,
@@ -196,7 +193,7 @@ impl Messages {
             ));
         }
         let (msg_id, timestamp) = (inner.id.clone(), inner.timestamp.clone());
-        self.post(&recipients, inner, |tx| {
+        self.post(&parse_keys(&recipients)?, inner, |tx| {
             let rowid = Db::insert_message(
                 tx,
                 conversation.id,
@@ -265,7 +262,7 @@ impl Messages {
             content,
             Some(msg_id),
         )?;
-        self.post(&conversation.members, inner, |tx| {
+        self.post(&parse_keys(&conversation.members)?, inner, |tx| {
             Db::edit_message(tx, rowid, content)?;
             let message = Db::message(tx, rowid)?;
             Db::push_event(
@@ -293,7 +290,7 @@ impl Messages {
             "",
             Some(msg_id),
         )?;
-        self.post(&conversation.members, inner, |tx| {
+        self.post(&parse_keys(&conversation.members)?, inner, |tx| {
             Db::delete_message(tx, rowid)?;
             let message = Db::message(tx, rowid)?;
             Db::push_event(
@@ -327,7 +324,7 @@ impl Messages {
             reaction,
             Some(msg_id),
         )?;
-        self.post(&conversation.members, inner, |tx| {
+        self.post(&parse_keys(&conversation.members)?, inner, |tx| {
             Db::add_reaction(tx, rowid, &me, reaction)?;
             let message = Db::message(tx, rowid)?;
             Db::push_event(
