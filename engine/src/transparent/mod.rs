@@ -87,13 +87,15 @@ impl TransparentConfig {
     }
 }
 
+/// Checks a STUN server URL with the WebRTC library's own parser (RFC 7064), so that what is
+/// accepted here is what the library will take when a session starts, plus what it would
+/// accept but cannot use: `stuns:` (webrtc-rs 0.21 skips it) and port 0.
 fn check_stun_url(url: &str) -> std::result::Result<(), String> {
-    let Some((scheme, rest)) = url.split_once(':') else {
-        return Err(format!("STUN server {url:?} is not a stun: URL"));
-    };
-    match scheme.to_ascii_lowercase().as_str() {
-        "stun" => {}
-        "stuns" => {
+    use rtc::ice::url::{SchemeType, Url};
+    let parsed = Url::parse_url(url).map_err(|e| format!("STUN server {url:?}: {e}"))?;
+    match parsed.scheme {
+        SchemeType::Stun => {}
+        SchemeType::Stuns => {
             return Err(format!(
                 "STUN server {url:?}: STUN over TLS/DTLS (stuns:) is not supported by the WebRTC \
                  library (webrtc-rs 0.21 skips it); use a plain stun: URL"
@@ -101,24 +103,10 @@ fn check_stun_url(url: &str) -> std::result::Result<(), String> {
         }
         _ => return Err(format!("STUN server {url:?} is not a stun: URL")),
     }
-    let host_port = rest.split('?').next().unwrap_or_default();
-    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-        let (h, p) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("STUN server {url:?}: unclosed IPv6 bracket"))?;
-        (h, p.strip_prefix(':'))
-    } else {
-        match host_port.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (host_port, None),
-        }
-    };
-    if host.is_empty() || host.contains('/') || host.contains('@') {
+    if parsed.host.is_empty() {
         return Err(format!("STUN server {url:?} has no valid host"));
     }
-    if let Some(p) = port
-        && p.parse::<u16>().map_or(true, |p| p == 0)
-    {
+    if parsed.port == 0 {
         return Err(format!("STUN server {url:?} has a bad port"));
     }
     Ok(())
@@ -439,7 +427,7 @@ mod tests {
             "stun:127.0.0.1:3478",
             "stun:stun.example.org",
             "stun:[::1]:3478",
-            "STUN:host:19302?transport=udp",
+            "STUN:host:19302",
         ] {
             assert!(check_stun_url(ok).is_ok(), "{ok}");
         }
@@ -455,6 +443,8 @@ mod tests {
             "stun:host:0",
             "stun:host:x",
             "stun:[::1",
+            // No query on a STUN URL (RFC 7064): the library refuses it at session start.
+            "stun:host:19302?transport=udp",
         ] {
             assert!(check_stun_url(bad).is_err(), "{bad}");
         }
