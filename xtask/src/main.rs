@@ -3,12 +3,14 @@
 //!   cargo xtask test               every test (what scripts/test.sh runs after its installs)
 //!   cargo xtask bindings           regenerate the uniffi bindings into bindings/ and ios/
 //!   cargo xtask bindings --check   fail if the committed bindings differ from a fresh generation
+//!   cargo xtask mesh               the demo (what scripts/mesh.sh runs)
 //!
 //! It only runs commands (cargo, the scripts that launch system daemons, pytest, Maven), with
 //! std alone: installing packages stays in scripts/test.sh and scripts/with-secret-service.sh,
 //! which need apt and root.
 
 mod bindings;
+mod mesh;
 mod test;
 
 use std::ffi::{OsStr, OsString};
@@ -20,7 +22,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test               fmt, clippy, the workspace's tests, the bindings check, pytest and Maven
   bindings           regenerate the Kotlin, Swift and Python bindings of jasper-ffi
-  bindings --check   fail if the committed bindings differ from a fresh generation";
+  bindings --check   fail if the committed bindings differ from a fresh generation
+  mesh               the demo: three relays, two daemons, a message each way, transparent mode";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         ["test"] => test::run(ctx),
         ["bindings"] => bindings::run(&ctx, false),
         ["bindings", "--check"] => bindings::run(&ctx, true),
+        ["mesh"] => mesh::run(&ctx),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -156,5 +160,49 @@ pub fn ffi_lib_file() -> &'static str {
         "libjasper_ffi.dylib"
     } else {
         "libjasper_ffi.so"
+    }
+}
+
+/// Ctrl-C reaches the whole foreground process group: the running step dies of it, and xtask,
+/// which only notes it, goes on to its cleanup (stopping the IPFS node) instead of dying with
+/// the node left running. A handler, not SIG_IGN: ignored signals stay ignored in the children
+/// a step execs, and a handler resets to the default there.
+#[cfg(unix)]
+pub mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static HAPPENED: AtomicBool = AtomicBool::new(false);
+
+    const SIGINT: i32 = 2;
+    const SIGTERM: i32 = 15;
+
+    unsafe extern "C" {
+        // libc's, which std links anyway: the one call that does not need a crate for it.
+        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    }
+
+    extern "C" fn note(_: i32) {
+        // Only an atomic store: async-signal-safe.
+        HAPPENED.store(true, Ordering::SeqCst);
+    }
+
+    pub fn catch() {
+        // SAFETY: `note` only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            signal(SIGINT, note);
+            signal(SIGTERM, note);
+        }
+    }
+
+    pub fn happened() -> bool {
+        HAPPENED.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(not(unix))]
+pub mod interrupt {
+    pub fn catch() {}
+    pub fn happened() -> bool {
+        false
     }
 }

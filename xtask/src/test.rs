@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::{Ctx, step};
+use crate::{Ctx, interrupt, step};
 
 pub fn run(mut ctx: Ctx) -> Result<(), String> {
     interrupt::catch();
@@ -220,49 +220,5 @@ impl Drop for IpfsNode {
         if !stopped.is_ok_and(|s| s.success()) {
             eprintln!("xtask: scripts/ipfs-node.sh stop failed; the node may still run");
         }
-    }
-}
-
-/// Ctrl-C reaches the whole foreground process group: the running step dies of it, and xtask,
-/// which only notes it, goes on to its cleanup (stopping the IPFS node) instead of dying with
-/// the node left running. A handler, not SIG_IGN: ignored signals stay ignored in the children
-/// a step execs, and a handler resets to the default there.
-#[cfg(unix)]
-mod interrupt {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static HAPPENED: AtomicBool = AtomicBool::new(false);
-
-    const SIGINT: i32 = 2;
-    const SIGTERM: i32 = 15;
-
-    unsafe extern "C" {
-        // libc's, which std links anyway: the one call that does not need a crate for it.
-        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
-    }
-
-    extern "C" fn note(_: i32) {
-        // Only an atomic store: async-signal-safe.
-        HAPPENED.store(true, Ordering::SeqCst);
-    }
-
-    pub fn catch() {
-        // SAFETY: `note` only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            signal(SIGINT, note);
-            signal(SIGTERM, note);
-        }
-    }
-
-    pub fn happened() -> bool {
-        HAPPENED.load(Ordering::SeqCst)
-    }
-}
-
-#[cfg(not(unix))]
-mod interrupt {
-    pub fn catch() {}
-    pub fn happened() -> bool {
-        false
     }
 }
