@@ -16,7 +16,3 @@ pub mod transparent;
 
 pub use config::DaemonConfig;
 pub use error::DaemonError;
-/// The client half, kept under its old paths (`jasper_daemon::client::Client`,
-/// `jasper_daemon::ApiError`) for Rust users of those, the daemon's own tests among them.
-pub use jasper_client as client;
-pub use jasper_client::ApiError;

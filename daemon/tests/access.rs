@@ -156,7 +156,7 @@ fn reflection_lists_every_service() {
     let alice = Daemon::start_with(root.path(), "alice", DaemonOptions::default());
     let rt = runtime();
     let channel = rt
-        .block_on(jasper_daemon::client::connect_unix(&alice.socket))
+        .block_on(jasper_client::connect_unix(&alice.socket))
         .unwrap();
     let ask = |request: MessageRequest| -> ServerReflectionResponse {
         let mut client = ServerReflectionClient::new(channel.clone());

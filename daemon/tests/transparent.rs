@@ -232,7 +232,7 @@ fn messages_go_over_the_data_channel_and_back_through_relays_when_it_is_torn_dow
 /// Opens a call's `Audio` stream: the sender for frames to send, and the stream of frames
 /// the peer sends.
 async fn open_audio(
-    c: &mut jasper_daemon::client::Client,
+    c: &mut jasper_client::Client,
     call_id: &str,
 ) -> (
     tokio::sync::mpsc::Sender<pb::AudioIn>,
@@ -315,7 +315,7 @@ fn a_call_carries_audio_frames_in_order_and_hanging_up_ends_it_on_both_sides() {
             .into_inner();
         out.message().await
     });
-    let err = jasper_daemon::ApiError::from_status(&early.unwrap_err());
+    let err = jasper_client::ApiError::from_status(&early.unwrap_err());
     assert_eq!(err.code, "call_state");
     let (_, code, _) = alice.fails(&["call", "accept", &call.id]);
     assert_eq!(code, "call_state");

@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use jasper_daemon::client::Client;
+use jasper_client::Client;
 use serde_json::{Value, json};
 
 /// How long a daemon may take to print its "listening" line.
