@@ -46,28 +46,6 @@ impl Api {
             })?
             .map_err(|e| engine_status(&e))
     }
-
-    /// Runs an async engine call that also does blocking work inside (keyring D-Bus calls,
-    /// key parsing) on a blocking thread, driving it there with the runtime's handle.
-    async fn blocking_async<T, F, Fut>(&self, f: F) -> Result<T, Status>
-    where
-        T: Send + 'static,
-        F: FnOnce(Engine) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<T, EngineError>>,
-    {
-        let engine = self.engine.clone();
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || handle.block_on(f(engine)))
-            .await
-            .map_err(|e| {
-                status(
-                    tonic::Code::Internal,
-                    "internal",
-                    format!("task failed: {e}"),
-                )
-            })?
-            .map_err(|e| engine_status(&e))
-    }
 }
 
 #[tonic::async_trait]
@@ -77,8 +55,11 @@ impl pb::identity_service_server::IdentityService for Api {
         _: Request<pb::CreateIdentityRequest>,
     ) -> Result<Response<pb::CreateIdentityResponse>, Status> {
         let info = self
-            .blocking_async(|e| async move { e.identity().create().await })
-            .await?;
+            .engine
+            .identity()
+            .create()
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::CreateIdentityResponse {
             identity: Some(convert::identity(info)),
         }))
@@ -100,8 +81,11 @@ impl pb::identity_service_server::IdentityService for Api {
     ) -> Result<Response<pb::ImportIdentityResponse>, Status> {
         let pem = request.into_inner().pkcs8_pem;
         let info = self
-            .blocking_async(|e| async move { e.identity().import(&pem).await })
-            .await?;
+            .engine
+            .identity()
+            .import(&pem)
+            .await
+            .map_err(|e| engine_status(&e))?;
         Ok(Response::new(pb::ImportIdentityResponse {
             identity: Some(convert::identity(info)),
         }))
@@ -248,12 +232,12 @@ impl pb::message_service_server::MessageService for Api {
         let r = request.into_inner();
         let message = match r.attach {
             Some(file) => {
-                self.blocking_async(move |e| async move {
-                    e.attachments()
-                        .send(&r.to, &r.text, std::path::Path::new(&file))
-                        .await
-                })
-                .await?
+                // The engine encrypts on a blocking thread and streams the upload itself.
+                self.engine
+                    .attachments()
+                    .send(&r.to, &r.text, std::path::Path::new(&file))
+                    .await
+                    .map_err(|e| engine_status(&e))?
             }
             None => self
                 .engine

@@ -59,16 +59,19 @@ impl Identity {
         let public = key.public_key().to_text().to_owned();
         *self.engine.inner.identity.write() = Some(key);
         let info = self.info()?;
-        self.engine.commit(|tx| {
-            Db::set_meta(tx, "public_key", &public)?;
-            Db::push_event(
-                tx,
-                &EventKind::IdentityChanged {
-                    identity: info.clone(),
-                },
-            )?;
-            Ok(())
-        })?;
+        let event = EventKind::IdentityChanged {
+            identity: info.clone(),
+        };
+        // A write like any other: its fsync off the runtime (engine.rs, `off_runtime`).
+        self.engine
+            .off_runtime(move |engine| {
+                engine.commit(|tx| {
+                    Db::set_meta(tx, "public_key", &public)?;
+                    Db::push_event(tx, &event)?;
+                    Ok(())
+                })
+            })
+            .await?;
         self.engine.inner.identity_ready.notify_waiters();
         Ok(info)
     }
