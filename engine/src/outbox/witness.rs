@@ -114,16 +114,16 @@ impl Engine {
             feed.contains(a) && rows.iter().any(|r| r.info.address == a && !r.info.suspect)
         };
         let rx = self.relays().rx().ok().flatten();
-        let tx: HashSet<String> = self
-            .inner
-            .db
-            .assignments()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(role, ..)| role == Role::Tx.as_str())
-            .map(|(.., relay)| relay)
-            .collect();
         let preferred = rx.clone().filter(|r| usable(r)).or_else(|| {
+            let tx: HashSet<String> = self
+                .inner
+                .db
+                .assignments()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(role, ..)| role == Role::Tx.as_str())
+                .map(|(.., relay)| relay)
+                .collect();
             rows.iter()
                 .filter(|r| feed.contains(&r.info.address))
                 .min_by(|a, b| {
@@ -144,10 +144,6 @@ impl Engine {
             .filter(|c| usable(c));
         match current {
             Some(c) if Some(&c) == preferred.as_ref() => Some(c),
-            // A relay that became a TX relay since it was chosen (the first choice is made
-            // before any role exists) can never show the copies sent through it: leave it at
-            // once, even with copies in flight, or a copy it drops is never found out.
-            Some(c) if tx.contains(&c) => preferred,
             Some(c) => {
                 let awaiting = self
                     .inner
