@@ -183,3 +183,59 @@ async fn without_a_private_witness_a_message_ends_unconfirmed_not_sent_forever()
     assert!(why.contains("sync.recent"), "{why}");
     assert_eq!(alice.relays().anonymity().unwrap().witness, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_chosen_before_any_role_is_left_once_it_carries_a_tx_role() {
+    // Alice opens with no identity, so her witness is chosen before any role exists. Three
+    // relays for three roles (RX, own copies, bob): unless the witness happens to become the
+    // RX relay, it has to take a TX role. It must then be left for the RX relay at once, even
+    // with copies in flight (a TX relay can never show its own copies: a copy it dropped would
+    // never be re-sent), and the copies in flight must still turn visible on the new witness.
+    let dir = tempfile::tempdir().unwrap();
+    let relays = mesh(3, dir.path());
+    let secrets = Arc::new(EphemeralSecretStore::default());
+    let alice = engine(&dir.path().join("alice"), &relays, secrets.clone()).await;
+    assert!(
+        eventually(Duration::from_secs(20), || alice
+            .relays()
+            .anonymity()
+            .is_ok_and(|r| r.witness.is_some()))
+        .await,
+        "no witness before any role"
+    );
+    let bob = engine(&dir.path().join("bob"), &relays, secrets).await;
+    befriend(&alice, "alice", &bob, "bob").await;
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let text = format!("message {i}, sent while the first witness is still read");
+        sent.push(alice.messages().send("bob", &text).await.unwrap().id);
+    }
+    for id in &sent {
+        assert!(
+            eventually(Duration::from_secs(30), || alice
+                .messages()
+                .get(id)
+                .is_ok_and(|m| m.state == MessageState::Visible))
+            .await,
+            "{:?} / {:?}",
+            alice.messages().get(id),
+            alice.relays().anonymity()
+        );
+    }
+    let report = alice.relays().anonymity().unwrap();
+    let rx = report
+        .roles
+        .iter()
+        .find(|r| r.kind == RelayRoleKind::Rx)
+        .and_then(|r| r.relay.clone());
+    assert!(rx.is_some(), "{report:?}");
+    assert_eq!(report.witness, rx, "the witness is not the RX relay: {report:?}");
+    assert!(
+        report
+            .roles
+            .iter()
+            .filter(|r| r.kind != RelayRoleKind::Rx)
+            .all(|r| r.relay != report.witness),
+        "the witness carries a TX role: {report:?}"
+    );
+}

@@ -26,6 +26,10 @@ pub const FEED_DIGITS: usize = 16;
 const MAX_PAGES_PER_TICK: usize = 8;
 /// Most hash prefixes remembered; the oldest go first.
 const MAX_REMEMBERED: usize = 200_000;
+/// Arrivals read back on a relay's first read: up to one page, so that copies that reached it
+/// before it became the witness still show (at 10 packets a second mesh-wide, about 17
+/// minutes; at most ~190 kB, once per witness change).
+const READ_BACK: u64 = 10_000;
 /// How long an unconfirmed copy may still turn visible.
 const LATE_WINDOW_MS: i64 = 60 * 60 * 1000;
 
@@ -99,11 +103,21 @@ impl Engine {
         serde_json::from_str(&saved).ok()
     }
 
+    /// The relay whose feed is being read now, if any.
+    pub(crate) fn reading_witness(&self) -> Option<String> {
+        self.feed().relay.clone()
+    }
+
     /// The relay whose feed confirms delivery; `None` when no known relay offers the feed.
     /// Preferred: the RX relay, else the cheapest relay carrying no TX role of ours (a TX
     /// relay cannot witness its own copies). The relay being read is kept while it offers the
-    /// feed, unless something better exists and no copy awaits confirmation (switching
-    /// restarts the coverage: copies in flight could never show in the new feed).
+    /// feed, unless something better exists and no copy awaits confirmation: a switch restarts
+    /// the coverage, so a copy in flight that the old witness would have shown as lost cannot
+    /// be proven lost by the new one. One exception: a relay read since before any role
+    /// existed (the witness is chosen at start) that has since become a TX relay is left at
+    /// once, because it can never show its own copies, and a copy it dropped would otherwise
+    /// never be found out and re-sent. In-flight copies already spread still show on the new
+    /// witness, whose first read reaches back over its recent arrivals ([`READ_BACK`]).
     pub(crate) fn witness_relay(&self) -> Option<String> {
         let feed = self.inner.witness.feed_relays.lock().clone();
         if feed.is_empty() {
@@ -113,17 +127,17 @@ impl Engine {
         let usable = |a: &str| {
             feed.contains(a) && rows.iter().any(|r| r.info.address == a && !r.info.suspect)
         };
+        let tx: HashSet<String> = self
+            .inner
+            .db
+            .assignments()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(role, ..)| role == Role::Tx.as_str())
+            .map(|(.., relay)| relay)
+            .collect();
         let rx = self.relays().rx().ok().flatten();
         let preferred = rx.clone().filter(|r| usable(r)).or_else(|| {
-            let tx: HashSet<String> = self
-                .inner
-                .db
-                .assignments()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(role, ..)| role == Role::Tx.as_str())
-                .map(|(.., relay)| relay)
-                .collect();
             rows.iter()
                 .filter(|r| feed.contains(&r.info.address))
                 .min_by(|a, b| {
@@ -144,6 +158,10 @@ impl Engine {
             .filter(|c| usable(c));
         match current {
             Some(c) if Some(&c) == preferred.as_ref() => Some(c),
+            Some(c) if tx.contains(&c) && preferred.as_ref().is_some_and(|p| !tx.contains(p)) => {
+                tracing::debug!(relay = c, "witness relay became a TX relay; reading another");
+                preferred
+            }
             Some(c) => {
                 let awaiting = self
                     .inner
@@ -298,11 +316,18 @@ impl Engine {
             if feed.relay.as_deref() != Some(relay) {
                 return;
             }
-            let bootstrap = since.is_none();
             match since {
                 None => {
                     // Bootstrap: from here on the feed covers everything this relay stores.
+                    // Then the relay's recent arrivals are read too, so that copies that
+                    // reached it before (in flight when the witness changed) still show;
+                    // coverage, the proof that a copy was lost, starts only now.
                     feed.covered_since_ms = at;
+                    let back = page.cursor.saturating_sub(READ_BACK);
+                    feed.cursor = Some(back);
+                    since = Some(back);
+                    save_feed(&self.inner.db, &mut feed, relay, back, at);
+                    continue;
                 }
                 Some(s) if page.cursor < s => {
                     // The relay's sequence went backwards (it lost its store): start over.
@@ -319,17 +344,8 @@ impl Engine {
             let moved = feed.cursor != Some(page.cursor);
             feed.cursor = Some(page.cursor);
             since = Some(page.cursor);
-            if bootstrap || (moved && at - feed.saved_at_ms >= SAVE_CURSOR_EVERY_MS) {
-                feed.saved_at_ms = at;
-                let saved = SavedFeed {
-                    relay: relay.to_owned(),
-                    cursor: page.cursor,
-                    covered_since_ms: feed.covered_since_ms,
-                };
-                let _ = self.inner.db.put_meta(
-                    SAVED_FEED,
-                    &serde_json::to_string(&saved).expect("serialises"),
-                );
+            if moved && at - feed.saved_at_ms >= SAVE_CURSOR_EVERY_MS {
+                save_feed(&self.inner.db, &mut feed, relay, page.cursor, at);
             }
             if !page.more {
                 // The time the request was answered bounds what it covered; `at` is just after.
@@ -377,6 +393,20 @@ impl Engine {
         }
         self.inner.wake_outbox.notify_one();
     }
+}
+
+/// Saves the feed position, so that a restart resumes it with its coverage unbroken.
+fn save_feed(db: &store::Db, feed: &mut Feed, relay: &str, cursor: u64, at: i64) {
+    feed.saved_at_ms = at;
+    let saved = SavedFeed {
+        relay: relay.to_owned(),
+        cursor,
+        covered_since_ms: feed.covered_since_ms,
+    };
+    let _ = db.put_meta(
+        SAVED_FEED,
+        &serde_json::to_string(&saved).expect("serialises"),
+    );
 }
 
 fn prefix(hash: &str) -> String {

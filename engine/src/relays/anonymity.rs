@@ -246,7 +246,19 @@ impl Engine {
                 .map(|(relay, ..)| relay),
         );
         let exclude = replace.cloned().unwrap_or_default();
-        let private = selection::choose(&rows, &taken, &taken, &exclude, false);
+        // A TX relay cannot witness its own copies, so the relay whose feed is being read is
+        // left out while another private one exists (it has seen no key: the feed names none).
+        let witness = (role == Role::Tx)
+            .then(|| self.reading_witness())
+            .flatten()
+            .filter(|w| !exclude.contains(w));
+        let private = witness
+            .and_then(|w| {
+                let mut also = exclude.clone();
+                also.insert(w);
+                selection::choose(&rows, &taken, &taken, &also, false)
+            })
+            .or_else(|| selection::choose(&rows, &taken, &taken, &exclude, false));
         let (choice, shared) = match private {
             Some(c) => (c, false),
             None if self.inner.config.anonymity == AnonymityMode::Relaxed => {
