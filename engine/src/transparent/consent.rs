@@ -23,6 +23,17 @@ pub struct Transparent {
     pub(crate) core: Arc<Core>,
 }
 
+/// How long a connect waits for the session: the caller's wait, [`DEFAULT_CONNECT_WAIT`] for
+/// zero (what gRPC and the bindings send when none is given), never over [`MAX_CONNECT_WAIT`].
+/// Decided here, so that every shell behaves alike.
+pub(super) fn connect_wait(asked: Duration) -> Duration {
+    if asked.is_zero() {
+        DEFAULT_CONNECT_WAIT
+    } else {
+        asked.min(MAX_CONNECT_WAIT)
+    }
+}
+
 impl Core {
     pub(super) fn consent(self: &Arc<Self>, key: &PublicKey) -> Result<(bool, bool)> {
         self.host.consent(key)
@@ -107,11 +118,7 @@ impl Core {
         key: &PublicKey,
         wait: Duration,
     ) -> Result<TransparentStatus> {
-        let wait = if wait.is_zero() {
-            DEFAULT_CONNECT_WAIT
-        } else {
-            wait.min(MAX_CONNECT_WAIT)
-        };
+        let wait = connect_wait(wait);
         let (local, peer) = self.consent(key)?;
         if !local || !peer {
             return Err(EngineError::TransparentOff(format!(
@@ -227,5 +234,20 @@ impl Transparent {
         }
         self.core.emit_status(&key);
         self.core.status_of(&key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_wait_defaults_for_zero_and_is_capped() {
+        assert_eq!(connect_wait(Duration::ZERO), DEFAULT_CONNECT_WAIT);
+        assert_eq!(connect_wait(Duration::from_millis(1)), Duration::from_millis(1));
+        assert_eq!(connect_wait(Duration::from_secs(25)), Duration::from_secs(25));
+        assert_eq!(connect_wait(MAX_CONNECT_WAIT), MAX_CONNECT_WAIT);
+        assert_eq!(connect_wait(Duration::from_secs(3600)), MAX_CONNECT_WAIT);
+        assert_eq!(connect_wait(Duration::MAX), MAX_CONNECT_WAIT);
     }
 }
