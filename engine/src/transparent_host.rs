@@ -8,6 +8,7 @@ use std::sync::Weak;
 use jasper_core::protocol::Packet;
 use jasper_core::{PrivateKey, PublicKey};
 
+use crate::contacts::parse_key;
 use crate::engine::{Engine, Inner};
 use crate::error::{EngineError, Result};
 use crate::model::EventKind;
@@ -31,29 +32,50 @@ impl Host for EngineHost {
         self.engine()?.me()
     }
 
-    fn contact_key(&self, contact: &str) -> Result<String> {
+    fn contact_key(&self, contact: &str) -> Result<PublicKey> {
         let engine = self.engine()?;
-        let key = engine.contacts().resolve_key(contact)?.to_text().to_owned();
-        if engine.inner.db.contact_by_key(&key)?.is_none() {
+        let key = engine.contacts().resolve_key(contact)?;
+        if engine.inner.db.contact_by_key(key.to_text())?.is_none() {
             return Err(EngineError::UnknownContact(contact.to_owned()));
         }
         Ok(key)
     }
 
-    fn contact_name(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.engine()?.inner.db.contact_by_key(key)?.map(|c| c.name))
+    fn contact_name(&self, key: &PublicKey) -> Result<Option<String>> {
+        Ok(self
+            .engine()?
+            .inner
+            .db
+            .contact_by_key(key.to_text())?
+            .map(|c| c.name))
     }
 
-    fn consent(&self, key: &str) -> Result<(bool, bool)> {
-        self.engine()?.inner.db.consent(key)
+    fn consent(&self, key: &PublicKey) -> Result<(bool, bool)> {
+        self.engine()?.inner.db.consent(key.to_text())
     }
 
-    fn set_consent(&self, key: &str, local: Option<bool>, peer: Option<bool>) -> Result<()> {
-        self.engine()?.inner.db.set_consent(key, local, peer)
+    fn set_consent(&self, key: &PublicKey, local: Option<bool>, peer: Option<bool>) -> Result<()> {
+        self.engine()?
+            .inner
+            .db
+            .set_consent(key.to_text(), local, peer)
     }
 
-    fn consenting_keys(&self) -> Result<Vec<String>> {
-        self.engine()?.inner.db.consenting_keys()
+    /// The consent rows' keys, parsed here where they leave the store. Every row was written
+    /// with a parsed key (a contact's or a verified signal sender's), so all parse; one that
+    /// does not (a damaged database) is skipped rather than failing every status.
+    fn consenting_keys(&self) -> Result<Vec<PublicKey>> {
+        let texts = self.engine()?.inner.db.consenting_keys()?;
+        Ok(texts
+            .iter()
+            .filter_map(|text| match parse_key(text) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    tracing::warn!(error = %e, "consent row without a valid key skipped");
+                    None
+                }
+            })
+            .collect())
     }
 
     fn record(&self, kind: EventKind) -> Result<()> {
@@ -83,7 +105,7 @@ impl Host for EngineHost {
         Ok(())
     }
 
-    fn deliver_direct(&self, peer: &str, packet: &Packet) -> bool {
+    fn deliver_direct(&self, peer: &PublicKey, packet: &Packet) -> bool {
         self.engine()
             .is_ok_and(|engine| engine.receive_direct(peer, packet))
     }

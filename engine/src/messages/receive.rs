@@ -22,7 +22,7 @@ enum Source<'a> {
     /// Fetched from this RX relay.
     Relay(&'a str),
     /// Received on the data channel of this contact's transparent session.
-    Direct(&'a str),
+    Direct(&'a PublicKey),
 }
 
 impl Engine {
@@ -99,7 +99,7 @@ impl Engine {
 
     /// A packet received on a contact's data channel: `true` once it is applied (or was
     /// already), which the sender takes as delivery; `false` if it is refused.
-    pub(crate) fn receive_direct(&self, peer: &str, packet: &Packet) -> bool {
+    pub(crate) fn receive_direct(&self, peer: &PublicKey, packet: &Packet) -> bool {
         let Ok(me) = self.me() else { return false };
         if PublicKey::from_text(&packet.recipient)
             .map(|k| k.to_text().to_owned())
@@ -143,7 +143,7 @@ impl Engine {
         };
         let sender = opened.sender.to_text().to_owned();
         if let Source::Direct(peer) = source
-            && sender != peer
+            && opened.sender != *peer
         {
             // The channel carries the contact's own packets only.
             tracing::warn!(hash, "a data channel carried another key's packet: refused");
@@ -155,7 +155,7 @@ impl Engine {
             if self.inner.db.mark_seen(&hash).unwrap_or(false) && sender != me_text {
                 self.inner
                     .transparent
-                    .handle_signal(&sender, &opened.message.content);
+                    .handle_signal(&opened.sender, &opened.message.content);
             }
             return true;
         }
@@ -369,8 +369,12 @@ mod direct_packets {
             PrivateKey::generate().unwrap(),
             PrivateKey::generate().unwrap(),
         );
-        let bob_key = bob.public_key().to_text().to_owned();
-        engine.contacts().add(&bob_key, "bob", None).await.unwrap();
+        let bob_key = bob.public_key();
+        engine
+            .contacts()
+            .add(bob_key.to_text(), "bob", None)
+            .await
+            .unwrap();
         let mirrored = || {
             engine
                 .inner

@@ -5,6 +5,7 @@ use super::Core;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jasper_core::PublicKey;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
@@ -19,6 +20,8 @@ const ENDED_CALLS_KEPT: usize = 32;
 const AUDIO_BUFFER: usize = 256;
 
 pub(super) struct CallSlot {
+    /// The contact called or calling (`info.contact` is its text, for the API).
+    pub(super) peer: PublicKey,
     info: Mutex<CallInfo>,
     pub(super) audio_tx: mpsc::Sender<AudioFrame>,
     audio_rx: tokio::sync::Mutex<mpsc::Receiver<AudioFrame>>,
@@ -69,14 +72,15 @@ impl Core {
     pub(super) fn new_call(
         self: &Arc<Self>,
         id: String,
-        peer: &str,
+        peer: &PublicKey,
         outgoing: bool,
     ) -> Arc<CallSlot> {
         let (audio_tx, audio_rx) = mpsc::channel(AUDIO_BUFFER);
         let slot = Arc::new(CallSlot {
+            peer: peer.clone(),
             info: Mutex::new(CallInfo {
                 id: id.clone(),
-                contact: peer.to_owned(),
+                contact: peer.to_text().to_owned(),
                 contact_name: self.host.contact_name(peer).ok().flatten(),
                 outgoing,
                 state: CallState::Ringing,
@@ -139,19 +143,20 @@ impl Core {
         };
         slot.ended.send_replace(true);
         if let Some(op) = notify {
-            self.send_call_frame(&info.contact, id, op);
+            self.send_call_frame(&slot.peer, id, op);
         }
         self.emit(EventKind::CallChanged { call: info });
     }
 
-    pub(super) fn end_calls_with(self: &Arc<Self>, peer: &str, reason: &str) {
+    pub(super) fn end_calls_with(self: &Arc<Self>, peer: &PublicKey, reason: &str) {
         let ids: Vec<String> = self
             .hub()
             .calls
             .lock()
             .values()
+            .filter(|c| c.peer == *peer)
             .map(|c| c.info())
-            .filter(|i| i.contact == peer && i.state != CallState::Ended)
+            .filter(|i| i.state != CallState::Ended)
             .map(|i| i.id)
             .collect();
         for id in ids {
@@ -159,7 +164,7 @@ impl Core {
         }
     }
 
-    pub(super) fn send_call_frame(self: &Arc<Self>, peer: &str, call: &str, op: CallOp) {
+    pub(super) fn send_call_frame(self: &Arc<Self>, peer: &PublicKey, call: &str, op: CallOp) {
         if let Some(s) = self.hub().open_session(peer) {
             let frame = Frame::Call {
                 call: call.to_owned(),
@@ -173,15 +178,11 @@ impl Core {
         }
     }
 
-    pub(super) fn on_call_frame(self: &Arc<Self>, peer: &str, call: String, op: CallOp) {
+    pub(super) fn on_call_frame(self: &Arc<Self>, peer: &PublicKey, call: String, op: CallOp) {
         if call.is_empty() || call.len() > super::wire::MAX_ID_BYTES {
             return;
         }
-        let existing = self
-            .hub()
-            .call(&call)
-            .ok()
-            .filter(|c| c.info().contact == peer);
+        let existing = self.hub().call(&call).ok().filter(|c| c.peer == *peer);
         match (op, existing) {
             (CallOp::Invite, None) => {
                 if self.hub().live_call_with(peer).is_some() {
@@ -245,11 +246,9 @@ impl Calls {
             return Err(EngineError::CallBusy);
         }
         if self.core.hub().open_session(&key).is_none() {
-            super::Transparent {
-                core: self.core.clone(),
-            }
-            .connect(&key, self.core.hub().config.connect_timeout)
-            .await?;
+            self.core
+                .connect(&key, self.core.hub().config.connect_timeout)
+                .await?;
         }
         if self.core.hub().open_session(&key).is_none() {
             return Err(EngineError::TransparentUnavailable(
@@ -282,8 +281,7 @@ impl Calls {
             info.answered_at = Some(now_ms());
             info.clone()
         };
-        self.core
-            .send_call_frame(&info.contact, call, CallOp::Accept);
+        self.core.send_call_frame(&slot.peer, call, CallOp::Accept);
         self.core
             .emit(EventKind::CallChanged { call: info.clone() });
         Ok(info)
@@ -362,7 +360,7 @@ impl Calls {
                 describe(&info)
             )));
         }
-        let session = self.core.hub().open_session(&info.contact).ok_or_else(|| {
+        let session = self.core.hub().open_session(&slot.peer).ok_or_else(|| {
             EngineError::TransparentUnavailable("the direct connection is down".into())
         })?;
         session

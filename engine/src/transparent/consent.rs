@@ -23,12 +23,34 @@ pub struct Transparent {
     pub(crate) core: Arc<Core>,
 }
 
+/// How long a connect waits for the session: the caller's wait, [`DEFAULT_CONNECT_WAIT`] for
+/// zero (what gRPC and the bindings send when none is given), never over [`MAX_CONNECT_WAIT`].
+/// Decided here, so that every shell behaves alike.
+pub(super) fn connect_wait(asked: Duration) -> Duration {
+    if asked.is_zero() {
+        DEFAULT_CONNECT_WAIT
+    } else {
+        asked.min(MAX_CONNECT_WAIT)
+    }
+}
+
 impl Core {
-    pub(super) fn consent(self: &Arc<Self>, key: &str) -> Result<(bool, bool)> {
+    pub(super) fn consent(self: &Arc<Self>, key: &PublicKey) -> Result<(bool, bool)> {
         self.host.consent(key)
     }
 
-    pub(super) fn status_of(self: &Arc<Self>, key: &str) -> Result<TransparentStatus> {
+    /// Every contact with transparent mode enabled on either side, with its status.
+    pub(super) fn statuses(self: &Arc<Self>) -> Result<Vec<(PublicKey, TransparentStatus)>> {
+        let keys = self.host.consenting_keys()?;
+        keys.into_iter()
+            .map(|k| {
+                let status = self.status_of(&k)?;
+                Ok((k, status))
+            })
+            .collect()
+    }
+
+    pub(super) fn status_of(self: &Arc<Self>, key: &PublicKey) -> Result<TransparentStatus> {
         let (local, peer) = self.consent(key)?;
         let contact_name = self.host.contact_name(key)?;
         let session = self.hub().session(key);
@@ -43,7 +65,7 @@ impl Core {
             (None, true, true) => TransparentState::Idle,
         };
         Ok(TransparentStatus {
-            contact: key.to_owned(),
+            contact: key.to_text().to_owned(),
             contact_name,
             local_enabled: local,
             peer_enabled: peer,
@@ -58,7 +80,7 @@ impl Core {
         })
     }
 
-    pub(super) fn emit_status(self: &Arc<Self>, key: &str) {
+    pub(super) fn emit_status(self: &Arc<Self>, key: &PublicKey) {
         if let Ok(status) = self.status_of(key) {
             self.emit(EventKind::TransparentChanged { status });
         }
@@ -70,13 +92,14 @@ impl Core {
         }
     }
 
-    pub(super) fn contact_key(self: &Arc<Self>, contact: &str) -> Result<String> {
+    /// A contact's key, from a name or key text given by the API user.
+    pub(super) fn contact_key(self: &Arc<Self>, contact: &str) -> Result<PublicKey> {
         self.host.contact_key(contact)
     }
 
     pub(super) fn set_consent(
         &self,
-        key: &str,
+        key: &PublicKey,
         local: Option<bool>,
         peer: Option<bool>,
     ) -> Result<()> {
@@ -84,20 +107,60 @@ impl Core {
     }
 
     /// Whether this side offers: the side whose key fingerprint sorts first.
-    pub(super) fn is_offerer(self: &Arc<Self>, peer: &str) -> Result<bool> {
+    pub(super) fn is_offerer(self: &Arc<Self>, peer: &PublicKey) -> Result<bool> {
         let me = self.host.identity()?.public_key().fingerprint();
-        let them = PublicKey::from_text(peer)
-            .map_err(|e| EngineError::InvalidKey(e.to_string()))?
-            .fingerprint();
-        Ok(me < them)
+        Ok(me < peer.fingerprint())
+    }
+
+    /// [`Transparent::connect`] for a contact's key.
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        key: &PublicKey,
+        wait: Duration,
+    ) -> Result<TransparentStatus> {
+        let wait = connect_wait(wait);
+        let (local, peer) = self.consent(key)?;
+        if !local || !peer {
+            return Err(EngineError::TransparentOff(format!(
+                "transparent mode is not enabled on {} side",
+                if local { "the contact's" } else { "this" }
+            )));
+        }
+        self.clear_closed(key);
+        self.hub().retries.lock().remove(key);
+        if self.hub().session(key).is_none() {
+            if self.is_offerer(key)? {
+                self.maybe_start(key, true);
+            } else {
+                self.post_signal(key, Signal::Reconnect { requested: true })?;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(s) = self.hub().session(key) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if s.wait_open(left).await {
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.status_of(key)
     }
 }
 
 impl Transparent {
     /// Every contact with transparent mode enabled on either side.
     pub fn statuses(&self) -> Result<Vec<TransparentStatus>> {
-        let keys = self.core.host.consenting_keys()?;
-        keys.iter().map(|k| self.core.status_of(k)).collect()
+        Ok(self
+            .core
+            .statuses()?
+            .into_iter()
+            .map(|(_, status)| status)
+            .collect())
     }
 
     /// Transparent mode with one contact (name or key).
@@ -148,43 +211,8 @@ impl Transparent {
     /// [`DEFAULT_CONNECT_WAIT`], and no wait is longer than [`MAX_CONNECT_WAIT`] (a caller
     /// cannot park a task for longer than a session can take to come up).
     pub async fn connect(&self, contact: &str, wait: Duration) -> Result<TransparentStatus> {
-        let wait = if wait.is_zero() {
-            DEFAULT_CONNECT_WAIT
-        } else {
-            wait.min(MAX_CONNECT_WAIT)
-        };
         let key = self.core.contact_key(contact)?;
-        let (local, peer) = self.core.consent(&key)?;
-        if !local || !peer {
-            return Err(EngineError::TransparentOff(format!(
-                "transparent mode is not enabled on {} side",
-                if local { "the contact's" } else { "this" }
-            )));
-        }
-        self.core.clear_closed(&key);
-        self.core.hub().retries.lock().remove(&key);
-        if self.core.hub().session(&key).is_none() {
-            if self.core.is_offerer(&key)? {
-                self.core.maybe_start(&key, true);
-            } else {
-                self.core
-                    .post_signal(&key, Signal::Reconnect { requested: true })?;
-            }
-        }
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(s) = self.core.hub().session(&key) {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if s.wait_open(left).await {
-                    break;
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.core.status_of(&key)
+        self.core.connect(&key, wait).await
     }
 
     /// Closes the session with a contact on purpose: messages go through the relays until
@@ -206,5 +234,20 @@ impl Transparent {
         }
         self.core.emit_status(&key);
         self.core.status_of(&key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_wait_defaults_for_zero_and_is_capped() {
+        assert_eq!(connect_wait(Duration::ZERO), DEFAULT_CONNECT_WAIT);
+        assert_eq!(connect_wait(Duration::from_millis(1)), Duration::from_millis(1));
+        assert_eq!(connect_wait(Duration::from_secs(25)), Duration::from_secs(25));
+        assert_eq!(connect_wait(MAX_CONNECT_WAIT), MAX_CONNECT_WAIT);
+        assert_eq!(connect_wait(Duration::from_secs(3600)), MAX_CONNECT_WAIT);
+        assert_eq!(connect_wait(Duration::MAX), MAX_CONNECT_WAIT);
     }
 }

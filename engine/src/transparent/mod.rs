@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use jasper_core::PublicKey;
 use jasper_core::protocol::Packet;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -116,22 +117,23 @@ fn check_stun_url(url: &str) -> std::result::Result<(), String> {
 const SIGNAL_LIFETIME_MS: i64 = 60_000;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
-/// Transparent mode's in-memory state.
+/// Transparent mode's in-memory state. Contacts are keyed by their parsed [`PublicKey`]
+/// (parsed once, where the key enters: a contact the user names, a signal's verified sender).
 struct Hub {
     /// Identifies this login in offers and answers (several logins share one key).
     device: String,
     settings: SessionSettings,
     config: TransparentConfig,
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: Mutex<HashMap<PublicKey, Arc<Session>>>,
     /// Peers with an offer being prepared.
-    starting: Mutex<HashSet<String>>,
+    starting: Mutex<HashSet<PublicKey>>,
     /// Peers whose session this side's user closed: no automatic reconnect, and automatic
     /// offers from them are refused, until the user (or the peer's user) asks to open it.
-    closed_here: Mutex<HashSet<String>>,
+    closed_here: Mutex<HashSet<PublicKey>>,
     /// Peers who closed the session on purpose (`bye`): no automatic reconnect to them.
-    closed_by_peer: Mutex<HashSet<String>>,
+    closed_by_peer: Mutex<HashSet<PublicKey>>,
     /// Offerer-side reconnects: peer → (failures so far, not before).
-    retries: Mutex<HashMap<String, (u32, Instant)>>,
+    retries: Mutex<HashMap<PublicKey, (u32, Instant)>>,
     calls: Mutex<HashMap<String, Arc<CallSlot>>>,
     events_tx: mpsc::UnboundedSender<SessionEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<SessionEvent>>>,
@@ -171,12 +173,12 @@ impl Hub {
         }
     }
 
-    fn session(&self, peer: &str) -> Option<Arc<Session>> {
+    fn session(&self, peer: &PublicKey) -> Option<Arc<Session>> {
         self.sessions.lock().get(peer).cloned()
     }
 
     /// The peer's session if its data channel is open.
-    pub(crate) fn open_session(&self, peer: &str) -> Option<Arc<Session>> {
+    pub(crate) fn open_session(&self, peer: &PublicKey) -> Option<Arc<Session>> {
         self.session(peer).filter(|s| s.is_open())
     }
 
@@ -188,14 +190,11 @@ impl Hub {
             .ok_or_else(|| EngineError::UnknownCall(id.to_owned()))
     }
 
-    fn live_call_with(&self, peer: &str) -> Option<Arc<CallSlot>> {
+    fn live_call_with(&self, peer: &PublicKey) -> Option<Arc<CallSlot>> {
         self.calls
             .lock()
             .values()
-            .find(|c| {
-                let i = c.info();
-                i.contact == peer && i.state != CallState::Ended
-            })
+            .find(|c| c.peer == *peer && c.info().state != CallState::Ended)
             .cloned()
     }
 }
@@ -209,22 +208,23 @@ pub(crate) trait Host: Send + Sync + 'static {
     /// This client's private key (signals are sealed and signed with it); `NoIdentity` before
     /// one exists.
     fn identity(&self) -> Result<jasper_core::PrivateKey>;
-    /// The key of a known contact, by name or key (`UnknownContact` otherwise).
-    fn contact_key(&self, contact: &str) -> Result<String>;
+    /// The key of a known contact, by name or key text (`UnknownContact` otherwise): where a
+    /// contact's key enters transparent mode from the API, parsed once.
+    fn contact_key(&self, contact: &str) -> Result<PublicKey>;
     /// The name of the contact with this key, `None` for a key that is not a contact.
-    fn contact_name(&self, key: &str) -> Result<Option<String>>;
+    fn contact_name(&self, key: &PublicKey) -> Result<Option<String>>;
     /// (this login consents, the contact said it consents).
-    fn consent(&self, key: &str) -> Result<(bool, bool)>;
-    fn set_consent(&self, key: &str, local: Option<bool>, peer: Option<bool>) -> Result<()>;
+    fn consent(&self, key: &PublicKey) -> Result<(bool, bool)>;
+    fn set_consent(&self, key: &PublicKey, local: Option<bool>, peer: Option<bool>) -> Result<()>;
     /// Contacts with transparent mode enabled on either side.
-    fn consenting_keys(&self) -> Result<Vec<String>>;
+    fn consenting_keys(&self) -> Result<Vec<PublicKey>>;
     /// Appends an event to the durable log.
     fn record(&self, kind: EventKind) -> Result<()>;
     /// Queues packets sealed to `peer` for the relays: no history entry, no copy for this
     /// key's other logins (signals).
-    fn queue_for(&self, peer: &jasper_core::PublicKey, packets: &[Packet]) -> Result<()>;
+    fn queue_for(&self, peer: &PublicKey, packets: &[Packet]) -> Result<()>;
     /// A packet from `peer`'s data channel, into the receive path; `true` once applied.
-    fn deliver_direct(&self, peer: &str, packet: &Packet) -> bool;
+    fn deliver_direct(&self, peer: &PublicKey, packet: &Packet) -> bool;
     /// Something for the outbox changed (a session opened): send what waits.
     fn wake_outbox(&self);
     /// A desktop notification, where the client raises them.
@@ -267,15 +267,13 @@ impl Core {
                 _ = self.stop.cancelled() => return,
             }
         }
-        let handle = Transparent { core: self.clone() };
-        if let Ok(statuses) = handle.statuses() {
-            for s in statuses {
+        if let Ok(statuses) = self.statuses() {
+            for (key, s) in statuses {
                 if s.local_enabled && s.peer_enabled {
-                    if self.is_offerer(&s.contact).unwrap_or(false) {
-                        self.maybe_start(&s.contact, false);
+                    if self.is_offerer(&key).unwrap_or(false) {
+                        self.maybe_start(&key, false);
                     } else {
-                        let _ =
-                            self.post_signal(&s.contact, Signal::Reconnect { requested: false });
+                        let _ = self.post_signal(&key, Signal::Reconnect { requested: false });
                     }
                 }
             }
@@ -288,7 +286,7 @@ impl Core {
                     None => return,
                 },
                 _ = tick.tick() => {
-                    let due: Vec<String> = self.hub().retries.lock()
+                    let due: Vec<PublicKey> = self.hub().retries.lock()
                         .iter()
                         .filter(|(_, (_, at))| *at <= Instant::now())
                         .map(|(k, _)| k.clone())
@@ -390,9 +388,19 @@ impl Core {
     }
 
     /// Sends an outbox packet over the peer's data channel if one is open; `true` when the
-    /// peer acknowledged it (the caller then marks it delivered).
+    /// peer acknowledged it (the caller then marks it delivered). `recipient` is the outbox
+    /// row's key text: it is looked up among the few sessions by its canonical text rather
+    /// than parsed (an RSA key parse on every send attempt, for a session that is rarely up).
     pub(crate) async fn try_direct(self: &Arc<Self>, recipient: &str, packet_json: &str) -> bool {
-        let Some(session) = self.hub().open_session(recipient) else {
+        let session = self
+            .hub()
+            .sessions
+            .lock()
+            .iter()
+            .find(|(key, _)| key.to_text() == recipient)
+            .map(|(_, s)| s.clone())
+            .filter(|s| s.is_open());
+        let Some(session) = session else {
             return false;
         };
         let Ok(packet) = serde_json::from_str::<Packet>(packet_json) else {

@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use jasper_core::PublicKey;
 use parking_lot::Mutex;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -40,23 +41,23 @@ const OPUS_PAYLOAD_TYPE: u8 = 111;
 #[derive(Debug)]
 pub enum SessionEvent {
     /// The data channel opened: the session is usable.
-    Open { session: String, peer: String },
+    Open { session: String, peer: PublicKey },
     /// The session is gone (ICE failed, DTLS closed, the channel closed).
     Down {
         session: String,
-        peer: String,
+        peer: PublicKey,
         why: String,
     },
     /// A frame other than an acknowledgement arrived on the data channel.
     Frame {
         session: String,
-        peer: String,
+        peer: PublicKey,
         frame: Frame,
     },
     /// An RTP packet of the peer's audio track.
     Audio {
         session: String,
-        peer: String,
+        peer: PublicKey,
         frame: AudioFrame,
     },
 }
@@ -70,7 +71,7 @@ pub struct SessionSettings {
 
 struct Shared {
     id: String,
-    peer: String,
+    peer: PublicKey,
     events: mpsc::UnboundedSender<SessionEvent>,
     gathered: watch::Sender<bool>,
     open: watch::Sender<bool>,
@@ -222,7 +223,7 @@ impl SequenceExtender {
 /// A live session.
 pub struct Session {
     pub id: String,
-    pub peer: String,
+    pub peer: PublicKey,
     pub offerer: bool,
     pub started: Instant,
     pc: Arc<dyn PeerConnection>,
@@ -242,7 +243,7 @@ impl Session {
     async fn build(
         settings: &SessionSettings,
         id: String,
-        peer: String,
+        peer: PublicKey,
         offerer: bool,
         events: mpsc::UnboundedSender<SessionEvent>,
     ) -> Result<Session, String> {
@@ -364,7 +365,7 @@ impl Session {
     pub async fn offer(
         settings: &SessionSettings,
         id: String,
-        peer: String,
+        peer: PublicKey,
         events: mpsc::UnboundedSender<SessionEvent>,
     ) -> Result<(Session, String), String> {
         let session = Self::build(settings, id, peer, true, events).await?;
@@ -386,7 +387,7 @@ impl Session {
     pub async fn answer(
         settings: &SessionSettings,
         id: String,
-        peer: String,
+        peer: PublicKey,
         offer_sdp: String,
         events: mpsc::UnboundedSender<SessionEvent>,
     ) -> Result<(Session, String), String> {

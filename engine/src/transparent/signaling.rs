@@ -11,14 +11,13 @@ use jasper_core::protocol::{InnerMessage, MessageKind, timestamp_now};
 use super::session::Session;
 use super::wire::{SIGNAL_VERSION, Signal, SignalEnvelope, TYPE_RTC};
 use super::{MAX_RETRY_DELAY, SIGNAL_LIFETIME_MS};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::store::now_ms;
 
 impl Core {
     /// Seals a signal to `peer` and queues it (no history entry, no copy to other logins).
-    pub(super) fn post_signal(self: &Arc<Self>, peer: &str, signal: Signal) -> Result<()> {
+    pub(super) fn post_signal(self: &Arc<Self>, peer: &PublicKey, signal: Signal) -> Result<()> {
         let me = self.host.identity()?;
-        let key = PublicKey::from_text(peer).map_err(|e| EngineError::InvalidKey(e.to_string()))?;
         let content = serde_json::to_string(&SignalEnvelope {
             v: SIGNAL_VERSION,
             expires_at: now_ms() + SIGNAL_LIFETIME_MS,
@@ -34,16 +33,16 @@ impl Core {
             id: uuid::Uuid::new_v4().to_string(),
             timestamp: timestamp_now(),
         };
-        let packets = jasper_core::seal(&me, std::slice::from_ref(&key), &inner)?;
-        self.host.queue_for(&key, &packets)
+        let packets = jasper_core::seal(&me, std::slice::from_ref(peer), &inner)?;
+        self.host.queue_for(peer, &packets)
     }
 
-    pub(super) fn clear_closed(self: &Arc<Self>, peer: &str) {
+    pub(super) fn clear_closed(self: &Arc<Self>, peer: &PublicKey) {
         self.hub().closed_here.lock().remove(peer);
         self.hub().closed_by_peer.lock().remove(peer);
     }
 
-    pub(super) fn closed_on_purpose(self: &Arc<Self>, peer: &str) -> bool {
+    pub(super) fn closed_on_purpose(self: &Arc<Self>, peer: &PublicKey) -> bool {
         self.hub().closed_here.lock().contains(peer)
             || self.hub().closed_by_peer.lock().contains(peer)
     }
@@ -51,7 +50,7 @@ impl Core {
     /// Starts an offer to `peer` if both consent, none is up or starting, it was not closed
     /// on purpose, this side is the offerer and no retry back-off is pending. `requested`:
     /// the user asked (the offer then overrides a deliberate close on the other side).
-    pub(super) fn maybe_start(self: &Arc<Self>, peer: &str, requested: bool) {
+    pub(super) fn maybe_start(self: &Arc<Self>, peer: &PublicKey, requested: bool) {
         let Ok((true, true)) = self.consent(peer) else {
             return;
         };
@@ -64,12 +63,12 @@ impl Core {
                 .lock()
                 .get(peer)
                 .is_some_and(|(_, at)| *at > Instant::now())
-            || !self.hub().starting.lock().insert(peer.to_owned())
+            || !self.hub().starting.lock().insert(peer.clone())
         {
             return;
         }
         let engine = self.clone();
-        let peer = peer.to_owned();
+        let peer = peer.clone();
         tokio::spawn(async move {
             let id = uuid::Uuid::new_v4().to_string();
             let result = Session::offer(
@@ -121,11 +120,9 @@ impl Core {
         });
     }
 
-    pub(super) fn schedule_retry(self: &Arc<Self>, peer: &str) {
+    pub(super) fn schedule_retry(self: &Arc<Self>, peer: &PublicKey) {
         let mut retries = self.hub().retries.lock();
-        let entry = retries
-            .entry(peer.to_owned())
-            .or_insert((0, Instant::now()));
+        let entry = retries.entry(peer.clone()).or_insert((0, Instant::now()));
         entry.0 += 1;
         let delay =
             (Duration::from_secs(2) * 2u32.saturating_pow(entry.0.min(10))).min(MAX_RETRY_DELAY);
@@ -133,8 +130,9 @@ impl Core {
         tracing::info!(?delay, "transparent session will be retried");
     }
 
-    /// Applies a signal from `sender` (an opened, verified `RTC` inner message).
-    pub(crate) fn handle_signal(self: &Arc<Self>, sender: &str, content: &str) {
+    /// Applies a signal from `sender` (an opened, verified `RTC` inner message; the key is the
+    /// one the packet was opened and verified with).
+    pub(crate) fn handle_signal(self: &Arc<Self>, sender: &PublicKey, content: &str) {
         let known = self.host.contact_name(sender).is_ok_and(|c| c.is_some());
         if !known {
             tracing::debug!("WebRTC signal from a key that is not a contact: ignored");
@@ -233,7 +231,7 @@ impl Core {
                 }
                 self.clear_closed(sender);
                 tracing::info!(session, device, "answering a WebRTC offer");
-                self.answer(sender.to_owned(), session, sdp);
+                self.answer(sender.clone(), session, sdp);
             }
             Signal::Answer {
                 session,
@@ -282,7 +280,7 @@ impl Core {
                 if current.as_ref().is_some_and(|s| s.id != session) {
                     return;
                 }
-                self.hub().closed_by_peer.lock().insert(sender.to_owned());
+                self.hub().closed_by_peer.lock().insert(sender.clone());
                 self.hub().retries.lock().remove(sender);
                 if let Some(s) = current {
                     self.hub().sessions.lock().remove(sender);
@@ -294,7 +292,7 @@ impl Core {
         }
     }
 
-    pub(super) fn answer(self: &Arc<Self>, peer: String, id: String, offer_sdp: String) {
+    pub(super) fn answer(self: &Arc<Self>, peer: PublicKey, id: String, offer_sdp: String) {
         let engine = self.clone();
         tokio::spawn(async move {
             let result = Session::answer(
