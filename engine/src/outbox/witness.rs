@@ -159,7 +159,10 @@ impl Engine {
         match current {
             Some(c) if Some(&c) == preferred.as_ref() => Some(c),
             Some(c) if tx.contains(&c) && preferred.as_ref().is_some_and(|p| !tx.contains(p)) => {
-                tracing::debug!(relay = c, "witness relay became a TX relay; reading another");
+                tracing::debug!(
+                    relay = c,
+                    "witness relay became a TX relay; reading another"
+                );
                 preferred
             }
             Some(c) => {

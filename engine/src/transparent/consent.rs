@@ -244,8 +244,14 @@ mod tests {
     #[test]
     fn the_connect_wait_defaults_for_zero_and_is_capped() {
         assert_eq!(connect_wait(Duration::ZERO), DEFAULT_CONNECT_WAIT);
-        assert_eq!(connect_wait(Duration::from_millis(1)), Duration::from_millis(1));
-        assert_eq!(connect_wait(Duration::from_secs(25)), Duration::from_secs(25));
+        assert_eq!(
+            connect_wait(Duration::from_millis(1)),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            connect_wait(Duration::from_secs(25)),
+            Duration::from_secs(25)
+        );
         assert_eq!(connect_wait(MAX_CONNECT_WAIT), MAX_CONNECT_WAIT);
         assert_eq!(connect_wait(Duration::from_secs(3600)), MAX_CONNECT_WAIT);
         assert_eq!(connect_wait(Duration::MAX), MAX_CONNECT_WAIT);
