@@ -12,6 +12,7 @@ pub mod error;
 pub mod hash;
 pub mod key;
 pub mod protocol;
+pub mod reconcile;
 
 pub use envelope::{Opened, open, seal};
 pub use error::{Error, Result};
