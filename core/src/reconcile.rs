@@ -198,7 +198,10 @@ pub fn encode_range<'a>(
     let mut out = vec![CodedSymbol::default(); to.saturating_sub(from) as usize];
     for item in items {
         let c = checksum(item);
-        for i in Indices::of(c).skip_while(|&i| i < from).take_while(|&i| i < to) {
+        for i in Indices::of(c)
+            .skip_while(|&i| i < from)
+            .take_while(|&i| i < to)
+        {
             out[(i - from) as usize].apply(item, c, 1);
         }
     }
@@ -342,7 +345,10 @@ mod tests {
             hex::encode(x),
             hex::encode(s.symbols()[0].to_bytes())
         );
-        assert_eq!(printed, VECTOR, "update docs/protocol.md if this changes on purpose");
+        assert_eq!(
+            printed, VECTOR,
+            "update docs/protocol.md if this changes on purpose"
+        );
     }
 
     const VECTOR: &str = "3721e1a2ad55f5ac10498a98a9069121be19ea3363cf44f18f10008728c360ad a1cb52152a62344e [0, 1, 5, 7, 17, 24, 68, 805] 3721e1a2ad55f5ac10498a98a9069121be19ea3363cf44f18f10008728c360ad4e34622a1552cba101000000";
@@ -399,7 +405,10 @@ mod tests {
     #[test]
     fn equal_sets_reconcile_from_one_symbol() {
         let a = sketch(0..1000, 8);
-        assert_eq!(reconcile(&a.symbols()[..1], &a.symbols()[..1]), Ok(Difference::default()));
+        assert_eq!(
+            reconcile(&a.symbols()[..1], &a.symbols()[..1]),
+            Ok(Difference::default())
+        );
     }
 
     #[test]
@@ -414,6 +423,9 @@ mod tests {
         alone.apply(&x, checksum(&x), 1);
         let remote = vec![alone, alone, CodedSymbol::default(), CodedSymbol::default()];
         let local = vec![CodedSymbol::default(); 4];
-        assert_eq!(reconcile(&remote, &local), Err(ReconcileError::Inconsistent));
+        assert_eq!(
+            reconcile(&remote, &local),
+            Err(ReconcileError::Inconsistent)
+        );
     }
 }

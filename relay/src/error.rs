@@ -33,6 +33,9 @@ pub enum RelayError {
     /// Invalid configuration (start-up only).
     #[error("configuration: {0}")]
     Config(String),
+    /// `/sync/reconcile` named a snapshot this relay no longer holds: start over.
+    #[error("snapshot {0} is gone (too old, or pushed out by newer ones); ask again without one")]
+    SnapshotGone(String),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -64,6 +67,7 @@ impl RelayError {
             RelayError::Expired(_) => (StatusCode::GONE, "expired"),
             RelayError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             RelayError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            RelayError::SnapshotGone(_) => (StatusCode::GONE, "snapshot_gone"),
             RelayError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             RelayError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             RelayError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),

@@ -26,6 +26,8 @@ use crate::load::LoadMeter;
 use crate::mesh::Mesh;
 use crate::mesh::client::{INSTANCE_HEADER, RELAY_HEADER};
 use crate::mesh::peer::PeerAddr;
+use crate::mesh::reconcile::{ReconcileRequest, encode_answer};
+use crate::mesh::sketch::SKETCH_SYMBOLS;
 use crate::store::PutOutcome;
 
 /// Most packets one `/fetch {hashes}` may ask for (relays pull in chunks of 500).
@@ -53,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sync/servers", post(sync_servers))
         .route("/sync/hashes", post(sync_hashes))
         .route("/sync/recent", post(sync_recent))
+        .route("/sync/reconcile", post(sync_reconcile))
         .route("/status", get(status))
         .fallback(|| async { RelayError::NotFound })
         .method_not_allowed_fallback(|| async { RelayError::MethodNotAllowed })
@@ -437,6 +440,28 @@ async fn sync_recent(
     )
 }
 
+/// Extension: symbols of this relay's reconciliation sketch (`mesh/reconcile.rs`), so a peer
+/// finds what either side lacks with bytes in proportion to the difference, not the store.
+async fn sync_reconcile(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RelayError> {
+    let bytes = read_body(&headers, body, state.config.max_sync_body_bytes).await?;
+    let req = ReconcileRequest::parse(&bytes)?;
+    let answer = state
+        .ingest
+        .sketch
+        .answer(req.snapshot, req.from as usize, req.count as usize)
+        .ok_or_else(|| RelayError::SnapshotGone(format!("{:016x}", req.snapshot.unwrap_or(0))))?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        encode_answer(&answer),
+    )
+        .into_response())
+}
+
 async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayError> {
     let stored = state.ingest.store.count().await?;
     let body = json!({
@@ -446,6 +471,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
         "instance": state.mesh.instance,
         "extensions": [
             "status", "fetch.wait", "fetch.since", "expires_at", "sync.prefix", "sync.recent",
+            "sync.reconcile",
         ],
         "stored_messages": stored,
         "load": {
@@ -462,6 +488,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
             "max_hashes_per_request": state.config.max_hashes_per_request,
             "max_wait_secs": MAX_WAIT_SECS,
             "max_recent_hashes": MAX_RECENT_HASHES,
+            "reconcile_symbols": SKETCH_SYMBOLS,
         },
         "peers": state.mesh.book.report(),
     });

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::error::RelayError;
 use crate::mesh::peer::PeerAddr;
+use crate::mesh::sketch::LiveSketch;
 use crate::store::{MessageStore, NewPacket, PutOutcome, unix_now};
 use crate::waiters::Waiters;
 
@@ -58,6 +59,8 @@ impl KeyCache {
 pub struct Ingest {
     pub store: Arc<dyn MessageStore>,
     pub waiters: Arc<Waiters>,
+    /// The live set's reconciliation sketch: every stored packet goes in once.
+    pub sketch: Arc<LiveSketch>,
     keys: KeyCache,
     limits: PacketLimits,
     ttl_secs: u64,
@@ -68,6 +71,7 @@ impl Ingest {
     pub fn new(
         store: Arc<dyn MessageStore>,
         waiters: Arc<Waiters>,
+        sketch: Arc<LiveSketch>,
         limits: PacketLimits,
         ttl_secs: u64,
         broadcast: mpsc::Sender<BroadcastJob>,
@@ -75,6 +79,7 @@ impl Ingest {
         Self {
             store,
             waiters,
+            sketch,
             keys: KeyCache {
                 map: Mutex::new(HashMap::new()),
             },
@@ -115,6 +120,7 @@ impl Ingest {
         let outcome = self.store.put(p.clone()).await?;
         match outcome {
             PutOutcome::Stored { .. } => {
+                self.sketch.add(&p.hash, p.expires_at);
                 self.waiters.notify(&p.recipient_fp);
                 if let Source::Send(from) = source {
                     let job = BroadcastJob {

@@ -29,6 +29,7 @@ use crate::http::AppState;
 use crate::ingest::Ingest;
 use crate::load::LoadMeter;
 use crate::mesh::Mesh;
+use crate::mesh::sketch::LiveSketch;
 use crate::store::MessageStore;
 use crate::waiters::Waiters;
 
@@ -96,9 +97,12 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         max_message_len: config.max_body_bytes,
         ..PacketLimits::default()
     };
+    // Built before anything is stored: from here on every stored packet is added as it comes.
+    let sketch = Arc::new(LiveSketch::of(store.live_entries().await?));
     let ingest = Arc::new(Ingest::new(
         store.clone(),
         Arc::new(Waiters::default()),
+        sketch.clone(),
         limits,
         config.ttl.as_secs(),
         broadcast_tx,
@@ -120,6 +124,18 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         config.server_sync_interval,
         stop.clone(),
         |m| m.server_sync_round(),
+    )));
+    // The sketch drops packets the second they expire, as the store stops serving them, so
+    // that two relays' sketches agree on what is live.
+    background.push(tokio::spawn(mesh.clone().every(
+        Duration::from_secs(1),
+        stop.clone(),
+        move |_| {
+            let sketch = sketch.clone();
+            async move {
+                sketch.expire(store::unix_now());
+            }
+        },
     )));
     let purge_every = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let purge_store = store.clone();

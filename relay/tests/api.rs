@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use jasper_core::MessageHash;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// One relay per backend: embedded store, and Redis.
 fn relays(dir: &std::path::Path) -> (Vec<Relay>, Redis) {
@@ -618,5 +618,98 @@ async fn sync_recent_answers_bad_requests_with_precise_errors() {
         }
         let resp = client().get(&url).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 405);
+    }
+}
+
+#[tokio::test]
+async fn sync_reconcile_serves_the_sketch_of_what_is_stored_and_refuses_bad_requests() {
+    use jasper_core::reconcile::{SYMBOL_BYTES, Sketch, decode_symbols};
+    let dir = tempfile::tempdir().unwrap();
+    let (relays, _redis) = relays(dir.path());
+    let keys = recipients();
+    for relay in &relays {
+        let s = status(relay).await;
+        assert!(
+            s["extensions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("sync.reconcile")),
+            "{s}"
+        );
+        assert_eq!(s["limits"]["reconcile_symbols"], 4096, "{s}");
+        let mut want = Sketch::new(4096);
+        for i in 0..5 {
+            let p = packet(&keys[i % 3], &format!("sketched {i}"));
+            assert_eq!(send(relay, &p).await.0, 200);
+            want.add(MessageHash::parse(&p.hash, "hash").unwrap().as_bytes());
+        }
+        let url = relay.url("/sync/reconcile");
+        let raw = |body: Value| {
+            let url = url.clone();
+            async move {
+                let r = client().post(&url).json(&body).send().await.unwrap();
+                (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+            }
+        };
+        // A new snapshot: header (id, live packets) and the symbols of exactly what it holds.
+        let (code, first) = raw(json!({ "count": 64 })).await;
+        assert_eq!(code, 200);
+        assert_eq!(first.len(), 16 + 64 * SYMBOL_BYTES);
+        assert_eq!(u64::from_be_bytes(first[8..16].try_into().unwrap()), 5);
+        assert_eq!(decode_symbols(&first[16..]).unwrap(), &want.symbols()[..64]);
+        // The same snapshot continued, even after a packet arrived meanwhile.
+        assert_eq!(
+            send(relay, &packet(&keys[0], "after the snapshot")).await.0,
+            200
+        );
+        let id = hex::encode(&first[..8]);
+        let (code, more) = raw(json!({ "from": 64, "count": 64, "snapshot": id })).await;
+        assert_eq!(code, 200);
+        assert_eq!(&more[..8], &first[..8]);
+        assert_eq!(
+            decode_symbols(&more[16..]).unwrap(),
+            &want.symbols()[64..128]
+        );
+        // Bad requests, each with its own status, code and message.
+        for (body, status_code, code, says) in [
+            (json!({ "count": 0 }), 400, "malformed_request", "1 or more"),
+            (json!({ "from": -1 }), 400, "malformed_request", "`from`"),
+            (
+                json!({ "count": "all" }),
+                400,
+                "malformed_request",
+                "`count`",
+            ),
+            (json!({ "count": 4097 }), 413, "too_large", "4096"),
+            (
+                json!({ "snapshot": 5 }),
+                400,
+                "malformed_request",
+                "`snapshot`",
+            ),
+            (
+                json!({ "snapshot": "0123456789abcdeg" }),
+                400,
+                "malformed_request",
+                "`snapshot`",
+            ),
+            (
+                json!({ "snapshot": "0000000000000001" }),
+                410,
+                "snapshot_gone",
+                "gone",
+            ),
+        ] {
+            let (got, answer) = post(&url, &body).await;
+            assert_eq!(got, status_code, "{body}: {answer}");
+            assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{body}: {message}");
+        }
+        let (got, answer) = post_raw(&url, "not json").await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (400, Some("malformed_request"))
+        );
     }
 }

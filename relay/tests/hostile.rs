@@ -23,6 +23,8 @@ enum Mode {
     DropsAcknowledged,
     /// Claims in `/sync/hashes` to hold hashes it cannot serve.
     LiesInSyncHashes,
+    /// Claims in `/sync/reconcile` symbols to hold hashes it cannot serve.
+    LiesInReconcile,
     /// Serves a packet whose content does not match its hash.
     ServesWrongHashes,
     /// Answers everything with an HTML page.
@@ -61,7 +63,26 @@ async fn hostile_handler(
                 let n = req["hashes"].as_array().map_or(0, Vec::len);
                 axum::Json(json!({ "messages": vec![Value::Null; n] })).into_response()
             }
-            _ => axum::Json(json!({})).into_response(),
+            _ => spec_only(path),
+        },
+        Mode::LiesInReconcile => match path {
+            "/sync/reconcile" => {
+                let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let from = req["from"].as_u64().unwrap_or(0) as usize;
+                let count = req["count"].as_u64().unwrap_or(256) as usize;
+                let mut sketch = jasper_core::reconcile::Sketch::new(from + count);
+                for i in 0..5 {
+                    sketch.add(MessageHash::of_message(&format!("fake {i}")).as_bytes());
+                }
+                let mut answer = 7u64.to_be_bytes().to_vec();
+                answer.extend_from_slice(&5u64.to_be_bytes());
+                answer.extend(jasper_core::reconcile::encode_symbols(
+                    &sketch.symbols()[from..from + count],
+                ));
+                answer.into_response()
+            }
+            "/fetch" => axum::Json(json!({ "messages": [] })).into_response(),
+            _ => spec_only(path),
         },
         Mode::LiesInSyncHashes => match path {
             "/sync/hashes" => {
@@ -71,14 +92,24 @@ async fn hostile_handler(
                 axum::Json(json!({ "hashes": fake })).into_response()
             }
             "/fetch" => axum::Json(json!({ "messages": [] })).into_response(),
-            _ => axum::Json(json!({})).into_response(),
+            _ => spec_only(path),
         },
         Mode::ServesWrongHashes => match path {
             "/sync/hashes" => axum::Json(json!({ "hashes": [h.forged_hash] })).into_response(),
             "/fetch" => axum::Json(json!({ "messages": [h.forged] })).into_response(),
-            _ => axum::Json(json!({})).into_response(),
+            _ => spec_only(path),
         },
     }
+}
+
+/// The hostile peers look like relays that offer only the spec's endpoints: an empty object
+/// for those, and what a relay answers for an endpoint it lacks for our extensions.
+fn spec_only(path: &str) -> Response {
+    if path == "/sync/reconcile" {
+        let body = json!({"error": {"code": "not_found"}});
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
+    axum::Json(json!({})).into_response()
 }
 
 async fn start_hostile(mode: Mode) -> (u16, tokio::task::JoinHandle<()>, String) {
@@ -112,6 +143,7 @@ async fn hostile_peers_are_quarantined_and_the_relay_stays_healthy() {
     let modes = [
         (Mode::DropsAcknowledged, "dropped_acknowledged"),
         (Mode::LiesInSyncHashes, "false_claims"),
+        (Mode::LiesInReconcile, "false_claims"),
         (Mode::ServesWrongHashes, "hash_mismatches"),
         (Mode::AnswersGarbage, "garbage"),
         (Mode::Hangs, "timeouts"),

@@ -12,6 +12,8 @@ use reqwest::StatusCode;
 use reqwest::dns::{Name, Resolve, Resolving};
 
 use super::peer::{Offence, PeerAddr, is_public_ip};
+use super::reconcile::{ReconcileRequest, decode_answer};
+use super::sketch::SketchAnswer;
 
 /// Header naming the calling relay's advertised address (lets the callee pull from it).
 pub const RELAY_HEADER: &str = "x-jasper-relay";
@@ -42,6 +44,15 @@ pub enum PushOutcome {
     Conflict,
     /// 410: it considers the packet expired.
     Expired,
+}
+
+/// What a `/sync/reconcile` request came to.
+pub enum ReconcileOutcome {
+    Answer(SketchAnswer),
+    /// The snapshot named has gone: start over without one.
+    SnapshotGone,
+    /// The peer does not offer the extension.
+    Unsupported,
 }
 
 pub struct PeerClient {
@@ -205,6 +216,46 @@ impl PeerClient {
             ));
         }
         Ok(hashes)
+    }
+
+    /// `/sync/reconcile`: symbols of the peer's sketch.
+    pub async fn reconcile(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        req: &ReconcileRequest,
+    ) -> Result<ReconcileOutcome, PeerFault> {
+        let (status, answer) = self
+            .post(peer, trusted, "/sync/reconcile", req.to_json())
+            .await?;
+        match status {
+            s if s.is_success() => {
+                let a = decode_answer(&answer).ok_or_else(|| {
+                    PeerFault::new(
+                        Offence::Garbage,
+                        format!("/sync/reconcile: {} bytes are no answer", answer.len()),
+                    )
+                })?;
+                if a.symbols.len() as u64 != req.count
+                    || req.snapshot.is_some_and(|s| s != a.snapshot)
+                {
+                    return Err(PeerFault::new(
+                        Offence::Garbage,
+                        "/sync/reconcile: not the symbols or snapshot asked for",
+                    ));
+                }
+                Ok(ReconcileOutcome::Answer(a))
+            }
+            StatusCode::GONE => Ok(ReconcileOutcome::SnapshotGone),
+            // A relay without the extension (the reference relay): hash sync instead.
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+                Ok(ReconcileOutcome::Unsupported)
+            }
+            s => Err(PeerFault::new(
+                Offence::Refused,
+                format!("/sync/reconcile answered {s}: {}", snippet(&answer)),
+            )),
+        }
     }
 
     /// `/sync/servers`: sends our list, returns what the peer says we lack.

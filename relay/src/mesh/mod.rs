@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod peer;
+pub mod reconcile;
+pub mod sketch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,8 +22,12 @@ use tracing::Instrument;
 use crate::config::RelayConfig;
 use crate::error::RelayError;
 use crate::ingest::{BroadcastJob, Ingest, Source};
-use client::{PeerClient, PeerFault, PushOutcome};
+use client::{PeerClient, PeerFault, PushOutcome, ReconcileOutcome};
+use jasper_core::reconcile::{CodedSymbol, ReconcileError, reconcile as decode_difference};
+use parking_lot::Mutex;
 use peer::{Offence, Origin, PeerAddr, PeerBook};
+use reconcile::ReconcileRequest;
+use sketch::SKETCH_SYMBOLS;
 
 /// Hashes per `/fetch` when pulling from a peer.
 const PULL_CHUNK: usize = 500;
@@ -30,9 +36,28 @@ const AUDIT_SAMPLE: usize = 64;
 /// Peers synced at once.
 const SYNC_CONCURRENCY: usize = 8;
 
+/// How a reconciliation with a peer ended.
+enum Reconciled {
+    /// The hashes the peer holds and we lack (the peer finds what it lacks in its own round).
+    Lacking(Vec<MessageHash>),
+    /// The peer misbehaved or could not be reached; it has been scored.
+    Faulted,
+    /// The peer lacks `/sync/reconcile`.
+    Unsupported,
+    /// More differences than the kept symbols can find.
+    TooDifferent,
+}
+
+/// How long a peer that lacks `/sync/reconcile` is synced by hashes before it is asked again.
+const NO_RECONCILE_RETRY: Duration = Duration::from_secs(600);
+
 pub struct Mesh {
     pub book: PeerBook,
     client: PeerClient,
+    /// Peers that answered that they lack `/sync/reconcile`, with when.
+    no_reconcile: Mutex<HashMap<PeerAddr, std::time::Instant>>,
+    /// The difference found with each peer last time: how many symbols to ask for first.
+    last_difference: Mutex<HashMap<PeerAddr, usize>>,
     ingest: Arc<Ingest>,
     config: Arc<RelayConfig>,
     pub instance: String,
@@ -56,6 +81,8 @@ impl Mesh {
         Self {
             book,
             client,
+            no_reconcile: Mutex::new(HashMap::new()),
+            last_difference: Mutex::new(HashMap::new()),
             ingest,
             config,
             instance,
@@ -145,6 +172,26 @@ impl Mesh {
 
     async fn sync_with(&self, peer: &PeerAddr) {
         let trusted = self.trusted(peer);
+        if self.may_reconcile(peer) {
+            match self.reconcile_with(peer, trusted).await {
+                Reconciled::Lacking(theirs) => {
+                    let wanted = match self.ingest.store.unknown(theirs).await {
+                        Ok(w) => w,
+                        Err(e) => return tracing::error!(error = %e, "store failed during sync"),
+                    };
+                    return self.pull_and_audit(peer, trusted, wanted).await;
+                }
+                Reconciled::Faulted => return,
+                Reconciled::Unsupported => {
+                    self.no_reconcile
+                        .lock()
+                        .insert(peer.clone(), std::time::Instant::now());
+                }
+                Reconciled::TooDifferent => {
+                    tracing::info!(peer = %peer, "too many differences to reconcile; hash sync");
+                }
+            }
+        }
         let ours = match self.ingest.store.live_hashes().await {
             Ok(h) => h,
             Err(e) => {
@@ -169,13 +216,103 @@ impl Mesh {
             Ok(w) => w,
             Err(e) => return tracing::error!(error = %e, "store failed during sync"),
         };
+        self.pull_and_audit(peer, trusted, wanted).await;
+    }
+
+    /// Whether to try `/sync/reconcile` with this peer: unless it lately answered that it
+    /// lacks the extension (asked again after [`NO_RECONCILE_RETRY`], in case it was upgraded).
+    fn may_reconcile(&self, peer: &PeerAddr) -> bool {
+        let mut no = self.no_reconcile.lock();
+        match no.get(peer) {
+            Some(at) if at.elapsed() < NO_RECONCILE_RETRY => false,
+            Some(_) => {
+                no.remove(peer);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Reconciles with the peer's sketch: asks for a number of symbols guessed from the last
+    /// difference with this peer, then for twice as many of the same snapshot until they
+    /// decode. A peer whose symbols contradict themselves is scored like one that lies in
+    /// hash sync; what it claims to hold is still validated and checked when pulled.
+    async fn reconcile_with(&self, peer: &PeerAddr, trusted: bool) -> Reconciled {
+        let mut local = self.ingest.sketch.symbols();
+        let guess = self.last_difference.lock().get(peer).copied().unwrap_or(0);
+        let mut want = (guess * 3 + 32)
+            .next_power_of_two()
+            .clamp(64, SKETCH_SYMBOLS);
+        let mut remote: Vec<CodedSymbol> = Vec::new();
+        let mut snapshot = None;
+        let mut restarts = 0;
+        loop {
+            let req = ReconcileRequest {
+                from: remote.len() as u64,
+                count: (want - remote.len()) as u64,
+                snapshot,
+            };
+            match self.client.reconcile(peer, trusted, &req).await {
+                Ok(ReconcileOutcome::Answer(a)) => {
+                    snapshot = Some(a.snapshot);
+                    remote.extend(a.symbols);
+                }
+                Ok(ReconcileOutcome::SnapshotGone) if restarts < 2 => {
+                    restarts += 1;
+                    (remote, snapshot, local) = (Vec::new(), None, self.ingest.sketch.symbols());
+                    continue;
+                }
+                Ok(ReconcileOutcome::SnapshotGone) => return Reconciled::TooDifferent,
+                Ok(ReconcileOutcome::Unsupported) => return Reconciled::Unsupported,
+                Err(f) => {
+                    self.fault(peer, &f);
+                    return Reconciled::Faulted;
+                }
+            }
+            match decode_difference(&remote, &local[..remote.len()]) {
+                Ok(diff) => {
+                    self.last_difference.lock().insert(peer.clone(), diff.len());
+                    if !diff.is_empty() {
+                        tracing::debug!(
+                            peer = %peer,
+                            theirs = diff.remote_only.len(),
+                            ours = diff.local_only.len(),
+                            symbols = remote.len(),
+                            "reconciled"
+                        );
+                    }
+                    return Reconciled::Lacking(
+                        diff.remote_only
+                            .iter()
+                            .map(|h| MessageHash::from_bytes(*h))
+                            .collect(),
+                    );
+                }
+                Err(ReconcileError::NeedMore) if remote.len() < SKETCH_SYMBOLS => {
+                    want = (remote.len() * 2).min(SKETCH_SYMBOLS);
+                }
+                Err(ReconcileError::NeedMore) => return Reconciled::TooDifferent,
+                Err(ReconcileError::Inconsistent) => {
+                    self.book.record_offence(
+                        peer,
+                        Offence::FalseClaim,
+                        "/sync/reconcile: symbols that contradict themselves",
+                    );
+                    return Reconciled::Faulted;
+                }
+            }
+        }
+    }
+
+    /// Pulls what the peer has and we lack, audits it, and scores the round.
+    async fn pull_and_audit(&self, peer: &PeerAddr, trusted: bool, wanted: Vec<MessageHash>) {
         let pulled = self.pull(peer, trusted, &wanted).await;
         let audited = self.audit(peer, trusted).await;
         if pulled && audited {
             self.book.record_ok(peer);
         }
         if !wanted.is_empty() {
-            tracing::info!(peer = %peer, wanted = wanted.len(), "hash sync pulled missing packets");
+            tracing::info!(peer = %peer, wanted = wanted.len(), "sync pulled missing packets");
         }
     }
 
@@ -234,7 +371,7 @@ impl Mesh {
                     peer,
                     Offence::FalseClaim,
                     &format!(
-                        "claimed {} hashes in /sync/hashes but did not serve {missing}",
+                        "claimed {} hashes in sync but did not serve {missing}",
                         chunk.len()
                     ),
                 );

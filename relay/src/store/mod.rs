@@ -113,6 +113,10 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Every live hash held.
     async fn live_hashes(&self) -> StoreResult<Vec<MessageHash>>;
 
+    /// Every live packet held, as (hash, expires_at), from the expiry index: what the
+    /// reconciliation sketch is built from at start.
+    async fn live_entries(&self) -> StoreResult<Vec<(MessageHash, u64)>>;
+
     /// Number of live packets held.
     async fn count(&self) -> StoreResult<u64>;
 

@@ -455,6 +455,18 @@ impl MessageStore for RedisStore {
             .collect())
     }
 
+    async fn live_entries(&self) -> StoreResult<Vec<(MessageHash, u64)>> {
+        let mut conn = self.conn();
+        let now = unix_now();
+        let members: Vec<(String, u64)> = conn
+            .zrangebyscore_withscores(self.all_key(), format!("({now}"), "+inf")
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(|(m, at)| Some((MessageHash::parse(m, "index").ok()?, *at)))
+            .collect())
+    }
+
     async fn count(&self) -> StoreResult<u64> {
         let mut conn = self.conn();
         let now = unix_now();
