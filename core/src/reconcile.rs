@@ -128,7 +128,7 @@ pub fn encode_symbols(symbols: &[CodedSymbol]) -> Vec<u8> {
 
 /// Wire bytes as symbols; `None` when the length is not a multiple of [`SYMBOL_BYTES`].
 pub fn decode_symbols(bytes: &[u8]) -> Option<Vec<CodedSymbol>> {
-    if bytes.len() % SYMBOL_BYTES != 0 {
+    if !bytes.len().is_multiple_of(SYMBOL_BYTES) {
         return None;
     }
     Some(
