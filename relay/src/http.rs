@@ -364,7 +364,7 @@ struct RecentBody {
 }
 
 /// A whole non-negative number, or `None` when absent or null; `Err(())` for anything else.
-fn optional_u64(v: Option<&Value>) -> Result<Option<u64>, ()> {
+pub(crate) fn optional_u64(v: Option<&Value>) -> Result<Option<u64>, ()> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or(()),

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::sketch::{SKETCH_SYMBOLS, SketchAnswer};
 use crate::error::RelayError;
+use crate::http::optional_u64;
 
 /// Symbols asked for when the request does not say.
 pub const DEFAULT_COUNT: u64 = 256;
@@ -43,15 +44,10 @@ impl ReconcileRequest {
     pub fn parse(bytes: &[u8]) -> Result<Self, RelayError> {
         let body: Body = serde_json::from_slice(bytes)
             .map_err(|e| RelayError::MalformedRequest(format!("body is not a JSON object: {e}")))?;
-        let whole = |v: &Option<Value>, name: &str| -> Result<Option<u64>, RelayError> {
-            match v {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                    RelayError::MalformedRequest(format!(
-                        "`{name}` must be a whole number 0 or more"
-                    ))
-                }),
-            }
+        let whole = |v: &Option<Value>, name: &str| {
+            optional_u64(v.as_ref()).map_err(|()| {
+                RelayError::MalformedRequest(format!("`{name}` must be a whole number 0 or more"))
+            })
         };
         let from = whole(&body.from, "from")?.unwrap_or(0);
         let count = whole(&body.count, "count")?.unwrap_or(DEFAULT_COUNT);

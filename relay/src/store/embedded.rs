@@ -379,26 +379,6 @@ impl MessageStore for EmbeddedStore {
         Ok(out)
     }
 
-    async fn live_hashes(&self) -> StoreResult<Vec<MessageHash>> {
-        let tables = self.tables.clone();
-        tokio::task::spawn_blocking(move || {
-            let now = unix_now();
-            let mut out = Vec::new();
-            for item in tables
-                .by_expiry
-                .range(expiry_key(now + 1, &[0u8; 32]).to_vec()..)
-            {
-                let (key, value) = item.into_inner()?;
-                if value.first() == Some(&LIVE) {
-                    out.push(hash_from(&key[8..])?);
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| RelayError::Storage(format!("scan task failed: {e}")))?
-    }
-
     async fn live_entries(&self) -> StoreResult<Vec<(MessageHash, u64)>> {
         let tables = self.tables.clone();
         tokio::task::spawn_blocking(move || {

@@ -111,7 +111,14 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn unknown(&self, hashes: Vec<MessageHash>) -> StoreResult<Vec<MessageHash>>;
 
     /// Every live hash held.
-    async fn live_hashes(&self) -> StoreResult<Vec<MessageHash>>;
+    async fn live_hashes(&self) -> StoreResult<Vec<MessageHash>> {
+        Ok(self
+            .live_entries()
+            .await?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect())
+    }
 
     /// Every live packet held, as (hash, expires_at), from the expiry index: what the
     /// reconciliation sketch is built from at start.

@@ -443,18 +443,6 @@ impl MessageStore for RedisStore {
         Ok(out)
     }
 
-    async fn live_hashes(&self) -> StoreResult<Vec<MessageHash>> {
-        let mut conn = self.conn();
-        let now = unix_now();
-        let members: Vec<String> = conn
-            .zrangebyscore(self.all_key(), format!("({now}"), "+inf")
-            .await?;
-        Ok(members
-            .iter()
-            .filter_map(|m| MessageHash::parse(m, "index").ok())
-            .collect())
-    }
-
     async fn live_entries(&self) -> StoreResult<Vec<(MessageHash, u64)>> {
         let mut conn = self.conn();
         let now = unix_now();

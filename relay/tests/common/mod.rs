@@ -96,6 +96,22 @@ pub async fn post(url: &str, body: &Value) -> (u16, Value) {
     post_raw(url, serde_json::to_vec(body).unwrap()).await
 }
 
+/// Posts `body` and asserts the refusal: its status, its stable code, and a message that
+/// mentions `says` (each wrong field gets its own words).
+pub async fn assert_refused(url: &str, body: &Value, status: u16, code: &str, says: &str) {
+    let (got, answer) = post(url, body).await;
+    assert_eq!(
+        (got, answer["error"]["code"].as_str().unwrap_or_default()),
+        (status, code),
+        "{body}: {answer}"
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(says),
+        "{body}: {message:?} should mention {says:?}"
+    );
+}
+
 pub async fn send(relay: &Relay, p: &Packet) -> (u16, Value) {
     post(&relay.url("/send"), &serde_json::to_value(p).unwrap()).await
 }

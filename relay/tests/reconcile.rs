@@ -1,0 +1,121 @@
+//! The fallbacks of reconciliation, against peers written here that hold one packet our relay
+//! lacks and offer it through `/sync/hashes`: a peer whose snapshots are always gone, and one
+//! whose symbols never decode (as with more differences than the kept symbols can find). The
+//! relay must fall back to hash sync, get the packet, and not score the peer down for it.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use common::*;
+use jasper_core::protocol::Packet;
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// `/sync/reconcile` always answers 410 `snapshot_gone`.
+    SnapshotAlwaysGone,
+    /// `/sync/reconcile` answers well-formed symbols that never peel (no symbol is pure).
+    NeverDecodes,
+}
+
+struct Peer {
+    mode: Mode,
+    held: Packet,
+}
+
+async fn handler(
+    State(p): State<Arc<Peer>>,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    match uri.path() {
+        "/sync/reconcile" => match p.mode {
+            Mode::SnapshotAlwaysGone => (
+                StatusCode::GONE,
+                axum::Json(json!({"error": {"code": "snapshot_gone", "message": "gone"}})),
+            )
+                .into_response(),
+            Mode::NeverDecodes => {
+                let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let count = req["count"].as_u64().unwrap_or(256) as usize;
+                let mut answer = 9u64.to_be_bytes().to_vec();
+                answer.extend_from_slice(&1_000_000u64.to_be_bytes());
+                // Count 7 everywhere: never ±1, so never pure.
+                let symbol = jasper_core::reconcile::CodedSymbol {
+                    sum: [0xab; 32],
+                    checksum: 1,
+                    count: 7,
+                };
+                answer.extend(jasper_core::reconcile::encode_symbols(&vec![symbol; count]));
+                answer.into_response()
+            }
+        },
+        "/sync/hashes" => axum::Json(json!({ "hashes": [p.held.hash] })).into_response(),
+        "/fetch" => {
+            let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let asked: Vec<Value> = req["hashes"].as_array().cloned().unwrap_or_default();
+            let messages: Vec<Value> = asked
+                .iter()
+                .map(|h| {
+                    if h.as_str() == Some(p.held.hash.as_str()) {
+                        serde_json::to_value(&p.held).unwrap()
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect();
+            axum::Json(json!({ "messages": messages })).into_response()
+        }
+        _ => axum::Json(json!({})).into_response(),
+    }
+}
+
+async fn start_peer(mode: Mode, held: Packet) -> u16 {
+    let app = Router::new()
+        .route("/{*path}", post(handler).get(handler))
+        .with_state(Arc::new(Peer { mode, held }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_that_cannot_finish_falls_back_to_hash_sync() {
+    let keys = recipients();
+    let mut peers = Vec::new();
+    for (i, mode) in [Mode::SnapshotAlwaysGone, Mode::NeverDecodes]
+        .into_iter()
+        .enumerate()
+    {
+        let held = packet(&keys[i], &format!("only the {mode:?} peer holds this"));
+        let port = start_peer(mode, held.clone()).await;
+        peers.push((format!("127.0.0.1:{port}"), mode, held));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--sync-interval".to_owned(), "1".to_owned()];
+    for (addr, ..) in &peers {
+        args.extend(["--peer".to_owned(), addr.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let relay = Relay::start(&dir.path().join("relay"), &args);
+    for (addr, mode, held) in &peers {
+        assert!(
+            eventually(Duration::from_secs(20), || holds(&relay, &held.hash)).await,
+            "the packet of the {mode:?} peer never arrived by hash sync"
+        );
+        let report = peer_report(&relay, addr).await.unwrap();
+        assert_eq!(report["state"], "active", "{mode:?}: {report}");
+        let c = &report["counters"];
+        for offence in ["false_claims", "garbage", "refused"] {
+            assert_eq!(c[offence], 0, "{mode:?} scored for {offence}: {report}");
+        }
+    }
+}
