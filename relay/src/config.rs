@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::RelayError;
 use crate::mesh::peer::PeerAddr;
+use crate::mesh::tree::TreeSettings;
 
 /// Validated settings of one relay process.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct RelayConfig {
     pub max_known_servers: usize,
     pub peer_timeout: Duration,
     pub broadcast_concurrency: usize,
+    /// How new packets travel between relays (`mesh/tree.rs`).
+    pub tree: TreeSettings,
     /// First quarantine length; each further quarantine of the same peer doubles it.
     pub quarantine_base: Duration,
     /// How long an expired hash is remembered after its expiry, so sync cannot revive it.
@@ -94,6 +97,10 @@ pub struct Args {
     /// Seconds of a peer's first quarantine (default 30; doubles each time).
     #[arg(long, env = "JASPER_RELAY_QUARANTINE_SECS")]
     pub quarantine_secs: Option<u64>,
+    /// Broadcast: `tree` (default: push along a spanning tree, announce to the other peers)
+    /// or `flood` (push every packet to every peer).
+    #[arg(long, env = "JASPER_RELAY_BROADCAST")]
+    pub broadcast: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "JASPER_RELAY_LOG_JSON")]
     pub log_json: Option<bool>,
@@ -120,6 +127,9 @@ pub struct FileConfig {
     pub max_known_servers: Option<usize>,
     pub peer_timeout: Option<u64>,
     pub broadcast_concurrency: Option<usize>,
+    pub broadcast: Option<String>,
+    pub tree_min_peers: Option<usize>,
+    pub graft_after_ms: Option<u64>,
     pub quarantine_secs: Option<u64>,
     pub tombstone_retention: Option<u64>,
     pub log_json: Option<bool>,
@@ -183,6 +193,22 @@ impl RelayConfig {
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir);
         let ttl = secs(args.ttl, file.ttl, DEFAULT_TTL_SECS, "ttl")?;
+        let defaults = TreeSettings::default();
+        let tree = TreeSettings {
+            enabled: match args.broadcast.or(file.broadcast).as_deref() {
+                None | Some("tree") => true,
+                Some("flood") => false,
+                Some(other) => {
+                    return Err(RelayError::Config(format!(
+                        "--broadcast {other}: expected `tree` or `flood`"
+                    )));
+                }
+            },
+            min_peers: file.tree_min_peers.unwrap_or(defaults.min_peers),
+            graft_after: file
+                .graft_after_ms
+                .map_or(defaults.graft_after, Duration::from_millis),
+        };
         let config = RelayConfig {
             listen,
             peers,
@@ -216,6 +242,7 @@ impl RelayConfig {
             max_known_servers: file.max_known_servers.unwrap_or(1000),
             peer_timeout: secs(args.peer_timeout, file.peer_timeout, 5, "peer-timeout")?,
             broadcast_concurrency: file.broadcast_concurrency.unwrap_or(64),
+            tree,
             quarantine_base: secs(
                 args.quarantine_secs,
                 file.quarantine_secs,

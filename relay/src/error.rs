@@ -36,6 +36,9 @@ pub enum RelayError {
     /// `/sync/reconcile` named a snapshot this relay no longer holds: start over.
     #[error("snapshot {0} is gone (too old, or pushed out by newer ones); ask again without one")]
     SnapshotGone(String),
+    /// A mesh-only endpoint called by a relay that is not an active peer of this one.
+    #[error("{0} is not an active peer of this relay")]
+    UnknownPeer(String),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -64,6 +67,7 @@ impl RelayError {
                 _ => (StatusCode::BAD_REQUEST, "invalid_request"),
             },
             RelayError::HashConflict(_) => (StatusCode::CONFLICT, "hash_conflict"),
+            RelayError::UnknownPeer(_) => (StatusCode::FORBIDDEN, "unknown_peer"),
             RelayError::Expired(_) => (StatusCode::GONE, "expired"),
             RelayError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             RelayError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

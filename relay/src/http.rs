@@ -1,6 +1,5 @@
-//! The HTTP face of the relay: the four endpoints of the spec plus `GET /status` and
-//! `POST /sync/recent` (extensions), JSON errors
-//! for everything (unknown routes and methods included), and body limits enforced before a
+//! The HTTP face of the relay: the four endpoints of the spec plus the extensions (`GET
+//! /status`, `POST /sync/recent`, `/sync/reconcile`, `/mesh/announce`), JSON errors for everything (unknown routes and methods included), and body limits enforced before a
 //! body is read whole.
 
 use std::sync::Arc;
@@ -28,6 +27,7 @@ use crate::mesh::client::{INSTANCE_HEADER, RELAY_HEADER};
 use crate::mesh::peer::PeerAddr;
 use crate::mesh::reconcile::{ReconcileRequest, encode_answer};
 use crate::mesh::sketch::SKETCH_SYMBOLS;
+use crate::mesh::tree::{GRAFT_HEADER, MAX_ANNOUNCE_HASHES};
 use crate::store::PutOutcome;
 
 /// Most packets one `/fetch {hashes}` may ask for (relays pull in chunks of 500).
@@ -56,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sync/hashes", post(sync_hashes))
         .route("/sync/recent", post(sync_recent))
         .route("/sync/reconcile", post(sync_reconcile))
+        .route("/mesh/announce", post(mesh_announce))
         .route("/status", get(status))
         .fallback(|| async { RelayError::NotFound })
         .method_not_allowed_fallback(|| async { RelayError::MethodNotAllowed })
@@ -183,6 +184,12 @@ async fn fetch(
         )));
     }
     let hashes = parse_hashes(&hashes)?;
+    if headers.contains_key(GRAFT_HEADER)
+        && let Some(peer) = caller_relay(&headers).filter(|p| state.mesh.book.contains(p))
+    {
+        // A peer that was only told of packets asks to be pushed them again (`tree.rs`).
+        state.mesh.tree.graft(&peer);
+    }
     let found = state.ingest.store.get(hashes).await?;
     let messages = found
         .into_iter()
@@ -462,6 +469,42 @@ async fn sync_reconcile(
         .into_response())
 }
 
+/// `/mesh/announce` body.
+#[derive(Deserialize)]
+struct AnnounceBody {
+    hashes: Vec<Value>,
+}
+
+/// Extension `mesh.tree`: a peer for which we are a lazy link tells us hashes it holds. Those
+/// we lack are awaited; if they do not come by push in time, they are fetched from it.
+async fn mesh_announce(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RelayError> {
+    let Some(peer) = caller_relay(&headers) else {
+        return Err(RelayError::UnknownPeer(format!(
+            "the caller (it sent no `{RELAY_HEADER}` header)"
+        )));
+    };
+    if !state.mesh.book.active().contains(&peer) {
+        return Err(RelayError::UnknownPeer(peer.to_string()));
+    }
+    let bytes = read_body(&headers, body, state.config.max_sync_body_bytes).await?;
+    let req: AnnounceBody = parse(&bytes)?;
+    if req.hashes.len() > MAX_ANNOUNCE_HASHES {
+        return Err(RelayError::TooLarge(format!(
+            "{} hashes announced; at most {MAX_ANNOUNCE_HASHES} per request",
+            req.hashes.len()
+        )));
+    }
+    let hashes = parse_hashes(&req.hashes)?;
+    let missing = state.ingest.store.unknown(hashes).await?;
+    let awaited = missing.len();
+    state.mesh.tree.heard(&peer, missing);
+    Ok(axum::Json(json!({ "ok": true, "awaited": awaited })).into_response())
+}
+
 async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayError> {
     let stored = state.ingest.store.count().await?;
     let body = json!({
@@ -471,7 +514,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
         "instance": state.mesh.instance,
         "extensions": [
             "status", "fetch.wait", "fetch.since", "expires_at", "sync.prefix", "sync.recent",
-            "sync.reconcile",
+            "sync.reconcile", "mesh.tree",
         ],
         "stored_messages": stored,
         "load": {
@@ -489,7 +532,9 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
             "max_wait_secs": MAX_WAIT_SECS,
             "max_recent_hashes": MAX_RECENT_HASHES,
             "reconcile_symbols": SKETCH_SYMBOLS,
+            "max_announce_hashes": MAX_ANNOUNCE_HASHES,
         },
+        "mesh": state.mesh.report(),
         "peers": state.mesh.book.report(),
     });
     Ok((StatusCode::OK, axum::Json(body)).into_response())

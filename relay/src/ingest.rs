@@ -31,6 +31,9 @@ pub enum Source {
     Send(Option<PeerAddr>),
     /// Pulled by hash sync: every relay syncs, so it is not pushed on.
     Sync,
+    /// Fetched from a peer that announced it (a graft, `mesh/tree.rs`): it did not come down
+    /// the tree, so this relay pushes it on down its own part.
+    Graft(PeerAddr),
 }
 
 /// Parsed recipient keys by text. Parsing an RSA key costs microseconds; relays see the same
@@ -122,7 +125,12 @@ impl Ingest {
             PutOutcome::Stored { .. } => {
                 self.sketch.add(&p.hash, p.expires_at);
                 self.waiters.notify(&p.recipient_fp);
-                if let Source::Send(from) = source {
+                let from = match source {
+                    Source::Send(from) => Some(from),
+                    Source::Graft(peer) => Some(Some(peer)),
+                    Source::Sync => None,
+                };
+                if let Some(from) = from {
                     let job = BroadcastJob {
                         hash: p.hash,
                         expires_at: p.expires_at,

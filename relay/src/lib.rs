@@ -115,6 +115,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     background.push(tokio::spawn(
         mesh.clone().run_broadcaster(broadcast_rx, stop.clone()),
     ));
+    background.push(tokio::spawn(mesh.clone().run_tree(stop.clone())));
     background.push(tokio::spawn(mesh.clone().every(
         config.sync_interval,
         stop.clone(),

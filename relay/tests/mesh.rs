@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 struct Mesh {
     relays: Vec<Relay>,
@@ -15,9 +15,14 @@ struct Mesh {
 
 /// Three relays, each configured with the other two.
 fn full_mesh(extra: &[&str]) -> Mesh {
+    full_mesh_of(3, extra)
+}
+
+/// `n` relays, each configured with all the others.
+fn full_mesh_of(n: usize, extra: &[&str]) -> Mesh {
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port(), free_port()];
-    let relays = (0..3)
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let relays = (0..n)
         .map(|i| {
             let mut args: Vec<String> = Vec::new();
             for (j, p) in ports.iter().enumerate() {
@@ -181,5 +186,111 @@ async fn expiry_is_global_and_sync_never_resurrects() {
         let (status_code, body) = send(r, &p).await;
         assert_eq!(status_code, 410, "{body}");
         assert_eq!(body["error"]["code"], "expired");
+    }
+}
+
+/// Five relays, each with four peers, so broadcast runs along a tree (`mesh/tree.rs`): the
+/// redundant links are pruned, every packet still reaches every relay by broadcast alone (sync
+/// is a minute away), and when a relay dies the others still get everything, through the
+/// announcements and grafts of their lazy links.
+#[tokio::test]
+async fn broadcast_prunes_redundant_links_and_heals_around_a_dead_relay() {
+    let mut mesh = full_mesh_of(5, &["--sync-interval", "60"]);
+    // Peers read each other's /status at start and retry every 5 s until it answers; until
+    // then they are pushed everything.
+    for r in &mesh.relays {
+        let knows_all = eventually(Duration::from_secs(12), || async {
+            status(r).await["mesh"]["broadcast"]["tree_peers"] == 4
+        });
+        assert!(knows_all.await, "{}", status(r).await["mesh"]);
+    }
+    let keys = recipients();
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let p = packet(&keys[i % 3], &format!("tree {i}"));
+        assert_eq!(send(&mesh.relays[i % 5], &p).await.0, 200);
+        sent.push(p.hash);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for r in &mesh.relays {
+        for h in &sent {
+            assert!(
+                eventually(Duration::from_secs(3), || holds(r, h)).await,
+                "{h} missing"
+            );
+        }
+    }
+    let mut lazy = 0;
+    for r in &mesh.relays {
+        let s = status(r).await;
+        lazy += s["mesh"]["broadcast"]["lazy_peers"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert!(
+            s["mesh"]["traffic"]["/send"]["requests"].as_u64().unwrap() > 0,
+            "{s}"
+        );
+    }
+    assert!(lazy > 0, "no link was pruned in a full mesh of five");
+
+    mesh.relays[4].crash();
+    let mut after = Vec::new();
+    for i in 0..20 {
+        let p = packet(&keys[i % 3], &format!("after the crash {i}"));
+        assert_eq!(send(&mesh.relays[i % 4], &p).await.0, 200);
+        after.push(p.hash);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for r in &mesh.relays[..4] {
+        for h in &after {
+            assert!(
+                eventually(Duration::from_secs(5), || holds(r, h)).await,
+                "{h} missing after a relay died"
+            );
+        }
+    }
+}
+
+/// `/mesh/announce` is for active peers only, and its body is checked like every other.
+#[tokio::test]
+async fn mesh_announce_refuses_strangers_and_bad_bodies() {
+    let mesh = full_mesh(&["--sync-interval", "60"]);
+    let (a, b) = (&mesh.relays[0], &mesh.relays[1]);
+    let url = a.url("/mesh/announce");
+    let hash = packet(&recipients()[0], "announced").hash;
+    let announce = |from: Option<String>, body: Value| {
+        let url = url.clone();
+        async move {
+            let mut req = client().post(&url).json(&body);
+            if let Some(f) = from {
+                req = req.header("x-jasper-relay", f);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or_default().to_owned();
+    let (s, v) = announce(None, json!({ "hashes": [hash] })).await;
+    assert_eq!((s, code(&v).as_str()), (403, "unknown_peer"), "{v}");
+    let (s, v) = announce(Some("127.0.0.1:1".into()), json!({ "hashes": [hash] })).await;
+    assert_eq!((s, code(&v).as_str()), (403, "unknown_peer"), "{v}");
+    let peer = Some(b.addr());
+    let (s, v) = announce(peer.clone(), json!({ "hashes": ["not a hash"] })).await;
+    assert_eq!((s, code(&v).as_str()), (400, "invalid_hash"), "{v}");
+    let (s, v) = announce(peer.clone(), json!({ "hashes": "x" })).await;
+    assert_eq!((s, code(&v).as_str()), (400, "malformed_request"), "{v}");
+    let many: Vec<String> = (0..4097)
+        .map(|i| packet("k", &i.to_string()).hash)
+        .collect();
+    let (s, v) = announce(peer.clone(), json!({ "hashes": many })).await;
+    assert_eq!((s, code(&v).as_str()), (413, "too_large"), "{v}");
+    // A hash it lacks is awaited; one that never comes is not held against the announcer.
+    let (s, v) = announce(peer, json!({ "hashes": [hash] })).await;
+    assert_eq!((s, v["awaited"].as_u64()), (200, Some(1)), "{v}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let peers = status(a).await["peers"].clone();
+    for p in peers.as_array().unwrap() {
+        assert_eq!(p["counters"]["false_claims"], 0, "{peers}");
     }
 }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jasper_core::MessageHash;
@@ -14,6 +15,7 @@ use reqwest::dns::{Name, Resolve, Resolving};
 use super::peer::{Offence, PeerAddr, is_public_ip};
 use super::reconcile::{ReconcileRequest, decode_answer};
 use super::sketch::SketchAnswer;
+use super::tree::GRAFT_HEADER;
 
 /// Header naming the calling relay's advertised address (lets the callee pull from it).
 pub const RELAY_HEADER: &str = "x-jasper-relay";
@@ -40,6 +42,8 @@ impl PeerFault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
     Accepted,
+    /// It already held the packet (`"stored": false`): the link was redundant for this one.
+    AlreadyHeld,
     /// 409: it holds that hash with other content (not its fault: someone sent it first).
     Conflict,
     /// 410: it considers the packet expired.
@@ -55,10 +59,73 @@ pub enum ReconcileOutcome {
     Unsupported,
 }
 
+/// The routes we call on peers, as counted in [`Traffic`].
+pub const ROUTES: [&str; 7] = [
+    "/send",
+    "/fetch",
+    "/mesh/announce",
+    "/sync/reconcile",
+    "/sync/hashes",
+    "/sync/servers",
+    "/status",
+];
+
+/// Requests and body bytes this relay sent to peers and received from them, by route: what the
+/// mesh costs, measured where it is spent (HTTP headers excluded: about 200 bytes a request).
+#[derive(Default)]
+pub struct Traffic {
+    counters: [[AtomicU64; 3]; ROUTES.len()],
+}
+
+impl Traffic {
+    fn add(&self, path: &str, sent: usize, received: usize) {
+        let i = ROUTES
+            .iter()
+            .position(|r| *r == path)
+            .unwrap_or(ROUTES.len() - 1);
+        let c = &self.counters[i];
+        c[0].fetch_add(1, Ordering::Relaxed);
+        c[1].fetch_add(sent as u64, Ordering::Relaxed);
+        c[2].fetch_add(received as u64, Ordering::Relaxed);
+    }
+
+    /// `{route: {requests, bytes_sent, bytes_received}}` for `/status`.
+    pub fn report(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (route, c) in ROUTES.iter().zip(&self.counters) {
+            out.insert(
+                (*route).to_owned(),
+                serde_json::json!({
+                    "requests": c[0].load(Ordering::Relaxed),
+                    "bytes_sent": c[1].load(Ordering::Relaxed),
+                    "bytes_received": c[2].load(Ordering::Relaxed),
+                }),
+            );
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+/// What a peer's `/status` says about it, as far as the mesh cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub instance: Option<String>,
+    pub extensions: Vec<String>,
+    /// `limits.reconcile_symbols`: most symbols it keeps (asked for no more).
+    pub reconcile_symbols: Option<usize>,
+}
+
+impl PeerStatus {
+    pub fn offers(&self, extension: &str) -> bool {
+        self.extensions.iter().any(|e| e == extension)
+    }
+}
+
 pub struct PeerClient {
     trusted: reqwest::Client,
     learned: reqwest::Client,
     max_answer_bytes: usize,
+    pub traffic: Traffic,
 }
 
 impl PeerClient {
@@ -101,6 +168,7 @@ impl PeerClient {
             trusted,
             learned,
             max_answer_bytes,
+            traffic: Traffic::default(),
         }
     }
 
@@ -119,16 +187,34 @@ impl PeerClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Vec<u8>), PeerFault> {
+        self.post_with(peer, trusted, path, body, None).await
+    }
+
+    async fn post_with(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        path: &str,
+        body: Vec<u8>,
+        header: Option<(&'static str, &'static str)>,
+    ) -> Result<(StatusCode, Vec<u8>), PeerFault> {
         let url = format!("{}{}", peer.base_url(), path);
-        let resp = self
+        let sent = body.len();
+        let mut req = self
             .client(trusted)
             .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(classify)?;
-        self.read(resp).await
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
+        }
+        let resp = req.body(body).send().await;
+        let answer = match resp {
+            Ok(resp) => self.read(resp).await,
+            Err(e) => Err(classify(e)),
+        };
+        let received = answer.as_ref().map_or(0, |(_, b)| b.len());
+        self.traffic.add(path, sent, received);
+        answer
     }
 
     async fn read(&self, mut resp: reqwest::Response) -> Result<(StatusCode, Vec<u8>), PeerFault> {
@@ -156,7 +242,11 @@ impl PeerClient {
         let body = serde_json::to_vec(packet).expect("packet serialises");
         let (status, answer) = self.post(peer, trusted, "/send", body).await?;
         match status {
-            s if s.is_success() => Ok(PushOutcome::Accepted),
+            s if s.is_success() => Ok(if already_held(&answer) {
+                PushOutcome::AlreadyHeld
+            } else {
+                PushOutcome::Accepted
+            }),
             StatusCode::CONFLICT => Ok(PushOutcome::Conflict),
             StatusCode::GONE => Ok(PushOutcome::Expired),
             s => Err(PeerFault::new(
@@ -167,23 +257,26 @@ impl PeerClient {
     }
 
     /// Fetches packets by hash. Entries are aligned with what the peer returned, which may
-    /// not be aligned with the request (callers match by hash).
+    /// not be aligned with the request (callers match by hash). `graft` asks the peer to push
+    /// to us eagerly again (see `tree.rs`).
     pub async fn fetch(
         &self,
         peer: &PeerAddr,
         trusted: bool,
         hashes: &[MessageHash],
+        graft: bool,
     ) -> Result<Vec<Option<Packet>>, PeerFault> {
         let req = FetchRequest {
             hashes: Some(hashes.iter().map(|h| h.to_string()).collect()),
             ..Default::default()
         };
         let (status, answer) = self
-            .post(
+            .post_with(
                 peer,
                 trusted,
                 "/fetch",
                 serde_json::to_vec(&req).expect("serialises"),
+                graft.then_some((GRAFT_HEADER, "1")),
             )
             .await?;
         expect_success(status, "/fetch", &answer)?;
@@ -258,6 +351,25 @@ impl PeerClient {
         }
     }
 
+    /// `/mesh/announce`: tells a lazy peer the hashes of packets we hold.
+    pub async fn announce(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        hashes: &[MessageHash],
+    ) -> Result<(), PeerFault> {
+        let body = serde_json::json!({ "hashes": hashes.iter().map(|h| h.to_string()).collect::<Vec<_>>() });
+        let (status, answer) = self
+            .post(
+                peer,
+                trusted,
+                "/mesh/announce",
+                body.to_string().into_bytes(),
+            )
+            .await?;
+        expect_success(status, "/mesh/announce", &answer)
+    }
+
     /// `/sync/servers`: sends our list, returns what the peer says we lack.
     pub async fn sync_servers(
         &self,
@@ -280,20 +392,58 @@ impl PeerClient {
     }
 
     /// `GET /status` (our extension); `None` when the peer does not offer it.
-    pub async fn instance_of(&self, peer: &PeerAddr, trusted: bool) -> Option<String> {
+    pub async fn status(&self, peer: &PeerAddr, trusted: bool) -> Option<PeerStatus> {
         let resp = self
             .client(trusted)
             .get(format!("{}/status", peer.base_url()))
             .send()
             .await
-            .ok()?;
-        let (status, body) = self.read(resp).await.ok()?;
+            .ok();
+        let answer = match resp {
+            Some(r) => self.read(r).await.ok(),
+            None => None,
+        };
+        self.traffic
+            .add("/status", 0, answer.as_ref().map_or(0, |(_, b)| b.len()));
+        let (status, body) = answer?;
         if !status.is_success() {
             return None;
         }
         let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        v.get("instance")?.as_str().map(str::to_owned)
+        Some(PeerStatus {
+            instance: v
+                .get("instance")
+                .and_then(|i| i.as_str())
+                .map(str::to_owned),
+            extensions: v
+                .get("extensions")
+                .and_then(|e| e.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            reconcile_symbols: v
+                .pointer("/limits/reconcile_symbols")
+                .and_then(|n| n.as_u64())
+                .map(|n| n as usize),
+        })
     }
+
+    /// The peer's instance id, from its `/status`.
+    pub async fn instance_of(&self, peer: &PeerAddr, trusted: bool) -> Option<String> {
+        self.status(peer, trusted).await?.instance
+    }
+}
+
+/// Whether a `/send` answer says the packet was held already (our relays' `"stored": false`;
+/// the reference relay's text `ok` is never read as that).
+fn already_held(answer: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(answer)
+        .ok()
+        .and_then(|v| v.get("stored").and_then(|s| s.as_bool()))
+        == Some(false)
 }
 
 fn expect_success(status: StatusCode, what: &str, answer: &[u8]) -> Result<(), PeerFault> {

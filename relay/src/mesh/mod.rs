@@ -6,10 +6,11 @@ pub mod client;
 pub mod peer;
 pub mod reconcile;
 pub mod sketch;
+pub mod tree;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -22,12 +23,13 @@ use tracing::Instrument;
 use crate::config::RelayConfig;
 use crate::error::RelayError;
 use crate::ingest::{BroadcastJob, Ingest, Source};
-use client::{PeerClient, PeerFault, PushOutcome, ReconcileOutcome};
+use client::{PeerClient, PeerFault, PeerStatus, PushOutcome, ReconcileOutcome};
 use jasper_core::reconcile::{CodedSymbol, ReconcileError, reconcile as decode_difference};
 use parking_lot::Mutex;
 use peer::{Offence, Origin, PeerAddr, PeerBook};
 use reconcile::ReconcileRequest;
 use sketch::SKETCH_SYMBOLS;
+use tree::Tree;
 
 /// Hashes per `/fetch` when pulling from a peer.
 const PULL_CHUNK: usize = 500;
@@ -51,6 +53,24 @@ enum Reconciled {
 /// How long a peer that lacks `/sync/reconcile` is synced by hashes before it is asked again.
 const NO_RECONCILE_RETRY: Duration = Duration::from_secs(600);
 
+/// How often queued announcements are sent and announced hashes checked for grafting: the
+/// batching delay of a lazy link.
+const TREE_TICK: Duration = Duration::from_millis(50);
+/// A peer's `/status` (its extensions and limits) is asked again after this long, and after
+/// [`STATUS_RETRY`] when it did not answer.
+const STATUS_REFRESH: Duration = Duration::from_secs(300);
+const STATUS_RETRY: Duration = Duration::from_secs(5);
+
+/// Why packets are pulled from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullKind {
+    /// Sync found that the peer holds them: one it does not serve made a false claim.
+    Sync,
+    /// The peer announced them and they have not come by push: fetch them, graft the link,
+    /// and push them on. Announcements are hints, so what is not served is no offence.
+    Graft,
+}
+
 pub struct Mesh {
     pub book: PeerBook,
     client: PeerClient,
@@ -58,6 +78,10 @@ pub struct Mesh {
     no_reconcile: Mutex<HashMap<PeerAddr, std::time::Instant>>,
     /// The difference found with each peer last time: how many symbols to ask for first.
     last_difference: Mutex<HashMap<PeerAddr, usize>>,
+    /// Each peer's last `/status` (`None`: it did not answer), with when it was asked.
+    statuses: Mutex<HashMap<PeerAddr, (Instant, Option<PeerStatus>)>>,
+    /// Which peers are pushed new packets and which are only told their hashes.
+    pub tree: Tree,
     ingest: Arc<Ingest>,
     config: Arc<RelayConfig>,
     pub instance: String,
@@ -83,6 +107,8 @@ impl Mesh {
             client,
             no_reconcile: Mutex::new(HashMap::new()),
             last_difference: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(HashMap::new()),
+            tree: Tree::new(config.tree.clone()),
             ingest,
             config,
             instance,
@@ -97,7 +123,8 @@ impl Mesh {
         self.book.record_offence(peer, f.offence, &f.detail);
     }
 
-    /// Pushes each queued packet to every active peer but the one it came from.
+    /// Pushes each queued packet to the eager peers but the one it came from, and queues its
+    /// hash for the lazy ones (`tree.rs`).
     pub async fn run_broadcaster(
         self: Arc<Self>,
         mut jobs: mpsc::Receiver<BroadcastJob>,
@@ -109,15 +136,18 @@ impl Mesh {
                 job = jobs.recv() => match job { Some(j) => Arc::new(j), None => return },
                 _ = stop.cancelled() => return,
             };
-            for peer in self.book.active() {
-                if job.from.as_ref() == Some(&peer) {
-                    continue;
-                }
+            let active = Arc::new(self.book.active());
+            let targets = self.tree.targets(&active, job.from.as_ref());
+            if !targets.announce.is_empty() {
+                self.tree.queue_announcement(&targets.announce, job.hash);
+            }
+            for peer in targets.push {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
                 let mesh = self.clone();
                 let job = job.clone();
+                let active = active.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     match mesh
@@ -125,9 +155,12 @@ impl Mesh {
                         .push(&peer, mesh.trusted(&peer), &job.packet)
                         .await
                     {
-                        Ok(PushOutcome::Accepted) => {
+                        Ok(outcome @ (PushOutcome::Accepted | PushOutcome::AlreadyHeld)) => {
                             mesh.book.record_ok(&peer);
                             mesh.book.record_ack(&peer, job.hash, job.expires_at);
+                            if outcome == PushOutcome::AlreadyHeld {
+                                mesh.tree.prune(&peer, &active);
+                            }
                         }
                         Ok(PushOutcome::Conflict | PushOutcome::Expired) => {
                             mesh.book.record_ok(&peer)
@@ -137,6 +170,95 @@ impl Mesh {
                 });
             }
         }
+    }
+
+    /// The lazy half of the tree, every [`TREE_TICK`]: sends queued announcements, grafts
+    /// what was announced and has not come, and keeps peers' `/status` fresh (whether they
+    /// offer `mesh.tree`, and their limits).
+    pub async fn run_tree(self: Arc<Self>, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(TREE_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_status_check = Instant::now() - STATUS_RETRY;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {},
+                _ = stop.cancelled() => return,
+            }
+            if last_status_check.elapsed() >= STATUS_RETRY {
+                last_status_check = Instant::now();
+                self.clone().refresh_statuses().await;
+            }
+            for (peer, hashes) in self.tree.take_announcements() {
+                let mesh = self.clone();
+                tokio::spawn(async move {
+                    let trusted = mesh.trusted(&peer);
+                    if let Err(f) = mesh.client.announce(&peer, trusted, &hashes).await {
+                        mesh.fault(&peer, &f);
+                    }
+                });
+            }
+            for (peer, hashes) in self.tree.due() {
+                let mesh = self.clone();
+                tokio::spawn(async move {
+                    let missing = match mesh.ingest.store.unknown(hashes).await {
+                        Ok(m) => m,
+                        Err(e) => return tracing::error!(error = %e, "store failed in graft"),
+                    };
+                    if missing.is_empty() || !mesh.book.active().contains(&peer) {
+                        return;
+                    }
+                    tracing::debug!(peer = %peer, missing = missing.len(), "grafting");
+                    let trusted = mesh.trusted(&peer);
+                    mesh.pull(&peer, trusted, &missing, PullKind::Graft).await;
+                });
+            }
+        }
+    }
+
+    /// Asks `/status` of every active peer not asked lately.
+    async fn refresh_statuses(self: Arc<Self>) {
+        let due: Vec<PeerAddr> = {
+            let statuses = self.statuses.lock();
+            self.book
+                .active()
+                .into_iter()
+                .filter(|p| match statuses.get(p) {
+                    None => true,
+                    Some((at, Some(_))) => at.elapsed() >= STATUS_REFRESH,
+                    Some((at, None)) => at.elapsed() >= STATUS_RETRY,
+                })
+                .collect()
+        };
+        let mut running = FuturesUnordered::new();
+        for peer in due {
+            let mesh = self.clone();
+            running.push(async move {
+                let status = mesh.client.status(&peer, mesh.trusted(&peer)).await;
+                if let Some(s) = &status {
+                    mesh.tree.set_capable(&peer, s.offers("mesh.tree"));
+                }
+                mesh.statuses.lock().insert(peer, (Instant::now(), status));
+            });
+        }
+        while running.next().await.is_some() {}
+    }
+
+    /// Most symbols to ask of `peer`: ours, or fewer if its `/status` says it keeps fewer.
+    fn reconcile_cap(&self, peer: &PeerAddr) -> usize {
+        let theirs = self
+            .statuses
+            .lock()
+            .get(peer)
+            .and_then(|(_, s)| s.as_ref()?.reconcile_symbols);
+        theirs.map_or(SKETCH_SYMBOLS, |n| n.clamp(1, SKETCH_SYMBOLS))
+    }
+
+    /// Bytes and requests this relay spent on its peers, and the tree's state (`/status`).
+    pub fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "broadcast": self.tree.report(),
+            "traffic": self.client.traffic.report(),
+        })
     }
 
     /// Runs `round` now and then every `every` until stopped.
@@ -239,10 +361,9 @@ impl Mesh {
     /// hash sync; what it claims to hold is still validated and checked when pulled.
     async fn reconcile_with(&self, peer: &PeerAddr, trusted: bool) -> Reconciled {
         let mut local = self.ingest.sketch.symbols();
+        let cap = self.reconcile_cap(peer);
         let guess = self.last_difference.lock().get(peer).copied().unwrap_or(0);
-        let mut want = (guess * 3 + 32)
-            .next_power_of_two()
-            .clamp(64, SKETCH_SYMBOLS);
+        let mut want = (guess * 3 + 32).next_power_of_two().max(64).min(cap);
         let mut remote: Vec<CodedSymbol> = Vec::new();
         let mut snapshot = None;
         let mut restarts = 0;
@@ -288,8 +409,8 @@ impl Mesh {
                             .collect(),
                     );
                 }
-                Err(ReconcileError::NeedMore) if remote.len() < SKETCH_SYMBOLS => {
-                    want = (remote.len() * 2).min(SKETCH_SYMBOLS);
+                Err(ReconcileError::NeedMore) if remote.len() < cap => {
+                    want = (remote.len() * 2).min(cap);
                 }
                 Err(ReconcileError::NeedMore) => return Reconciled::TooDifferent,
                 Err(ReconcileError::Inconsistent) => {
@@ -306,7 +427,7 @@ impl Mesh {
 
     /// Pulls what the peer has and we lack, audits it, and scores the round.
     async fn pull_and_audit(&self, peer: &PeerAddr, trusted: bool, wanted: Vec<MessageHash>) {
-        let pulled = self.pull(peer, trusted, &wanted).await;
+        let pulled = self.pull(peer, trusted, &wanted, PullKind::Sync).await;
         let audited = self.audit(peer, trusted).await;
         if pulled && audited {
             self.book.record_ok(peer);
@@ -318,9 +439,24 @@ impl Mesh {
 
     /// Fetches `wanted` from `peer`, verifying every packet before storing it. Returns false
     /// if the peer misbehaved.
-    pub async fn pull(&self, peer: &PeerAddr, trusted: bool, wanted: &[MessageHash]) -> bool {
+    pub async fn pull(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        wanted: &[MessageHash],
+        kind: PullKind,
+    ) -> bool {
+        let graft = kind == PullKind::Graft;
+        if graft {
+            // Asked for, so our side of the link is eager again too (Plumtree's GRAFT).
+            self.tree.graft(peer);
+        }
+        let source = match kind {
+            PullKind::Sync => Source::Sync,
+            PullKind::Graft => Source::Graft(peer.clone()),
+        };
         for chunk in wanted.chunks(PULL_CHUNK) {
-            let answer = match self.client.fetch(peer, trusted, chunk).await {
+            let answer = match self.client.fetch(peer, trusted, chunk, graft).await {
                 Ok(a) => a,
                 Err(f) => {
                     self.fault(peer, &f);
@@ -357,7 +493,7 @@ impl Mesh {
                     continue;
                 }
                 received.insert(np.hash);
-                match self.ingest.accept(np, Source::Sync).await {
+                match self.ingest.accept(np, source.clone()).await {
                     Ok(_) | Err(RelayError::HashConflict(_)) | Err(RelayError::Expired(_)) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "store failed during sync");
@@ -366,7 +502,9 @@ impl Mesh {
                 }
             }
             let missing = chunk.iter().filter(|h| !received.contains(h)).count();
-            if missing > 0 {
+            if missing > 0 && graft {
+                tracing::debug!(peer = %peer, missing, "announced packets not served");
+            } else if missing > 0 {
                 self.book.record_offence(
                     peer,
                     Offence::FalseClaim,
@@ -390,7 +528,7 @@ impl Mesh {
         if sample.is_empty() {
             return true;
         }
-        let answer = match self.client.fetch(peer, trusted, &sample).await {
+        let answer = match self.client.fetch(peer, trusted, &sample, false).await {
             Ok(a) => a,
             Err(f) => {
                 self.fault(peer, &f);
@@ -545,7 +683,7 @@ impl Mesh {
         };
         if !wanted.is_empty() {
             let trusted = self.trusted(&caller);
-            self.pull(&caller, trusted, &wanted).await;
+            self.pull(&caller, trusted, &wanted, PullKind::Sync).await;
         }
     }
 }
