@@ -163,7 +163,7 @@ async fn run(opts: Opts) -> Res<()> {
 /// Neighbours of each relay: a random `d`-regular graph (pairing model, redrawn until simple
 /// and connected).
 fn random_regular(n: usize, d: usize, seed: u64) -> Res<Vec<Vec<usize>>> {
-    if n * d % 2 != 0 {
+    if !(n * d).is_multiple_of(2) {
         return Err(format!("no {d}-regular graph on {n} relays (n × d is odd)").into());
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
