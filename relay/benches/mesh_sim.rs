@@ -7,12 +7,16 @@
 //!   `GET /status` `mesh.traffic`; HTTP headers are not in the bytes, and are about 200 bytes
 //!   per request, so the request count is given beside them);
 //! - time until every relay holds a packet (p50, p99, max over the injected packets), observed
-//!   by one long-poll `/fetch` per relay for the packets' recipient.
+//!   by one long-poll `/fetch` per relay for the packets' recipient;
+//! - down and back: a tenth of the relays (at least one) stop, `--missed` packets are sent to
+//!   the others, and they start again on their stores: the time from their restart until each
+//!   holds every missed packet (they catch up by reconciliation in their first sync round,
+//!   at start), and the bytes every relay spent meanwhile.
 //!
 //! ```text
 //! cargo bench -p jasper-relay --bench mesh_sim -- [--relays 10,30,100] [--degree 8]
 //!     [--packets 200] [--rate 20] [--modes flood,tree] [--topologies graph,full]
-//!     [--full-max 30] [--seed N]
+//!     [--full-max 30] [--missed 100] [--seed N]
 //! ```
 //!
 //! Before measuring, each mesh runs a warm-up of packets (the tree forms from the first ones,
@@ -54,6 +58,7 @@ struct Opts {
     modes: Vec<String>,
     topologies: Vec<String>,
     full_max: usize,
+    missed: usize,
     seed: u64,
 }
 
@@ -67,6 +72,7 @@ impl Opts {
             modes: vec!["flood".into(), "tree".into()],
             topologies: vec!["graph".into(), "full".into()],
             full_max: 30,
+            missed: 100,
             seed: 7,
         };
         let list = |v: &str| v.split(',').map(str::to_owned).collect::<Vec<_>>();
@@ -86,6 +92,7 @@ impl Opts {
                 "--modes" => o.modes = list(&value()?),
                 "--topologies" => o.topologies = list(&value()?),
                 "--full-max" => o.full_max = value()?.parse()?,
+                "--missed" => o.missed = value()?.parse()?,
                 "--seed" => o.seed = value()?.parse()?,
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other}").into()),
@@ -128,6 +135,10 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    down: usize,
+    missed: usize,
+    catch_up_ms: f64,
+    catch_up_bytes: f64,
 }
 
 async fn run(opts: Opts) -> Res<()> {
@@ -280,17 +291,18 @@ async fn simulate(
         )));
     }
     let warmup = packets(WARMUP_PACKETS, recipient, &mut rng);
-    inject(&http, &relays, &warmup, opts.rate, &mut rng, None).await?;
+    let everyone: Vec<&Relay> = relays.iter().collect();
+    inject(&http, &everyone, &warmup, opts.rate, &mut rng, None).await?;
     let warm: Vec<String> = warmup.iter().map(|p| p.hash.clone()).collect();
     wait_covered(&arrivals, &warm, n, Instant::now() + COVER_TIMEOUT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let before = traffic(&http, &relays).await?;
+    let before = traffic(&http, &everyone).await?;
     let measured = packets(opts.packets, recipient, &mut rng);
     let mut injected = HashMap::new();
     inject(
         &http,
-        &relays,
+        &everyone,
         &measured,
         opts.rate,
         &mut rng,
@@ -301,7 +313,58 @@ async fn simulate(
     wait_covered(&arrivals, &hashes, n, Instant::now() + COVER_TIMEOUT).await;
     // Let the last pushes and announcements finish before reading the counters.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = traffic(&http, &relays).await?;
+    let after = traffic(&http, &everyone).await?;
+    drop(everyone);
+
+    // Down and back: a tenth of the relays stop while packets go on, then start again.
+    let down: Vec<usize> = rand::seq::index::sample(&mut rng, n, (n / 10).max(1)).into_vec();
+    for &i in &down {
+        relays[i].stop();
+    }
+    let up: Vec<usize> = (0..n).filter(|i| !down.contains(i)).collect();
+    let missed = packets(opts.missed, recipient, &mut rng);
+    let up_relays: Vec<&Relay> = up.iter().map(|&i| &relays[i]).collect();
+    inject(&http, &up_relays, &missed, opts.rate, &mut rng, None).await?;
+    let missed_hashes: Vec<String> = missed.iter().map(|p| p.hash.clone()).collect();
+    wait_covered_by(
+        &arrivals,
+        &missed_hashes,
+        &up,
+        Instant::now() + COVER_TIMEOUT,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_back = traffic(&http, &up_relays).await?;
+    drop(up_relays);
+    let back_at = Instant::now();
+    for &i in &down {
+        relays[i].restart();
+    }
+    wait_covered(&arrivals, &missed_hashes, n, Instant::now() + COVER_TIMEOUT).await;
+    let catch_up_ms = {
+        let a = arrivals.lock();
+        let mut last = back_at;
+        let mut complete = true;
+        for h in &missed_hashes {
+            for &i in &down {
+                match a.get(h).and_then(|t| t[i]) {
+                    Some(at) => last = last.max(at),
+                    None => complete = false,
+                }
+            }
+        }
+        if complete {
+            last.duration_since(back_at).as_secs_f64() * 1000.0
+        } else {
+            f64::NAN
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all: Vec<&Relay> = relays.iter().collect();
+    let after_back = traffic(&http, &all).await?;
+    // The restarted relays' counters began at zero; the others' are read as deltas.
+    let catch_up_bytes: u64 = after_back.values().map(|c| c.1).sum::<u64>()
+        - before_back.values().map(|c| c.1).sum::<u64>();
     for w in watchers {
         w.abort();
     }
@@ -356,6 +419,10 @@ async fn simulate(
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         max_ms: cover_ms.last().copied().unwrap_or(f64::NAN),
+        down: down.len(),
+        missed: opts.missed,
+        catch_up_ms,
+        catch_up_bytes: catch_up_bytes as f64,
     })
 }
 
@@ -372,10 +439,11 @@ fn start(dir: &Path, port: u16, peers: impl Iterator<Item = String>, mode: &str)
         .try_start()?)
 }
 
-/// Sends each packet to a random relay, `rate` per second; records when each was sent.
+/// Sends each packet to a random one of these relays, `rate` per second; records when each
+/// was sent.
 async fn inject(
     http: &reqwest::Client,
-    relays: &[Relay],
+    relays: &[&Relay],
     packets: &[Packet],
     rate: f64,
     rng: &mut impl Rng,
@@ -386,7 +454,7 @@ async fn inject(
     for (k, p) in packets.iter().enumerate() {
         let due = start + gap * k as u32;
         tokio::time::sleep_until(due.into()).await;
-        let relay = &relays[rng.random_range(0..relays.len())];
+        let relay = relays[rng.random_range(0..relays.len())];
         if let Some(m) = injected.as_deref_mut() {
             m.insert(p.hash.clone(), Instant::now());
         }
@@ -452,8 +520,24 @@ async fn wait_covered(arrivals: &Arrivals, hashes: &[String], n: usize, deadline
     }
 }
 
+/// Until each hash shows at every one of these relays, or the deadline.
+async fn wait_covered_by(arrivals: &Arrivals, hashes: &[String], at: &[usize], deadline: Instant) {
+    while Instant::now() < deadline {
+        let done = {
+            let a = arrivals.lock();
+            hashes
+                .iter()
+                .all(|h| a.get(h).is_some_and(|t| at.iter().all(|&i| t[i].is_some())))
+        };
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Requests and body bytes (sent plus received) of every relay's peer client, by route.
-async fn traffic(http: &reqwest::Client, relays: &[Relay]) -> Res<HashMap<String, (u64, u64)>> {
+async fn traffic(http: &reqwest::Client, relays: &[&Relay]) -> Res<HashMap<String, (u64, u64)>> {
     let mut total: HashMap<String, (u64, u64)> = HashMap::new();
     for relay in relays {
         let status: Value = http.get(relay.url("/status")).send().await?.json().await?;
@@ -483,7 +567,7 @@ fn print_row(r: &Row) {
 
 fn table_row(r: &Row) -> String {
     format!(
-        "| {} | {} | {} | {} | {:.0} kB | {:.2} | {:.0} | {}/{} | {:.0} ms | {:.0} ms | {:.0} ms |\n",
+        "| {} | {} | {} | {} | {:.0} kB | {:.2} | {:.0} | {}/{} | {:.0} ms | {:.0} ms | {:.0} ms | {} | {:.0} ms | {:.0} kB |\n",
         r.relays,
         if r.topology == "graph" {
             "random regular"
@@ -500,19 +584,26 @@ fn table_row(r: &Row) -> String {
         r.p50_ms,
         r.p99_ms,
         r.max_ms,
+        r.down,
+        r.catch_up_ms,
+        r.catch_up_bytes / 1000.0,
     )
 }
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| R | peering | links | broadcast | bytes/packet | × (R−1)×size | requests/packet | covered | p50 | p99 | max |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| R | peering | links | broadcast | bytes/packet | × (R−1)×size | requests/packet | covered | p50 | p99 | max | down | catch-up | catch-up bytes |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&table_row(r));
     }
     if let Some(r) = rows.first() {
-        out.push_str(&format!("\nPacket size: {} bytes.\n", r.packet_bytes));
+        out.push_str(&format!(
+            "\nPacket size: {} bytes. Down and back: that many relays stopped while the \
+             others got {} packets; catch-up is from their restart until each held them all.\n",
+            r.packet_bytes, r.missed
+        ));
     }
     out
 }

@@ -25,8 +25,8 @@ use crate::load::LoadMeter;
 use crate::mesh::Mesh;
 use crate::mesh::client::{INSTANCE_HEADER, RELAY_HEADER};
 use crate::mesh::peer::PeerAddr;
-use crate::mesh::reconcile::{ReconcileRequest, encode_answer};
-use crate::mesh::sketch::SKETCH_SYMBOLS;
+use crate::mesh::reconcile::{MAX_RANGE_ITEMS, ReconcileRequest, encode_answer};
+use crate::mesh::sketch::{SKETCH_SYMBOLS, SnapshotMiss, sketch_of};
 use crate::mesh::tree::{GRAFT_HEADER, MAX_ANNOUNCE_HASHES};
 use crate::store::PutOutcome;
 
@@ -456,11 +456,38 @@ async fn sync_reconcile(
 ) -> Result<Response, RelayError> {
     let bytes = read_body(&headers, body, state.config.max_sync_body_bytes).await?;
     let req = ReconcileRequest::parse(&bytes)?;
-    let answer = state
-        .ingest
-        .sketch
-        .answer(req.snapshot, req.from as usize, req.count as usize)
-        .ok_or_else(|| RelayError::SnapshotGone(format!("{:016x}", req.snapshot.unwrap_or(0))))?;
+    let (from, count) = (req.from as usize, req.count as usize);
+    let sketch = &state.ingest.sketch;
+    let answer = match (req.snapshot, req.range) {
+        (Some(id), range) => {
+            sketch
+                .continued(id, range, from, count)
+                .map_err(|miss| match miss {
+                    SnapshotMiss::Gone => RelayError::SnapshotGone(format!("{id:016x}")),
+                    SnapshotMiss::OtherRange => RelayError::MalformedRequest(format!(
+                        "snapshot {id:016x} was taken of another `range`"
+                    )),
+                })?
+        }
+        (None, None) => sketch.answer(from, count),
+        (None, Some(range)) => {
+            let _one_at_a_time = sketch.ranged.acquire().await.expect("never closed");
+            let entries = state
+                .ingest
+                .store
+                .live_range(range.from, range.to, MAX_RANGE_ITEMS + 1)
+                .await?;
+            if entries.len() > MAX_RANGE_ITEMS {
+                return Err(RelayError::TooLarge(format!(
+                    "the range holds more than {MAX_RANGE_ITEMS} packets; ask for a narrower one"
+                )));
+            }
+            let (items, symbols) = tokio::task::spawn_blocking(move || sketch_of(&entries, range))
+                .await
+                .map_err(|e| RelayError::Storage(format!("sketch task failed: {e}")))?;
+            sketch.keep(Some(range), items, symbols, from, count)
+        }
+    };
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -514,7 +541,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
         "instance": state.mesh.instance,
         "extensions": [
             "status", "fetch.wait", "fetch.since", "expires_at", "sync.prefix", "sync.recent",
-            "sync.reconcile", "mesh.tree",
+            "sync.reconcile", "sync.reconcile.range", "mesh.tree",
         ],
         "stored_messages": stored,
         "load": {
@@ -532,6 +559,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
             "max_wait_secs": MAX_WAIT_SECS,
             "max_recent_hashes": MAX_RECENT_HASHES,
             "reconcile_symbols": SKETCH_SYMBOLS,
+            "reconcile_range_items": MAX_RANGE_ITEMS,
             "max_announce_hashes": MAX_ANNOUNCE_HASHES,
         },
         "mesh": state.mesh.report(),

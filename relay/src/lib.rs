@@ -98,7 +98,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         ..PacketLimits::default()
     };
     // Built before anything is stored: from here on every stored packet is added as it comes.
-    let sketch = Arc::new(LiveSketch::of(store.live_entries().await?));
+    let sketch = Arc::new(LiveSketch::load(store.as_ref()).await?);
     let ingest = Arc::new(Ingest::new(
         store.clone(),
         Arc::new(Waiters::default()),

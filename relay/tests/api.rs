@@ -660,8 +660,61 @@ async fn sync_reconcile_serves_the_sketch_of_what_is_stored_and_refuses_bad_requ
             decode_symbols(&more[16..]).unwrap(),
             &want.symbols()[64..128]
         );
+        // Ranges of expires_at (extension sync.reconcile.range), built from the store's
+        // expiry index: one holding everything is the whole set's sketch, one in the past is
+        // empty, and a ranged snapshot continues only for its range.
+        assert!(
+            s["extensions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("sync.reconcile.range")),
+            "{s}"
+        );
+        assert_eq!(s["limits"]["reconcile_range_items"], 1_000_000, "{s}");
+        let (code, whole) = raw(json!({ "count": 128 })).await;
+        assert_eq!(code, 200);
+        let (code, ranged) = raw(json!({ "count": 64, "range": [0, u64::MAX] })).await;
+        assert_eq!(code, 200);
+        assert_eq!(u64::from_be_bytes(ranged[8..16].try_into().unwrap()), 6);
+        assert_eq!(&ranged[16..], &whole[16..16 + 64 * SYMBOL_BYTES]);
+        let ranged_id = hex::encode(&ranged[..8]);
+        let (code, rest) = raw(json!({
+            "from": 64, "count": 64, "snapshot": ranged_id, "range": [0, u64::MAX]
+        }))
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(&rest[16..], &whole[16 + 64 * SYMBOL_BYTES..]);
+        assert_refused(
+            &url,
+            &json!({ "from": 64, "count": 1, "snapshot": ranged_id }),
+            400,
+            "malformed_request",
+            "another `range`",
+        )
+        .await;
+        let (code, past) = raw(json!({ "count": 8, "range": [0, 1_000_000] })).await;
+        assert_eq!(code, 200);
+        assert_eq!(u64::from_be_bytes(past[8..16].try_into().unwrap()), 0);
+        assert!(
+            decode_symbols(&past[16..])
+                .unwrap()
+                .iter()
+                .all(|s| s.count == 0)
+        );
         // Bad requests, each with its own status, code and message.
         for (body, status_code, code, says) in [
+            (
+                json!({ "range": [9, 3] }),
+                400,
+                "malformed_request",
+                "below",
+            ),
+            (
+                json!({ "range": "recent" }),
+                400,
+                "malformed_request",
+                "[from, to]",
+            ),
             (json!({ "count": 0 }), 400, "malformed_request", "1 or more"),
             (json!({ "from": -1 }), 400, "malformed_request", "`from`"),
             (

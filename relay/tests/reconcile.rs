@@ -119,3 +119,66 @@ async fn reconciliation_that_cannot_finish_falls_back_to_hash_sync() {
         }
     }
 }
+
+/// More differences than one sketch finds (3,500; about 2,900 decode from the 4,096 symbols
+/// kept), all expiring in the same second: the relay reconciles by slices of the set (ranges
+/// of `expires_at` down to that second, then hash prefixes), never by listing hashes, and ends
+/// holding everything; a restarted relay builds its sketch from its store and finds nothing
+/// missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_differences_are_found_by_slices_not_by_listing_hashes() {
+    use futures::StreamExt;
+    const PACKETS: usize = 3_500;
+    let dir = tempfile::tempdir().unwrap();
+    let full = Relay::start(&dir.path().join("full"), &["--sync-interval", "3600"]);
+    let keys = recipients();
+    let second = jasper_relay::store::unix_now() + 3600;
+    let sent: Vec<u16> = futures::stream::iter(0..PACKETS)
+        .map(|i| {
+            let mut p = packet(&keys[i % keys.len()], &format!("burst {i}"));
+            p.expires_at = Some(second);
+            let full = &full;
+            async move { send(full, &p).await.0 }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(sent.iter().all(|c| *c == 200), "every packet stored");
+    let args = ["--sync-interval", "1", "--peer", &full.addr()];
+    let mut empty = Relay::start(&dir.path().join("empty"), &args);
+    assert!(
+        eventually(Duration::from_secs(90), || holds_all(&empty, PACKETS)).await,
+        "the burst never arrived: {}",
+        status(&empty).await
+    );
+    let traffic = &status(&empty).await["mesh"]["traffic"];
+    assert_eq!(traffic["/sync/hashes"]["requests"], 0, "{traffic}");
+    let asked = traffic["/sync/reconcile"]["requests"].as_u64().unwrap();
+    // The whole set (7 requests), 18 or so halvings down to the second, then its prefixes.
+    assert!(asked > 30, "the whole set, then slices: {traffic}");
+    let report = peer_report(&empty, &full.addr()).await.unwrap();
+    assert_eq!(report["counters"]["false_claims"], 0, "{report}");
+
+    // Restarted: the sketch comes from the store, and the next round finds no difference.
+    empty.stop();
+    empty.restart();
+    assert!(
+        eventually(Duration::from_secs(20), || reconciled_once(&empty)).await,
+        "no reconciliation after the restart"
+    );
+    let after = status(&empty).await;
+    assert_eq!(after["stored_messages"], PACKETS as u64, "{after}");
+    let traffic = &after["mesh"]["traffic"];
+    assert_eq!(traffic["/fetch"]["requests"], 0, "{traffic}");
+    assert_eq!(traffic["/sync/hashes"]["requests"], 0, "{traffic}");
+}
+
+async fn holds_all(relay: &Relay, n: usize) -> bool {
+    status(relay).await["stored_messages"].as_u64() == Some(n as u64)
+}
+
+async fn reconciled_once(relay: &Relay) -> bool {
+    status(relay).await["mesh"]["traffic"]["/sync/reconcile"]["requests"]
+        .as_u64()
+        .is_some_and(|n| n >= 1)
+}

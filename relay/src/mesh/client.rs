@@ -55,6 +55,8 @@ pub enum ReconcileOutcome {
     Answer(SketchAnswer),
     /// The snapshot named has gone: start over without one.
     SnapshotGone,
+    /// The range asked for holds more packets than the peer builds a sketch of.
+    TooLarge,
     /// The peer does not offer the extension.
     Unsupported,
 }
@@ -340,6 +342,7 @@ impl PeerClient {
                 Ok(ReconcileOutcome::Answer(a))
             }
             StatusCode::GONE => Ok(ReconcileOutcome::SnapshotGone),
+            StatusCode::PAYLOAD_TOO_LARGE if req.range.is_some() => Ok(ReconcileOutcome::TooLarge),
             // A relay without the extension (the reference relay): hash sync instead.
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
                 Ok(ReconcileOutcome::Unsupported)

@@ -27,8 +27,8 @@ use client::{PeerClient, PeerFault, PeerStatus, PushOutcome, ReconcileOutcome};
 use jasper_core::reconcile::{CodedSymbol, ReconcileError, reconcile as decode_difference};
 use parking_lot::Mutex;
 use peer::{Offence, Origin, PeerAddr, PeerBook};
-use reconcile::ReconcileRequest;
-use sketch::SKETCH_SYMBOLS;
+use reconcile::{MAX_RANGE_ITEMS, ReconcileRequest};
+use sketch::{HashPrefix, SKETCH_SYMBOLS, SetSlice, sketch_of};
 use tree::Tree;
 
 /// Hashes per `/fetch` when pulling from a peer.
@@ -49,6 +49,27 @@ enum Reconciled {
     /// More differences than the kept symbols can find.
     TooDifferent,
 }
+
+/// How reconciling one part of the set ended.
+enum Part {
+    /// The hashes the peer holds and we lack, and the size of the whole difference.
+    Found {
+        theirs: Vec<MessageHash>,
+        differences: usize,
+    },
+    Faulted,
+    Unsupported,
+    /// More differences than the kept symbols find, or more packets than a ranged sketch
+    /// may be built of.
+    TooDifferent,
+}
+
+/// Symbols first asked for of a slice in a bisection (doubled until they decode); most
+/// slices but those on the path to the differences are settled by this many.
+const BISECT_FIRST_ASK: usize = 256;
+/// Ranges reconciled with one peer in one round: at 1,024 to 4,096 symbols (45 to 180 kB)
+/// each, at most about 90 MB, which finds several hundred thousand differences.
+const MAX_BISECT_PARTS: usize = 512;
 
 /// How long a peer that lacks `/sync/reconcile` is synced by hashes before it is asked again.
 const NO_RECONCILE_RETRY: Duration = Duration::from_secs(600);
@@ -234,13 +255,27 @@ impl Mesh {
             let mesh = self.clone();
             running.push(async move {
                 let status = mesh.client.status(&peer, mesh.trusted(&peer)).await;
-                if let Some(s) = &status {
-                    mesh.tree.set_capable(&peer, s.offers("mesh.tree"));
-                }
-                mesh.statuses.lock().insert(peer, (Instant::now(), status));
+                mesh.learn_status(peer, status);
             });
         }
         while running.next().await.is_some() {}
+    }
+
+    /// Keeps what a peer's `/status` said (`None`: it did not answer).
+    fn learn_status(&self, peer: PeerAddr, status: Option<PeerStatus>) {
+        if let Some(s) = &status {
+            self.tree.set_capable(&peer, s.offers("mesh.tree"));
+        }
+        self.statuses.lock().insert(peer, (Instant::now(), status));
+    }
+
+    /// Whether the peer's last `/status` lists this extension.
+    fn peer_offers(&self, peer: &PeerAddr, extension: &str) -> bool {
+        self.statuses
+            .lock()
+            .get(peer)
+            .and_then(|(_, s)| s.as_ref().map(|s| s.offers(extension)))
+            .unwrap_or(false)
     }
 
     /// Most symbols to ask of `peer`: ours, or fewer if its `/status` says it keeps fewer.
@@ -355,15 +390,141 @@ impl Mesh {
         }
     }
 
-    /// Reconciles with the peer's sketch: asks for a number of symbols guessed from the last
-    /// difference with this peer, then for twice as many of the same snapshot until they
-    /// decode. A peer whose symbols contradict themselves is scored like one that lies in
-    /// hash sync; what it claims to hold is still validated and checked when pulled.
+    /// Reconciles with the peer's sketch of its whole live set, and when the difference is
+    /// more than that finds, with sketches of ever narrower `expires_at` ranges
+    /// ([`Mesh::bisect`]) if the peer offers them; else the caller falls back to hash sync.
     async fn reconcile_with(&self, peer: &PeerAddr, trusted: bool) -> Reconciled {
-        let mut local = self.ingest.sketch.symbols();
-        let cap = self.reconcile_cap(peer);
+        if !self.statuses.lock().contains_key(peer) {
+            // Before the first round: its status says whether it offers ranges.
+            let status = self.client.status(peer, trusted).await;
+            self.learn_status(peer.clone(), status);
+        }
         let guess = self.last_difference.lock().get(peer).copied().unwrap_or(0);
-        let mut want = (guess * 3 + 32).next_power_of_two().max(64).min(cap);
+        let want = (guess * 3 + 32).next_power_of_two().max(64);
+        match self.reconcile_part(peer, trusted, None, want).await {
+            Part::Found {
+                theirs,
+                differences,
+            } => {
+                self.last_difference
+                    .lock()
+                    .insert(peer.clone(), differences);
+                Reconciled::Lacking(theirs)
+            }
+            Part::Faulted => Reconciled::Faulted,
+            Part::Unsupported => Reconciled::Unsupported,
+            Part::TooDifferent if self.peer_offers(peer, "sync.reconcile.range") => {
+                self.bisect(peer, trusted).await
+            }
+            Part::TooDifferent => Reconciled::TooDifferent,
+        }
+    }
+
+    /// Splits the live set by `expires_at` (the same on every relay) and reconciles each part
+    /// whose difference its sketch cannot find as two halves, until every part decodes: bytes
+    /// in proportion to the differences times the depth, never to the store, so relays of
+    /// any size sync after any partition. At most [`MAX_BISECT_PARTS`] parts per round; the
+    /// rest waits for the next.
+    async fn bisect(&self, peer: &PeerAddr, trusted: bool) -> Reconciled {
+        let now = crate::store::unix_now();
+        // Nothing we hold expires later than this (ingest caps expiry at our TTL); the part
+        // above it is one range of its own.
+        let horizon = now + self.config.ttl.as_secs() + 60;
+        // The whole set did not decode: start from its halves (below the horizon) and the
+        // rest.
+        let mid = now + 1 + (horizon - now - 1) / 2;
+        let every = HashPrefix::default();
+        let mut parts = vec![
+            SetSlice {
+                from: horizon,
+                to: u64::MAX,
+                prefix: every,
+            },
+            SetSlice {
+                from: mid,
+                to: horizon,
+                prefix: every,
+            },
+            SetSlice {
+                from: now + 1,
+                to: mid,
+                prefix: every,
+            },
+        ];
+        let (mut theirs, mut differences, mut asked) = (Vec::new(), 0, 0);
+        while let Some(range) = parts.pop() {
+            if asked == MAX_BISECT_PARTS {
+                tracing::info!(peer = %peer, left = parts.len() + 1, "bisection continues next round");
+                break;
+            }
+            asked += 1;
+            match self
+                .reconcile_part(peer, trusted, Some(range), BISECT_FIRST_ASK)
+                .await
+            {
+                Part::Found {
+                    theirs: t,
+                    differences: d,
+                } => {
+                    theirs.extend(t);
+                    differences += d;
+                }
+                Part::Faulted => return Reconciled::Faulted,
+                Part::Unsupported => return Reconciled::TooDifferent,
+                Part::TooDifferent => parts.extend(split(range, horizon)),
+            }
+        }
+        tracing::info!(peer = %peer, parts = asked, differences, "reconciled by ranges");
+        self.last_difference
+            .lock()
+            .insert(peer.clone(), differences);
+        Reconciled::Lacking(theirs)
+    }
+
+    /// Our symbols of the whole live set (kept up to date) or of a range (built from the
+    /// store); `None` when the range holds more than a ranged sketch may.
+    async fn local_symbols(
+        &self,
+        range: Option<SetSlice>,
+    ) -> Result<Option<Vec<CodedSymbol>>, RelayError> {
+        let Some(range) = range else {
+            return Ok(Some(self.ingest.sketch.symbols()));
+        };
+        let entries = self
+            .ingest
+            .store
+            .live_range(range.from, range.to, MAX_RANGE_ITEMS + 1)
+            .await?;
+        if entries.len() > MAX_RANGE_ITEMS {
+            return Ok(None);
+        }
+        let (_, symbols) = tokio::task::spawn_blocking(move || sketch_of(&entries, range))
+            .await
+            .map_err(|e| RelayError::Storage(format!("sketch task failed: {e}")))?;
+        Ok(Some(symbols))
+    }
+
+    /// Reconciles one part of the set (all of it with `range: None`): asks for `want`
+    /// symbols, then for twice as many of the same snapshot until they decode. A peer whose
+    /// symbols contradict themselves is scored like one that lies in hash sync; what it
+    /// claims to hold is still validated and checked when pulled.
+    async fn reconcile_part(
+        &self,
+        peer: &PeerAddr,
+        trusted: bool,
+        range: Option<SetSlice>,
+        want: usize,
+    ) -> Part {
+        let cap = self.reconcile_cap(peer);
+        let mut want = want.min(cap);
+        let mut local = match self.local_symbols(range).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return Part::TooDifferent,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build our sketch");
+                return Part::Faulted;
+            }
+        };
         let mut remote: Vec<CodedSymbol> = Vec::new();
         let mut snapshot = None;
         let mut restarts = 0;
@@ -372,6 +533,7 @@ impl Mesh {
                 from: remote.len() as u64,
                 count: (want - remote.len()) as u64,
                 snapshot,
+                range,
             };
             match self.client.reconcile(peer, trusted, &req).await {
                 Ok(ReconcileOutcome::Answer(a)) => {
@@ -380,46 +542,58 @@ impl Mesh {
                 }
                 Ok(ReconcileOutcome::SnapshotGone) if restarts < 2 => {
                     restarts += 1;
-                    (remote, snapshot, local) = (Vec::new(), None, self.ingest.sketch.symbols());
+                    (remote, snapshot) = (Vec::new(), None);
+                    local = match self.local_symbols(range).await {
+                        Ok(Some(l)) => l,
+                        Ok(None) => return Part::TooDifferent,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot build our sketch");
+                            return Part::Faulted;
+                        }
+                    };
                     continue;
                 }
-                Ok(ReconcileOutcome::SnapshotGone) => return Reconciled::TooDifferent,
-                Ok(ReconcileOutcome::Unsupported) => return Reconciled::Unsupported,
+                Ok(ReconcileOutcome::SnapshotGone | ReconcileOutcome::TooLarge) => {
+                    return Part::TooDifferent;
+                }
+                Ok(ReconcileOutcome::Unsupported) => return Part::Unsupported,
                 Err(f) => {
                     self.fault(peer, &f);
-                    return Reconciled::Faulted;
+                    return Part::Faulted;
                 }
             }
             match decode_difference(&remote, &local[..remote.len()]) {
                 Ok(diff) => {
-                    self.last_difference.lock().insert(peer.clone(), diff.len());
                     if !diff.is_empty() {
                         tracing::debug!(
                             peer = %peer,
                             theirs = diff.remote_only.len(),
                             ours = diff.local_only.len(),
                             symbols = remote.len(),
+                            ?range,
                             "reconciled"
                         );
                     }
-                    return Reconciled::Lacking(
-                        diff.remote_only
+                    return Part::Found {
+                        differences: diff.len(),
+                        theirs: diff
+                            .remote_only
                             .iter()
                             .map(|h| MessageHash::from_bytes(*h))
                             .collect(),
-                    );
+                    };
                 }
                 Err(ReconcileError::NeedMore) if remote.len() < cap => {
                     want = (remote.len() * 2).min(cap);
                 }
-                Err(ReconcileError::NeedMore) => return Reconciled::TooDifferent,
+                Err(ReconcileError::NeedMore) => return Part::TooDifferent,
                 Err(ReconcileError::Inconsistent) => {
                     self.book.record_offence(
                         peer,
                         Offence::FalseClaim,
                         "/sync/reconcile: symbols that contradict themselves",
                     );
-                    return Reconciled::Faulted;
+                    return Part::Faulted;
                 }
             }
         }
@@ -684,6 +858,33 @@ impl Mesh {
         if !wanted.is_empty() {
             let trusted = self.trusted(&caller);
             self.pull(&caller, trusted, &wanted, PullKind::Sync).await;
+        }
+    }
+}
+
+/// A slice of the set whose difference did not decode, as smaller ones: two halves of its
+/// time range (the part above `horizon`, where nothing of ours is, first cut there), or when
+/// it is one second, its 16 sub-prefixes (a burst of packets expiring in the same second).
+fn split(slice: SetSlice, horizon: u64) -> Vec<SetSlice> {
+    let mid = if slice.to == u64::MAX && slice.from < horizon {
+        horizon
+    } else {
+        slice.from + (slice.to - slice.from) / 2
+    };
+    if mid > slice.from {
+        return vec![
+            SetSlice { from: mid, ..slice },
+            SetSlice { to: mid, ..slice },
+        ];
+    }
+    match slice.prefix.children() {
+        Some(children) => children
+            .map(|prefix| SetSlice { prefix, ..slice })
+            .collect(),
+        None => {
+            // 2^-64 of a second's packets differing by thousands: not in this universe.
+            tracing::warn!(?slice, "a slice that cannot be split is left unreconciled");
+            Vec::new()
         }
     }
 }

@@ -379,15 +379,24 @@ impl MessageStore for EmbeddedStore {
         Ok(out)
     }
 
-    async fn live_entries(&self) -> StoreResult<Vec<(MessageHash, u64)>> {
+    async fn live_range(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(MessageHash, u64)>> {
         let tables = self.tables.clone();
         tokio::task::spawn_blocking(move || {
-            let now = unix_now();
+            let from = from.max(unix_now() + 1);
             let mut out = Vec::new();
-            for item in tables
-                .by_expiry
-                .range(expiry_key(now + 1, &[0u8; 32]).to_vec()..)
-            {
+            if from >= to {
+                return Ok(out);
+            }
+            let keys = expiry_key(from, &[0u8; 32]).to_vec()..expiry_key(to, &[0u8; 32]).to_vec();
+            for item in tables.by_expiry.range(keys) {
+                if out.len() >= limit {
+                    break;
+                }
                 let (key, value) = item.into_inner()?;
                 if value.first() == Some(&LIVE) {
                     out.push((hash_from(&key[8..])?, u64_from(&key[..8])));

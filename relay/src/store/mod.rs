@@ -120,9 +120,20 @@ pub trait MessageStore: Send + Sync + 'static {
             .collect())
     }
 
-    /// Every live packet held, as (hash, expires_at), from the expiry index: what the
-    /// reconciliation sketch is built from at start.
-    async fn live_entries(&self) -> StoreResult<Vec<(MessageHash, u64)>>;
+    /// Every live packet held, as (hash, expires_at), from the expiry index.
+    async fn live_entries(&self) -> StoreResult<Vec<(MessageHash, u64)>> {
+        self.live_range(0, u64::MAX, usize::MAX).await
+    }
+
+    /// Live packets whose `expires_at` is in `from..to`, as (hash, expires_at), soonest
+    /// first, at most `limit`: a walk of the expiry index, never a scan or sort of the store.
+    /// What reconciliation sketches are built from (at start, and for ranges a peer asks).
+    async fn live_range(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(MessageHash, u64)>>;
 
     /// Number of live packets held.
     async fn count(&self) -> StoreResult<u64>;

@@ -443,11 +443,25 @@ impl MessageStore for RedisStore {
         Ok(out)
     }
 
-    async fn live_entries(&self) -> StoreResult<Vec<(MessageHash, u64)>> {
+    async fn live_range(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(MessageHash, u64)>> {
         let mut conn = self.conn();
-        let now = unix_now();
+        let from = from.max(unix_now() + 1);
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let to = if to == u64::MAX {
+            "+inf".to_string()
+        } else {
+            format!("({to}")
+        };
+        let limit = isize::try_from(limit).unwrap_or(isize::MAX);
         let members: Vec<(String, u64)> = conn
-            .zrangebyscore_withscores(self.all_key(), format!("({now}"), "+inf")
+            .zrangebyscore_limit_withscores(self.all_key(), from, to, 0, limit)
             .await?;
         Ok(members
             .iter()
