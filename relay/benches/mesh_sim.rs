@@ -16,7 +16,7 @@
 //! ```text
 //! cargo bench -p jasper-relay --bench mesh_sim -- [--relays 10,30,100] [--degree 8]
 //!     [--packets 200] [--rate 20] [--modes flood,tree] [--topologies graph,full]
-//!     [--full-max 30] [--missed 100] [--seed N]
+//!     [--full-max 30] [--missed 100] [--warmup 30] [--seed N]
 //! ```
 //!
 //! Before measuring, each mesh runs a warm-up of packets (the tree forms from the first ones,
@@ -34,7 +34,6 @@ use jasper_core::MessageHash;
 use jasper_core::protocol::Packet;
 use jasper_test::relay::Relay;
 use parking_lot::Mutex;
-use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{Value, json};
 
@@ -45,7 +44,6 @@ const RECIPIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/re
 /// 3.5 KB, the size of a short sealed text message.
 const MESSAGE_BYTES: usize = 1850;
 const SIGNATURE_BYTES: usize = 512;
-const WARMUP_PACKETS: usize = 30;
 /// How long after the last injection a packet may take to reach every relay before it counts
 /// as not covered.
 const COVER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -59,6 +57,7 @@ struct Opts {
     topologies: Vec<String>,
     full_max: usize,
     missed: usize,
+    warmup: usize,
     seed: u64,
 }
 
@@ -73,6 +72,7 @@ impl Opts {
             topologies: vec!["graph".into(), "full".into()],
             full_max: 30,
             missed: 100,
+            warmup: 30,
             seed: 7,
         };
         let list = |v: &str| v.split(',').map(str::to_owned).collect::<Vec<_>>();
@@ -93,6 +93,7 @@ impl Opts {
                 "--topologies" => o.topologies = list(&value()?),
                 "--full-max" => o.full_max = value()?.parse()?,
                 "--missed" => o.missed = value()?.parse()?,
+                "--warmup" => o.warmup = value()?.parse()?,
                 "--seed" => o.seed = value()?.parse()?,
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other}").into()),
@@ -135,6 +136,7 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    eager_links: f64,
     down: usize,
     missed: usize,
     catch_up_ms: f64,
@@ -171,37 +173,52 @@ async fn run(opts: Opts) -> Res<()> {
     Ok(())
 }
 
-/// Neighbours of each relay: a random `d`-regular graph (pairing model, redrawn until simple
-/// and connected).
+/// Neighbours of each relay: a random `d`-regular graph, drawn as a circulant (each relay
+/// linked to the d/2 next on a ring) randomised by degree-preserving double-edge swaps
+/// (10 per edge), kept when simple and connected. (The pairing model almost never draws a
+/// simple graph at d = 8.)
 fn random_regular(n: usize, d: usize, seed: u64) -> Res<Vec<Vec<usize>>> {
-    if !(n * d).is_multiple_of(2) {
-        return Err(format!("no {d}-regular graph on {n} relays (n × d is odd)").into());
+    if !d.is_multiple_of(2) || d >= n {
+        return Err(format!("degree {d} must be even and below {n} relays").into());
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    'draw: for _ in 0..10_000 {
-        let mut stubs: Vec<usize> = (0..n).flat_map(|i| std::iter::repeat_n(i, d)).collect();
-        stubs.shuffle(&mut rng);
-        let mut adj: Vec<HashSet<usize>> = vec![HashSet::new(); n];
-        for pair in stubs.chunks(2) {
-            let (a, b) = (pair[0], pair[1]);
-            if a == b || !adj[a].insert(b) {
-                continue 'draw;
-            }
-            adj[b].insert(a);
-        }
-        let graph: Vec<Vec<usize>> = adj
-            .into_iter()
-            .map(|s| {
-                let mut v: Vec<usize> = s.into_iter().collect();
-                v.sort();
-                v
-            })
+    for _ in 0..100 {
+        let mut edges: Vec<(usize, usize)> = (0..n)
+            .flat_map(|i| (1..=d / 2).map(move |k| (i, (i + k) % n)))
             .collect();
+        let mut present: HashSet<(usize, usize)> =
+            edges.iter().map(|&(a, b)| (a.min(b), a.max(b))).collect();
+        for _ in 0..10 * edges.len() {
+            let (x, y) = (
+                rng.random_range(0..edges.len()),
+                rng.random_range(0..edges.len()),
+            );
+            let ((a, b), (c, e)) = (edges[x], edges[y]);
+            let key = |p: usize, q: usize| (p.min(q), p.max(q));
+            if x == y || [a, b].contains(&c) || [a, b].contains(&e) {
+                continue;
+            }
+            if present.contains(&key(a, e)) || present.contains(&key(c, b)) {
+                continue;
+            }
+            present.remove(&key(a, b));
+            present.remove(&key(c, e));
+            present.insert(key(a, e));
+            present.insert(key(c, b));
+            edges[x] = (a, e);
+            edges[y] = (c, b);
+        }
+        let mut graph = vec![Vec::new(); n];
+        for &(a, b) in &edges {
+            graph[a].push(b);
+            graph[b].push(a);
+        }
+        graph.iter_mut().for_each(|v| v.sort());
         if connected(&graph) {
             return Ok(graph);
         }
     }
-    Err("could not draw a simple connected regular graph".into())
+    Err("could not draw a connected regular graph".into())
 }
 
 fn full_mesh(n: usize) -> Vec<Vec<usize>> {
@@ -257,7 +274,7 @@ async fn simulate(
 ) -> Res<Row> {
     let n = graph.len();
     let dir = tempfile::tempdir()?;
-    let ports: Vec<u16> = (0..n).map(|_| jasper_test::free_port()).collect();
+    let ports = listen_ports(n)?;
     eprintln!("== {n} relays, {topology}, {mode}: starting");
     let mut relays = Vec::with_capacity(n);
     for (i, neighbours) in graph.iter().enumerate() {
@@ -290,7 +307,7 @@ async fn simulate(
             arrivals.clone(),
         )));
     }
-    let warmup = packets(WARMUP_PACKETS, recipient, &mut rng);
+    let warmup = packets(opts.warmup, recipient, &mut rng);
     let everyone: Vec<&Relay> = relays.iter().collect();
     inject(&http, &everyone, &warmup, opts.rate, &mut rng, None).await?;
     let warm: Vec<String> = warmup.iter().map(|p| p.hash.clone()).collect();
@@ -314,6 +331,7 @@ async fn simulate(
     // Let the last pushes and announcements finish before reading the counters.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = traffic(&http, &everyone).await?;
+    let eager = eager_links(&http, &everyone).await?;
     drop(everyone);
 
     // Down and back: a tenth of the relays stop while packets go on, then start again.
@@ -419,11 +437,30 @@ async fn simulate(
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         max_ms: cover_ms.last().copied().unwrap_or(f64::NAN),
+        eager_links: eager,
         down: down.len(),
         missed: opts.missed,
         catch_up_ms,
         catch_up_bytes: catch_up_bytes as f64,
     })
+}
+
+/// Ports for the relays below the ephemeral range, so that the many outgoing connections of
+/// a large mesh cannot take a port before its relay listens on it.
+fn listen_ports(n: usize) -> Res<Vec<u16>> {
+    let mut ports = Vec::with_capacity(n);
+    for port in 20_000..32_000u16 {
+        if ports.len() == n {
+            break;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        return Err(format!("only {} free ports in 20000..32000", ports.len()).into());
+    }
+    Ok(ports)
 }
 
 fn start(dir: &Path, port: u16, peers: impl Iterator<Item = String>, mode: &str) -> Res<Relay> {
@@ -536,6 +573,24 @@ async fn wait_covered_by(arrivals: &Arrivals, hashes: &[String], at: &[usize], d
     }
 }
 
+/// Links that are eager (pushed every packet) as the relays see them: the sum over relays of
+/// their peers not marked lazy, halved (a link seen eager from one end counts half). A
+/// spanning tree has R − 1; the flood, every link.
+async fn eager_links(http: &reqwest::Client, relays: &[&Relay]) -> Res<f64> {
+    let mut ends = 0usize;
+    for relay in relays {
+        let status: Value = http.get(relay.url("/status")).send().await?.json().await?;
+        let peers = status["peers"]
+            .as_array()
+            .map_or(0, |p| p.iter().filter(|p| p["state"] == "active").count());
+        let lazy = status["mesh"]["broadcast"]["lazy_peers"]
+            .as_array()
+            .map_or(0, Vec::len);
+        ends += peers - lazy.min(peers);
+    }
+    Ok(ends as f64 / 2.0)
+}
+
 /// Requests and body bytes (sent plus received) of every relay's peer client, by route.
 async fn traffic(http: &reqwest::Client, relays: &[&Relay]) -> Res<HashMap<String, (u64, u64)>> {
     let mut total: HashMap<String, (u64, u64)> = HashMap::new();
@@ -567,7 +622,7 @@ fn print_row(r: &Row) {
 
 fn table_row(r: &Row) -> String {
     format!(
-        "| {} | {} | {} | {} | {:.0} kB | {:.2} | {:.0} | {}/{} | {:.0} ms | {:.0} ms | {:.0} ms | {} | {:.0} ms | {:.0} kB |\n",
+        "| {} | {} | {} | {:.0} | {} | {:.0} kB | {:.2} | {:.0} | {}/{} | {:.0} ms | {:.0} ms | {:.0} ms | {} | {:.0} ms | {:.0} kB |\n",
         r.relays,
         if r.topology == "graph" {
             "random regular"
@@ -575,6 +630,7 @@ fn table_row(r: &Row) -> String {
             "full mesh"
         },
         r.links,
+        r.eager_links,
         r.mode,
         r.bytes_per_packet / 1000.0,
         r.bytes_per_packet / ((r.relays - 1) * r.packet_bytes) as f64,
@@ -592,8 +648,8 @@ fn table_row(r: &Row) -> String {
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| R | peering | links | broadcast | bytes/packet | × (R−1)×size | requests/packet | covered | p50 | p99 | max | down | catch-up | catch-up bytes |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| R | peering | links | eager links | broadcast | bytes/packet | × (R−1)×size | requests/packet | covered | p50 | p99 | max | down | catch-up | catch-up bytes |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&table_row(r));

@@ -140,8 +140,19 @@ async fn send(
     let np = state.ingest.validate(&packet)?;
     let hash = np.hash;
     let from = caller_relay(&headers).filter(|a| state.mesh.book.contains(a));
-    let outcome = state.ingest.accept(np, Source::Send(from)).await?;
+    let outcome = state.ingest.accept(np, Source::Send(from.clone())).await?;
     let stored = matches!(outcome, PutOutcome::Stored { .. });
+    if let (Some(peer), PutOutcome::Duplicate) = (&from, &outcome) {
+        // A peer pushed what we held: the link is redundant both ways, as the peer will
+        // conclude from our answer (`stored: false`). Pruned on both ends, the eager links
+        // stay an undirected tree, which carries a packet from any relay to every other.
+        // Not for a packet either side got by a graft: its duplicates come from healing a
+        // break, not from a cycle.
+        let grafted = headers.contains_key(GRAFT_HEADER) || state.mesh.tree.came_by_graft(&hash);
+        if !grafted {
+            state.mesh.tree.prune(peer, &state.mesh.book.active());
+        }
+    }
     Ok(
         axum::Json(json!({ "ok": true, "hash": hash.to_string(), "stored": stored }))
             .into_response(),

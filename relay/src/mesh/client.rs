@@ -235,14 +235,18 @@ impl PeerClient {
     }
 
     /// Pushes a packet (broadcast).
+    /// `grafted`: the packet came to us by a graft, so the peer should not read a duplicate
+    /// of it as a redundant link (see `tree.rs`).
     pub async fn push(
         &self,
         peer: &PeerAddr,
         trusted: bool,
         packet: &Packet,
+        grafted: bool,
     ) -> Result<PushOutcome, PeerFault> {
         let body = serde_json::to_vec(packet).expect("packet serialises");
-        let (status, answer) = self.post(peer, trusted, "/send", body).await?;
+        let header = grafted.then_some((GRAFT_HEADER, "1"));
+        let (status, answer) = self.post_with(peer, trusted, "/send", body, header).await?;
         match status {
             s if s.is_success() => Ok(if already_held(&answer) {
                 PushOutcome::AlreadyHeld

@@ -95,6 +95,8 @@ pub enum PullKind {
 pub struct Mesh {
     pub book: PeerBook,
     client: PeerClient,
+    /// Hashes a sync round is pulling now, from whichever peer claimed them first.
+    pulling: Mutex<HashSet<MessageHash>>,
     /// Peers that answered that they lack `/sync/reconcile`, with when.
     no_reconcile: Mutex<HashMap<PeerAddr, std::time::Instant>>,
     /// The difference found with each peer last time: how many symbols to ask for first.
@@ -127,6 +129,7 @@ impl Mesh {
             book,
             client,
             no_reconcile: Mutex::new(HashMap::new()),
+            pulling: Mutex::new(HashSet::new()),
             last_difference: Mutex::new(HashMap::new()),
             statuses: Mutex::new(HashMap::new()),
             tree: Tree::new(config.tree.clone()),
@@ -158,6 +161,9 @@ impl Mesh {
                 _ = stop.cancelled() => return,
             };
             let active = Arc::new(self.book.active());
+            if job.grafted {
+                self.tree.note_graft(job.hash);
+            }
             let targets = self.tree.targets(&active, job.from.as_ref());
             if !targets.announce.is_empty() {
                 self.tree.queue_announcement(&targets.announce, job.hash);
@@ -173,13 +179,15 @@ impl Mesh {
                     let _permit = permit;
                     match mesh
                         .client
-                        .push(&peer, mesh.trusted(&peer), &job.packet)
+                        .push(&peer, mesh.trusted(&peer), &job.packet, job.grafted)
                         .await
                     {
                         Ok(outcome @ (PushOutcome::Accepted | PushOutcome::AlreadyHeld)) => {
                             mesh.book.record_ok(&peer);
                             mesh.book.record_ack(&peer, job.hash, job.expires_at);
-                            if outcome == PushOutcome::AlreadyHeld {
+                            // A grafted packet's duplicates say nothing of the link: the
+                            // relays cut off with us fetch it each on its own.
+                            if outcome == PushOutcome::AlreadyHeld && !job.grafted {
                                 mesh.tree.prune(&peer, &active);
                             }
                         }
@@ -600,8 +608,30 @@ impl Mesh {
     }
 
     /// Pulls what the peer has and we lack, audits it, and scores the round.
+    /// Hashes being pulled by one peer's sync are not pulled from another meanwhile (the
+    /// peers of a relay back from a partition all hold what it missed); one whose pull fails
+    /// is found again in the next round.
     async fn pull_and_audit(&self, peer: &PeerAddr, trusted: bool, wanted: Vec<MessageHash>) {
+        let wanted: Vec<MessageHash> = {
+            let mut pulling = self.pulling.lock();
+            wanted.into_iter().filter(|h| pulling.insert(*h)).collect()
+        };
+        // Another peer's pull may have stored some since they were found missing.
+        let claimed = wanted.clone();
+        let wanted = match self.ingest.store.unknown(wanted).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "store failed during sync");
+                Vec::new()
+            }
+        };
         let pulled = self.pull(peer, trusted, &wanted, PullKind::Sync).await;
+        {
+            let mut pulling = self.pulling.lock();
+            claimed.iter().for_each(|h| {
+                pulling.remove(h);
+            });
+        }
         let audited = self.audit(peer, trusted).await;
         if pulled && audited {
             self.book.record_ok(peer);

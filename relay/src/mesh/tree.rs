@@ -3,11 +3,13 @@
 //!
 //! - Every link starts eager, so the first packets flood and reach everyone at once.
 //! - A push the peer already held (`/send` answers `"stored": false`) is a redundant link: that
-//!   peer is moved to lazy (Plumtree's PRUNE, read from the answer instead of sent). What stays
-//!   eager converges to a spanning tree, so each packet crosses each relay about once.
+//!   peer is moved to lazy (Plumtree's PRUNE, read from the answer instead of sent), and the
+//!   peer that received the duplicate moves the pusher to lazy too, so the eager links stay
+//!   undirected. What stays eager converges to a spanning tree, so each packet crosses each
+//!   relay about once.
 //! - Lazy peers are sent the hashes in batches (`POST /mesh/announce`). A hash announced to us
-//!   that has not arrived by push after [`TreeSettings::graft_after`] is fetched from the
-//!   announcer with `x-jasper-graft: 1` (Plumtree's GRAFT): both sides make the link eager
+//!   that has not arrived by push after [`TreeSettings::graft_after`] (to twice that, at
+//!   random) is fetched from the announcer with `x-jasper-graft: 1` (Plumtree's GRAFT): both sides make the link eager
 //!   again, so a broken tree heals where it broke, and the grafted packet is pushed on.
 //! - Only peers whose `/status` lists `mesh.tree` are ever pruned or announced to; any other
 //!   relay (the reference relay, older ones) is pushed every packet, as the spec's flood does.
@@ -18,7 +20,7 @@
 //! can name a peer's address in a header), and the periodic reconciliation still finds
 //! anything the tree missed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use jasper_core::MessageHash;
@@ -35,6 +37,13 @@ pub const MAX_ANNOUNCE_HASHES: usize = 4096;
 const MAX_AWAITED: usize = 65_536;
 /// Hashes queued to announce to one peer; beyond it the oldest are dropped (same reason).
 const MAX_QUEUED_PER_PEER: usize = 4 * MAX_ANNOUNCE_HASHES;
+/// Grafted packets remembered, so that their duplicates do not prune links.
+const RECENT_GRAFTS: usize = 16_384;
+/// A grafted link stays eager at least this long. Packets in flight from different relays
+/// find different redundant links in the same cycle at once, and pruning all of them cuts
+/// the tree; holding the link that healed a cut keeps the next packets from cutting it
+/// again, so the tree settles instead of flapping between cuts and grafts.
+const GRAFT_HOLD: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct TreeSettings {
@@ -65,7 +74,11 @@ pub struct Targets {
 
 struct Awaited {
     from: PeerAddr,
-    since: Instant,
+    /// When to graft if it has not come: `graft_after` to twice that after it was first
+    /// heard of, at random, so that the relays cut off by a break in the tree do not all
+    /// graft at once (one graft heals the break, and its push reaches the others before
+    /// their turn; many at once make cycles, whose duplicates cut the tree again).
+    due: Instant,
 }
 
 pub struct Tree {
@@ -73,6 +86,10 @@ pub struct Tree {
     /// Peers that offer `mesh.tree` (learned from their `/status`).
     capable: Mutex<HashSet<PeerAddr>>,
     lazy: Mutex<HashSet<PeerAddr>>,
+    /// When each link was last grafted: it is not pruned again for [`GRAFT_HOLD`].
+    grafted: Mutex<HashMap<PeerAddr, Instant>>,
+    /// The last [`RECENT_GRAFTS`] packets this relay fetched by a graft, oldest first.
+    recent_grafts: Mutex<(VecDeque<MessageHash>, HashSet<MessageHash>)>,
     queued: Mutex<HashMap<PeerAddr, Vec<MessageHash>>>,
     awaited: Mutex<HashMap<MessageHash, Awaited>>,
 }
@@ -83,6 +100,8 @@ impl Tree {
             settings,
             capable: Mutex::new(HashSet::new()),
             lazy: Mutex::new(HashSet::new()),
+            grafted: Mutex::new(HashMap::new()),
+            recent_grafts: Mutex::new((VecDeque::new(), HashSet::new())),
             queued: Mutex::new(HashMap::new()),
             awaited: Mutex::new(HashMap::new()),
         }
@@ -139,15 +158,43 @@ impl Tree {
         if eager == 0 || lazy.contains(peer) {
             return false;
         }
+        if self
+            .grafted
+            .lock()
+            .get(peer)
+            .is_some_and(|at| at.elapsed() < GRAFT_HOLD)
+        {
+            return false;
+        }
         tracing::debug!(peer = %peer, "broadcast tree: pruned (pushes it already held)");
         lazy.insert(peer.clone())
     }
 
     /// The link to `peer` carries packets again.
     pub fn graft(&self, peer: &PeerAddr) {
+        self.grafted.lock().insert(peer.clone(), Instant::now());
         if self.lazy.lock().remove(peer) {
             tracing::debug!(peer = %peer, "broadcast tree: grafted");
         }
+    }
+
+    /// A packet this relay fetched by a graft (and now pushes on).
+    pub fn note_graft(&self, hash: MessageHash) {
+        let mut recent = self.recent_grafts.lock();
+        let (order, set) = &mut *recent;
+        if set.insert(hash) {
+            order.push_back(hash);
+            if order.len() > RECENT_GRAFTS
+                && let Some(old) = order.pop_front()
+            {
+                set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether this relay got the packet by a graft lately.
+    pub fn came_by_graft(&self, hash: &MessageHash) -> bool {
+        self.recent_grafts.lock().1.contains(hash)
     }
 
     pub fn is_lazy(&self, peer: &PeerAddr) -> bool {
@@ -182,6 +229,7 @@ impl Tree {
     /// announcer of a hash is the one grafted if it does not arrive.
     pub fn heard(&self, from: &PeerAddr, hashes: impl IntoIterator<Item = MessageHash>) {
         let now = Instant::now();
+        let after = self.settings.graft_after;
         let mut awaited = self.awaited.lock();
         for h in hashes {
             if awaited.len() >= MAX_AWAITED {
@@ -189,19 +237,19 @@ impl Tree {
             }
             awaited.entry(h).or_insert_with(|| Awaited {
                 from: from.clone(),
-                since: now,
+                due: now + after.mul_f64(1.0 + rand::random::<f64>()),
             });
         }
     }
 
-    /// Hashes announced at least `graft_after` ago, by announcer (removed from the waiting
-    /// list: the caller checks which are still missing and grafts for those).
+    /// Hashes whose graft is due (announced `graft_after` to twice that ago), by announcer
+    /// (removed from the waiting list: the caller checks which are still missing and grafts
+    /// for those).
     pub fn due(&self) -> Vec<(PeerAddr, Vec<MessageHash>)> {
         let now = Instant::now();
-        let after = self.settings.graft_after;
         let mut by_peer: HashMap<PeerAddr, Vec<MessageHash>> = HashMap::new();
         self.awaited.lock().retain(|h, a| {
-            if now.duration_since(a.since) < after {
+            if now < a.due {
                 return true;
             }
             by_peer.entry(a.from.clone()).or_default().push(*h);
@@ -262,6 +310,20 @@ mod tests {
         assert_eq!(got.push.len(), 7);
         t.graft(&active[1]);
         assert_eq!(t.targets(&active, None).push.len(), 8);
+        assert!(!t.prune(&active[1], &active), "a grafted link is held eager");
+    }
+
+    #[test]
+    fn grafted_packets_are_remembered_boundedly() {
+        let t = tree();
+        let hash = |n: usize| MessageHash::of_message(&format!("grafted {n}"));
+        for n in 0..=RECENT_GRAFTS {
+            t.note_graft(hash(n));
+        }
+        assert!(!t.came_by_graft(&hash(0)), "the oldest is forgotten");
+        assert!(t.came_by_graft(&hash(1)));
+        assert!(t.came_by_graft(&hash(RECENT_GRAFTS)));
+        assert_eq!(t.recent_grafts.lock().1.len(), RECENT_GRAFTS);
     }
 
     #[test]
