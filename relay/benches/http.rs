@@ -6,8 +6,12 @@
 //! ```text
 //! cargo bench -p jasper-relay --bench http -- [--duration SECS] [--warmup SECS]
 //!     [--connections N] [--bodies N] [--reference http://127.0.0.1:18080]
-//!     [--redis redis://127.0.0.1:6379 | --no-redis] [--send-only]
+//!     [--redis redis://127.0.0.1:6379 | --no-redis] [--send-only] [--processes 1,2,4]
 //! ```
+//!
+//! `--processes`: then `/send` of N relay processes sharing one Redis of the bench's own (one
+//! relay to the mesh, README "Several processes, one Redis"), the connections spread over them
+//! round robin, for each N given; each N on a fresh Redis.
 //!
 //! Every server under test is a separate process on loopback, started by the test kit
 //! (`jasper-test`): the relay binary (Cargo builds it for benches, in `target/release/`), a
@@ -82,7 +86,7 @@ fn main() {
 
 const USAGE: &str = "usage: cargo bench -p jasper-relay --bench http -- [--duration SECS] \
 [--warmup SECS] [--connections N] [--bodies N] [--reference URL] [--redis URL | --no-redis] \
-[--send-only]";
+[--send-only] [--processes 1,2,4]";
 
 struct Opts {
     duration: Duration,
@@ -92,6 +96,8 @@ struct Opts {
     reference: Option<SocketAddr>,
     redis: RedisChoice,
     send_only: bool,
+    /// Process counts for the shared-Redis `/send` rows (empty: none).
+    processes: Vec<usize>,
 }
 
 enum RedisChoice {
@@ -110,6 +116,7 @@ impl Opts {
             reference: None,
             redis: RedisChoice::Own,
             send_only: false,
+            processes: Vec::new(),
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -129,6 +136,12 @@ impl Opts {
                 "--redis" => o.redis = RedisChoice::External(value()?),
                 "--no-redis" => o.redis = RedisChoice::Skip,
                 "--send-only" => o.send_only = true,
+                "--processes" => {
+                    o.processes = value()?
+                        .split(',')
+                        .map(|n| n.parse())
+                        .collect::<Result<_, _>>()?
+                }
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -263,6 +276,12 @@ fn start_bare() -> Res<(Proc, SocketAddr)> {
 /// and its own defaults otherwise (no sync intervals, no private peers, `info` logs in
 /// `dir/relay.log`).
 fn start_relay(dir: &Path, redis: Option<&str>) -> Res<Relay> {
+    let run: u64 = rand::random();
+    start_relay_with_prefix(dir, redis, &format!("jasper-bench:{run:016x}:"))
+}
+
+/// `prefix`: the Redis key prefix (processes with the same one are one relay).
+fn start_relay_with_prefix(dir: &Path, redis: Option<&str>, prefix: &str) -> Res<Relay> {
     let mut relay = Relay::builder(dir)
         .binary(relay_bin())
         .port(0)
@@ -272,11 +291,7 @@ fn start_relay(dir: &Path, redis: Option<&str>) -> Res<Relay> {
         .start_timeout(START_TIMEOUT);
     if let Some(url) = redis {
         // A fresh key prefix, so an external Redis's earlier contents do not interfere.
-        let run: u64 = rand::random();
-        relay = relay.redis(url).env(
-            "JASPER_RELAY_REDIS_PREFIX",
-            format!("jasper-bench:{run:016x}:"),
-        );
+        relay = relay.redis(url).env("JASPER_RELAY_REDIS_PREFIX", prefix);
     }
     Ok(relay.try_start()?)
 }
@@ -385,7 +400,8 @@ struct Stats {
 }
 
 struct Phase<'a> {
-    addr: SocketAddr,
+    /// Connection i goes to `addrs[i % addrs.len()]` (several processes of one relay).
+    addrs: Vec<SocketAddr>,
     path: &'static str,
     bodies: &'a Arc<Vec<Bytes>>,
     pool: Pool,
@@ -409,9 +425,9 @@ fn run_phase(opts: &Opts, phase: &Phase<'_>, servers: &[u32]) -> Res<Stats> {
     let end = measure_from + opts.duration;
     let results: Vec<ConnResult> = rt.block_on(async {
         let mut tasks = Vec::new();
-        for _ in 0..opts.connections {
+        for i in 0..opts.connections {
             let conn = Conn {
-                addr: phase.addr,
+                addr: phase.addrs[i % phase.addrs.len()],
                 path: phase.path,
                 bodies: phase.bodies.clone(),
                 pool: phase.pool,
@@ -621,7 +637,7 @@ fn run(opts: Opts) -> Res<()> {
     {
         let (bare, addr) = start_bare()?;
         let phase = Phase {
-            addr,
+            addrs: vec![addr],
             path: "/send",
             bodies: &bodies,
             pool: Pool::Wrap,
@@ -667,7 +683,7 @@ fn run(opts: Opts) -> Res<()> {
         let send = run_phase(
             &opts,
             &Phase {
-                addr,
+                addrs: vec![addr],
                 path: "/send",
                 bodies: &bodies,
                 pool: Pool::Once,
@@ -692,7 +708,7 @@ fn run(opts: Opts) -> Res<()> {
         let by_recipient = run_phase(
             &opts,
             &Phase {
-                addr,
+                addrs: vec![addr],
                 path: "/fetch",
                 bodies: &fetch_recipient,
                 pool: Pool::Wrap,
@@ -711,7 +727,7 @@ fn run(opts: Opts) -> Res<()> {
         let by_hashes = run_phase(
             &opts,
             &Phase {
-                addr,
+                addrs: vec![addr],
                 path: "/fetch",
                 bodies: &by_hash,
                 pool: Pool::Wrap,
@@ -729,12 +745,51 @@ fn run(opts: Opts) -> Res<()> {
     }
     drop(own_redis);
 
-    // 3. The reference relay's /send, with the same bodies.
+    // 3. Several processes of one relay on one Redis.
+    for &n in &opts.processes {
+        let dir = tmp.path().join(format!("shared-{n}"));
+        std::fs::create_dir_all(dir.join("redis"))?;
+        let redis = Redis::try_start_in(&dir.join("redis"))?;
+        let mut relays = Vec::with_capacity(n);
+        for i in 0..n {
+            let relay_dir = dir.join(format!("relay-{i}"));
+            std::fs::create_dir_all(&relay_dir)?;
+            relays.push(start_relay_with_prefix(
+                &relay_dir,
+                Some(&redis.url()),
+                "jasper-bench-shared:",
+            )?);
+        }
+        let mut servers: Vec<u32> = relays.iter().filter_map(Relay::pid).collect();
+        servers.push(redis.pid());
+        let send = run_phase(
+            &opts,
+            &Phase {
+                addrs: relays.iter().map(Relay::socket_addr).collect(),
+                path: "/send",
+                bodies: &bodies,
+                pool: Pool::Once,
+                start: 0,
+            },
+            &servers,
+        )?;
+        rows.push(Row {
+            server: format!("jasper-relay ×{n} processes, one Redis (appendfsync always)"),
+            request: "/send (new packet)".into(),
+            stats: send,
+        });
+        report(rows.last().unwrap());
+        for mut relay in relays {
+            relay.stop();
+        }
+    }
+
+    // 4. The reference relay's /send, with the same bodies.
     if let Some(addr) = opts.reference {
         let stats = run_phase(
             &opts,
             &Phase {
-                addr,
+                addrs: vec![addr],
                 path: "/send",
                 bodies: &bodies,
                 pool: Pool::Once,

@@ -97,24 +97,33 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         max_message_len: config.max_body_bytes,
         ..PacketLimits::default()
     };
-    // Built before anything is stored: from here on every stored packet is added as it comes.
+    // A shared store's feed is read from before the sketch is loaded, so that nothing
+    // another process stores meanwhile is missed (what is both loaded and fed is added once).
+    let feed_from = if store.shared() {
+        Some(store.feed_end().await?)
+    } else {
+        None
+    };
+    // Built before this process stores anything: from here on every stored packet is added
+    // as it comes.
     let sketch = Arc::new(LiveSketch::load(store.as_ref()).await?);
+    let waiters = Arc::new(Waiters::default());
     let ingest = Arc::new(Ingest::new(
         store.clone(),
-        Arc::new(Waiters::default()),
+        waiters.clone(),
         sketch.clone(),
         limits,
         config.ttl.as_secs(),
         broadcast_tx,
     ));
-    let instance = random_instance_id();
+    // Processes sharing a store are one relay to the mesh: one instance id.
+    let instance = store.instance().await?.unwrap_or_else(random_instance_id);
     let mesh = Arc::new(Mesh::new(config.clone(), ingest.clone(), instance.clone()));
     tracing::info!(%local_addr, instance, peers = config.peers.len(), "relay starting");
 
-    let mut background = Vec::new();
-    background.push(tokio::spawn(
+    let mut background = vec![tokio::spawn(
         mesh.clone().run_broadcaster(broadcast_rx, stop.clone()),
-    ));
+    )];
     background.push(tokio::spawn(mesh.clone().run_tree(stop.clone())));
     background.push(tokio::spawn(mesh.clone().every(
         config.sync_interval,
@@ -128,16 +137,26 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     )));
     // The sketch drops packets the second they expire, as the store stops serving them, so
     // that two relays' sketches agree on what is live.
+    let expiring = sketch.clone();
     background.push(tokio::spawn(mesh.clone().every(
         Duration::from_secs(1),
         stop.clone(),
         move |_| {
-            let sketch = sketch.clone();
+            let sketch = expiring.clone();
             async move {
                 sketch.expire(store::unix_now());
             }
         },
     )));
+    if let Some(from) = feed_from {
+        background.push(tokio::spawn(follow_feed(
+            store.clone(),
+            sketch.clone(),
+            waiters,
+            from,
+            stop.clone(),
+        )));
+    }
     let purge_every = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let purge_store = store.clone();
     background.push(tokio::spawn(mesh.clone().every(
@@ -183,7 +202,50 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     })
 }
 
-fn random_instance_id() -> String {
+/// How long one read of a shared store's feed waits for an entry.
+const FEED_WAIT: Duration = Duration::from_secs(5);
+
+/// Follows a shared store's feed: every packet any process stores goes into this process's
+/// sketch and wakes its long-polls for the recipient (the feed is the hint; the long-poll then
+/// reads the store, which is the truth). A gap in the feed (this process fell behind its
+/// trimming) is filled from the store itself.
+async fn follow_feed(
+    store: Arc<dyn MessageStore>,
+    sketch: Arc<LiveSketch>,
+    waiters: Arc<Waiters>,
+    mut at: store::FeedPosition,
+    stop: CancellationToken,
+) {
+    loop {
+        let page = tokio::select! {
+            page = store.feed_after(&at, FEED_WAIT) => page,
+            _ = stop.cancelled() => return,
+        };
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the shared store's feed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        };
+        for e in &page.entries {
+            sketch.add(&e.hash, e.expires_at);
+            waiters.notify(&e.recipient_fp);
+        }
+        at = page.end;
+        if page.gap {
+            match sketch.catch_up(store.as_ref()).await {
+                Ok(n) => tracing::warn!(added = n, "feed gap: sketch caught up from the store"),
+                Err(e) => tracing::error!(error = %e, "feed gap: cannot read the store"),
+            }
+        }
+    }
+}
+
+pub(crate) fn random_instance_id() -> String {
     let bytes: [u8; 16] = rand::random();
     hex::encode(bytes)
 }

@@ -408,7 +408,7 @@ impl Mesh {
             self.learn_status(peer.clone(), status);
         }
         let guess = self.last_difference.lock().get(peer).copied().unwrap_or(0);
-        let want = (guess * 3 + 32).next_power_of_two().max(64);
+        let want = first_ask(guess);
         match self.reconcile_part(peer, trusted, None, want).await {
             Part::Found {
                 theirs,
@@ -890,6 +890,17 @@ impl Mesh {
             self.pull(&caller, trusted, &wanted, PullKind::Sync).await;
         }
     }
+}
+
+/// Symbols first asked of a peer whose last difference was `guess`: about 1.6 per difference
+/// (decoding needs 1.35 to 1.5 on average) plus 64, in multiples of 64, at least 256 (11 kB,
+/// enough for about 180 differences). Measured: 300 differences found in two round trips and
+/// 22.5 kB from a peer not reconciled before, in one from one whose last difference was
+/// similar.
+fn first_ask(guess: usize) -> usize {
+    (guess.saturating_mul(8) / 5 + 64)
+        .next_multiple_of(64)
+        .max(256)
 }
 
 /// A slice of the set whose difference did not decode, as smaller ones: two halves of its

@@ -2,12 +2,16 @@
 //! [`SKETCH_SYMBOLS`] coded symbols of every live hash, kept up to date as packets are stored
 //! and expire, so that answering `/sync/reconcile` costs a copy, not a pass over the store.
 //!
-//! Memory: the symbols (44 bytes each, 180 kB) plus an expiry queue of 40 bytes per live
-//! packet (40 MB at a million packets), and at most [`MAX_SNAPSHOTS`] snapshots held for
-//! peers that ask for more symbols of the same set (180 kB each).
+//! Adding is idempotent (a packet already in, or already expired, is not added again), so the
+//! same packet may be reported by the relay's own puts, by the feed of a store other processes
+//! share, and by a reload from the store, in any order.
+//!
+//! Memory: the symbols (44 bytes each, 180 kB) plus an ordered set of (expires_at, hash), about
+//! 60 bytes per live packet (60 MB at a million packets, 600 MB at ten million), and at most
+//! [`MAX_SNAPSHOTS`] snapshots held for peers that ask for more symbols of the same set
+//! (180 kB each).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +31,9 @@ pub const SNAPSHOT_LIFETIME: Duration = Duration::from_secs(30);
 struct State {
     sketch: Sketch,
     /// (expires_at, hash) of every item in the sketch, soonest first.
-    expiries: BinaryHeap<Reverse<(u64, [u8; 32])>>,
+    items: BTreeSet<(u64, [u8; 32])>,
+    /// The `now` of the last [`LiveSketch::expire`]: nothing expiring by then is added.
+    expired_upto: u64,
 }
 
 struct Snapshot {
@@ -133,7 +139,8 @@ impl Default for LiveSketch {
         Self {
             state: Mutex::new(State {
                 sketch: Sketch::new(SKETCH_SYMBOLS),
-                expiries: BinaryHeap::new(),
+                items: BTreeSet::new(),
+                expired_upto: 0,
             }),
             snapshots: Mutex::new(VecDeque::new()),
             ranged: tokio::sync::Semaphore::new(1),
@@ -172,49 +179,66 @@ impl LiveSketch {
     /// [`LiveSketch::load`] with pages of `page` packets.
     pub async fn load_paged(store: &dyn MessageStore, page_len: usize) -> StoreResult<Self> {
         let sketch = Self::default();
+        sketch.add_from(store, page_len).await?;
+        Ok(sketch)
+    }
+
+    /// Adds every live packet of the store that the sketch lacks (after a gap in a shared
+    /// store's feed). Returns how many were added.
+    pub async fn catch_up(&self, store: &dyn MessageStore) -> StoreResult<usize> {
+        self.add_from(store, LOAD_PAGE).await
+    }
+
+    async fn add_from(&self, store: &dyn MessageStore, page_len: usize) -> StoreResult<usize> {
+        let mut added = 0;
+        let mut add = |entries: &[(MessageHash, u64)]| {
+            added += entries.iter().filter(|(h, at)| self.add(h, *at)).count();
+        };
         let mut from = 0u64;
         loop {
             let page = store.live_range(from, u64::MAX, page_len).await?;
             let full = page.len() >= page_len;
             let Some(&(_, last)) = page.last() else { break };
             if !full {
-                page.iter().for_each(|(h, at)| sketch.add(h, *at));
+                add(&page);
                 break;
             }
             // The page may end inside the packets of its last second: those are read whole
             // with the next one.
             let (before, _) = page.split_at(page.partition_point(|(_, at)| *at < last));
             if before.is_empty() {
-                let second = store.live_range(last, last + 1, usize::MAX).await?;
-                second.iter().for_each(|(h, at)| sketch.add(h, *at));
+                add(&store.live_range(last, last + 1, usize::MAX).await?);
                 from = last + 1;
             } else {
-                before.iter().for_each(|(h, at)| sketch.add(h, *at));
+                add(before);
                 from = last;
             }
         }
-        Ok(sketch)
+        Ok(added)
     }
 
-    /// A newly stored packet (call once per packet: on `Stored`, never on a duplicate).
-    pub fn add(&self, hash: &MessageHash, expires_at: u64) {
+    /// A stored packet. Returns whether it was new to the sketch (not already in, nor expired
+    /// by the last [`LiveSketch::expire`]).
+    pub fn add(&self, hash: &MessageHash, expires_at: u64) -> bool {
         let mut state = self.state.lock();
+        if expires_at <= state.expired_upto || !state.items.insert((expires_at, *hash.as_bytes())) {
+            return false;
+        }
         state.sketch.add(hash.as_bytes());
-        state.expiries.push(Reverse((expires_at, *hash.as_bytes())));
+        true
     }
 
     /// Takes out every packet whose `expires_at` is at or before `now` (the store stops
     /// serving it then). Returns how many went.
     pub fn expire(&self, now: u64) -> usize {
         let mut state = self.state.lock();
+        state.expired_upto = state.expired_upto.max(now);
         let mut gone = 0;
-        while let Some(Reverse((at, _))) = state.expiries.peek() {
-            if *at > now {
+        while let Some(&(at, hash)) = state.items.first() {
+            if at > now {
                 break;
             }
-            let Some(Reverse((_, hash))) = state.expiries.pop() else {
-                break;
-            };
+            state.items.pop_first();
             state.sketch.remove(&hash);
             gone += 1;
         }
@@ -336,13 +360,16 @@ mod tests {
         );
         // Past the kept symbols: cut, never a panic.
         assert!(s.answer(SKETCH_SYMBOLS + 5, 10).symbols.is_empty());
+        // Adding twice, or what has expired, changes nothing; adding then expiring leaves
+        // what was there.
+        assert!(!s.add(&hash(3), 103), "expired");
+        assert!(!s.add(&hash(7), 107), "already in");
         for n in 0..10 {
-            s.add(&hash(100 + n), 1);
+            assert!(s.add(&hash(100 + n), 105));
         }
-        assert_eq!(s.expire(1), 10);
-        // Adding then expiring leaves what was there.
+        assert_eq!(s.expire(105), 11);
         let mut want = Sketch::new(SKETCH_SYMBOLS);
-        for n in 5..10 {
+        for n in 6..10 {
             want.add(hash(n).as_bytes());
         }
         assert_eq!(s.symbols(), want.symbols());

@@ -310,7 +310,10 @@ mod tests {
         assert_eq!(got.push.len(), 7);
         t.graft(&active[1]);
         assert_eq!(t.targets(&active, None).push.len(), 8);
-        assert!(!t.prune(&active[1], &active), "a grafted link is held eager");
+        assert!(
+            !t.prune(&active[1], &active),
+            "a grafted link is held eager"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 pub mod embedded;
 pub mod redis;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use jasper_core::MessageHash;
@@ -82,6 +82,34 @@ pub struct RecentHashes {
     pub more: bool,
 }
 
+/// A place in a shared store's feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedPosition {
+    /// The backend's id of the entry (a Redis stream id).
+    pub id: String,
+    /// The arrival sequence number of its packet.
+    pub seq: u64,
+}
+
+/// A packet some process stored, as its feed tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    pub hash: MessageHash,
+    pub expires_at: u64,
+    pub recipient_fp: [u8; 32],
+}
+
+/// What one read of the feed returned.
+#[derive(Debug, Clone)]
+pub struct FeedPage {
+    pub entries: Vec<FeedEntry>,
+    /// Where to read on from.
+    pub end: FeedPosition,
+    /// Entries were lost before this read (trimmed, or unreadable): the reader must catch up
+    /// from the store itself.
+    pub gap: bool,
+}
+
 /// Storage backend of a relay. Used as `Arc<dyn MessageStore>` (the backend is chosen at
 /// start-up), which native `async fn` in traits does not allow, hence `async_trait`.
 #[async_trait]
@@ -137,6 +165,35 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Number of live packets held.
     async fn count(&self) -> StoreResult<u64>;
+
+    /// Whether other relay processes may write this store too (a Redis several processes of
+    /// one operator share). Then each process follows the store's feed to learn the packets
+    /// the others store: its sketch must hold them, and its long-polls must wake for them.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The mesh identity (`/status` `instance`) of every process sharing the store, made by
+    /// the first; `None` for a store only one process uses (each run draws its own).
+    async fn instance(&self) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
+
+    /// The feed's newest position (a shared store only).
+    async fn feed_end(&self) -> StoreResult<FeedPosition> {
+        Ok(FeedPosition::default())
+    }
+
+    /// Packets stored by any process after `after`, in store order, waiting up to `wait` for
+    /// the first (a shared store only).
+    async fn feed_after(&self, after: &FeedPosition, wait: Duration) -> StoreResult<FeedPage> {
+        tokio::time::sleep(wait).await;
+        Ok(FeedPage {
+            entries: Vec::new(),
+            end: after.clone(),
+            gap: false,
+        })
+    }
 
     /// Drops what has expired (backends with native expiry may do little). Returns how many
     /// packets were dropped.

@@ -19,8 +19,11 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
 use super::{
-    MessageStore, NewPacket, PutOutcome, RecentHashes, StoreResult, StoredPacket, unix_now,
+    FeedEntry, FeedPage, FeedPosition, MessageStore, NewPacket, PutOutcome, RecentHashes,
+    StoreResult, StoredPacket, unix_now,
 };
 use crate::error::RelayError;
 
@@ -44,8 +47,15 @@ local ttl = redis.call('TTL', KEYS[3])
 if ttl < 0 or now + ttl < exp then redis.call('EXPIREAT', KEYS[3], exp) end
 redis.call('ZADD', KEYS[4], exp, ARGV[5])
 redis.call('ZADD', KEYS[6], seq, ARGV[5])
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[7], '*', 's', seq, 'h', ARGV[5], 'e', exp, 'r', ARGV[6])
 return {'stored', seq}
 "#;
+
+/// Entries kept in the feed stream (about 200 bytes each, 40 MB): a process that falls further
+/// behind than this reloads its sketch from the store.
+const FEED_LEN: u64 = 200_000;
+/// Most feed entries read at once.
+const FEED_PAGE: usize = 4096;
 
 /// `/sync/recent`: KEYS = arrivals, all, seq; ARGV = since ('' for a bootstrap), limit, now.
 /// Pages through `arrivals` by score after `since`, keeping hashes whose expiry (their score
@@ -101,12 +111,25 @@ struct Body {
     signature: String,
 }
 
+/// Response timeout of the feed's connection: above the longest blocking read.
+const FEED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A field of a stream entry.
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Connections to Redis. With `appendfsync always` Redis fsyncs once per event-loop turn per
 /// connection, so several connections let more puts share each fsync.
 const CONNECTIONS: usize = 4;
 
 pub struct RedisStore {
     conns: Vec<ConnectionManager>,
+    /// For the feed's blocking reads only.
+    feed_conn: redis::aio::MultiplexedConnection,
     next: std::sync::atomic::AtomicUsize,
     prefix: String,
     put_script: Script,
@@ -130,8 +153,16 @@ impl RedisStore {
         }
         let _: String = redis::cmd("PING").query_async(&mut conns[0]).await?;
         warn_if_not_durable(&mut conns[0]).await;
+        let feed_conn = client
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(FEED_TIMEOUT))
+                    .set_connection_timeout(Some(std::time::Duration::from_secs(5))),
+            )
+            .await?;
         let store = Self {
             conns,
+            feed_conn,
             next: std::sync::atomic::AtomicUsize::new(0),
             prefix: prefix.to_owned(),
             put_script: Script::new(PUT_SCRIPT),
@@ -210,6 +241,9 @@ impl RedisStore {
         self.conns[i].clone()
     }
 
+    fn feed_key(&self) -> String {
+        format!("{}feed", self.prefix)
+    }
     fn msg_key(&self, h: &MessageHash) -> String {
         format!("{}m:{h}", self.prefix)
     }
@@ -325,11 +359,14 @@ impl MessageStore for RedisStore {
             .key(self.all_key())
             .key(self.seq_key())
             .key(self.arrivals_key())
+            .key(self.feed_key())
             .arg(body)
             .arg(p.expires_at)
             .arg(now)
             .arg(p.expires_at.saturating_add(self.retention))
             .arg(p.hash.to_string())
+            .arg(hex::encode(p.recipient_fp))
+            .arg(FEED_LEN)
             .invoke_async(&mut conn)
             .await?;
         Ok(match kind.as_str() {
@@ -467,6 +504,92 @@ impl MessageStore for RedisStore {
             .iter()
             .filter_map(|(m, at)| Some((MessageHash::parse(m, "index").ok()?, *at)))
             .collect())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn instance(&self) -> StoreResult<Option<String>> {
+        let mut conn = self.conn();
+        let key = format!("{}instance", self.prefix);
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(crate::random_instance_id())
+            .arg("NX")
+            .query_async(&mut conn)
+            .await?;
+        Ok(conn.get(&key).await?)
+    }
+
+    async fn feed_end(&self) -> StoreResult<FeedPosition> {
+        let mut conn = self.conn();
+        let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(self.feed_key())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(match last.first() {
+            Some((id, fields)) => FeedPosition {
+                id: id.clone(),
+                seq: field(fields, "s").and_then(|s| s.parse().ok()).unwrap_or(0),
+            },
+            None => FeedPosition {
+                id: "0-0".into(),
+                seq: 0,
+            },
+        })
+    }
+
+    async fn feed_after(&self, after: &FeedPosition, wait: Duration) -> StoreResult<FeedPage> {
+        // A blocking read holds its connection: one of its own, not one the puts share.
+        let mut conn = self.feed_conn.clone();
+        let answer: Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>> =
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(FEED_PAGE)
+                .arg("BLOCK")
+                .arg(wait.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(self.feed_key())
+                .arg(&after.id)
+                .query_async(&mut conn)
+                .await?;
+        let entries = answer
+            .and_then(|streams| streams.into_iter().next())
+            .map(|(_, entries)| entries)
+            .unwrap_or_default();
+        let mut page = FeedPage {
+            entries: Vec::with_capacity(entries.len()),
+            end: after.clone(),
+            gap: false,
+        };
+        for (id, fields) in entries {
+            let seq: u64 = field(&fields, "s")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            // Sequence numbers are consecutive in the stream (one INCR and one XADD per stored
+            // packet, in one script); a jump means entries were trimmed before we read them.
+            if page.end.seq != 0 && seq != page.end.seq + 1 {
+                page.gap = true;
+            }
+            let entry = (|| {
+                Some(FeedEntry {
+                    hash: MessageHash::parse(field(&fields, "h")?, "feed").ok()?,
+                    expires_at: field(&fields, "e")?.parse().ok()?,
+                    recipient_fp: hex::decode(field(&fields, "r")?).ok()?.try_into().ok()?,
+                })
+            })();
+            match entry {
+                Some(e) => page.entries.push(e),
+                None => page.gap = true,
+            }
+            page.end = FeedPosition { id, seq };
+        }
+        Ok(page)
     }
 
     async fn count(&self) -> StoreResult<u64> {
