@@ -64,10 +64,19 @@ pub async fn open_store(config: &RelayConfig) -> Result<Arc<dyn MessageStore>, R
         Some(url) => {
             let prefix =
                 std::env::var("JASPER_RELAY_REDIS_PREFIX").unwrap_or_else(|_| "jasper:".into());
-            tracing::info!(url, prefix, "using Redis store");
+            let feed_len = match std::env::var("JASPER_RELAY_REDIS_FEED_LEN") {
+                Err(_) => store::redis::FEED_LEN,
+                Ok(v) => v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    RelayError::Config(format!(
+                        "JASPER_RELAY_REDIS_FEED_LEN={v}: expected a whole number 1 or more"
+                    ))
+                })?,
+            };
+            tracing::info!(url, prefix, feed_len, "using Redis store");
             Arc::new(
                 store::redis::RedisStore::open(url, &prefix, config.tombstone_retention.as_secs())
-                    .await?,
+                    .await?
+                    .with_feed_len(feed_len),
             )
         }
         None => {

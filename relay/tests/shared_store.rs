@@ -72,6 +72,57 @@ async fn processes_on_one_redis_are_one_relay() {
     assert_eq!(status(&c).await["instance"], sa["instance"]);
 }
 
+/// A process stopped (SIGSTOP) while another stores far more packets than the feed keeps
+/// finds the gap when it resumes, and catches its sketch up from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_fell_behind_the_feed_catches_up_from_the_store() {
+    use futures::StreamExt;
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        Relay::builder(&dir.path().join(name))
+            .redis(redis.url())
+            .env("JASPER_RELAY_REDIS_FEED_LEN", "50")
+            .start()
+    };
+    let a = start("a");
+    let b = start("b");
+    let pid = b.pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, pid.as_str()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let keys = recipients();
+    let packets: Vec<_> = (0..1500)
+        .map(|i| packet(&keys[i % keys.len()], &format!("while B was stopped {i}")))
+        .collect();
+    let sent: Vec<u16> = futures::stream::iter(&packets)
+        .map(|p| {
+            let a = &a;
+            async move { send(a, p).await.0 }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(sent.iter().all(|c| *c == 200));
+    signal("-CONT");
+    let mut want = Sketch::new(4096);
+    for p in &packets {
+        want.add(MessageHash::parse(&p.hash, "hash").unwrap().as_bytes());
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || sketch_is(&b, &want)).await,
+        "B's sketch did not catch up; its log: {}",
+        b.log()
+    );
+    assert!(b.log().contains("feed gap"), "{}", b.log());
+}
+
 /// Whether the first 64 symbols of the relay's whole-set sketch are those of `want`.
 async fn sketch_is(relay: &Relay, want: &Sketch) -> bool {
     let r = client()

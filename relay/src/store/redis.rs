@@ -51,9 +51,9 @@ redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[7], '*', 's', seq, 'h', ARGV[5],
 return {'stored', seq}
 "#;
 
-/// Entries kept in the feed stream (about 200 bytes each, 40 MB): a process that falls further
-/// behind than this reloads its sketch from the store.
-const FEED_LEN: u64 = 200_000;
+/// Entries kept in the feed stream by default (about 200 bytes each, 40 MB): a process that
+/// falls further behind than this catches its sketch up from the store.
+pub const FEED_LEN: u64 = 200_000;
 /// Most feed entries read at once.
 const FEED_PAGE: usize = 4096;
 
@@ -136,6 +136,7 @@ pub struct RedisStore {
     recent_script: Script,
     purge_script: Script,
     retention: u64,
+    feed_len: u64,
 }
 
 impl RedisStore {
@@ -169,9 +170,17 @@ impl RedisStore {
             recent_script: Script::new(RECENT_SCRIPT),
             purge_script: Script::new(PURGE_SCRIPT),
             retention: tombstone_retention_secs,
+            feed_len: FEED_LEN,
         };
         store.build_arrivals().await?;
         Ok(store)
+    }
+
+    /// Keeps about `entries` in the feed stream instead of [`FEED_LEN`] (Redis trims whole
+    /// stream nodes, so a few hundred more may stay).
+    pub fn with_feed_len(mut self, entries: u64) -> Self {
+        self.feed_len = entries;
+        self
     }
 
     /// Builds the arrival set of a store written before it existed (see the module comment).
@@ -366,7 +375,7 @@ impl MessageStore for RedisStore {
             .arg(p.expires_at.saturating_add(self.retention))
             .arg(p.hash.to_string())
             .arg(hex::encode(p.recipient_fp))
-            .arg(FEED_LEN)
+            .arg(self.feed_len)
             .invoke_async(&mut conn)
             .await?;
         Ok(match kind.as_str() {
