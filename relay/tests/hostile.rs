@@ -25,6 +25,10 @@ enum Mode {
     LiesInSyncHashes,
     /// Claims in `/sync/reconcile` symbols to hold hashes it cannot serve.
     LiesInReconcile,
+    /// Offers `sync.reconcile.range`, answers the whole set with symbols that never decode
+    /// (as with too many differences), and claims in the slices' symbols to hold hashes it
+    /// cannot serve.
+    LiesInSlices,
     /// Serves a packet whose content does not match its hash.
     ServesWrongHashes,
     /// Answers everything with an HTML page.
@@ -66,19 +70,31 @@ async fn hostile_handler(
             _ => spec_only(path),
         },
         Mode::LiesInReconcile => match path {
+            "/sync/reconcile" => lying_symbols(&body),
+            "/fetch" => axum::Json(json!({ "messages": [] })).into_response(),
+            _ => spec_only(path),
+        },
+        Mode::LiesInSlices => match path {
+            "/status" => axum::Json(json!({
+                "extensions": ["sync.reconcile", "sync.reconcile.range"],
+                "limits": { "reconcile_symbols": 4096 },
+            }))
+            .into_response(),
             "/sync/reconcile" => {
                 let req: Value = serde_json::from_slice(&body).unwrap_or_default();
-                let from = req["from"].as_u64().unwrap_or(0) as usize;
-                let count = req["count"].as_u64().unwrap_or(256) as usize;
-                let mut sketch = jasper_core::reconcile::Sketch::new(from + count);
-                for i in 0..5 {
-                    sketch.add(MessageHash::of_message(&format!("fake {i}")).as_bytes());
+                if req.get("range").is_some() || req.get("prefix").is_some() {
+                    return lying_symbols(&body);
                 }
-                let mut answer = 7u64.to_be_bytes().to_vec();
-                answer.extend_from_slice(&5u64.to_be_bytes());
-                answer.extend(jasper_core::reconcile::encode_symbols(
-                    &sketch.symbols()[from..from + count],
-                ));
+                let count = req["count"].as_u64().unwrap_or(256) as usize;
+                let mut answer = 9u64.to_be_bytes().to_vec();
+                answer.extend_from_slice(&1_000_000u64.to_be_bytes());
+                // Count 7 everywhere: never ±1, so never pure, never decoded.
+                let symbol = jasper_core::reconcile::CodedSymbol {
+                    sum: [0xab; 32],
+                    checksum: 1,
+                    count: 7,
+                };
+                answer.extend(jasper_core::reconcile::encode_symbols(&vec![symbol; count]));
                 answer.into_response()
             }
             "/fetch" => axum::Json(json!({ "messages": [] })).into_response(),
@@ -100,6 +116,23 @@ async fn hostile_handler(
             _ => spec_only(path),
         },
     }
+}
+
+/// Symbols of a sketch holding five hashes the peer cannot serve, as asked for.
+fn lying_symbols(body: &[u8]) -> Response {
+    let req: Value = serde_json::from_slice(body).unwrap_or_default();
+    let from = req["from"].as_u64().unwrap_or(0) as usize;
+    let count = req["count"].as_u64().unwrap_or(256) as usize;
+    let mut sketch = jasper_core::reconcile::Sketch::new(from + count);
+    for i in 0..5 {
+        sketch.add(MessageHash::of_message(&format!("fake {i}")).as_bytes());
+    }
+    let mut answer = 7u64.to_be_bytes().to_vec();
+    answer.extend_from_slice(&5u64.to_be_bytes());
+    answer.extend(jasper_core::reconcile::encode_symbols(
+        &sketch.symbols()[from..from + count],
+    ));
+    answer.into_response()
 }
 
 /// The hostile peers look like relays that offer only the spec's endpoints: an empty object
@@ -144,6 +177,7 @@ async fn hostile_peers_are_quarantined_and_the_relay_stays_healthy() {
         (Mode::DropsAcknowledged, "dropped_acknowledged"),
         (Mode::LiesInSyncHashes, "false_claims"),
         (Mode::LiesInReconcile, "false_claims"),
+        (Mode::LiesInSlices, "false_claims"),
         (Mode::ServesWrongHashes, "hash_mismatches"),
         (Mode::AnswersGarbage, "garbage"),
         (Mode::Hangs, "timeouts"),
