@@ -12,7 +12,9 @@
 //!   has finished). What overlapping the fsync with the next batch's work buys.
 //! - `fjall, 1 insert per record` and `fjall, 4 inserts per record` (the embedded store's
 //!   layout: the record and three index entries, in four keyspaces, and a counter per batch):
-//!   fjall write batches with `PersistMode::SyncData`, as the store's writer commits them.
+//!   fjall write batches with `PersistMode::SyncData`, as the store's writer commits them;
+//!   and the same with the records' keyspace in key-value separation (records in blob files,
+//!   so compactions stop rewriting them).
 //!
 //! ```text
 //! cargo bench -p jasper-relay --bench append_log -- [--batch 16,64,256] [--record 3000] [--secs 5]
@@ -77,17 +79,18 @@ fn run(o: Opts) -> Res<()> {
     let span = Duration::from_secs_f64(o.secs);
     println!(
         "| batch | log, serial | log, pipelined | fjall, 1 insert per record | fjall, 4 inserts \
-         per record (the store's layout) |"
+         per record (the store's layout) | the same, records in blob files |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for (i, &batch) in o.batches.iter().enumerate() {
         let at = dir.path().join(format!("b{i}"));
         std::fs::create_dir_all(&at)?;
         let serial = log_serial(&at.join("serial.log"), &record, batch, span)?;
         let pipelined = log_pipelined(&at.join("pipelined.log"), &record, batch, span)?;
-        let one = fjall_batches(&at.join("fjall1"), &record, batch, span, 1)?;
-        let four = fjall_batches(&at.join("fjall4"), &record, batch, span, 4)?;
-        println!("| {batch} | {serial:.0} | {pipelined:.0} | {one:.0} | {four:.0} |");
+        let one = fjall_batches(&at.join("fjall1"), &record, batch, span, 1, false)?;
+        let four = fjall_batches(&at.join("fjall4"), &record, batch, span, 4, false)?;
+        let blobs = fjall_batches(&at.join("fjall4b"), &record, batch, span, 4, true)?;
+        println!("| {batch} | {serial:.0} | {pipelined:.0} | {one:.0} | {four:.0} | {blobs:.0} |");
     }
     println!("\nDurable records per second, {} bytes each.", o.record);
     Ok(())
@@ -174,17 +177,28 @@ fn log_pipelined(path: &Path, record: &[u8], batch: usize, span: Duration) -> Re
 }
 
 /// fjall write batches with SyncData, `keyspaces` inserts per record (the first the record,
-/// the rest 40-byte index entries), plus one counter insert per batch.
+/// the rest 40-byte index entries), plus one counter insert per batch; `blobs`: the records'
+/// keyspace separates values into blob files.
 fn fjall_batches(
     dir: &Path,
     record: &[u8],
     batch: usize,
     span: Duration,
     keyspaces: usize,
+    blobs: bool,
 ) -> Res<f64> {
     let db = Database::builder(dir).open()?;
     let ks: Vec<_> = (0..keyspaces)
-        .map(|i| db.keyspace(&format!("k{i}"), KeyspaceCreateOptions::default))
+        .map(|i| {
+            db.keyspace(&format!("k{i}"), || {
+                let o = KeyspaceCreateOptions::default();
+                if blobs && i == 0 {
+                    o.with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+                } else {
+                    o
+                }
+            })
+        })
         .collect::<Result<_, _>>()?;
     let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
     let start = Instant::now();
