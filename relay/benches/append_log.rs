@@ -85,11 +85,18 @@ fn run(o: Opts) -> Res<()> {
     for (i, &batch) in o.batches.iter().enumerate() {
         let at = dir.path().join(format!("b{i}"));
         std::fs::create_dir_all(&at)?;
+        // Each variant's files go as soon as it is measured (a long run writes gigabytes).
+        let gone = |p: &Path| std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
         let serial = log_serial(&at.join("serial.log"), &record, batch, span)?;
+        gone(&at.join("serial.log"))?;
         let pipelined = log_pipelined(&at.join("pipelined.log"), &record, batch, span)?;
+        gone(&at.join("pipelined.log"))?;
         let one = fjall_batches(&at.join("fjall1"), &record, batch, span, 1, false)?;
+        gone(&at.join("fjall1"))?;
         let four = fjall_batches(&at.join("fjall4"), &record, batch, span, 4, false)?;
+        gone(&at.join("fjall4"))?;
         let blobs = fjall_batches(&at.join("fjall4b"), &record, batch, span, 4, true)?;
+        gone(&at.join("fjall4b"))?;
         println!("| {batch} | {serial:.0} | {pipelined:.0} | {one:.0} | {four:.0} | {blobs:.0} |");
     }
     println!("\nDurable records per second, {} bytes each.", o.record);
