@@ -956,3 +956,64 @@ fn slices(mut hashes: Vec<MessageHash>, max: usize) -> Vec<HashList> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(from: u64, to: u64, prefix: &str) -> SetSlice {
+        SetSlice {
+            from,
+            to,
+            prefix: HashPrefix::parse(prefix).unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn slices_split_by_time_then_by_prefix() {
+        // The open top is cut at the horizon first, then halved.
+        assert_eq!(
+            split(slice(100, u64::MAX, ""), 1000),
+            vec![slice(1000, u64::MAX, ""), slice(100, 1000, "")]
+        );
+        assert_eq!(
+            split(slice(1000, u64::MAX, ""), 1000),
+            vec![
+                slice(1000 + (u64::MAX - 1000) / 2, u64::MAX, ""),
+                slice(1000, 1000 + (u64::MAX - 1000) / 2, "")
+            ]
+        );
+        assert_eq!(
+            split(slice(10, 20, "a"), 1000),
+            vec![slice(15, 20, "a"), slice(10, 15, "a")]
+        );
+        // One second: its 16 sub-prefixes, which between them cover it once.
+        let parts = split(slice(7, 8, "3f"), 1000);
+        assert_eq!(parts.len(), 16);
+        assert!(parts.iter().all(|p| (p.from, p.to) == (7, 8)));
+        let hash = MessageHash::of_message("some packet");
+        let under = |prefix: &str| parts.iter().filter(|p| p.prefix.to_hex() == prefix).count();
+        assert_eq!(under("3f0") + under("3ff"), 2);
+        let top = slice(7, 8, "");
+        assert_eq!(
+            split(top, 1000)
+                .iter()
+                .filter(|p| p.contains(&hash, 7))
+                .count(),
+            1
+        );
+        // The longest prefix of one second cannot be split: nothing, not a loop.
+        assert!(split(slice(7, 8, "0123456789abcdef"), 1000).is_empty());
+    }
+
+    #[test]
+    fn the_first_ask_grows_with_the_last_difference() {
+        assert_eq!(first_ask(0), 256);
+        assert_eq!(first_ask(100), 256);
+        // 300 differences need about 420 symbols: asked at once.
+        assert_eq!(first_ask(300), 576);
+        assert_eq!(first_ask(2000) % 64, 0);
+        assert!(first_ask(2000) >= 3200);
+        assert_eq!(first_ask(usize::MAX / 2) % 64, 0);
+    }
+}
