@@ -16,7 +16,7 @@
 //! ```text
 //! cargo bench -p jasper-relay --bench mesh_sim -- [--relays 10,30,100] [--degree 8]
 //!     [--packets 200] [--rate 20] [--modes flood,tree] [--topologies graph,full]
-//!     [--full-max 30] [--missed 100] [--warmup 30] [--seed N]
+//!     [--full-max 30] [--missed 100] [--warmup 30] [--graft-after-ms MS] [--seed N]
 //! ```
 //!
 //! Before measuring, each mesh runs a warm-up of packets (the tree forms from the first ones,
@@ -58,6 +58,7 @@ struct Opts {
     full_max: usize,
     missed: usize,
     warmup: usize,
+    graft_after_ms: Option<u64>,
     seed: u64,
 }
 
@@ -73,6 +74,7 @@ impl Opts {
             full_max: 30,
             missed: 100,
             warmup: 30,
+            graft_after_ms: None,
             seed: 7,
         };
         let list = |v: &str| v.split(',').map(str::to_owned).collect::<Vec<_>>();
@@ -94,6 +96,7 @@ impl Opts {
                 "--full-max" => o.full_max = value()?.parse()?,
                 "--missed" => o.missed = value()?.parse()?,
                 "--warmup" => o.warmup = value()?.parse()?,
+                "--graft-after-ms" => o.graft_after_ms = Some(value()?.parse()?),
                 "--seed" => o.seed = value()?.parse()?,
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other}").into()),
@@ -277,6 +280,15 @@ async fn simulate(
     let ports = listen_ports(n)?;
     eprintln!("== {n} relays, {topology}, {mode}: starting");
     let mut relays = Vec::with_capacity(n);
+    // The relays' `graft_after_ms`, when given, through a config file.
+    let config = match opts.graft_after_ms {
+        Some(ms) => {
+            let path = dir.path().join("relay.toml");
+            std::fs::write(&path, format!("graft_after_ms = {ms}\n"))?;
+            Some(path)
+        }
+        None => None,
+    };
     for (i, neighbours) in graph.iter().enumerate() {
         relays.push(start(
             &dir.path().join(format!("r{i}")),
@@ -285,6 +297,7 @@ async fn simulate(
                 .iter()
                 .map(|&j| format!("127.0.0.1:{}", ports[j])),
             mode,
+            config.as_deref(),
         )?);
     }
     let http = reqwest::Client::builder()
@@ -463,7 +476,16 @@ fn listen_ports(n: usize) -> Res<Vec<u16>> {
     Ok(ports)
 }
 
-fn start(dir: &Path, port: u16, peers: impl Iterator<Item = String>, mode: &str) -> Res<Relay> {
+fn start(
+    dir: &Path,
+    port: u16,
+    peers: impl Iterator<Item = String>,
+    mode: &str,
+    config: Option<&Path>,
+) -> Res<Relay> {
+    let config: Vec<String> = config
+        .map(|c| vec!["--config".to_owned(), c.display().to_string()])
+        .unwrap_or_default();
     Ok(Relay::builder(dir)
         .binary(jasper_test::binary("jasper-relay"))
         .port(port)
@@ -472,6 +494,7 @@ fn start(dir: &Path, port: u16, peers: impl Iterator<Item = String>, mode: &str)
         .allow_private_peers(false)
         .log_level("warn")
         .args(["--broadcast", mode])
+        .args(config)
         .start_timeout(Duration::from_secs(30))
         .try_start()?)
 }
