@@ -37,9 +37,10 @@ use parking_lot::Mutex;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{Value, json};
 
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+mod sim_kit;
 
-const RECIPIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recipients.txt");
+use sim_kit::{Res, first_recipient, run_bench};
+
 /// Random bytes of each packet's `message`: with the key and signature, a packet of about
 /// 3.5 KB, the size of a short sealed text message.
 const MESSAGE_BYTES: usize = 1850;
@@ -107,22 +108,11 @@ impl Opts {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match Opts::parse(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("mesh_sim: {e}");
-            std::process::exit(2);
-        }
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    if let Err(e) = rt.block_on(run(opts)) {
-        eprintln!("mesh_sim: {e}");
-        std::process::exit(1);
-    }
+    run_bench("mesh_sim", Opts::parse, runtime, run);
 }
 
 struct Row {
@@ -147,12 +137,7 @@ struct Row {
 }
 
 async fn run(opts: Opts) -> Res<()> {
-    let recipient = std::fs::read_to_string(RECIPIENTS)?
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .ok_or("no recipient key in the fixtures")?
-        .trim()
-        .to_owned();
+    let recipient = first_recipient()?;
     let mut rows = Vec::new();
     for &r in &opts.relays {
         for topology in &opts.topologies {

@@ -30,9 +30,10 @@ use jasper_test::relay::Relay;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+mod sim_kit;
 
-const RECIPIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recipients.txt");
+use sim_kit::{Res, first_recipient, run_bench};
+
 /// The relays' default TTL: packets expire spread over it, as they would after a week.
 const RETENTION_SECS: u64 = 7 * 24 * 3600;
 const TOMBSTONES: Duration = Duration::from_secs(3600);
@@ -74,23 +75,12 @@ impl Opts {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match Opts::parse(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("sync_sim: {e}");
-            std::process::exit(2);
-        }
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    if let Err(e) = rt.block_on(run(opts)) {
-        eprintln!("sync_sim: {e}");
-        std::process::exit(1);
-    }
+    run_bench("sync_sim", Opts::parse, runtime, run);
 }
 
 struct Row {
@@ -105,12 +95,7 @@ struct Row {
 }
 
 async fn run(opts: Opts) -> Res<()> {
-    let recipient = std::fs::read_to_string(RECIPIENTS)?
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .ok_or("no recipient key in the fixtures")?
-        .trim()
-        .to_owned();
+    let recipient = first_recipient()?;
     let fp = PublicKey::from_text(&recipient)?.fingerprint();
     let mut rows = Vec::new();
     for &n in &opts.stored {

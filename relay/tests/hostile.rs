@@ -85,17 +85,7 @@ async fn hostile_handler(
                 if req.get("range").is_some() || req.get("prefix").is_some() {
                     return lying_symbols(&body);
                 }
-                let count = req["count"].as_u64().unwrap_or(256) as usize;
-                let mut answer = 9u64.to_be_bytes().to_vec();
-                answer.extend_from_slice(&1_000_000u64.to_be_bytes());
-                // Count 7 everywhere: never ±1, so never pure, never decoded.
-                let symbol = jasper_core::reconcile::CodedSymbol {
-                    sum: [0xab; 32],
-                    checksum: 1,
-                    count: 7,
-                };
-                answer.extend(jasper_core::reconcile::encode_symbols(&vec![symbol; count]));
-                answer.into_response()
+                never_decoding_answer(&body).into_response()
             }
             "/fetch" => axum::Json(json!({ "messages": [] })).into_response(),
             _ => spec_only(path),

@@ -42,20 +42,7 @@ async fn handler(
                 axum::Json(json!({"error": {"code": "snapshot_gone", "message": "gone"}})),
             )
                 .into_response(),
-            Mode::NeverDecodes => {
-                let req: Value = serde_json::from_slice(&body).unwrap_or_default();
-                let count = req["count"].as_u64().unwrap_or(256) as usize;
-                let mut answer = 9u64.to_be_bytes().to_vec();
-                answer.extend_from_slice(&1_000_000u64.to_be_bytes());
-                // Count 7 everywhere: never ±1, so never pure.
-                let symbol = jasper_core::reconcile::CodedSymbol {
-                    sum: [0xab; 32],
-                    checksum: 1,
-                    count: 7,
-                };
-                answer.extend(jasper_core::reconcile::encode_symbols(&vec![symbol; count]));
-                answer.into_response()
-            }
+            Mode::NeverDecodes => never_decoding_answer(&body).into_response(),
         },
         "/sync/hashes" => axum::Json(json!({ "hashes": [p.held.hash] })).into_response(),
         "/fetch" => {

@@ -138,19 +138,14 @@ pub trait MessageStore: Send + Sync + 'static {
     /// should fetch.
     async fn unknown(&self, hashes: Vec<MessageHash>) -> StoreResult<Vec<MessageHash>>;
 
-    /// Every live hash held.
+    /// Every live hash held (for `/sync/hashes`, which lists them all).
     async fn live_hashes(&self) -> StoreResult<Vec<MessageHash>> {
         Ok(self
-            .live_entries()
+            .live_range(0, u64::MAX, usize::MAX)
             .await?
             .into_iter()
             .map(|(h, _)| h)
             .collect())
-    }
-
-    /// Every live packet held, as (hash, expires_at), from the expiry index.
-    async fn live_entries(&self) -> StoreResult<Vec<(MessageHash, u64)>> {
-        self.live_range(0, u64::MAX, usize::MAX).await
     }
 
     /// Live packets whose `expires_at` is in `from..to`, as (hash, expires_at), soonest

@@ -162,3 +162,21 @@ pub async fn peer_report(relay: &Relay, peer: &str) -> Option<Value> {
         .find(|p| p["address"] == peer)
         .cloned()
 }
+
+/// A `/sync/reconcile` answer of well-formed symbols that never decode (count 7 everywhere:
+/// never ±1, so never pure), as from a peer that differs by more than a sketch finds; as many
+/// symbols as the request body asks for.
+#[allow(dead_code)]
+pub fn never_decoding_answer(request: &[u8]) -> Vec<u8> {
+    let req: Value = serde_json::from_slice(request).unwrap_or_default();
+    let count = req["count"].as_u64().unwrap_or(256) as usize;
+    let mut answer = 9u64.to_be_bytes().to_vec();
+    answer.extend_from_slice(&1_000_000u64.to_be_bytes());
+    let symbol = jasper_core::reconcile::CodedSymbol {
+        sum: [0xab; 32],
+        checksum: 1,
+        count: 7,
+    };
+    answer.extend(jasper_core::reconcile::encode_symbols(&vec![symbol; count]));
+    answer
+}
