@@ -466,6 +466,13 @@ fn a_tx_relay_that_drops_messages_is_routed_around_and_the_message_still_arrives
     alice.ok(&["relays", "add", &addrs[3]]);
     let got = bob.wait_for_message("alice", &id, DELIVERY);
     assert_eq!(got["content"], "through a relay that drops it");
+    // The route is recorded when the new relay's acknowledgement is processed, which may come
+    // after bob already fetched the copy: wait for it, and for the message to be visible.
+    wait_until(DELIVERY, "the re-sent copy visible", || {
+        message(&alice, "bob", &id)
+            .is_some_and(|m| m["state"] == "visible")
+            .then_some(())
+    });
     let routes = alice.ok(&["routes", &id]);
     assert!(
         routes

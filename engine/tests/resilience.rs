@@ -183,6 +183,15 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
         .await,
         "the message never arrived through another relay"
     );
+    // The route is recorded when the new relay's acknowledgement is processed, which may come
+    // after bob already fetched the copy: read it once the message is visible.
+    assert!(
+        eventually(Duration::from_secs(15), || alice
+            .messages()
+            .get(&m.id)
+            .is_ok_and(|m| m.state == MessageState::Visible))
+        .await
+    );
     // Re-sent through a relay that had seen no other key of hers (normally the one just added;
     // under load one of her own roles may have moved there first), never the dropper.
     let route = alice.outbox().routes(&m.id).unwrap()[0].1.clone();
@@ -200,13 +209,6 @@ async fn a_tx_relay_that_drops_messages_is_detected_and_routed_around() {
         .find(|r| r.address == dropper)
         .unwrap();
     assert!(report.lost >= 1 && report.suspect, "{report:?}");
-    assert!(
-        eventually(Duration::from_secs(15), || alice
-            .messages()
-            .get(&m.id)
-            .is_ok_and(|m| m.state == MessageState::Visible))
-        .await
-    );
     // The dropper saw bob's key and nothing else; nothing was shared.
     let anonymity = alice.relays().anonymity().unwrap();
     assert!(anonymity.shared.is_empty(), "{anonymity:?}");
