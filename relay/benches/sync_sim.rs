@@ -2,7 +2,7 @@
 //! d (d/2 held only by each): the bytes and round trips one reconciliation costs, and how long
 //! the relay that starts peered with the other takes to hold what it lacked.
 //!
-//! The stores are written directly (`EmbeddedStore`, the relay's own embedded store, packets
+//! The stores are written directly (`LogStore`, the relay's own embedded store, packets
 //! with the same global `expires_at` in both, spread over the retention as live traffic is)
 //! and the relays are then started on them, so the relay that syncs also builds its sketch
 //! from a store of N packets at start. Relay A has no peers; relay B has A as its only peer
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jasper_core::{MessageHash, PublicKey};
-use jasper_relay::store::embedded::EmbeddedStore;
+use jasper_relay::store::log::LogStore;
 use jasper_relay::store::{MessageStore, NewPacket, PutOutcome, unix_now};
 use jasper_test::relay::Relay;
 use rand::{RngCore, SeedableRng};
@@ -146,7 +146,7 @@ fn packet(recipient: &str, fp: [u8; 32], rng: &mut impl RngCore) -> NewPacket {
 }
 
 async fn fill(dir: &Path, packets: impl Iterator<Item = NewPacket>) -> Res<()> {
-    let store: Arc<dyn MessageStore> = Arc::new(EmbeddedStore::open(dir, TOMBSTONES)?);
+    let store: Arc<dyn MessageStore> = Arc::new(LogStore::open(dir, TOMBSTONES)?);
     let outcomes: Vec<_> = futures::stream::iter(packets)
         .map(|p| {
             let store = store.clone();

@@ -81,7 +81,7 @@ pub async fn open_store(config: &RelayConfig) -> Result<Arc<dyn MessageStore>, R
         }
         None => {
             tracing::info!(dir = %config.data_dir.display(), "using embedded store");
-            Arc::new(store::embedded::EmbeddedStore::open(
+            Arc::new(store::log::LogStore::open(
                 &config.data_dir,
                 config.tombstone_retention,
             )?)

@@ -1,5 +1,7 @@
-//! One conformance suite, run against both storage backends: the embedded store in a temp
-//! directory and Redis (a real `redis-server`).
+//! One conformance suite, run against both storage backends: the embedded store (the log) in
+//! a temp directory and Redis (a real `redis-server`); then what is the log's own: torn
+//! tails, sealed segments and their index files, expiry by whole segments, the migration of a
+//! fjall directory.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 use common::{Redis, recipients};
 use jasper_core::{MessageHash, PublicKey};
 use jasper_relay::store::embedded::EmbeddedStore;
+use jasper_relay::store::log::{LogOptions, LogStore};
 use jasper_relay::store::redis::RedisStore;
 use jasper_relay::store::{MessageStore, NewPacket, PutOutcome, RecentHashes, unix_now};
 
@@ -157,13 +160,12 @@ async fn racing_puts(store: Arc<dyn MessageStore>) {
 #[tokio::test]
 async fn embedded_store_conforms_and_keeps_everything_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn MessageStore> =
-        Arc::new(EmbeddedStore::open(dir.path(), RETENTION).unwrap());
+    let store: Arc<dyn MessageStore> = Arc::new(LogStore::open(dir.path(), RETENTION).unwrap());
     suite(store.clone()).await;
     racing_puts(store.clone()).await;
     store.close().await.unwrap();
     drop(store);
-    let reopened = EmbeddedStore::open(dir.path(), RETENTION).unwrap();
+    let reopened = LogStore::open(dir.path(), RETENTION).unwrap();
     assert_eq!(reopened.count().await.unwrap(), 4);
     assert_eq!(
         reopened.by_recipient(fp(0), None, 100).await.unwrap().len(),
@@ -214,7 +216,7 @@ async fn tombstones_are_forgotten_after_retention(store: Arc<dyn MessageStore>) 
 async fn both_backends_forget_tombstones_after_their_retention() {
     let dir = tempfile::tempdir().unwrap();
     let embedded: Arc<dyn MessageStore> =
-        Arc::new(EmbeddedStore::open(dir.path(), Duration::from_secs(3)).unwrap());
+        Arc::new(LogStore::open(dir.path(), Duration::from_secs(3)).unwrap());
     let redis = Redis::start();
     let with_redis: Arc<dyn MessageStore> =
         Arc::new(RedisStore::open(&redis.url(), "t3:", 3).await.unwrap());
@@ -351,8 +353,7 @@ async fn recent_in_arrival_order(store: Arc<dyn MessageStore>, tag: &str) {
 #[tokio::test]
 async fn both_backends_list_recent_hashes_in_arrival_order() {
     let dir = tempfile::tempdir().unwrap();
-    let embedded: Arc<dyn MessageStore> =
-        Arc::new(EmbeddedStore::open(dir.path(), RETENTION).unwrap());
+    let embedded: Arc<dyn MessageStore> = Arc::new(LogStore::open(dir.path(), RETENTION).unwrap());
     let redis = Redis::start();
     let with_redis: Arc<dyn MessageStore> =
         Arc::new(RedisStore::open(&redis.url(), "t4:", 3600).await.unwrap());
@@ -363,7 +364,7 @@ async fn both_backends_list_recent_hashes_in_arrival_order() {
     embedded.close().await.unwrap();
     drop(embedded);
     // The index is kept across a reopen.
-    let reopened = EmbeddedStore::open(dir.path(), RETENTION).unwrap();
+    let reopened = LogStore::open(dir.path(), RETENTION).unwrap();
     let all = reopened.recent(Some(0), 100).await.unwrap();
     assert_eq!(
         all.hashes.len(),
@@ -417,8 +418,7 @@ async fn live_ranges_by_expiry(store: Arc<dyn MessageStore>, tag: &str) {
 #[tokio::test]
 async fn both_backends_list_live_packets_by_expiry() {
     let dir = tempfile::tempdir().unwrap();
-    let embedded: Arc<dyn MessageStore> =
-        Arc::new(EmbeddedStore::open(dir.path(), RETENTION).unwrap());
+    let embedded: Arc<dyn MessageStore> = Arc::new(LogStore::open(dir.path(), RETENTION).unwrap());
     let redis = Redis::start();
     let with_redis: Arc<dyn MessageStore> =
         Arc::new(RedisStore::open(&redis.url(), "t6:", 3600).await.unwrap());
@@ -438,14 +438,27 @@ async fn three(store: &dyn MessageStore, tag: &str) -> Vec<(u64, MessageHash)> {
     out
 }
 
+/// A data directory of the fjall store (the embedded store until 2026-12), here one from before
+/// its arrival index, becomes a log on the first open: packets with their seqs, tombstones, the
+/// arrival counter; fjall's files are gone afterwards.
 #[tokio::test]
-async fn an_embedded_store_without_the_arrival_index_builds_it_on_open() {
+async fn a_fjall_directory_is_migrated_into_the_log_on_first_open() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), RETENTION).unwrap();
+    let retention = Duration::from_secs(3600);
+    let store = EmbeddedStore::open(dir.path(), retention).unwrap();
+    let short = new_packet(1, "expires before the upgrade", 1);
+    let short_seq = stored_seq(store.put(short.clone()).await.unwrap());
     let stored = three(&store, "embedded").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
+    // The newest packet went, so only the counter remembers its seq.
+    let newest = new_packet(2, "newest, expires too", 1);
+    let newest_seq = stored_seq(store.put(newest.clone()).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
     store.close().await.unwrap();
     drop(store);
-    // Make it look like a directory written before the index existed.
+    // Make it look like a directory written before the arrival index existed.
     {
         let db = fjall::Database::builder(dir.path()).open().unwrap();
         let by_seq = db
@@ -465,16 +478,208 @@ async fn an_embedded_store_without_the_arrival_index_builds_it_on_open() {
         meta.remove(b"by_seq_built".to_vec()).unwrap();
         db.persist(fjall::PersistMode::SyncAll).unwrap();
     }
-    let reopened = EmbeddedStore::open(dir.path(), RETENTION).unwrap();
-    let all = reopened.recent(Some(0), 100).await.unwrap();
-    assert_eq!((all.hashes, all.latest_seq), (stored.clone(), stored[2].0));
-    let Ok(PutOutcome::Stored { seq }) = reopened.put(new_packet(0, "after", 600)).await else {
-        panic!()
-    };
-    let after = reopened.recent(Some(stored[2].0), 100).await.unwrap();
+    let log = LogStore::open(dir.path(), retention).unwrap();
+    assert!(dir.path().join("log").is_dir());
+    for gone in ["keyspaces", "version", "lock", "log.migrating"] {
+        assert!(!dir.path().join(gone).exists(), "{gone} left behind");
+    }
+    let all = log.recent(Some(0), 100).await.unwrap();
+    assert_eq!(all.hashes, stored);
+    assert_eq!(all.latest_seq, newest_seq);
+    assert!(short_seq < stored[0].0);
+    let held = log
+        .get(stored.iter().map(|(_, h)| *h).collect())
+        .await
+        .unwrap();
+    assert!(held.iter().all(Option::is_some));
+    assert_eq!(held[0].as_ref().unwrap().seq, stored[0].0);
+    assert_eq!(log.by_recipient(fp(0), None, 10).await.unwrap().len(), 1);
+    // The tombstones came along: neither expired packet is fetched or stored again.
+    assert!(
+        log.unknown(vec![short.hash, newest.hash])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(log.put(short.clone()).await.unwrap(), PutOutcome::Expired);
+    assert_eq!(log.put(newest).await.unwrap(), PutOutcome::Expired);
+    // The counter continues past the newest seq the fjall store handed out.
+    let next = stored_seq(log.put(new_packet(0, "after", 600)).await.unwrap());
+    assert_eq!(next, newest_seq + 1);
+    log.close().await.unwrap();
+    drop(log);
+    let reopened = LogStore::open(dir.path(), retention).unwrap();
+    assert_eq!(reopened.recent(Some(0), 100).await.unwrap().hashes.len(), 4);
+    assert!(reopened.unknown(vec![short.hash]).await.unwrap().is_empty());
+}
+
+fn segments(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Packets of about 3 KB, the size of a real one, so that a small segment fills quickly.
+fn big_packet(key_index: usize, i: usize, ttl: u64) -> NewPacket {
+    new_packet(key_index, &format!("{i:04} {}", "x".repeat(2_000)), ttl)
+}
+
+/// After a crash the log's last frame may be half written. It is cut off on open, everything
+/// before it is kept, and the store goes on from there.
+#[tokio::test]
+async fn a_torn_tail_is_cut_off_and_everything_before_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path(), RETENTION).unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        seqs.push(stored_seq(
+            store.put(big_packet(i % 3, i, 600)).await.unwrap(),
+        ));
+    }
+    store.close().await.unwrap();
+    drop(store);
+    let last = segments(dir.path(), "seg").pop().unwrap();
+    let clean = std::fs::metadata(&last).unwrap().len();
+    // Half of a copy of the last frame, as a write cut off by a power loss would leave it.
+    let bytes = std::fs::read(&last).unwrap();
+    let frame_len = bytes.len() / 5;
+    let mut torn = bytes.clone();
+    torn.extend_from_slice(&bytes[bytes.len() - frame_len..bytes.len() - frame_len / 2]);
+    std::fs::write(&last, &torn).unwrap();
+    let store = LogStore::open(dir.path(), RETENTION).unwrap();
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), clean);
+    let recent = store.recent(Some(0), 100).await.unwrap();
+    assert_eq!(recent.hashes.iter().map(|h| h.0).collect::<Vec<_>>(), seqs);
+    let next = stored_seq(store.put(big_packet(0, 99, 600)).await.unwrap());
+    assert_eq!(next, seqs[4] + 1);
+    drop(store);
+    let store = LogStore::open(dir.path(), RETENTION).unwrap();
+    assert_eq!(store.count().await.unwrap(), 6);
+    let got = store.by_recipient(fp(0), Some(seqs[4]), 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message, big_packet(0, 99, 600).message);
+}
+
+async fn check_sealed(store: LogStore, expected: &[(u64, MessageHash)]) {
+    let all = store.recent(Some(0), 100).await.unwrap();
+    assert_eq!(all.hashes, expected);
+    let got = store
+        .get(expected.iter().map(|(_, h)| *h).collect())
+        .await
+        .unwrap();
+    assert!(got.iter().all(Option::is_some));
     assert_eq!(
-        after.hashes.iter().map(|h| h.0).collect::<Vec<_>>(),
-        vec![seq]
+        store.by_recipient(fp(1), None, 100).await.unwrap().len(),
+        13
+    );
+    store.close().await.unwrap();
+}
+
+/// Full segments are sealed with an index file; a store reopens from those files, and from
+/// the segments themselves when an index file is missing or damaged.
+#[tokio::test]
+async fn sealed_segments_reopen_from_their_index_files_or_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_bytes: 16 << 10,
+    };
+    let store = LogStore::open_with(dir.path(), RETENTION, options).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let p = big_packet(i % 3, i, 600);
+        expected.push((stored_seq(store.put(p.clone()).await.unwrap()), p.hash));
+    }
+    store.close().await.unwrap();
+    drop(store);
+    let sealed = segments(dir.path(), "idx");
+    assert!(sealed.len() >= 4, "{sealed:?}");
+    assert_eq!(segments(dir.path(), "seg").len(), sealed.len() + 1);
+    check_sealed(
+        LogStore::open_with(dir.path(), RETENTION, options).unwrap(),
+        &expected,
+    )
+    .await;
+    std::fs::remove_file(&sealed[0]).unwrap();
+    let mut damaged = std::fs::read(&sealed[1]).unwrap();
+    damaged[30] ^= 0x55;
+    std::fs::write(&sealed[1], damaged).unwrap();
+    check_sealed(
+        LogStore::open_with(dir.path(), RETENTION, options).unwrap(),
+        &expected,
+    )
+    .await;
+    // Rebuilt: the next open reads them again.
+    assert!(sealed[0].exists());
+    check_sealed(
+        LogStore::open_with(dir.path(), RETENTION, options).unwrap(),
+        &expected,
+    )
+    .await;
+}
+
+/// Expired packets are dead at once (tombstones) and forgotten after the retention; a segment
+/// goes from disk once all it holds is forgotten, and nothing comes back on reopen.
+#[tokio::test]
+async fn expired_segments_are_deleted_and_their_packets_never_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_bytes: 8 << 10,
+    };
+    let retention = Duration::from_secs(2);
+    let store = LogStore::open_with(dir.path(), retention, options).unwrap();
+    let short: Vec<_> = (0..12).map(|i| big_packet(i % 3, i, 1)).collect();
+    for p in &short {
+        stored_seq(store.put(p.clone()).await.unwrap());
+    }
+    let long: Vec<_> = (100..112).map(|i| big_packet(i % 3, i, 600)).collect();
+    for p in &long {
+        stored_seq(store.put(p.clone()).await.unwrap());
+    }
+    let before = segments(dir.path(), "seg").len();
+    assert!(before >= 6, "{before}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.purge_expired().await.unwrap(), 12);
+    assert_eq!(store.count().await.unwrap(), 12);
+    assert_eq!(
+        store.put(short[0].clone()).await.unwrap(),
+        PutOutcome::Expired
+    );
+    assert!(store.unknown(vec![short[5].hash]).await.unwrap().is_empty());
+    // Past expiry + retention (whole seconds: past the boundary).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    store.purge_expired().await.unwrap();
+    let after = segments(dir.path(), "seg").len();
+    assert!(after < before, "{before} -> {after}");
+    assert_eq!(
+        store.unknown(vec![short[5].hash]).await.unwrap(),
+        vec![short[5].hash]
+    );
+    store.close().await.unwrap();
+    drop(store);
+    let store = LogStore::open_with(dir.path(), retention, options).unwrap();
+    assert_eq!(store.count().await.unwrap(), 12);
+    let got = store
+        .get(short.iter().chain(&long).map(|p| p.hash).collect())
+        .await
+        .unwrap();
+    assert!(got[..12].iter().all(Option::is_none));
+    assert!(got[12..].iter().all(Option::is_some));
+}
+
+#[tokio::test]
+async fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = LogStore::open(dir.path(), RETENTION).unwrap();
+    let Err(e) = LogStore::open(dir.path(), RETENTION) else {
+        panic!("opened twice")
+    };
+    assert!(
+        e.to_string().contains("in use by another relay process"),
+        "{e}"
     );
 }
 

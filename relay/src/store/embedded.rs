@@ -1,5 +1,7 @@
-//! The embedded store: `fjall` (a log-structured key-value store) in the relay's data
-//! directory, used when no Redis is configured.
+//! The fjall store: `fjall` (a log-structured key-value store) in the relay's data
+//! directory, the embedded store until 2026-12, when the append-only log (`store::log`)
+//! replaced it. Kept to migrate the data directories it wrote ([`export`]) and to measure
+//! against; a relay no longer opens it.
 //!
 //! All writes go through one writer thread that commits whatever has queued up as one batch
 //! with an fsync (group commit): a `/send` is acknowledged only after its batch is on disk,
@@ -665,4 +667,78 @@ fn hash_from(bytes: &[u8]) -> StoreResult<MessageHash> {
         .try_into()
         .map_err(|_| RelayError::Storage("corrupt index entry (hash length)".into()))?;
     Ok(MessageHash::from_bytes(arr))
+}
+
+/// What a fjall data directory holds, read out for the log store's migration.
+pub(crate) enum Exported {
+    Live { packet: NewPacket, seq: u64 },
+    Tombstone { hash: MessageHash, forget_at: u64 },
+}
+
+/// Reads every tombstone and then every packet (in arrival order) of the fjall store in
+/// `dir` into `sink`; returns its arrival counter. Nothing else may have the store open.
+pub(crate) fn export(
+    dir: &Path,
+    sink: &mut dyn FnMut(Exported) -> StoreResult<()>,
+) -> StoreResult<u64> {
+    let db = Database::builder(dir).open()?;
+    let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+    let tables = Tables {
+        messages: ks("messages")?,
+        by_recipient: ks("by_recipient")?,
+        by_expiry: ks("by_expiry")?,
+        by_seq: ks("by_seq")?,
+        meta: ks("meta")?,
+        db: db.clone(),
+    };
+    build_seq_index(&tables)?;
+    let seq = match tables.meta.get(SEQ_KEY)? {
+        Some(v) => u64_from(&v),
+        None => 0,
+    };
+    for item in tables.by_expiry.iter() {
+        let (key, value) = item.into_inner()?;
+        if value.first() == Some(&TOMBSTONE) && key.len() == 40 {
+            sink(Exported::Tombstone {
+                hash: hash_from(&key[8..])?,
+                forget_at: u64_from(&key[..8]),
+            })?;
+        }
+    }
+    for item in tables.by_seq.iter() {
+        let (key, value) = item.into_inner()?;
+        if key.len() != 8 || value.len() != 40 {
+            return Err(RelayError::Storage("corrupt arrival index entry".into()));
+        }
+        let hash = hash_from(&value[..32])?;
+        let expires_at = u64_from(&value[32..]);
+        let index = tables
+            .by_expiry
+            .get(expiry_key(expires_at, hash.as_bytes()))?;
+        let record = tables.messages.get(hash.as_bytes())?;
+        let (Some(index), Some(record)) = (index, record) else {
+            tracing::warn!(%hash, "packet without its record or expiry entry; not migrated");
+            continue;
+        };
+        let Value::Live { seq, record } = decode(&hash, &record)? else {
+            continue;
+        };
+        if index.len() != 41 {
+            return Err(RelayError::Storage("corrupt expiry index entry".into()));
+        }
+        let mut recipient_fp = [0u8; 32];
+        recipient_fp.copy_from_slice(&index[1..33]);
+        sink(Exported::Live {
+            packet: NewPacket {
+                recipient: record.recipient.into_owned(),
+                recipient_fp,
+                message: record.message.into_owned(),
+                hash,
+                signature: record.signature.into_owned(),
+                expires_at: record.expires_at,
+            },
+            seq,
+        })?;
+    }
+    Ok(seq)
 }

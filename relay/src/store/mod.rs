@@ -1,5 +1,7 @@
-//! Message storage behind one trait, with two backends that pass the same test suite:
-//! Redis ([`redis::RedisStore`]) and an embedded LSM store ([`embedded::EmbeddedStore`]).
+//! Message storage behind one trait, with backends that pass the same test suite: Redis
+//! ([`redis::RedisStore`]), the embedded store, an append-only log ([`log::LogStore`]), and
+//! the fjall store it replaced ([`embedded::EmbeddedStore`], kept to migrate older data
+//! directories and for side-by-side measurement).
 //!
 //! Contract every backend keeps: `put` returns only once the packet is durable; the check
 //! "held already / held with other content / expired" and the write are one atomic step; an
@@ -7,6 +9,7 @@
 //! nothing past its `expires_at` is ever returned.
 
 pub mod embedded;
+pub mod log;
 pub mod redis;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
