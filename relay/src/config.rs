@@ -23,6 +23,8 @@ pub struct RelayConfig {
     pub advertise: Option<PeerAddr>,
     /// Redis URL; `None` selects the embedded store in `data_dir`.
     pub redis: Option<String>,
+    /// `redis` is a comma-separated list of nodes of a Redis Cluster.
+    pub redis_cluster: bool,
     pub data_dir: PathBuf,
     /// How long a message lives, from its first acceptance anywhere in the mesh.
     pub ttl: Duration,
@@ -70,9 +72,13 @@ pub struct Args {
     /// HOST:PORT other relays should use to reach this one.
     #[arg(long, env = "JASPER_RELAY_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Redis URL (redis://host:port/db); without it the embedded store is used.
+    /// Redis URL (redis://host:port/db); without it the embedded store is used. With
+    /// `--redis-cluster`, one or more nodes of the cluster, comma-separated.
     #[arg(long, env = "JASPER_RELAY_REDIS")]
     pub redis: Option<String>,
+    /// `--redis` names nodes of a Redis Cluster (or Valkey cluster).
+    #[arg(long, env = "JASPER_RELAY_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// Directory of the embedded store.
     #[arg(long, env = "JASPER_RELAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -115,6 +121,7 @@ pub struct FileConfig {
     pub peers: Vec<String>,
     pub advertise: Option<String>,
     pub redis: Option<String>,
+    pub redis_cluster: Option<bool>,
     pub data_dir: Option<PathBuf>,
     pub ttl: Option<u64>,
     pub sync_interval: Option<u64>,
@@ -214,6 +221,7 @@ impl RelayConfig {
             peers,
             advertise,
             redis: args.redis.or(file.redis).filter(|r| !r.is_empty()),
+            redis_cluster: args.redis_cluster || file.redis_cluster.unwrap_or(false),
             data_dir,
             ttl,
             sync_interval: secs(
@@ -276,14 +284,26 @@ impl RelayConfig {
                 "broadcast_concurrency must be positive".into(),
             ));
         }
-        if let Some(url) = &self.redis
-            && !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-        {
-            return Err(RelayError::Config(format!(
-                "--redis {url}: expected redis://HOST:PORT"
-            )));
+        if let Some(urls) = &self.redis {
+            let urls: Vec<&str> = if self.redis_cluster {
+                urls.split(',').map(str::trim).collect()
+            } else {
+                vec![urls.as_str()]
+            };
+            for url in urls {
+                if !(url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://") && !self.redis_cluster)
+                {
+                    return Err(RelayError::Config(format!(
+                        "--redis {url}: expected redis://HOST:PORT"
+                    )));
+                }
+            }
+        } else if self.redis_cluster {
+            return Err(RelayError::Config(
+                "--redis-cluster needs --redis with at least one node of the cluster".into(),
+            ));
         }
         Ok(())
     }
@@ -356,5 +376,32 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("tll"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_takes_several_nodes_and_needs_at_least_one() {
+        let c = RelayConfig::from_args(Args {
+            redis: Some("redis://10.0.0.1:7000, redis://10.0.0.2:7000".into()),
+            redis_cluster: true,
+            ..Args::default()
+        })
+        .unwrap();
+        assert!(c.redis_cluster);
+        let err = RelayConfig::from_args(Args {
+            redis: Some("redis://10.0.0.1:7000,10.0.0.2:7000".into()),
+            redis_cluster: true,
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("--redis 10.0.0.2:7000"), "{err}");
+        let err = RelayConfig::from_args(Args {
+            redis_cluster: true,
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("--redis-cluster needs --redis"),
+            "{err}"
+        );
     }
 }

@@ -72,12 +72,17 @@ pub async fn open_store(config: &RelayConfig) -> Result<Arc<dyn MessageStore>, R
                     ))
                 })?,
             };
-            tracing::info!(url, prefix, feed_len, "using Redis store");
-            Arc::new(
-                store::redis::RedisStore::open(url, &prefix, config.tombstone_retention.as_secs())
-                    .await?
-                    .with_feed_len(feed_len),
-            )
+            let retention = config.tombstone_retention.as_secs();
+            let store = if config.redis_cluster {
+                let seeds: Vec<String> = url.split(',').map(|u| u.trim().to_owned()).collect();
+                let prefix = store::redis::cluster_prefix(&prefix);
+                tracing::info!(url, prefix, feed_len, "using a Redis Cluster store");
+                store::redis::RedisStore::open_cluster(&seeds, &prefix, retention).await?
+            } else {
+                tracing::info!(url, prefix, feed_len, "using Redis store");
+                store::redis::RedisStore::open(url, &prefix, retention).await?
+            };
+            Arc::new(store.with_feed_len(feed_len))
         }
         None => {
             tracing::info!(dir = %config.data_dir.display(), "using embedded store");

@@ -1,6 +1,7 @@
 //! Several relay processes of one operator on one Redis are one relay to the mesh: the same
 //! instance id, a long-poll on one process woken by a packet another stores, and every
-//! process's reconciliation sketch holding every process's packets.
+//! process's reconciliation sketch holding every process's packets; on a single Redis and on a
+//! Redis Cluster.
 
 mod common;
 
@@ -14,9 +15,19 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_on_one_redis_are_one_relay() {
     let redis = Redis::start();
+    processes_are_one_relay(&["--redis", &redis.url()]).await;
+}
+
+/// The same on a Redis Cluster of three primaries, each process given all three nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_on_one_redis_cluster_are_one_relay() {
+    let cluster = RedisCluster::start(3);
+    processes_are_one_relay(&["--redis", &cluster.urls(), "--redis-cluster"]).await;
+}
+
+async fn processes_are_one_relay(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let url = redis.url();
-    let args = ["--redis", url.as_str()];
+    let args = args.to_vec();
     let a = Relay::start(&dir.path().join("a"), &args);
     let b = Relay::start(&dir.path().join("b"), &args);
 

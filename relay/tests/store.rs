@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Redis, recipients};
+use common::{Redis, RedisCluster, recipients};
 use jasper_core::{MessageHash, PublicKey};
 use jasper_relay::store::embedded::EmbeddedStore;
 use jasper_relay::store::log::{LogOptions, LogStore};
@@ -193,6 +193,54 @@ async fn redis_store_conforms_and_keeps_everything_across_reconnect() {
     // Another prefix on the same server is another store.
     let other = RedisStore::open(&redis.url(), "t2:", 3600).await.unwrap();
     assert_eq!(other.count().await.unwrap(), 0);
+}
+
+/// A Redis Cluster of three primaries: the same suite, with every key of the store in the slot
+/// of its hash tag, whichever node owns it; two stores (prefixes) on one cluster are apart.
+#[tokio::test]
+async fn redis_cluster_store_conforms() {
+    let cluster = RedisCluster::start(3);
+    let seeds: Vec<String> = cluster.urls().split(',').map(str::to_owned).collect();
+    let store: Arc<dyn MessageStore> =
+        Arc::new(RedisStore::open_cluster(&seeds, "c1:", 3600).await.unwrap());
+    suite(store.clone()).await;
+    racing_puts(store.clone()).await;
+    // These two expect stores of their own.
+    let fresh = |prefix: &'static str| {
+        let seeds = seeds.clone();
+        async move {
+            let s: Arc<dyn MessageStore> = Arc::new(
+                RedisStore::open_cluster(&seeds, prefix, 3600)
+                    .await
+                    .unwrap(),
+            );
+            s
+        }
+    };
+    recent_in_arrival_order(fresh("c3:").await, "cluster").await;
+    live_ranges_by_expiry(fresh("c4:").await, "cluster").await;
+    drop(store);
+    // One seed is enough to find the rest.
+    let again = RedisStore::open_cluster(&seeds[2..], "c1:", 3600)
+        .await
+        .unwrap();
+    assert!(again.count().await.unwrap() >= 4);
+    let other = RedisStore::open_cluster(&seeds, "c2:", 3600).await.unwrap();
+    assert_eq!(other.count().await.unwrap(), 0);
+    // The store's keys all sit in its tag's slot, so on one node.
+    let holding: Vec<usize> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &n.port().to_string(), "--scan", "--pattern", "{c1}:*"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        })
+        .collect();
+    assert_eq!(holding.iter().filter(|n| **n > 0).count(), 1, "{holding:?}");
+    assert!(holding.iter().sum::<usize>() > 10, "{holding:?}");
 }
 
 /// Tombstones are kept for the retention period (3 s here) after expiry, then forgotten.

@@ -12,11 +12,21 @@
 //!
 //! Durability is Redis's: run it with `appendonly yes` and `appendfsync always` for "durable
 //! before acknowledged" (the relay warns at start-up otherwise).
+//!
+//! **Redis Cluster and Valkey cluster** ([`RedisStore::open_cluster`], `--redis-cluster`): the
+//! put script's checks and writes must stay one atomic step, and a script may only touch keys
+//! of one hash slot, so every key of a store carries one hash tag (the prefix `jasper:` becomes
+//! `{jasper}:`): a recipient's keys, its packets and the global indexes share a slot. So one
+//! relay's store lives on one shard of the cluster (the cluster gives it failover and the
+//! operator one system to run, not a store larger than a node); several relays (prefixes)
+//! spread over the shards. Splitting a store over slots (per-recipient tags with the global
+//! indexes apart) would make a put two writes that a crash can separate; not done.
 
 use async_trait::async_trait;
 use jasper_core::MessageHash;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
@@ -127,9 +137,9 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
 const CONNECTIONS: usize = 4;
 
 pub struct RedisStore {
-    conns: Vec<ConnectionManager>,
+    conns: Vec<Conn>,
     /// For the feed's blocking reads only.
-    feed_conn: redis::aio::MultiplexedConnection,
+    feed_conn: Conn,
     next: std::sync::atomic::AtomicUsize,
     prefix: String,
     put_script: Script,
@@ -137,6 +147,55 @@ pub struct RedisStore {
     purge_script: Script,
     retention: u64,
     feed_len: u64,
+}
+
+/// A connection to one Redis server or to a cluster; every command goes through it the same
+/// way (a cluster connection routes each by its first key's slot).
+#[derive(Clone)]
+enum Conn {
+    Managed(ConnectionManager),
+    Multiplexed(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Managed(c) => c.req_packed_command(cmd),
+            Conn::Multiplexed(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Managed(c) => c.get_db(),
+            Conn::Multiplexed(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The prefix of a store in a cluster: its name as one hash tag, so that all its keys share a
+/// slot (`jasper:` -> `{jasper}:`; a prefix with a tag of its own is kept).
+pub fn cluster_prefix(prefix: &str) -> String {
+    if prefix.contains('{') && prefix.contains('}') {
+        return prefix.to_owned();
+    }
+    format!("{{{}}}:", prefix.trim_end_matches(':'))
 }
 
 impl RedisStore {
@@ -150,10 +209,10 @@ impl RedisStore {
             .set_connection_timeout(Some(std::time::Duration::from_secs(5)));
         let mut conns = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
-            conns.push(ConnectionManager::new_with_config(client.clone(), settings.clone()).await?);
+            conns.push(Conn::Managed(
+                ConnectionManager::new_with_config(client.clone(), settings.clone()).await?,
+            ));
         }
-        let _: String = redis::cmd("PING").query_async(&mut conns[0]).await?;
-        warn_if_not_durable(&mut conns[0]).await;
         let feed_conn = client
             .get_multiplexed_async_connection_with_config(
                 &redis::AsyncConnectionConfig::new()
@@ -161,6 +220,52 @@ impl RedisStore {
                     .set_connection_timeout(Some(std::time::Duration::from_secs(5))),
             )
             .await?;
+        Self::with_conns(
+            conns,
+            Conn::Multiplexed(feed_conn),
+            prefix,
+            tombstone_retention_secs,
+        )
+        .await
+    }
+
+    /// Connects to the cluster that `seeds` (node URLs) belong to; the store's keys all carry
+    /// the hash tag of [`cluster_prefix`] (see the module comment).
+    pub async fn open_cluster(
+        seeds: &[String],
+        prefix: &str,
+        tombstone_retention_secs: u64,
+    ) -> StoreResult<Self> {
+        let client = |timeout: Duration| {
+            redis::cluster::ClusterClient::builder(seeds.iter().map(String::as_str))
+                .response_timeout(timeout)
+                .connection_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| RelayError::Config(format!("--redis {}: {e}", seeds.join(","))))
+        };
+        let main = client(Duration::from_secs(10))?;
+        let mut conns = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            conns.push(Conn::Cluster(main.get_async_connection().await?));
+        }
+        let feed_conn = Conn::Cluster(client(FEED_TIMEOUT)?.get_async_connection().await?);
+        Self::with_conns(
+            conns,
+            feed_conn,
+            &cluster_prefix(prefix),
+            tombstone_retention_secs,
+        )
+        .await
+    }
+
+    async fn with_conns(
+        mut conns: Vec<Conn>,
+        feed_conn: Conn,
+        prefix: &str,
+        tombstone_retention_secs: u64,
+    ) -> StoreResult<Self> {
+        let _: String = redis::cmd("PING").query_async(&mut conns[0]).await?;
+        warn_if_not_durable(&mut conns[0]).await;
         let store = Self {
             conns,
             feed_conn,
@@ -245,7 +350,7 @@ impl RedisStore {
     }
 
     /// A connection, round robin.
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
     }
@@ -325,7 +430,7 @@ fn parse_score(s: &str) -> Option<u64> {
     })
 }
 
-async fn warn_if_not_durable(conn: &mut ConnectionManager) {
+async fn warn_if_not_durable(conn: &mut Conn) {
     let read = |name: &'static str| {
         let mut conn = conn.clone();
         async move {

@@ -38,7 +38,7 @@ pub fn packet(recipient: &str, text: &str) -> Packet {
 
 // Not every test file uses every fixture.
 #[allow(unused_imports)]
-pub use jasper_test::redis::Redis;
+pub use jasper_test::redis::{Redis, RedisCluster};
 #[allow(unused_imports)]
 pub use jasper_test::{eventually_async as eventually, free_port};
 
