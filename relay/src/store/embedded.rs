@@ -72,6 +72,26 @@ struct Tables {
     meta: Keyspace,
 }
 
+impl Tables {
+    fn open(dir: &Path) -> StoreResult<Self> {
+        let db = Database::builder(dir).open()?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Tables {
+            messages: ks("messages")?,
+            by_recipient: ks("by_recipient")?,
+            by_expiry: ks("by_expiry")?,
+            by_seq: ks("by_seq")?,
+            meta: ks("meta")?,
+            db,
+        })
+    }
+
+    /// The arrival counter as last committed.
+    fn seq(&self) -> StoreResult<u64> {
+        Ok(self.meta.get(SEQ_KEY)?.map_or(0, |v| u64_from(&v)))
+    }
+}
+
 /// A put, prepared by the caller: the value with a zero seq for the writer to fill in.
 struct PreparedPut {
     packet: NewPacket,
@@ -98,20 +118,8 @@ impl EmbeddedStore {
     pub fn open(dir: &Path, tombstone_retention: Duration) -> StoreResult<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| RelayError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::builder(dir).open()?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
-        let tables = Tables {
-            messages: ks("messages")?,
-            by_recipient: ks("by_recipient")?,
-            by_expiry: ks("by_expiry")?,
-            by_seq: ks("by_seq")?,
-            meta: ks("meta")?,
-            db,
-        };
-        let seq = match tables.meta.get(SEQ_KEY)? {
-            Some(v) => u64_from(&v),
-            None => 0,
-        };
+        let tables = Tables::open(dir)?;
+        let seq = tables.seq()?;
         build_seq_index(&tables)?;
         let live = Arc::new(AtomicU64::new(count_live(&tables, unix_now())?));
         let latest = Arc::new(AtomicU64::new(seq));
@@ -139,12 +147,7 @@ impl EmbeddedStore {
         &self,
         op: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> WriteOp,
     ) -> StoreResult<T> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(op(tx))
-            .map_err(|_| RelayError::Storage("store is closed".into()))?;
-        rx.await
-            .map_err(|_| RelayError::Storage("store writer stopped".into()))?
+        super::ask_writer(&self.writer, op).await
     }
 
     fn read_record(&self, hash: &MessageHash, now: u64) -> StoreResult<Option<StoredPacket>> {
@@ -681,21 +684,9 @@ pub(crate) fn export(
     dir: &Path,
     sink: &mut dyn FnMut(Exported) -> StoreResult<()>,
 ) -> StoreResult<u64> {
-    let db = Database::builder(dir).open()?;
-    let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
-    let tables = Tables {
-        messages: ks("messages")?,
-        by_recipient: ks("by_recipient")?,
-        by_expiry: ks("by_expiry")?,
-        by_seq: ks("by_seq")?,
-        meta: ks("meta")?,
-        db: db.clone(),
-    };
+    let tables = Tables::open(dir)?;
     build_seq_index(&tables)?;
-    let seq = match tables.meta.get(SEQ_KEY)? {
-        Some(v) => u64_from(&v),
-        None => 0,
-    };
+    let seq = tables.seq()?;
     for item in tables.by_expiry.iter() {
         let (key, value) = item.into_inner()?;
         if value.first() == Some(&TOMBSTONE) && key.len() == 40 {

@@ -201,6 +201,20 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn close(&self) -> StoreResult<()>;
 }
 
+/// Sends an operation to a store's writer thread and waits for its answer (both embedded
+/// stores funnel writes through one thread).
+pub(crate) async fn ask_writer<Op, T>(
+    writer: &tokio::sync::mpsc::UnboundedSender<Op>,
+    op: impl FnOnce(tokio::sync::oneshot::Sender<StoreResult<T>>) -> Op,
+) -> StoreResult<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    writer
+        .send(op(tx))
+        .map_err(|_| RelayError::Storage("store is closed".into()))?;
+    rx.await
+        .map_err(|_| RelayError::Storage("store writer stopped".into()))?
+}
+
 /// Current unix time in seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()

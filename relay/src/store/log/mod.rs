@@ -121,12 +121,7 @@ impl LogStore {
         &self,
         op: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> WriteOp,
     ) -> StoreResult<T> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(op(tx))
-            .map_err(|_| RelayError::Storage("store is closed".into()))?;
-        rx.await
-            .map_err(|_| RelayError::Storage("store writer stopped".into()))?
+        super::ask_writer(&self.writer, op).await
     }
 
     fn durable(&self) -> u64 {
