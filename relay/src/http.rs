@@ -27,7 +27,7 @@ use crate::mesh::client::{INSTANCE_HEADER, RELAY_HEADER};
 use crate::mesh::peer::PeerAddr;
 use crate::mesh::reconcile::{MAX_RANGE_ITEMS, ReconcileRequest, encode_answer};
 use crate::mesh::sketch::{SKETCH_SYMBOLS, SnapshotMiss, sketch_of};
-use crate::mesh::tree::{GRAFT_HEADER, MAX_ANNOUNCE_HASHES};
+use crate::mesh::tree::{Beacon, MAX_ANNOUNCE_HASHES};
 use crate::store::PutOutcome;
 
 /// Most packets one `/fetch {hashes}` may ask for (relays pull in chunks of 500).
@@ -142,17 +142,6 @@ async fn send(
     let from = caller_relay(&headers).filter(|a| state.mesh.book.contains(a));
     let outcome = state.ingest.accept(np, Source::Send(from.clone())).await?;
     let stored = matches!(outcome, PutOutcome::Stored { .. });
-    if let (Some(peer), PutOutcome::Duplicate) = (&from, &outcome) {
-        // A peer pushed what we held: the link is redundant both ways, as the peer will
-        // conclude from our answer (`stored: false`). Pruned on both ends, the eager links
-        // stay an undirected tree, which carries a packet from any relay to every other.
-        // Not for a packet either side got by a graft: its duplicates come from healing a
-        // break, not from a cycle.
-        let grafted = headers.contains_key(GRAFT_HEADER) || state.mesh.tree.came_by_graft(&hash);
-        if !grafted {
-            state.mesh.tree.prune(peer, &state.mesh.book.active());
-        }
-    }
     Ok(
         axum::Json(json!({ "ok": true, "hash": hash.to_string(), "stored": stored }))
             .into_response(),
@@ -195,12 +184,6 @@ async fn fetch(
         )));
     }
     let hashes = parse_hashes(&hashes)?;
-    if headers.contains_key(GRAFT_HEADER)
-        && let Some(peer) = caller_relay(&headers).filter(|p| state.mesh.book.contains(p))
-    {
-        // A peer that was only told of packets asks to be pushed them again (`tree.rs`).
-        state.mesh.tree.graft(&peer);
-    }
     let found = state.ingest.store.get(hashes).await?;
     let messages = found
         .into_iter()
@@ -507,10 +490,13 @@ async fn sync_reconcile(
         .into_response())
 }
 
-/// `/mesh/announce` body.
+/// `/mesh/announce` body: hashes, the sender's place in the broadcast tree, or both.
 #[derive(Deserialize)]
 struct AnnounceBody {
+    #[serde(default)]
     hashes: Vec<Value>,
+    #[serde(default)]
+    tree: Option<Value>,
 }
 
 /// Extension `mesh.tree`: a peer for which we are a lazy link tells us hashes it holds. Those
@@ -536,10 +522,25 @@ async fn mesh_announce(
             req.hashes.len()
         )));
     }
+    let beacon = match req.tree {
+        None => None,
+        Some(v) => {
+            let b: Beacon = serde_json::from_value(v)
+                .map_err(|e| RelayError::MalformedRequest(format!("`tree`: {e}")))?;
+            b.check().map_err(RelayError::MalformedRequest)?;
+            Some(b)
+        }
+    };
     let hashes = parse_hashes(&req.hashes)?;
-    let missing = state.ingest.store.unknown(hashes).await?;
-    let awaited = missing.len();
-    state.mesh.tree.heard(&peer, missing);
+    if let Some(b) = beacon {
+        state.mesh.tree.hear_beacon(&peer, b);
+    }
+    let mut awaited = 0;
+    if !hashes.is_empty() {
+        let missing = state.ingest.store.unknown(hashes).await?;
+        awaited = missing.len();
+        state.mesh.tree.heard(&peer, missing);
+    }
     Ok(axum::Json(json!({ "ok": true, "awaited": awaited })).into_response())
 }
 

@@ -22,8 +22,6 @@ pub struct BroadcastJob {
     pub hash: MessageHash,
     pub expires_at: u64,
     pub from: Option<PeerAddr>,
-    /// Fetched by a graft rather than pushed down the tree.
-    pub grafted: bool,
 }
 
 /// Where a packet came from; decides whether it is broadcast.
@@ -127,7 +125,6 @@ impl Ingest {
             PutOutcome::Stored { .. } => {
                 self.sketch.add(&p.hash, p.expires_at);
                 self.waiters.notify(&p.recipient_fp);
-                let grafted = matches!(source, Source::Graft(_));
                 let from = match source {
                     Source::Send(from) => Some(from),
                     Source::Graft(peer) => Some(Some(peer)),
@@ -145,7 +142,6 @@ impl Ingest {
                             expires_at: Some(p.expires_at),
                         },
                         from,
-                        grafted,
                     };
                     // A full queue means peers are slow: sync delivers what is skipped here.
                     if self.broadcast.try_send(job).is_err() {

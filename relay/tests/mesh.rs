@@ -190,11 +190,11 @@ async fn expiry_is_global_and_sync_never_resurrects() {
 }
 
 /// Five relays, each with four peers, so broadcast runs along a tree (`mesh/tree.rs`): the
-/// redundant links are pruned, every packet still reaches every relay by broadcast alone (sync
-/// is a minute away), and when a relay dies the others still get everything, through the
-/// announcements and grafts of their lazy links.
+/// relays agree on the root (the smallest instance id) and the eager links are exactly a tree
+/// (4 of the 10), every packet still reaches every relay by broadcast alone (sync is a minute
+/// away), and when a relay dies the others still get everything.
 #[tokio::test]
-async fn broadcast_prunes_redundant_links_and_heals_around_a_dead_relay() {
+async fn broadcast_runs_along_a_spanning_tree_and_heals_around_a_dead_relay() {
     let mut mesh = full_mesh_of(5, &["--sync-interval", "60"]);
     // Peers read each other's /status at start and retry every 5 s until it answers; until
     // then they are pushed everything.
@@ -220,29 +220,50 @@ async fn broadcast_prunes_redundant_links_and_heals_around_a_dead_relay() {
             );
         }
     }
-    let mut lazy = 0;
+    let mut ids = Vec::new();
+    for r in &mesh.relays {
+        ids.push(status(r).await["instance"].as_str().unwrap().to_owned());
+    }
+    let root = ids.iter().min().unwrap().clone();
+    let root_at = ids.iter().position(|i| *i == root).unwrap();
+    let tree_formed = eventually(Duration::from_secs(5), || async {
+        let mut eager_ends = 0;
+        for r in &mesh.relays {
+            let s = status(r).await;
+            let b = &s["mesh"]["broadcast"];
+            if b["root"] != root.as_str() {
+                return false;
+            }
+            eager_ends += 4 - b["lazy_peers"].as_array().unwrap().len();
+        }
+        // Each eager link is seen from both of its ends.
+        eager_ends == 2 * 4
+    });
+    assert!(
+        tree_formed.await,
+        "{}",
+        status(&mesh.relays[0]).await["mesh"]
+    );
     for r in &mesh.relays {
         let s = status(r).await;
-        lazy += s["mesh"]["broadcast"]["lazy_peers"]
-            .as_array()
-            .unwrap()
-            .len();
         assert!(
             s["mesh"]["traffic"]["/send"]["requests"].as_u64().unwrap() > 0,
             "{s}"
         );
     }
-    assert!(lazy > 0, "no link was pruned in a full mesh of five");
 
-    mesh.relays[4].crash();
+    // The root dies: until its stale beacons are dropped and a new root is chosen, the
+    // relays it pushed to get packets by grafts from their lazy peers.
+    mesh.relays[root_at].crash();
+    let alive: Vec<usize> = (0..5).filter(|&i| i != root_at).collect();
     let mut after = Vec::new();
     for i in 0..20 {
         let p = packet(&keys[i % 3], &format!("after the crash {i}"));
-        assert_eq!(send(&mesh.relays[i % 4], &p).await.0, 200);
+        assert_eq!(send(&mesh.relays[alive[i % 4]], &p).await.0, 200);
         after.push(p.hash);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for r in &mesh.relays[..4] {
+    for r in alive.iter().map(|&i| &mesh.relays[i]) {
         for h in &after {
             assert!(
                 eventually(Duration::from_secs(5), || holds(r, h)).await,
@@ -285,6 +306,46 @@ async fn mesh_announce_refuses_strangers_and_bad_bodies() {
         .collect();
     let (s, v) = announce(peer.clone(), json!({ "hashes": many })).await;
     assert_eq!((s, code(&v).as_str()), (413, "too_large"), "{v}");
+    // A beacon (the sender's place in the broadcast tree) is checked field by field.
+    let beacon = json!({ "id": "b1", "root": "a0", "seq": 1, "distance": 1, "parent": "a0" });
+    let (s, v) = announce(peer.clone(), json!({ "tree": beacon })).await;
+    assert_eq!(
+        (s, v["awaited"].as_u64()),
+        (200, Some(0)),
+        "a beacon alone: {v}"
+    );
+    for (bad, says) in [
+        (
+            json!({ "id": "b 1", "root": "a0", "seq": 1, "distance": 1, "parent": "a0" }),
+            "tree.id",
+        ),
+        (
+            json!({ "id": "b1", "root": "a0", "seq": 1, "distance": 65, "parent": "a0" }),
+            "tree.distance",
+        ),
+        (
+            json!({ "id": "b1", "root": "a0", "seq": 1, "distance": 0, "parent": "a0" }),
+            "go together",
+        ),
+        (
+            json!({ "id": "b1", "root": "a0", "seq": -1, "distance": 1, "parent": "a0" }),
+            "tree",
+        ),
+        (
+            json!({ "id": "b1", "root": "a0", "distance": 1, "parent": "a0" }),
+            "seq",
+        ),
+        (
+            json!({ "id": "b1", "root": "a0", "seq": 1, "distance": 1, "parent": "a0", "x": 1 }),
+            "x",
+        ),
+        (json!("a0"), "tree"),
+    ] {
+        let (s, v) = announce(peer.clone(), json!({ "hashes": [], "tree": bad })).await;
+        assert_eq!((s, code(&v).as_str()), (400, "malformed_request"), "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{says}: {message}");
+    }
     // A hash it lacks is awaited; one that never comes is not held against the announcer.
     let (s, v) = announce(peer, json!({ "hashes": [hash] })).await;
     assert_eq!((s, v["awaited"].as_u64()), (200, Some(1)), "{v}");

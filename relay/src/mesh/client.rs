@@ -15,7 +15,7 @@ use reqwest::dns::{Name, Resolve, Resolving};
 use super::peer::{Offence, PeerAddr, is_public_ip};
 use super::reconcile::{ReconcileRequest, decode_answer};
 use super::sketch::SketchAnswer;
-use super::tree::GRAFT_HEADER;
+use super::tree::Beacon;
 
 /// Header naming the calling relay's advertised address (lets the callee pull from it).
 pub const RELAY_HEADER: &str = "x-jasper-relay";
@@ -189,26 +189,12 @@ impl PeerClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Vec<u8>), PeerFault> {
-        self.post_with(peer, trusted, path, body, None).await
-    }
-
-    async fn post_with(
-        &self,
-        peer: &PeerAddr,
-        trusted: bool,
-        path: &str,
-        body: Vec<u8>,
-        header: Option<(&'static str, &'static str)>,
-    ) -> Result<(StatusCode, Vec<u8>), PeerFault> {
         let url = format!("{}{}", peer.base_url(), path);
         let sent = body.len();
-        let mut req = self
+        let req = self
             .client(trusted)
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
-        if let Some((name, value)) = header {
-            req = req.header(name, value);
-        }
         let resp = req.body(body).send().await;
         let answer = match resp {
             Ok(resp) => self.read(resp).await,
@@ -235,18 +221,14 @@ impl PeerClient {
     }
 
     /// Pushes a packet (broadcast).
-    /// `grafted`: the packet came to us by a graft, so the peer should not read a duplicate
-    /// of it as a redundant link (see `tree.rs`).
     pub async fn push(
         &self,
         peer: &PeerAddr,
         trusted: bool,
         packet: &Packet,
-        grafted: bool,
     ) -> Result<PushOutcome, PeerFault> {
         let body = serde_json::to_vec(packet).expect("packet serialises");
-        let header = grafted.then_some((GRAFT_HEADER, "1"));
-        let (status, answer) = self.post_with(peer, trusted, "/send", body, header).await?;
+        let (status, answer) = self.post(peer, trusted, "/send", body).await?;
         match status {
             s if s.is_success() => Ok(if already_held(&answer) {
                 PushOutcome::AlreadyHeld
@@ -263,26 +245,23 @@ impl PeerClient {
     }
 
     /// Fetches packets by hash. Entries are aligned with what the peer returned, which may
-    /// not be aligned with the request (callers match by hash). `graft` asks the peer to push
-    /// to us eagerly again (see `tree.rs`).
+    /// not be aligned with the request (callers match by hash).
     pub async fn fetch(
         &self,
         peer: &PeerAddr,
         trusted: bool,
         hashes: &[MessageHash],
-        graft: bool,
     ) -> Result<Vec<Option<Packet>>, PeerFault> {
         let req = FetchRequest {
             hashes: Some(hashes.iter().map(|h| h.to_string()).collect()),
             ..Default::default()
         };
         let (status, answer) = self
-            .post_with(
+            .post(
                 peer,
                 trusted,
                 "/fetch",
                 serde_json::to_vec(&req).expect("serialises"),
-                graft.then_some((GRAFT_HEADER, "1")),
             )
             .await?;
         expect_success(status, "/fetch", &answer)?;
@@ -364,8 +343,13 @@ impl PeerClient {
         peer: &PeerAddr,
         trusted: bool,
         hashes: &[MessageHash],
+        beacon: Option<&Beacon>,
     ) -> Result<(), PeerFault> {
-        let body = serde_json::json!({ "hashes": hashes.iter().map(|h| h.to_string()).collect::<Vec<_>>() });
+        let hashes: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
+        let body = match beacon {
+            Some(b) => serde_json::json!({ "hashes": hashes, "tree": b }),
+            None => serde_json::json!({ "hashes": hashes }),
+        };
         let (status, answer) = self
             .post(
                 peer,

@@ -87,8 +87,8 @@ const STATUS_RETRY: Duration = Duration::from_secs(5);
 pub enum PullKind {
     /// Sync found that the peer holds them: one it does not serve made a false claim.
     Sync,
-    /// The peer announced them and they have not come by push: fetch them, graft the link,
-    /// and push them on. Announcements are hints, so what is not served is no offence.
+    /// The peer announced them and they have not come by push: fetch them and push them on
+    /// down our part of the tree. Announcements are hints, so what is not served is no offence.
     Graft,
 }
 
@@ -132,7 +132,7 @@ impl Mesh {
             pulling: Mutex::new(HashSet::new()),
             last_difference: Mutex::new(HashMap::new()),
             statuses: Mutex::new(HashMap::new()),
-            tree: Tree::new(config.tree.clone()),
+            tree: Tree::new(config.tree.clone(), instance.clone()),
             ingest,
             config,
             instance,
@@ -160,10 +160,7 @@ impl Mesh {
                 job = jobs.recv() => match job { Some(j) => Arc::new(j), None => return },
                 _ = stop.cancelled() => return,
             };
-            let active = Arc::new(self.book.active());
-            if job.grafted {
-                self.tree.note_graft(job.hash);
-            }
+            let active = self.book.active();
             let targets = self.tree.targets(&active, job.from.as_ref());
             if !targets.announce.is_empty() {
                 self.tree.queue_announcement(&targets.announce, job.hash);
@@ -174,22 +171,16 @@ impl Mesh {
                 };
                 let mesh = self.clone();
                 let job = job.clone();
-                let active = active.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     match mesh
                         .client
-                        .push(&peer, mesh.trusted(&peer), &job.packet, job.grafted)
+                        .push(&peer, mesh.trusted(&peer), &job.packet)
                         .await
                     {
-                        Ok(outcome @ (PushOutcome::Accepted | PushOutcome::AlreadyHeld)) => {
+                        Ok(PushOutcome::Accepted | PushOutcome::AlreadyHeld) => {
                             mesh.book.record_ok(&peer);
                             mesh.book.record_ack(&peer, job.hash, job.expires_at);
-                            // A grafted packet's duplicates say nothing of the link: the
-                            // relays cut off with us fetch it each on its own.
-                            if outcome == PushOutcome::AlreadyHeld && !job.grafted {
-                                mesh.tree.prune(&peer, &active);
-                            }
                         }
                         Ok(PushOutcome::Conflict | PushOutcome::Expired) => {
                             mesh.book.record_ok(&peer)
@@ -217,12 +208,18 @@ impl Mesh {
                 last_status_check = Instant::now();
                 self.clone().refresh_statuses().await;
             }
-            for (peer, hashes) in self.tree.take_announcements() {
+            let active = self.book.active();
+            self.tree.recompute(&active);
+            for out in self.tree.take_outgoing(&active) {
                 let mesh = self.clone();
                 tokio::spawn(async move {
-                    let trusted = mesh.trusted(&peer);
-                    if let Err(f) = mesh.client.announce(&peer, trusted, &hashes).await {
-                        mesh.fault(&peer, &f);
+                    let trusted = mesh.trusted(&out.peer);
+                    let sent = mesh
+                        .client
+                        .announce(&out.peer, trusted, &out.hashes, out.beacon.as_ref())
+                        .await;
+                    if let Err(f) = sent {
+                        mesh.fault(&out.peer, &f);
                     }
                 });
             }
@@ -651,16 +648,12 @@ impl Mesh {
         kind: PullKind,
     ) -> bool {
         let graft = kind == PullKind::Graft;
-        if graft {
-            // Asked for, so our side of the link is eager again too (Plumtree's GRAFT).
-            self.tree.graft(peer);
-        }
         let source = match kind {
             PullKind::Sync => Source::Sync,
             PullKind::Graft => Source::Graft(peer.clone()),
         };
         for chunk in wanted.chunks(PULL_CHUNK) {
-            let answer = match self.client.fetch(peer, trusted, chunk, graft).await {
+            let answer = match self.client.fetch(peer, trusted, chunk).await {
                 Ok(a) => a,
                 Err(f) => {
                     self.fault(peer, &f);
@@ -732,7 +725,7 @@ impl Mesh {
         if sample.is_empty() {
             return true;
         }
-        let answer = match self.client.fetch(peer, trusted, &sample, false).await {
+        let answer = match self.client.fetch(peer, trusted, &sample).await {
             Ok(a) => a,
             Err(f) => {
                 self.fault(peer, &f);
