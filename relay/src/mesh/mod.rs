@@ -192,9 +192,10 @@ impl Mesh {
         }
     }
 
-    /// The lazy half of the tree, every [`TREE_TICK`]: sends queued announcements, grafts
-    /// what was announced and has not come, and keeps peers' `/status` fresh (whether they
-    /// offer `mesh.tree`, and their limits).
+    /// The tree's upkeep, every [`TREE_TICK`]: chooses the parent again from the beacons
+    /// heard, sends queued announcements and due beacons, grafts what was announced and has
+    /// not come, and keeps peers' `/status` fresh (whether they offer `mesh.tree`, and their
+    /// limits).
     pub async fn run_tree(self: Arc<Self>, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(TREE_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
