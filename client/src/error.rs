@@ -22,9 +22,11 @@ impl ApiError {
             .get_details_error_info()
             .filter(|info| info.domain == ERROR_DOMAIN && !info.reason.is_empty());
         // A connection the daemon dropped (or that broke) surfaces as UNKNOWN "transport
-        // error" with the cause as source: for callers it is the daemon being unavailable.
+        // error", or as CANCELLED "operation was canceled" when hyper saw it close before the
+        // answer, either way with the cause as source: for callers it is the daemon being
+        // unavailable. jasperd's own errors always carry the ErrorInfo, so none is mistaken.
         if info.is_none()
-            && status.code() == Code::Unknown
+            && matches!(status.code(), Code::Unknown | Code::Cancelled)
             && let Some(source) = std::error::Error::source(status)
         {
             return Self {
@@ -106,6 +108,38 @@ mod tests {
         let api = ApiError::from_status(&Status::failed_precondition(""));
         assert_eq!(api.code, "failed_precondition");
         assert!(!api.message.is_empty());
+    }
+
+    #[test]
+    fn a_dropped_connection_is_unavailable_whichever_code_tonic_gives_it() {
+        // What the transport hands tonic: an error whose cause tonic recognises (hyper's
+        // "operation was canceled" becomes CANCELLED), kept as the status's source.
+        #[derive(Debug)]
+        struct Transport(Status);
+        impl std::fmt::Display for Transport {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connection closed")
+            }
+        }
+        impl std::error::Error for Transport {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        for code in [Code::Unknown, Code::Cancelled] {
+            let status = Status::from_error(Box::new(Transport(Status::new(
+                code,
+                "operation was canceled",
+            ))));
+            assert_eq!(status.code(), code);
+            let api = ApiError::from_status(&status);
+            assert_eq!(api.code, "unavailable", "{code:?}");
+            assert_eq!(api.grpc_code, Code::Unavailable);
+            assert!(api.message.contains("connection closed"), "{}", api.message);
+        }
+        // The same codes raised by a server, with no transport cause, keep their names.
+        assert_eq!(ApiError::from_status(&Status::cancelled("stop")).code, "cancelled");
+        assert_eq!(ApiError::from_status(&Status::unknown("?")).code, "unknown");
     }
 
     #[test]
