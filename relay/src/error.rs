@@ -36,8 +36,8 @@ pub enum RelayError {
     /// `/sync/reconcile` named a snapshot this relay no longer holds: start over.
     #[error("snapshot {0} is gone (too old, or pushed out by newer ones); ask again without one")]
     SnapshotGone(String),
-    /// A mesh-only endpoint called by a relay that is not an active peer of this one.
-    #[error("{0} is not an active peer of this relay")]
+    /// A mesh-only endpoint called by a relay that is not a peer of this one.
+    #[error("{0} is not a peer of this relay")]
     UnknownPeer(String),
     #[error("not found")]
     NotFound,

@@ -511,7 +511,9 @@ async fn mesh_announce(
             "the caller (it sent no `{RELAY_HEADER}` header)"
         )));
     };
-    if !state.mesh.book.active().contains(&peer) {
+    // Any peer of ours, quarantined or not: what it says is a hint, and refusing a peer we
+    // quarantined would have it score us down for refusing in turn.
+    if !state.mesh.book.contains(&peer) {
         return Err(RelayError::UnknownPeer(peer.to_string()));
     }
     let bytes = read_body(&headers, body, state.config.max_sync_body_bytes).await?;
