@@ -503,12 +503,59 @@ async fn inject(
         if let Some(m) = injected.as_deref_mut() {
             m.insert(p.hash.clone(), Instant::now());
         }
-        let resp = http.post(relay.url("/send")).json(p).send().await?;
-        if !resp.status().is_success() {
-            return Err(format!("/send answered {}", resp.status()).into());
-        }
+        send(http, relay, p).await?;
     }
     Ok(())
+}
+
+/// Posts one packet; a connection that fails before the request is written (a pooled
+/// connection the relay closed as it idled) is tried again on a fresh one, twice. Anything
+/// else ends the run with the whole error chain and the end of the relay's log.
+async fn send(http: &reqwest::Client, relay: &Relay, p: &Packet) -> Res<()> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match http.post(relay.url("/send")).json(p).send().await {
+            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                return Err(format!("{} /send answered {status}: {body}", relay.addr()).into());
+            }
+            Err(e) if (e.is_connect() || e.is_request()) && tries < 3 => {
+                eprintln!(
+                    "{}: /send failed ({}), trying again",
+                    relay.addr(),
+                    chain(&e)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                let log = relay.log();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(format!(
+                    "{} /send failed after {tries} tries: {}; the end of its log:\n{}",
+                    relay.addr(),
+                    chain(&e),
+                    tail.join("\n")
+                )
+                .into());
+            }
+        }
+    }
+}
+
+/// An error with its sources, outermost first.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
 }
 
 /// Long-polls one relay for the recipient's packets and records when each hash first shows.

@@ -162,6 +162,8 @@ struct PeerBeacon {
 }
 
 struct Position {
+    /// Peers that offer `mesh.tree` (learned from their `/status`, or from a beacon).
+    capable: HashSet<PeerAddr>,
     own: Beacon,
     parent: Option<PeerAddr>,
     /// Bumped whenever `own` changes, so peers are told at the next tick.
@@ -176,8 +178,9 @@ struct Position {
 pub struct Tree {
     settings: TreeSettings,
     id: String,
-    /// Peers that offer `mesh.tree` (learned from their `/status`, or from a beacon).
-    capable: Mutex<HashSet<PeerAddr>>,
+    /// What the tree is made of, under one lock: two locks taken in opposite orders by two
+    /// paths (the broadcaster's `targets` and the announcer's `take_outgoing`) deadlocked a
+    /// relay's whole runtime once.
     position: Mutex<Position>,
     queued: Mutex<HashMap<PeerAddr, Vec<MessageHash>>>,
     awaited: Mutex<HashMap<MessageHash, Awaited>>,
@@ -205,8 +208,8 @@ impl Tree {
         Self {
             settings,
             id,
-            capable: Mutex::new(HashSet::new()),
             position: Mutex::new(Position {
+                capable: HashSet::new(),
                 own,
                 parent: None,
                 version: 0,
@@ -225,16 +228,17 @@ impl Tree {
 
     /// Records what a peer's `/status` said about the extension.
     pub fn set_capable(&self, peer: &PeerAddr, capable: bool) {
+        let mut pos = self.position.lock();
         if capable {
-            self.capable.lock().insert(peer.clone());
+            pos.capable.insert(peer.clone());
         } else {
-            self.capable.lock().remove(peer);
-            self.position.lock().beacons.remove(peer);
+            pos.capable.remove(peer);
+            pos.beacons.remove(peer);
         }
     }
 
     pub fn is_capable(&self, peer: &PeerAddr) -> bool {
-        self.capable.lock().contains(peer)
+        self.position.lock().capable.contains(peer)
     }
 
     /// A beacon `peer` sent (checked by the caller).
@@ -244,8 +248,8 @@ impl Tree {
 
     fn hear_beacon_at(&self, peer: &PeerAddr, beacon: Beacon, now: Instant) {
         // Whoever sends beacons speaks the tree, whatever its `/status` said last.
-        self.capable.lock().insert(peer.clone());
         let mut pos = self.position.lock();
+        pos.capable.insert(peer.clone());
         let advanced_at = match pos.beacons.get(peer) {
             Some(old) if old.beacon.root == beacon.root && beacon.seq <= old.beacon.seq => {
                 old.advanced_at
@@ -338,14 +342,8 @@ impl Tree {
 
     /// Whether every packet is pushed to `peer`: a tree link, a peer without the extension, or
     /// one whose place in the tree we do not know.
-    fn eager(
-        &self,
-        pos: &Position,
-        capable: &HashSet<PeerAddr>,
-        peer: &PeerAddr,
-        now: Instant,
-    ) -> bool {
-        if !capable.contains(peer) || pos.parent.as_ref() == Some(peer) {
+    fn eager(&self, pos: &Position, peer: &PeerAddr, now: Instant) -> bool {
+        if !pos.capable.contains(peer) || pos.parent.as_ref() == Some(peer) {
             return true;
         }
         match pos.beacons.get(peer) {
@@ -364,9 +362,8 @@ impl Tree {
         let everyone = !self.settings.enabled || active.len() < self.settings.min_peers;
         let now = Instant::now();
         let pos = self.position.lock();
-        let capable = self.capable.lock();
         for peer in active.iter().filter(|p| Some(*p) != from) {
-            if everyone || self.eager(&pos, &capable, peer, now) {
+            if everyone || self.eager(&pos, peer, now) {
                 t.push.push(peer.clone());
             } else {
                 t.announce.push(peer.clone());
@@ -400,10 +397,11 @@ impl Tree {
         let mut out = Vec::new();
         let mut beacons = HashMap::new();
         if self.settings.enabled {
-            let capable = self.capable.lock();
             let mut pos = self.position.lock();
             let (version, own) = (pos.version, pos.own.clone());
-            for peer in active.iter().filter(|p| capable.contains(*p)) {
+            let capable: Vec<&PeerAddr> =
+                active.iter().filter(|p| pos.capable.contains(*p)).collect();
+            for peer in capable {
                 let due = match pos.told.get(peer) {
                     Some((v, at)) => *v != version || now.duration_since(*at) >= BEACON_EVERY,
                     None => true,
@@ -472,18 +470,17 @@ impl Tree {
     pub fn report(&self) -> serde_json::Value {
         let now = Instant::now();
         let pos = self.position.lock();
-        let capable = self.capable.lock();
         let everyone = !self.settings.enabled || pos.active.len() < self.settings.min_peers;
         let mut lazy: Vec<String> = pos
             .active
             .iter()
-            .filter(|p| !everyone && !self.eager(&pos, &capable, p, now))
+            .filter(|p| !everyone && !self.eager(&pos, p, now))
             .map(|p| p.to_string())
             .collect();
         lazy.sort();
         serde_json::json!({
             "enabled": self.settings.enabled,
-            "tree_peers": capable.len(),
+            "tree_peers": pos.capable.len(),
             "root": pos.own.root,
             "distance": pos.own.distance,
             "parent": pos.parent.as_ref().map(|p| p.to_string()),
@@ -765,7 +762,7 @@ mod tests {
         t.hear_beacon_at(&active[1], beacon("c", 2, Some("b")), now);
         t.hear_beacon_at(&active[2], beacon("d", 1, Some("a")), now);
         t.hear_beacon_at(&active[3], beacon("e", 1, Some("a")), now - BEACON_STALE);
-        t.capable.lock().remove(&active[5]);
+        t.position.lock().capable.remove(&active[5]);
         t.recompute_at(&active, now, 1);
         assert_eq!(t.position.lock().parent, Some(active[0].clone()));
         let got = t.targets(&active, None);
@@ -788,6 +785,51 @@ mod tests {
                 .contains(&active[0]),
             "not back to the sender"
         );
+    }
+
+    /// The broadcaster (`targets`), the announcer (`take_outgoing`), `/status` (`report`) and
+    /// the status refresher (`set_capable`) run on different threads at once; with the tree's
+    /// state under two locks taken in opposite orders this hung a relay in `mesh_sim`.
+    #[test]
+    fn the_tree_is_used_from_several_threads_at_once_without_deadlock() {
+        let t = std::sync::Arc::new(Tree::new(TreeSettings::default(), "b".into()));
+        let active = peers(12);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for role in 0..4 {
+            let (t, active, done) = (t.clone(), active.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                for k in 0..20_000usize {
+                    let p = &active[k % active.len()];
+                    match role {
+                        0 => drop(t.targets(&active, None)),
+                        1 => drop(t.take_outgoing(&active)),
+                        2 => drop(t.report()),
+                        _ => {
+                            t.set_capable(p, k % 3 != 0);
+                            t.hear_beacon(
+                                p,
+                                Beacon {
+                                    id: format!("x{}", p.port),
+                                    root: "a".into(),
+                                    seq: k as u64,
+                                    distance: 1,
+                                    parent: None,
+                                },
+                            );
+                            t.recompute(&active);
+                        }
+                    }
+                }
+                done.send(role).expect("the test waits");
+            });
+        }
+        drop(done_tx);
+        for _ in 0..4 {
+            // Liveness, not speed: a deadlock never finishes; 20,000 rounds take milliseconds.
+            done_rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("a thread is stuck: the tree's locks deadlocked");
+        }
     }
 
     #[test]
