@@ -282,8 +282,19 @@ fn start_relay(dir: &Path, redis: Option<&str>) -> Res<Relay> {
 
 /// `prefix`: the Redis key prefix (processes with the same one are one relay).
 fn start_relay_with_prefix(dir: &Path, redis: Option<&str>, prefix: &str) -> Res<Relay> {
+    // A load test from one address, with more packets per recipient than a relay keeps by
+    // default: rate limits off and the quotas out of the way (what is measured is the store).
+    std::fs::create_dir_all(dir)?;
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        "[admission]\nrate_limits = false\nrecipient_max_packets = 1000000000\n\
+         recipient_max_bytes = 1000000000000\nmax_stored_packets = 1000000000\n\
+         max_stored_bytes = 1000000000000\n",
+    )?;
     let mut relay = Relay::builder(dir)
         .binary(relay_bin())
+        .args(["--config".to_owned(), config.display().to_string()])
         .port(0)
         .relay_default_sync()
         .allow_private_peers(false)

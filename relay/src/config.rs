@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::admission::{AdmissionFile, AdmissionSettings};
 use crate::error::RelayError;
 use crate::mesh::peer::PeerAddr;
 use crate::mesh::tree::TreeSettings;
@@ -45,6 +46,8 @@ pub struct RelayConfig {
     pub quarantine_base: Duration,
     /// How long an expired hash is remembered after its expiry, so sync cannot revive it.
     pub tombstone_retention: Duration,
+    /// Rate limits, long-poll bounds and storage quotas (`admission.rs`).
+    pub admission: AdmissionSettings,
     pub log_json: bool,
 }
 
@@ -107,6 +110,10 @@ pub struct Args {
     /// or `flood` (push every packet to every peer).
     #[arg(long, env = "JASPER_RELAY_BROADCAST")]
     pub broadcast: Option<String>,
+    /// `off` lifts the per-address rate limits and the bound on parked long-polls (a private
+    /// relay, a load test); `on` by default. Storage quotas apply either way.
+    #[arg(long, env = "JASPER_RELAY_RATE_LIMITS")]
+    pub rate_limits: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "JASPER_RELAY_LOG_JSON")]
     pub log_json: Option<bool>,
@@ -140,6 +147,8 @@ pub struct FileConfig {
     pub quarantine_secs: Option<u64>,
     pub tombstone_retention: Option<u64>,
     pub log_json: Option<bool>,
+    /// `[admission]`: rate limits and quotas.
+    pub admission: Option<AdmissionFile>,
 }
 
 impl RelayConfig {
@@ -265,6 +274,24 @@ impl RelayConfig {
                     .unwrap_or(ttl.as_secs().max(DEFAULT_TTL_SECS)),
             ),
             log_json: args.log_json.or(file.log_json).unwrap_or(false),
+            admission: {
+                let mut a = file
+                    .admission
+                    .unwrap_or_default()
+                    .settings()
+                    .map_err(RelayError::Config)?;
+                match args.rate_limits.as_deref() {
+                    None => {}
+                    Some("on") => a.rate_limits = true,
+                    Some("off") => a.rate_limits = false,
+                    Some(other) => {
+                        return Err(RelayError::Config(format!(
+                            "--rate-limits {other}: expected `on` or `off`"
+                        )));
+                    }
+                }
+                a
+            },
         };
         config.validate()?;
         Ok(config)

@@ -39,6 +39,20 @@ pub enum RelayError {
     /// A mesh-only endpoint called by a relay that is not a peer of this one.
     #[error("{0} is not a peer of this relay")]
     UnknownPeer(String),
+    /// The client's budget for this kind of request is spent (`admission.rs`).
+    #[error("too many {what} from this address; try again in {} ms", retry_after.as_millis())]
+    RateLimited {
+        what: &'static str,
+        retry_after: std::time::Duration,
+    },
+    /// The recipient holds as many packets or bytes as this relay keeps for one key.
+    #[error(
+        "recipient {0} holds as much as this relay keeps for one key; try again when some of it expires"
+    )]
+    RecipientFull(String),
+    /// The store holds as much as this relay is configured to keep.
+    #[error("this relay's storage is full; try another relay")]
+    StorageFull,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -72,6 +86,9 @@ impl RelayError {
             RelayError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             RelayError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             RelayError::SnapshotGone(_) => (StatusCode::GONE, "snapshot_gone"),
+            RelayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            RelayError::RecipientFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "recipient_full"),
+            RelayError::StorageFull => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
             RelayError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             RelayError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             RelayError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
@@ -88,7 +105,16 @@ impl IntoResponse for RelayError {
             tracing::debug!(code, error = %self, "request refused");
         }
         let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let RelayError::RateLimited { retry_after, .. } = &self {
+            // Whole seconds, rounded up (RFC 9110): never "0", which would invite a retry storm.
+            let secs = retry_after.as_millis().div_ceil(1000).max(1);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs as u64),
+            );
+        }
+        response
     }
 }
 

@@ -2,12 +2,13 @@
 //! /status`, `POST /sync/recent`, `/sync/reconcile`, `/mesh/announce`), JSON errors for everything (unknown routes and methods included), and body limits enforced before a
 //! body is read whole.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,13 +19,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Client, Route};
 use crate::config::{MAX_WAIT_SECS, RelayConfig};
 use crate::error::RelayError;
 use crate::ingest::{Ingest, Source};
 use crate::load::LoadMeter;
 use crate::mesh::Mesh;
 use crate::mesh::client::{INSTANCE_HEADER, RELAY_HEADER};
-use crate::mesh::peer::PeerAddr;
+use crate::mesh::peer::{Offence, PeerAddr};
 use crate::mesh::reconcile::{MAX_RANGE_ITEMS, ReconcileRequest, encode_answer};
 use crate::mesh::sketch::{SKETCH_SYMBOLS, SnapshotMiss, sketch_of};
 use crate::mesh::tree::{Beacon, MAX_ANNOUNCE_HASHES};
@@ -67,8 +69,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Counts every request, and charges it to its client's budget before its body is read.
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let _in_flight = state.load.begin();
+    let admission = &state.ingest.admission;
+    let socket = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let client = admission.client(socket, req.headers());
+    if let Err(refused) = admission.admit(Route::of(req.uri().path()), &client) {
+        return refused.into_response();
+    }
+    req.extensions_mut().insert(client);
     next.run(req).await
 }
 
@@ -132,6 +149,7 @@ fn caller_relay(headers: &HeaderMap) -> Option<PeerAddr> {
 
 async fn send(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, RelayError> {
@@ -140,7 +158,21 @@ async fn send(
     let np = state.ingest.validate(&packet)?;
     let hash = np.hash;
     let from = caller_relay(&headers).filter(|a| state.mesh.book.contains(a));
-    let outcome = state.ingest.accept(np, Source::Send(from.clone())).await?;
+    let outcome = match state.ingest.accept(np, Source::Send(from.clone())).await {
+        Err(e @ RelayError::RecipientFull(_)) => {
+            if let Some(peer) = from
+                .as_ref()
+                .filter(|p| state.ingest.admission.is_from(p, &client))
+            {
+                state
+                    .mesh
+                    .book
+                    .record_offence(peer, Offence::Flood, &e.to_string());
+            }
+            return Err(e);
+        }
+        other => other?,
+    };
     let stored = matches!(outcome, PutOutcome::Stored { .. });
     Ok(
         axum::Json(json!({ "ok": true, "hash": hash.to_string(), "stored": stored }))
@@ -163,6 +195,7 @@ struct FetchBody {
 
 async fn fetch(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, RelayError> {
@@ -170,7 +203,7 @@ async fn fetch(
     let req: FetchBody = parse(&bytes)?;
     if let Some(recipient) = req.recipient.filter(|r| !r.is_empty()) {
         let wait = parse_wait(req.wait.as_ref())?;
-        return fetch_for_recipient(&state, &recipient, req.since, wait).await;
+        return fetch_for_recipient(&state, &client, &recipient, req.since, wait).await;
     }
     let Some(hashes) = req.hashes else {
         return Err(RelayError::MalformedRequest(
@@ -229,6 +262,7 @@ fn parse_hashes(values: &[Value]) -> Result<Vec<MessageHash>, RelayError> {
 
 async fn fetch_for_recipient(
     state: &AppState,
+    client: &Client,
     recipient: &str,
     since: Option<u64>,
     wait: u64,
@@ -238,6 +272,7 @@ async fn fetch_for_recipient(
     let store = &state.ingest.store;
     let mut found = store.by_recipient(fp, since, limit).await?;
     if found.is_empty() && wait > 0 {
+        let _parked = state.ingest.admission.park(client)?;
         let sub = state.ingest.waiters.subscribe(fp);
         let notified = sub.notify.notified();
         tokio::pin!(notified);
@@ -576,6 +611,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
             "reconcile_range_items": MAX_RANGE_ITEMS,
             "max_announce_hashes": MAX_ANNOUNCE_HASHES,
         },
+        "admission": state.ingest.admission.report(),
         "mesh": state.mesh.report(),
         "peers": state.mesh.book.report(),
     });

@@ -10,6 +10,7 @@ use jasper_core::{MessageHash, PublicKey};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use crate::admission::{Admission, Refusal};
 use crate::error::RelayError;
 use crate::mesh::peer::PeerAddr;
 use crate::mesh::sketch::LiveSketch;
@@ -61,6 +62,8 @@ impl KeyCache {
 
 pub struct Ingest {
     pub store: Arc<dyn MessageStore>,
+    /// Rate limits and refusal counters; the quotas themselves are the store's to check.
+    pub admission: Arc<Admission>,
     pub waiters: Arc<Waiters>,
     /// The live set's reconciliation sketch: every stored packet goes in once.
     pub sketch: Arc<LiveSketch>,
@@ -73,6 +76,7 @@ pub struct Ingest {
 impl Ingest {
     pub fn new(
         store: Arc<dyn MessageStore>,
+        admission: Arc<Admission>,
         waiters: Arc<Waiters>,
         sketch: Arc<LiveSketch>,
         limits: PacketLimits,
@@ -81,6 +85,7 @@ impl Ingest {
     ) -> Self {
         Self {
             store,
+            admission,
             waiters,
             sketch,
             keys: KeyCache {
@@ -153,6 +158,19 @@ impl Ingest {
             PutOutcome::Duplicate => Ok(outcome),
             PutOutcome::Conflict => Err(RelayError::HashConflict(p.hash.to_string())),
             PutOutcome::Expired => Err(RelayError::Expired(p.hash.to_string())),
+            PutOutcome::RecipientFull => {
+                self.admission.count(Refusal::RecipientFull);
+                Err(RelayError::RecipientFull(short_key(&p.recipient_fp)))
+            }
+            PutOutcome::StoreFull => {
+                self.admission.count(Refusal::StorageFull);
+                Err(RelayError::StorageFull)
+            }
         }
     }
+}
+
+/// A recipient named in a refusal by the start of its fingerprint, not its whole key.
+fn short_key(fp: &[u8; 32]) -> String {
+    format!("{}…", hex::encode(&fp[..8]))
 }

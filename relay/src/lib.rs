@@ -4,6 +4,7 @@
 //! HTTP endpoints ([`http`]), storage ([`store`]), the mesh of peers ([`mesh`]) and the single
 //! ingestion path that validates every packet before it is stored ([`ingest`]).
 
+pub mod admission;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::RelayConfig;
 pub use error::RelayError;
 
+use crate::admission::Admission;
 use crate::http::AppState;
 use crate::ingest::Ingest;
 use crate::load::LoadMeter;
@@ -82,13 +84,21 @@ pub async fn open_store(config: &RelayConfig) -> Result<Arc<dyn MessageStore>, R
                 tracing::info!(url, prefix, feed_len, "using Redis store");
                 store::redis::RedisStore::open(url, &prefix, retention).await?
             };
-            Arc::new(store.with_feed_len(feed_len))
+            Arc::new(
+                store
+                    .with_feed_len(feed_len)
+                    .with_quotas(config.admission.quotas),
+            )
         }
         None => {
             tracing::info!(dir = %config.data_dir.display(), "using embedded store");
-            Arc::new(store::log::LogStore::open(
+            Arc::new(store::log::LogStore::open_with(
                 &config.data_dir,
                 config.tombstone_retention,
+                store::log::LogOptions {
+                    quotas: config.admission.quotas,
+                    ..Default::default()
+                },
             )?)
         }
     })
@@ -122,8 +132,11 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     // as it comes.
     let sketch = Arc::new(LiveSketch::load(store.as_ref()).await?);
     let waiters = Arc::new(Waiters::default());
+    let admission = Arc::new(Admission::new(config.admission.clone()));
+    admission.resolve_peers(&config.peers).await;
     let ingest = Arc::new(Ingest::new(
         store.clone(),
+        admission.clone(),
         waiters.clone(),
         sketch.clone(),
         limits,
@@ -171,6 +184,21 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
             stop.clone(),
         )));
     }
+    // Addresses whose budget is full again are forgotten (bounds the limiters' memory), and
+    // the configured peers' hosts resolved again (a peer may move).
+    let pruned = admission.clone();
+    let peers = config.peers.clone();
+    background.push(tokio::spawn(mesh.clone().every(
+        Duration::from_secs(10),
+        stop.clone(),
+        move |_| {
+            let (admission, peers) = (pruned.clone(), peers.clone());
+            async move {
+                admission.prune();
+                admission.resolve_peers(&peers).await;
+            }
+        },
+    )));
     let purge_every = (config.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let purge_store = store.clone();
     background.push(tokio::spawn(mesh.clone().every(
@@ -195,7 +223,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         load: LoadMeter::default(),
         stop: stop.clone(),
     });
-    let app = http::router(state);
+    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let stop_serving = stop.clone();
     let server = tokio::spawn(async move {
         let served = axum::serve(listener, app)

@@ -13,7 +13,7 @@ use jasper_core::{MessageHash, PublicKey};
 use jasper_relay::store::embedded::EmbeddedStore;
 use jasper_relay::store::log::{LogOptions, LogStore};
 use jasper_relay::store::redis::RedisStore;
-use jasper_relay::store::{MessageStore, NewPacket, PutOutcome, RecentHashes, unix_now};
+use jasper_relay::store::{MessageStore, NewPacket, PutOutcome, Quotas, RecentHashes, unix_now};
 
 const RETENTION: Duration = Duration::from_secs(3600);
 
@@ -634,6 +634,7 @@ async fn sealed_segments_reopen_from_their_index_files_or_without_them() {
     let dir = tempfile::tempdir().unwrap();
     let options = LogOptions {
         segment_bytes: 16 << 10,
+        ..Default::default()
     };
     let store = LogStore::open_with(dir.path(), RETENTION, options).unwrap();
     let mut expected = Vec::new();
@@ -676,6 +677,7 @@ async fn expired_segments_are_deleted_and_their_packets_never_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let options = LogOptions {
         segment_bytes: 8 << 10,
+        ..Default::default()
     };
     let retention = Duration::from_secs(2);
     let store = LogStore::open_with(dir.path(), retention, options).unwrap();
@@ -750,4 +752,161 @@ async fn a_redis_store_without_the_arrival_index_builds_it_on_open() {
     let reopened = RedisStore::open(&redis.url(), "t5:", 3600).await.unwrap();
     let all = reopened.recent(Some(0), 100).await.unwrap();
     assert_eq!((all.hashes, all.latest_seq), (stored.clone(), stored[2].0));
+}
+
+/// Quotas, checked by `put` with its other checks: a recipient's packets, the store's packets,
+/// and bytes for each; a re-sent packet already held is still a duplicate, not a refusal; what
+/// expires frees its room.
+async fn quotas_refuse_and_expiry_frees(
+    open: impl Fn(Quotas) -> std::pin::Pin<Box<dyn std::future::Future<Output = Arc<dyn MessageStore>>>>,
+    tag: &str,
+) {
+    let store = open(Quotas {
+        recipient_packets: 3,
+        stored_packets: 5,
+        ..Quotas::UNLIMITED
+    })
+    .await;
+    let short = new_packet(0, &format!("{tag} short"), 2);
+    assert!(matches!(
+        store.put(short).await,
+        Ok(PutOutcome::Stored { .. })
+    ));
+    let kept = new_packet(0, &format!("{tag} kept"), 600);
+    for p in [kept.clone(), new_packet(0, &format!("{tag} third"), 600)] {
+        assert!(matches!(store.put(p).await, Ok(PutOutcome::Stored { .. })));
+    }
+    let fourth = new_packet(0, &format!("{tag} fourth"), 600);
+    assert_eq!(
+        store.put(fourth.clone()).await.unwrap(),
+        PutOutcome::RecipientFull,
+        "{tag}"
+    );
+    assert_eq!(
+        store.put(kept).await.unwrap(),
+        PutOutcome::Duplicate,
+        "{tag}"
+    );
+    for i in 0..2 {
+        let p = new_packet(1, &format!("{tag} other {i}"), 600);
+        assert!(
+            matches!(store.put(p).await, Ok(PutOutcome::Stored { .. })),
+            "{tag}"
+        );
+    }
+    let sixth = new_packet(2, &format!("{tag} sixth"), 600);
+    assert_eq!(
+        store.put(sixth.clone()).await.unwrap(),
+        PutOutcome::StoreFull,
+        "{tag}"
+    );
+    assert_eq!(
+        store.count().await.unwrap(),
+        5,
+        "{tag}: nothing held was dropped"
+    );
+    // The short one expires: one packet of room for recipient 0 and for the store.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    store.purge_expired().await.unwrap();
+    assert!(
+        matches!(store.put(fourth).await, Ok(PutOutcome::Stored { .. })),
+        "{tag}"
+    );
+    assert_eq!(
+        store.put(sixth).await.unwrap(),
+        PutOutcome::StoreFull,
+        "{tag}"
+    );
+
+    // Bytes: a store that keeps less than one packet, for a recipient and in all.
+    let tiny = open(Quotas {
+        recipient_bytes: 100,
+        ..Quotas::UNLIMITED
+    })
+    .await;
+    let p = new_packet(2, &format!("{tag} bytes"), 600);
+    assert_eq!(
+        tiny.put(p.clone()).await.unwrap(),
+        PutOutcome::RecipientFull,
+        "{tag}"
+    );
+    let tiny = open(Quotas {
+        stored_bytes: 100,
+        ..Quotas::UNLIMITED
+    })
+    .await;
+    assert_eq!(tiny.put(p).await.unwrap(), PutOutcome::StoreFull, "{tag}");
+}
+
+#[tokio::test]
+async fn both_backends_keep_their_quotas() {
+    let dirs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let dirs_for_open = dirs.clone();
+    let log = quotas_refuse_and_expiry_frees(
+        move |quotas| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = LogStore::open_with(
+                dir.path(),
+                RETENTION,
+                LogOptions {
+                    quotas,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            dirs_for_open.lock().unwrap().push(dir);
+            Box::pin(async move { Arc::new(store) as Arc<dyn MessageStore> })
+        },
+        "log",
+    );
+    let redis = Redis::start();
+    let url = redis.url();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let with_redis = quotas_refuse_and_expiry_frees(
+        move |quotas| {
+            let prefix = format!("q{}:", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            let url = url.clone();
+            Box::pin(async move {
+                Arc::new(
+                    RedisStore::open(&url, &prefix, 3600)
+                        .await
+                        .unwrap()
+                        .with_quotas(quotas),
+                ) as Arc<dyn MessageStore>
+            })
+        },
+        "redis",
+    );
+    tokio::join!(log, with_redis);
+
+    // The log rebuilds what each recipient holds on open: still full after a reopen.
+    let dir = tempfile::tempdir().unwrap();
+    let quotas = Quotas {
+        recipient_packets: 1,
+        ..Quotas::UNLIMITED
+    };
+    let open = || {
+        LogStore::open_with(
+            dir.path(),
+            RETENTION,
+            LogOptions {
+                quotas,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let store = open();
+    assert!(matches!(
+        store.put(new_packet(0, "one", 600)).await,
+        Ok(PutOutcome::Stored { .. })
+    ));
+    store.close().await.unwrap();
+    drop(store);
+    let store = open();
+    assert_eq!(
+        store.put(new_packet(0, "two", 600)).await.unwrap(),
+        PutOutcome::RecipientFull
+    );
+    drop(dirs);
 }

@@ -48,6 +48,8 @@ pub enum PushOutcome {
     Conflict,
     /// 410: it considers the packet expired.
     Expired,
+    /// 429 or 507: it is at a rate limit or a quota. Not its fault; sync offers it again.
+    Declined,
 }
 
 /// What a `/sync/reconcile` request came to.
@@ -237,6 +239,9 @@ impl PeerClient {
             }),
             StatusCode::CONFLICT => Ok(PushOutcome::Conflict),
             StatusCode::GONE => Ok(PushOutcome::Expired),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::INSUFFICIENT_STORAGE => {
+                Ok(PushOutcome::Declined)
+            }
             s => Err(PeerFault::new(
                 Offence::Refused,
                 format!("/send answered {s}: {}", snippet(&answer)),

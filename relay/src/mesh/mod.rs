@@ -185,6 +185,7 @@ impl Mesh {
                         Ok(PushOutcome::Conflict | PushOutcome::Expired) => {
                             mesh.book.record_ok(&peer)
                         }
+                        Ok(PushOutcome::Declined) => {}
                         Err(f) => mesh.fault(&peer, &f),
                     }
                 });
@@ -692,7 +693,13 @@ impl Mesh {
                 }
                 received.insert(np.hash);
                 match self.ingest.accept(np, source.clone()).await {
-                    Ok(_) | Err(RelayError::HashConflict(_)) | Err(RelayError::Expired(_)) => {}
+                    // Over a quota here: not the peer's fault that it holds it (it may keep
+                    // more); refused like any other sender's packet, counted by ingest.
+                    Ok(_)
+                    | Err(RelayError::HashConflict(_))
+                    | Err(RelayError::Expired(_))
+                    | Err(RelayError::RecipientFull(_))
+                    | Err(RelayError::StorageFull) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "store failed during sync");
                         return true;

@@ -37,6 +37,10 @@ pub enum Offence {
     DroppedAcknowledged,
     /// Claimed in `/sync/hashes` to hold hashes it then did not serve.
     FalseClaim,
+    /// Pushed a packet for a recipient already at this relay's quota: it forwards a flood
+    /// (or keeps larger quotas). Mild, so that an honest peer that also forwards plenty of
+    /// good packets stays; one that mostly forwards junk drifts into quarantine.
+    Flood,
 }
 
 impl Offence {
@@ -46,6 +50,7 @@ impl Offence {
             Offence::Garbage => 20,
             Offence::FalseClaim => 25,
             Offence::DroppedAcknowledged => 30,
+            Offence::Flood => 1,
             Offence::HashMismatch => 50,
         }
     }
@@ -62,6 +67,7 @@ pub struct PeerCounters {
     pub hash_mismatches: u64,
     pub dropped_acknowledged: u64,
     pub false_claims: u64,
+    pub floods: u64,
 }
 
 const MAX_SCORE: i32 = 100;
@@ -267,6 +273,7 @@ impl PeerBook {
             Offence::HashMismatch => c.hash_mismatches += 1,
             Offence::DroppedAcknowledged => c.dropped_acknowledged += 1,
             Offence::FalseClaim => c.false_claims += 1,
+            Offence::Flood => c.floods += 1,
         }
         s.last_error = Some(format!("{offence:?}: {detail}"));
         s.score -= offence.penalty();

@@ -71,6 +71,53 @@ pub enum PutOutcome {
     Conflict,
     /// Expired, or expired before and still remembered: refused.
     Expired,
+    /// Storing it would take its recipient past [`Quotas::recipient_packets`] or
+    /// [`Quotas::recipient_bytes`]: refused, nothing held is dropped.
+    RecipientFull,
+    /// Storing it would take the store past [`Quotas::stored_packets`] or
+    /// [`Quotas::stored_bytes`]: refused, nothing held is dropped.
+    StoreFull,
+}
+
+/// What a store may hold, for one recipient and in all; checked by `put` in the same atomic
+/// step as its other checks, so that concurrent puts cannot overshoot. Bytes are those the
+/// backend counts for a packet (the log store's frame, Redis's value), about the JSON size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub recipient_packets: u64,
+    pub recipient_bytes: u64,
+    pub stored_packets: u64,
+    pub stored_bytes: u64,
+}
+
+impl Quotas {
+    /// No limits (the default of a store opened without quotas: tools and tests).
+    pub const UNLIMITED: Quotas = Quotas {
+        recipient_packets: u64::MAX,
+        recipient_bytes: u64::MAX,
+        stored_packets: u64::MAX,
+        stored_bytes: u64::MAX,
+    };
+
+    /// Whether one more packet of `bytes` fits, given what the recipient and the store hold
+    /// (packets, bytes); the refusal if not. The store's cap is checked first: when the
+    /// whole store is full, that is the answer whatever the recipient holds.
+    pub fn refuse(
+        &self,
+        recipient: (u64, u64),
+        stored: (u64, u64),
+        bytes: u64,
+    ) -> Option<PutOutcome> {
+        if stored.0 >= self.stored_packets || stored.1.saturating_add(bytes) > self.stored_bytes {
+            Some(PutOutcome::StoreFull)
+        } else if recipient.0 >= self.recipient_packets
+            || recipient.1.saturating_add(bytes) > self.recipient_bytes
+        {
+            Some(PutOutcome::RecipientFull)
+        } else {
+            None
+        }
+    }
 }
 
 /// What [`MessageStore::recent`] answers: the extension `POST /sync/recent`.

@@ -32,13 +32,26 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::{
-    FeedEntry, FeedPage, FeedPosition, MessageStore, NewPacket, PutOutcome, RecentHashes,
+    FeedEntry, FeedPage, FeedPosition, MessageStore, NewPacket, PutOutcome, Quotas, RecentHashes,
     StoreResult, StoredPacket, unix_now,
 };
 use crate::error::RelayError;
 
 const PUT_SCRIPT: &str = r#"
 local now = tonumber(ARGV[3])
+-- What a quota set (members 'bytes:hash', score = expiry) and its byte counter hold, live;
+-- what expired is dropped first (a bounded number per call: the rest is counted until a later
+-- put drops it, so the count errs on the side of full).
+local function held(set, counter)
+  local old = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 1000)
+  if #old > 0 then
+    local freed = 0
+    for i = 1, #old do freed = freed + tonumber(string.match(old[i], '^(%d+):')) end
+    redis.call('ZREM', set, unpack(old))
+    redis.call('DECRBY', counter, freed)
+  end
+  return redis.call('ZCARD', set), tonumber(redis.call('GET', counter) or '0')
+end
 local exp = tonumber(ARGV[2])
 if exp <= now then return {'expired', 0} end
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -49,8 +62,23 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   if string.sub(cur, p2 + 1) == ARGV[1] then return {'duplicate', 0} end
   return {'conflict', 0}
 end
+local len = tonumber(ARGV[12])
+local rp, rb = held(KEYS[8], KEYS[9])
+local sp, sb = held(KEYS[10], KEYS[11])
+if sp >= tonumber(ARGV[10]) or sb + len > tonumber(ARGV[11]) then return {'store_full', 0} end
+if rp >= tonumber(ARGV[8]) or rb + len > tonumber(ARGV[9]) then return {'recipient_full', 0} end
 local seq = redis.call('INCR', KEYS[5])
 redis.call('SET', KEYS[1], seq .. '|' .. exp .. '|' .. ARGV[1], 'EXAT', exp)
+local sized = len .. ':' .. ARGV[5]
+redis.call('ZADD', KEYS[8], exp, sized)
+redis.call('INCRBY', KEYS[9], len)
+local qttl = redis.call('TTL', KEYS[8])
+if qttl < 0 or now + qttl < exp then
+  redis.call('EXPIREAT', KEYS[8], exp)
+  redis.call('EXPIREAT', KEYS[9], exp)
+end
+redis.call('ZADD', KEYS[10], exp, sized)
+redis.call('INCRBY', KEYS[11], len)
 redis.call('SET', KEYS[2], exp, 'EXAT', ARGV[4])
 redis.call('ZADD', KEYS[3], seq, ARGV[5])
 local ttl = redis.call('TTL', KEYS[3])
@@ -147,6 +175,7 @@ pub struct RedisStore {
     purge_script: Script,
     retention: u64,
     feed_len: u64,
+    quotas: Quotas,
 }
 
 /// A connection to one Redis server or to a cluster; every command goes through it the same
@@ -276,6 +305,7 @@ impl RedisStore {
             purge_script: Script::new(PURGE_SCRIPT),
             retention: tombstone_retention_secs,
             feed_len: FEED_LEN,
+            quotas: Quotas::UNLIMITED,
         };
         store.build_arrivals().await?;
         Ok(store)
@@ -283,6 +313,14 @@ impl RedisStore {
 
     /// Keeps about `entries` in the feed stream instead of [`FEED_LEN`] (Redis trims whole
     /// stream nodes, so a few hundred more may stay).
+    /// What one recipient and the store may hold, checked inside the put script. Packets
+    /// stored before quotas existed (before the `q:` sets) are not counted; they expire
+    /// within one TTL.
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
     pub fn with_feed_len(mut self, entries: u64) -> Self {
         self.feed_len = entries;
         self
@@ -474,13 +512,22 @@ impl MessageStore for RedisStore {
             .key(self.seq_key())
             .key(self.arrivals_key())
             .key(self.feed_key())
-            .arg(body)
+            .key(format!("{}q:{}", self.prefix, hex::encode(p.recipient_fp)))
+            .key(format!("{}qb:{}", self.prefix, hex::encode(p.recipient_fp)))
+            .key(format!("{}qall", self.prefix))
+            .key(format!("{}qbytes", self.prefix))
+            .arg(&body)
             .arg(p.expires_at)
             .arg(now)
             .arg(p.expires_at.saturating_add(self.retention))
             .arg(p.hash.to_string())
             .arg(hex::encode(p.recipient_fp))
             .arg(self.feed_len)
+            .arg(self.quotas.recipient_packets)
+            .arg(self.quotas.recipient_bytes)
+            .arg(self.quotas.stored_packets)
+            .arg(self.quotas.stored_bytes)
+            .arg(body.len())
             .invoke_async(&mut conn)
             .await?;
         Ok(match kind.as_str() {
@@ -488,6 +535,8 @@ impl MessageStore for RedisStore {
             "duplicate" => PutOutcome::Duplicate,
             "conflict" => PutOutcome::Conflict,
             "expired" => PutOutcome::Expired,
+            "recipient_full" => PutOutcome::RecipientFull,
+            "store_full" => PutOutcome::StoreFull,
             other => return Err(RelayError::Storage(format!("put script answered {other}"))),
         })
     }

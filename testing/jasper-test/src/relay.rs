@@ -54,6 +54,7 @@ pub struct RelayBuilder {
     log_level: String,
     binary: Option<PathBuf>,
     start_timeout: Duration,
+    rate_limits: bool,
 }
 
 impl RelayBuilder {
@@ -70,6 +71,7 @@ impl RelayBuilder {
             log_level: crate::test_log_level("info"),
             binary: None,
             start_timeout: START_TIMEOUT,
+            rate_limits: true,
         }
     }
 
@@ -148,6 +150,13 @@ impl RelayBuilder {
         self
     }
 
+    /// `false`: the relay's per-address rate limits off (`--rate-limits off`), for tests that
+    /// send from one address faster than a client may; on by default, as in production.
+    pub fn rate_limits(mut self, on: bool) -> Self {
+        self.rate_limits = on;
+        self
+    }
+
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
         self
@@ -218,6 +227,9 @@ impl Relay {
         }
         for peer in &s.peers {
             cmd.args(["--peer", peer]);
+        }
+        if !s.rate_limits {
+            cmd.args(["--rate-limits", "off"]);
         }
         cmd.args(&s.args);
         // Every flag of the relay also reads JASPER_RELAY_<NAME>: a variable set where the

@@ -28,11 +28,22 @@ pub(super) struct Segment {
     pub max_expires_at: u64,
 }
 
+/// A recipient's live packets.
+#[derive(Default)]
+pub(super) struct Held {
+    /// In arrival order (seq, hash).
+    pub packets: VecDeque<(u64, MessageHash)>,
+    /// Their frames' bytes, for the recipient's quota.
+    pub bytes: u64,
+}
+
 #[derive(Default)]
 pub(super) struct Index {
     pub by_hash: HashMap<MessageHash, Entry>,
-    /// Live packets of each recipient in arrival order (seq, hash).
-    pub by_recipient: HashMap<[u8; 32], VecDeque<(u64, MessageHash)>>,
+    /// Live packets of each recipient.
+    pub by_recipient: HashMap<[u8; 32], Held>,
+    /// Bytes of every live packet's frame, for the store's cap (`by_seq.len()` counts them).
+    pub live_bytes: u64,
     /// Live packets by (expires_at, hash).
     pub by_expiry: BTreeSet<(u64, MessageHash)>,
     /// Live packets by arrival seq, with their expiry.
@@ -65,10 +76,10 @@ impl Index {
             self.forget.insert((forget_at, meta.hash));
             return;
         }
-        self.by_recipient
-            .entry(meta.recipient_fp)
-            .or_default()
-            .push_back((meta.seq, meta.hash));
+        let held = self.by_recipient.entry(meta.recipient_fp).or_default();
+        held.packets.push_back((meta.seq, meta.hash));
+        held.bytes += u64::from(meta.len);
+        self.live_bytes += u64::from(meta.len);
         self.by_expiry.insert((meta.expires_at, meta.hash));
         self.by_seq.insert(meta.seq, (meta.hash, meta.expires_at));
     }
@@ -88,11 +99,13 @@ impl Index {
             entry.dead = true;
             let meta = entry.meta;
             self.by_seq.remove(&meta.seq);
-            if let Some(list) = self.by_recipient.get_mut(&meta.recipient_fp) {
-                if let Ok(i) = list.binary_search_by_key(&meta.seq, |(s, _)| *s) {
-                    list.remove(i);
+            self.live_bytes = self.live_bytes.saturating_sub(u64::from(meta.len));
+            if let Some(held) = self.by_recipient.get_mut(&meta.recipient_fp) {
+                if let Ok(i) = held.packets.binary_search_by_key(&meta.seq, |(s, _)| *s) {
+                    held.packets.remove(i);
+                    held.bytes = held.bytes.saturating_sub(u64::from(meta.len));
                 }
-                if list.is_empty() {
+                if held.packets.is_empty() {
                     self.by_recipient.remove(&meta.recipient_fp);
                 }
             }
@@ -107,6 +120,15 @@ impl Index {
             self.by_hash.remove(&hash);
         }
         expired
+    }
+
+    /// What `recipient` holds and what the store holds, live: (packets, bytes) each.
+    pub fn usage(&self, recipient: &[u8; 32]) -> ((u64, u64), (u64, u64)) {
+        let held = self
+            .by_recipient
+            .get(recipient)
+            .map_or((0, 0), |h| (h.packets.len() as u64, h.bytes));
+        (held, (self.by_seq.len() as u64, self.live_bytes))
     }
 
     /// Live entry for a hash, if committed (`seq <= durable`) and not expired at `now`.

@@ -40,7 +40,7 @@ use self::format::{RecordMeta, SEGMENT_HEADER_LEN};
 use self::index::{Index, Segment};
 use self::writer::{Active, PreparedPut, Shared, WriteOp, Writer};
 use super::{
-    MessageStore, NewPacket, PutOutcome, RecentHashes, StoreResult, StoredPacket, unix_now,
+    MessageStore, NewPacket, PutOutcome, Quotas, RecentHashes, StoreResult, StoredPacket, unix_now,
 };
 use crate::error::RelayError;
 
@@ -54,12 +54,15 @@ const WALK_CHUNK: usize = 4096;
 #[derive(Debug, Clone, Copy)]
 pub struct LogOptions {
     pub segment_bytes: u64,
+    /// What one recipient and the whole store may hold (checked by the writer, in order).
+    pub quotas: Quotas,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         Self {
             segment_bytes: SEGMENT_BYTES,
+            quotas: Quotas::UNLIMITED,
         }
     }
 }
@@ -108,6 +111,7 @@ impl LogStore {
             active,
             seq,
             segment_bytes: options.segment_bytes,
+            quotas: options.quotas,
         }
         .start()?;
         Ok(Self {
@@ -280,7 +284,7 @@ impl MessageStore for LogStore {
         let (now, durable) = (unix_now(), self.durable());
         let found = {
             let index = self.shared.index.read();
-            let Some(list) = index.by_recipient.get(&recipient_fp) else {
+            let Some(list) = index.by_recipient.get(&recipient_fp).map(|h| &h.packets) else {
                 return Ok(Vec::new());
             };
             let live = |(_, h): &(u64, MessageHash)| index.live(h, now, durable);

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::format::{self, RecordMeta, SEGMENT_HEADER_LEN};
 use super::index::{Index, Segment};
 use crate::error::RelayError;
-use crate::store::{NewPacket, PutOutcome, StoreResult, unix_now};
+use crate::store::{NewPacket, PutOutcome, Quotas, StoreResult, unix_now};
 
 /// Most puts folded into one batch; bounds the latency a batch adds.
 pub(super) const MAX_BATCH: usize = 1024;
@@ -78,6 +78,7 @@ pub(super) struct Writer {
     pub active: Active,
     pub seq: u64,
     pub segment_bytes: u64,
+    pub quotas: Quotas,
 }
 
 type PendingPut = (Box<PreparedPut>, PutReply);
@@ -158,6 +159,9 @@ impl Writer {
         {
             let index = self.shared.index.read();
             let mut in_batch: HashMap<MessageHash, usize> = HashMap::new();
+            // What this batch adds before the index has it, per recipient and in all.
+            let mut added: HashMap<[u8; 32], (u64, u64)> = HashMap::new();
+            let mut added_all = (0u64, 0u64);
             for i in 0..puts.len() {
                 let p = &puts[i].0.packet;
                 let (hash, expires_at, recipient_fp) = (p.hash, p.expires_at, p.recipient_fp);
@@ -192,7 +196,21 @@ impl Writer {
                             Err(e) => (Err(e), false),
                         }
                     }
+                } else if let Some(full) = {
+                    let ((rp, rb), (sp, sb)) = index.usage(&recipient_fp);
+                    let (ap, ab) = added.get(&recipient_fp).copied().unwrap_or((0, 0));
+                    self.quotas.refuse(
+                        (rp + ap, rb + ab),
+                        (sp + added_all.0, sb + added_all.1),
+                        puts[i].0.frame.len() as u64,
+                    )
+                } {
+                    (Ok(full), false)
                 } else {
+                    let len = puts[i].0.frame.len() as u64;
+                    let a = added.entry(recipient_fp).or_default();
+                    *a = (a.0 + 1, a.1 + len);
+                    added_all = (added_all.0 + 1, added_all.1 + len);
                     self.seq += 1;
                     let seq = self.seq;
                     let frame = &mut puts[i].0.frame;

@@ -1,0 +1,680 @@
+//! Admission control: how much an outsider may make this relay do.
+//!
+//! Every request is charged to its client address before its body is read: IPv4 addresses
+//! one by one, IPv6 by prefix (a /64 by default, since one subscriber gets at least that), and
+//! behind a proxy the address the proxy reports only when the proxy is configured as trusted.
+//! `/send`, `/fetch` and everything else have budgets of their own (rate and burst, GCRA by
+//! `governor`); the addresses of configured peers have one larger budget for all routes, since
+//! a peer pushes every packet of its clients. A refusal is `429 rate_limited` with
+//! `Retry-After`. Long-polls parked at once are bounded per address too.
+//!
+//! What may be stored (per recipient, and in all) is the store's to check, atomically with
+//! the write ([`crate::store::Quotas`]); this module holds the settings and counts refusals.
+//!
+//! The limiters' memory is bounded by [`Admission::prune`], which forgets every address whose
+//! budget is full again (so what is held is the addresses active in the last burst/rate
+//! seconds).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use parking_lot::{Mutex, RwLock};
+use serde::Deserialize;
+
+use crate::error::RelayError;
+use crate::mesh::peer::PeerAddr;
+use crate::store::Quotas;
+
+/// A budget: `per_sec` requests a second on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    fn quota(self) -> Quota {
+        let per_sec = NonZeroU32::new(self.per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        Quota::per_second(per_sec).allow_burst(burst)
+    }
+}
+
+/// An address range `addr/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl IpRange {
+    /// `10.0.0.1`, `10.0.0.0/8`, `fd00::/8`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not an address or ADDRESS/LENGTH"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Self { addr, len })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An IPv4 address that arrived as IPv4-mapped IPv6 is the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The admission settings (`[admission]` in the relay's TOML file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// Rate limits and the bound on parked long-polls at all (on by default; off for a
+    /// private relay, or a load test). Quotas apply either way.
+    pub rate_limits: bool,
+    pub send: Rate,
+    pub fetch: Rate,
+    /// `/sync/*`, `/mesh/announce`, `/status` and unknown routes.
+    pub other: Rate,
+    /// Everything from the address of a configured peer.
+    pub peer: Rate,
+    /// IPv6 clients are charged by this prefix length.
+    pub ipv6_prefix: u8,
+    /// Proxies whose `X-Forwarded-For` is believed; nobody's by default.
+    pub trusted_proxies: Vec<IpRange>,
+    /// Long-polls one address may have parked at once.
+    pub max_waiting_per_address: usize,
+    pub quotas: Quotas,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            rate_limits: true,
+            // Generous for one person or a bot (and for several behind one NAT); a flooder at
+            // full speed is cut to this within its first burst.
+            send: Rate {
+                per_sec: 50,
+                burst: 200,
+            },
+            fetch: Rate {
+                per_sec: 50,
+                burst: 200,
+            },
+            other: Rate {
+                per_sec: 20,
+                burst: 100,
+            },
+            peer: Rate {
+                per_sec: 5000,
+                burst: 20_000,
+            },
+            ipv6_prefix: 64,
+            trusted_proxies: Vec::new(),
+            max_waiting_per_address: 64,
+            quotas: Quotas {
+                // A week of 100 messages a day from 14 contacts, several times over.
+                recipient_packets: 10_000,
+                recipient_bytes: 64 << 20,
+                // The log store's index holds about 260 bytes a packet: 5 M is about 1.3 GB.
+                stored_packets: 5_000_000,
+                stored_bytes: 16 << 30,
+            },
+        }
+    }
+}
+
+/// `[admission]` as written in the TOML file: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionFile {
+    pub rate_limits: Option<bool>,
+    pub send_per_sec: Option<u32>,
+    pub send_burst: Option<u32>,
+    pub fetch_per_sec: Option<u32>,
+    pub fetch_burst: Option<u32>,
+    pub other_per_sec: Option<u32>,
+    pub other_burst: Option<u32>,
+    pub peer_per_sec: Option<u32>,
+    pub peer_burst: Option<u32>,
+    pub ipv6_prefix: Option<u8>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub max_waiting_per_address: Option<usize>,
+    pub recipient_max_packets: Option<u64>,
+    pub recipient_max_bytes: Option<u64>,
+    pub max_stored_packets: Option<u64>,
+    pub max_stored_bytes: Option<u64>,
+}
+
+impl AdmissionFile {
+    pub fn settings(self) -> Result<AdmissionSettings, String> {
+        let d = AdmissionSettings::default();
+        let rate = |per_sec: Option<u32>, burst: Option<u32>, d: Rate, name: &str| {
+            let r = Rate {
+                per_sec: per_sec.unwrap_or(d.per_sec),
+                burst: burst.unwrap_or(d.burst),
+            };
+            if r.per_sec == 0 || r.burst == 0 {
+                Err(format!(
+                    "admission.{name}_per_sec and _burst must be at least 1"
+                ))
+            } else {
+                Ok(r)
+            }
+        };
+        let ipv6_prefix = self.ipv6_prefix.unwrap_or(d.ipv6_prefix);
+        if !(16..=128).contains(&ipv6_prefix) {
+            return Err("admission.ipv6_prefix must be 16 to 128".into());
+        }
+        let positive = |v: Option<u64>, d: u64, name: &str| match v {
+            Some(0) => Err(format!("admission.{name} must be at least 1")),
+            v => Ok(v.unwrap_or(d)),
+        };
+        Ok(AdmissionSettings {
+            rate_limits: self.rate_limits.unwrap_or(d.rate_limits),
+            send: rate(self.send_per_sec, self.send_burst, d.send, "send")?,
+            fetch: rate(self.fetch_per_sec, self.fetch_burst, d.fetch, "fetch")?,
+            other: rate(self.other_per_sec, self.other_burst, d.other, "other")?,
+            peer: rate(self.peer_per_sec, self.peer_burst, d.peer, "peer")?,
+            ipv6_prefix,
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .map(|t| IpRange::parse(t).map_err(|e| format!("admission.trusted_proxies: {e}")))
+                .collect::<Result<_, _>>()?,
+            max_waiting_per_address: self
+                .max_waiting_per_address
+                .unwrap_or(d.max_waiting_per_address),
+            quotas: Quotas {
+                recipient_packets: positive(
+                    self.recipient_max_packets,
+                    d.quotas.recipient_packets,
+                    "recipient_max_packets",
+                )?,
+                recipient_bytes: positive(
+                    self.recipient_max_bytes,
+                    d.quotas.recipient_bytes,
+                    "recipient_max_bytes",
+                )?,
+                stored_packets: positive(
+                    self.max_stored_packets,
+                    d.quotas.stored_packets,
+                    "max_stored_packets",
+                )?,
+                stored_bytes: positive(
+                    self.max_stored_bytes,
+                    d.quotas.stored_bytes,
+                    "max_stored_bytes",
+                )?,
+            },
+        })
+    }
+}
+
+/// Which budget a request is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Send,
+    Fetch,
+    Other,
+}
+
+impl Route {
+    pub fn of(path: &str) -> Self {
+        match path {
+            "/send" => Route::Send,
+            "/fetch" => Route::Fetch,
+            _ => Route::Other,
+        }
+    }
+}
+
+/// Who a request is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Client {
+    /// The address.
+    pub ip: IpAddr,
+    /// The address, IPv6 cut to its prefix: what is charged.
+    pub key: IpAddr,
+    /// From a configured peer's address: the peer budget.
+    pub peer: bool,
+}
+
+/// Why something was refused, for the counters in `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    RateSend,
+    RateFetch,
+    RateOther,
+    RatePeer,
+    TooManyWaiting,
+    RecipientFull,
+    StorageFull,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 7] = [
+        Refusal::RateSend,
+        Refusal::RateFetch,
+        Refusal::RateOther,
+        Refusal::RatePeer,
+        Refusal::TooManyWaiting,
+        Refusal::RecipientFull,
+        Refusal::StorageFull,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::RateSend => "rate_send",
+            Refusal::RateFetch => "rate_fetch",
+            Refusal::RateOther => "rate_other",
+            Refusal::RatePeer => "rate_peer",
+            Refusal::TooManyWaiting => "too_many_waiting",
+            Refusal::RecipientFull => "recipient_full",
+            Refusal::StorageFull => "storage_full",
+        }
+    }
+}
+
+pub struct Admission {
+    settings: AdmissionSettings,
+    send: DefaultKeyedRateLimiter<IpAddr>,
+    fetch: DefaultKeyedRateLimiter<IpAddr>,
+    other: DefaultKeyedRateLimiter<IpAddr>,
+    peer: DefaultKeyedRateLimiter<IpAddr>,
+    /// The configured peers' addresses, resolved (again by [`Admission::resolve_peers`]).
+    peer_ips: RwLock<HashSet<IpAddr>>,
+    waiting: Mutex<HashMap<IpAddr, usize>>,
+    refused: [AtomicU64; Refusal::ALL.len()],
+}
+
+/// A parked long-poll, counted against its address until dropped.
+pub struct Waiting<'a> {
+    admission: &'a Admission,
+    key: IpAddr,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.admission.waiting.lock();
+        if let Some(n) = waiting.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(settings: AdmissionSettings) -> Self {
+        Self {
+            send: DefaultKeyedRateLimiter::keyed(settings.send.quota()),
+            fetch: DefaultKeyedRateLimiter::keyed(settings.fetch.quota()),
+            other: DefaultKeyedRateLimiter::keyed(settings.other.quota()),
+            peer: DefaultKeyedRateLimiter::keyed(settings.peer.quota()),
+            settings,
+            peer_ips: RwLock::new(HashSet::new()),
+            waiting: Mutex::new(HashMap::new()),
+            refused: Default::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &AdmissionSettings {
+        &self.settings
+    }
+
+    /// Resolves the configured peers' hosts; their addresses get the peer budget. A host
+    /// that does not resolve keeps the addresses it had.
+    pub async fn resolve_peers(&self, peers: &[PeerAddr]) {
+        let mut found = HashSet::new();
+        for peer in peers {
+            match tokio::net::lookup_host((peer.host.as_str(), peer.port)).await {
+                Ok(addrs) => found.extend(addrs.map(|a| canonical(a.ip()))),
+                Err(e) => tracing::debug!(%peer, error = %e, "cannot resolve a peer's host"),
+            }
+        }
+        let mut ips = self.peer_ips.write();
+        ips.extend(found);
+    }
+
+    /// The client a request is charged to: the connection's address, or behind a trusted
+    /// proxy the nearest address in `X-Forwarded-For` that is not a trusted proxy.
+    pub fn client(&self, socket: Option<SocketAddr>, headers: &HeaderMap) -> Client {
+        // No address (a router served without connection info, as in-process tests do): all
+        // such requests share one budget.
+        let mut ip = socket.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |s| canonical(s.ip()));
+        if self.trusted(ip) {
+            let forwarded = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .collect::<Vec<_>>();
+            for hop in forwarded.iter().rev() {
+                match hop.parse::<IpAddr>() {
+                    Ok(hop) if self.trusted(canonical(hop)) => continue,
+                    Ok(hop) => {
+                        ip = canonical(hop);
+                        break;
+                    }
+                    // An unreadable hop: stop at the last address we could trust.
+                    Err(_) => break,
+                }
+            }
+        }
+        let peer = self.peer_ips.read().contains(&ip);
+        Client {
+            ip,
+            key: self.key(ip),
+            peer,
+        }
+    }
+
+    /// Whether a request that names itself as coming from relay `peer` (a header anyone can
+    /// write) really comes from its address: an IP literal equal to the client's, or a
+    /// configured peer's host that resolved to it. Only then is the peer blamed for what the
+    /// request carried.
+    pub fn is_from(&self, peer: &PeerAddr, client: &Client) -> bool {
+        match peer.host.parse::<IpAddr>() {
+            Ok(ip) => canonical(ip) == client.ip,
+            Err(_) => client.peer,
+        }
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.settings.trusted_proxies.iter().any(|r| r.contains(ip))
+    }
+
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => {
+                let bits = u32::from(self.settings.ipv6_prefix);
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+            v4 => v4,
+        }
+    }
+
+    /// Charges one request to its budget, or refuses it with how long to wait.
+    pub fn admit(&self, route: Route, client: &Client) -> Result<(), RelayError> {
+        if !self.settings.rate_limits {
+            return Ok(());
+        }
+        let (limiter, refusal, what) = match (client.peer, route) {
+            (true, _) => (&self.peer, Refusal::RatePeer, "requests from a peer"),
+            (false, Route::Send) => (&self.send, Refusal::RateSend, "/send"),
+            (false, Route::Fetch) => (&self.fetch, Refusal::RateFetch, "/fetch"),
+            (false, Route::Other) => (&self.other, Refusal::RateOther, "requests"),
+        };
+        limiter.check_key(&client.key).map_err(|not_until| {
+            self.count(refusal);
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            RelayError::RateLimited {
+                what,
+                retry_after: wait.max(Duration::from_millis(1)),
+            }
+        })
+    }
+
+    /// Counts a long-poll about to park against its address, or refuses it.
+    pub fn park(&self, client: &Client) -> Result<Waiting<'_>, RelayError> {
+        let mut waiting = self.waiting.lock();
+        let n = waiting.entry(client.key).or_default();
+        if *n >= self.settings.max_waiting_per_address && !client.peer && self.settings.rate_limits
+        {
+            drop(waiting);
+            self.count(Refusal::TooManyWaiting);
+            return Err(RelayError::RateLimited {
+                what: "long-polls waiting at once",
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        *n += 1;
+        Ok(Waiting {
+            admission: self,
+            key: client.key,
+        })
+    }
+
+    pub fn count(&self, refusal: Refusal) {
+        let i = Refusal::ALL
+            .iter()
+            .position(|r| *r == refusal)
+            .expect("every refusal is listed");
+        self.refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals so far, by reason.
+    pub fn refusals(&self) -> Vec<(Refusal, u64)> {
+        Refusal::ALL
+            .iter()
+            .zip(&self.refused)
+            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Forgets every address whose budget is full again; returns how many are still held.
+    pub fn prune(&self) -> usize {
+        let mut held = 0;
+        for l in [&self.send, &self.fetch, &self.other, &self.peer] {
+            l.retain_recent();
+            l.shrink_to_fit();
+            held += l.len();
+        }
+        held
+    }
+
+    /// For `/status`: the settings and the refusals.
+    pub fn report(&self) -> serde_json::Value {
+        let s = &self.settings;
+        let rate = |r: Rate| serde_json::json!({ "per_sec": r.per_sec, "burst": r.burst });
+        let refused: serde_json::Map<String, serde_json::Value> = self
+            .refusals()
+            .into_iter()
+            .map(|(r, n)| (r.name().to_owned(), n.into()))
+            .collect();
+        let tracked: usize = [&self.send, &self.fetch, &self.other, &self.peer]
+            .iter()
+            .map(|l| l.len())
+            .sum();
+        serde_json::json!({
+            "rate_limits": s.rate_limits,
+            "rates": {
+                "send": rate(s.send),
+                "fetch": rate(s.fetch),
+                "other": rate(s.other),
+                "peer": rate(s.peer),
+            },
+            "ipv6_prefix": s.ipv6_prefix,
+            "max_waiting_per_address": s.max_waiting_per_address,
+            "quotas": {
+                "recipient_packets": s.quotas.recipient_packets,
+                "recipient_bytes": s.quotas.recipient_bytes,
+                "stored_packets": s.quotas.stored_packets,
+                "stored_bytes": s.quotas.stored_bytes,
+            },
+            "addresses_tracked": tracked,
+            "refused": refused,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(f: impl FnOnce(&mut AdmissionSettings)) -> Admission {
+        let mut s = AdmissionSettings::default();
+        f(&mut s);
+        Admission::new(s)
+    }
+
+    fn at(ip: &str) -> Option<SocketAddr> {
+        Some(SocketAddr::new(ip.parse().unwrap(), 40000))
+    }
+
+    #[test]
+    fn a_burst_is_admitted_then_refused_with_a_wait_and_counted() {
+        let a = admission(|s| {
+            s.send = Rate {
+                per_sec: 1,
+                burst: 3,
+            }
+        });
+        let c = a.client(at("192.0.2.1"), &HeaderMap::new());
+        for _ in 0..3 {
+            a.admit(Route::Send, &c).unwrap();
+        }
+        let err = a.admit(Route::Send, &c).unwrap_err();
+        let RelayError::RateLimited { retry_after, .. } = err else {
+            panic!("{err}");
+        };
+        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1));
+        // Another address, and another route of the same address, have budgets of their own.
+        a.admit(Route::Send, &a.client(at("192.0.2.2"), &HeaderMap::new()))
+            .unwrap();
+        a.admit(Route::Fetch, &c).unwrap();
+        let refused = a.refusals();
+        assert_eq!(refused[0], (Refusal::RateSend, 1));
+        assert!(refused[1..].iter().all(|(_, n)| *n == 0));
+    }
+
+    #[test]
+    fn ipv6_is_charged_by_its_prefix_and_mapped_ipv4_as_ipv4() {
+        let a = admission(|_| {});
+        let h = HeaderMap::new();
+        assert_eq!(
+            a.client(at("2001:db8:1:2:aaaa::1"), &h).key,
+            a.client(at("2001:db8:1:2:ffff::9"), &h).key
+        );
+        assert_ne!(
+            a.client(at("2001:db8:1:2::1"), &h).key,
+            a.client(at("2001:db8:1:3::1"), &h).key
+        );
+        assert_eq!(
+            a.client(at("::ffff:192.0.2.7"), &h).key,
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+        let a = admission(|s| s.trusted_proxies = vec![IpRange::parse("10.0.0.0/8").unwrap()]);
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "198.51.100.9, 10.1.1.1".parse().unwrap());
+        // From the proxy: the nearest untrusted hop.
+        assert_eq!(
+            a.client(at("10.0.0.5"), &h).key,
+            "198.51.100.9".parse::<IpAddr>().unwrap()
+        );
+        // From anyone else: the header is theirs to forge, so it is ignored.
+        assert_eq!(
+            a.client(at("203.0.113.4"), &h).key,
+            "203.0.113.4".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn configured_peers_have_their_own_budget() {
+        let a = admission(|s| {
+            s.send = Rate {
+                per_sec: 1,
+                burst: 1,
+            }
+        });
+        a.resolve_peers(&[PeerAddr::parse("127.0.0.9:7000").unwrap()])
+            .await;
+        let peer = a.client(at("127.0.0.9"), &HeaderMap::new());
+        assert!(peer.peer);
+        for _ in 0..100 {
+            a.admit(Route::Send, &peer).unwrap();
+        }
+        let stranger = a.client(at("127.0.0.8"), &HeaderMap::new());
+        assert!(!stranger.peer);
+        a.admit(Route::Send, &stranger).unwrap();
+        assert!(a.admit(Route::Send, &stranger).is_err());
+    }
+
+    #[test]
+    fn parked_long_polls_are_bounded_per_address() {
+        let a = admission(|s| s.max_waiting_per_address = 2);
+        let c = a.client(at("192.0.2.1"), &HeaderMap::new());
+        let one = a.park(&c).unwrap();
+        let _two = a.park(&c).unwrap();
+        assert!(a.park(&c).is_err());
+        drop(one);
+        let _three = a.park(&c).unwrap();
+        assert_eq!(a.refusals()[4], (Refusal::TooManyWaiting, 1));
+    }
+
+    #[test]
+    fn ranges_and_settings_are_checked() {
+        assert!(
+            IpRange::parse("10.0.0.0/8")
+                .unwrap()
+                .contains("10.9.9.9".parse().unwrap())
+        );
+        assert!(
+            !IpRange::parse("10.0.0.0/8")
+                .unwrap()
+                .contains("11.0.0.1".parse().unwrap())
+        );
+        assert!(
+            IpRange::parse("::/0")
+                .unwrap()
+                .contains("2001:db8::1".parse().unwrap())
+        );
+        assert!(IpRange::parse("10.0.0.0/33").is_err());
+        assert!(IpRange::parse("nope").is_err());
+        let bad = AdmissionFile {
+            send_per_sec: Some(0),
+            ..AdmissionFile::default()
+        };
+        assert!(bad.settings().unwrap_err().contains("send_per_sec"));
+        let bad = AdmissionFile {
+            max_stored_bytes: Some(0),
+            ..AdmissionFile::default()
+        };
+        assert!(bad.settings().unwrap_err().contains("max_stored_bytes"));
+    }
+}
