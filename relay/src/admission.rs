@@ -322,25 +322,42 @@ pub struct Admission {
     /// The configured peers' addresses, resolved (again by [`Admission::resolve_peers`]).
     peer_ips: RwLock<HashSet<IpAddr>>,
     waiting: Mutex<HashMap<IpAddr, usize>>,
+    /// Refusals being held back, per address (see [`Admission::hold`]).
+    held: Mutex<HashMap<IpAddr, usize>>,
     refused: [AtomicU64; Refusal::ALL.len()],
 }
 
+/// Refusals held back at once for one address, and in all: beyond these, a refusal is
+/// answered at once and the connection closed.
+const HELD_PER_ADDRESS: usize = 32;
+const HELD_IN_ALL: usize = 4096;
+/// How long a refusal is held back.
+const MAX_HOLD: Duration = Duration::from_secs(1);
+
 /// A parked long-poll, counted against its address until dropped.
 pub struct Waiting<'a> {
-    admission: &'a Admission,
+    counts: &'a Mutex<HashMap<IpAddr, usize>>,
     key: IpAddr,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut waiting = self.admission.waiting.lock();
-        if let Some(n) = waiting.get_mut(&self.key) {
+        let mut counts = self.counts.lock();
+        if let Some(n) = counts.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                waiting.remove(&self.key);
+                counts.remove(&self.key);
             }
         }
     }
+}
+
+/// How a refusal is to be answered.
+pub enum Hold<'a> {
+    /// After waiting this long (the slot is released when dropped).
+    For(Duration, Waiting<'a>),
+    /// At once, closing the connection: the address holds too many refusals already.
+    CloseNow,
 }
 
 impl Admission {
@@ -353,6 +370,7 @@ impl Admission {
             settings,
             peer_ips: RwLock::new(HashSet::new()),
             waiting: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             refused: Default::default(),
         }
     }
@@ -471,9 +489,35 @@ impl Admission {
         }
         *n += 1;
         Ok(Waiting {
-            admission: self,
+            counts: &self.waiting,
             key: client.key,
         })
+    }
+
+    /// A client over its rate is answered only after [`MAX_HOLD`] (its own wait is often a
+    /// few milliseconds, too short to slow anyone): an HTTP/1.1 client waits for each answer before its next request on
+    /// that connection, so a flooder that ignores `Retry-After` is slowed to its connections
+    /// per second instead of costing the relay a request parse per microsecond, while the
+    /// relay holds only a timer. Bounded per address and in all; beyond that the refusal is
+    /// immediate and the connection closed.
+    pub fn hold(&self, client: &Client) -> Hold<'_> {
+        let mut held = self.held.lock();
+        let total: usize = held.values().sum();
+        let n = held.entry(client.key).or_default();
+        if *n >= HELD_PER_ADDRESS || total >= HELD_IN_ALL {
+            if *n == 0 {
+                held.remove(&client.key);
+            }
+            return Hold::CloseNow;
+        }
+        *n += 1;
+        Hold::For(
+            MAX_HOLD,
+            Waiting {
+                counts: &self.held,
+                key: client.key,
+            },
+        )
     }
 
     pub fn count(&self, refusal: Refusal) {

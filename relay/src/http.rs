@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Client, Route};
+use crate::admission::{Client, Hold, Route};
 use crate::config::{MAX_WAIT_SECS, RelayConfig};
 use crate::error::RelayError;
 use crate::ingest::{Ingest, Source};
@@ -83,7 +83,30 @@ async fn count_requests(
         .map(|c| c.0);
     let client = admission.client(socket, req.headers());
     if let Err(refused) = admission.admit(Route::of(req.uri().path()), &client) {
-        return refused.into_response();
+        if !matches!(refused, RelayError::RateLimited { .. }) {
+            return refused.into_response();
+        }
+        return match admission.hold(&client) {
+            Hold::For(wait, _slot) => {
+                tokio::time::sleep(wait).await;
+                let RelayError::RateLimited { what, retry_after } = refused else {
+                    unreachable!("matched above")
+                };
+                RelayError::RateLimited {
+                    what,
+                    retry_after: retry_after.saturating_sub(wait),
+                }
+                .into_response()
+            }
+            Hold::CloseNow => {
+                let mut response = refused.into_response();
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                response
+            }
+        };
     }
     req.extensions_mut().insert(client);
     next.run(req).await
