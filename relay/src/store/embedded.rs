@@ -1,7 +1,7 @@
 //! The fjall store: `fjall` (a log-structured key-value store) in the relay's data
 //! directory, the embedded store until 2026-12, when the append-only log (`store::log`)
 //! replaced it. Kept to migrate the data directories it wrote ([`export`]) and to measure
-//! against; a relay no longer opens it.
+//! against; a relay no longer opens it, so it does not check [`super::Quotas`].
 //!
 //! All writes go through one writer thread that commits whatever has queued up as one batch
 //! with an fsync (group commit): a `/send` is acknowledged only after its batch is on disk,

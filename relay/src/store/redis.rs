@@ -5,6 +5,11 @@
 //! outlives the packet by the retention period. One Lua script makes the checks and all writes
 //! of a `put` atomic; purge drops expired hashes from both global sets together.
 //!
+//! Quotas ([`super::Quotas`]) are checked in the same script: per recipient (`q:<fp>`) and for
+//! the store (`qall`), a sorted set of `bytes:hash` by expiry beside a byte counter (`qb:<fp>`,
+//! `qbytes`); the script drops what expired from them (and its bytes from the counter) before
+//! it counts.
+//!
 //! The arrival set (`arrivals`) is newer than the others: when its marker key
 //! (`arrivals_built`) is absent, [`RedisStore::open`] builds it from `all` (every live hash),
 //! reading each packet's seq from the start of its value, and sets the marker only once done,
