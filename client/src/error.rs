@@ -138,7 +138,10 @@ mod tests {
             assert!(api.message.contains("connection closed"), "{}", api.message);
         }
         // The same codes raised by a server, with no transport cause, keep their names.
-        assert_eq!(ApiError::from_status(&Status::cancelled("stop")).code, "cancelled");
+        assert_eq!(
+            ApiError::from_status(&Status::cancelled("stop")).code,
+            "cancelled"
+        );
         assert_eq!(ApiError::from_status(&Status::unknown("?")).code, "unknown");
     }
 
