@@ -13,6 +13,7 @@ pub mod hash;
 pub mod key;
 pub mod protocol;
 pub mod reconcile;
+pub mod stamp;
 
 pub use envelope::{Opened, open, seal};
 pub use error::{Error, Result};

@@ -105,8 +105,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// The admission settings (`[admission]` in the relay's TOML file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmissionSettings {
-    /// Rate limits and the bound on parked long-polls at all (on by default; off for a
-    /// private relay, or a load test). Quotas apply either way.
+    /// Rate limits, the bound on parked long-polls and `auto` stamps at all (on by default;
+    /// off for a private relay, or a load test). Quotas and `stamp = always` apply either way.
     pub rate_limits: bool,
     pub send: Rate,
     pub fetch: Rate,
@@ -121,6 +121,36 @@ pub struct AdmissionSettings {
     /// Long-polls one address may have parked at once.
     pub max_waiting_per_address: usize,
     pub quotas: Quotas,
+    /// When `/send` must carry a proof-of-work stamp (`jasper_core::stamp`).
+    pub stamp: StampPolicy,
+}
+
+/// When a proof-of-work stamp is demanded of `/send` (never of a configured peer's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StampPolicy {
+    pub mode: StampMode,
+    /// Leading zero bits asked (at most `jasper_core::stamp::MAX_BITS`).
+    pub bits: u32,
+    /// `auto`: demanded while the relay's `/send` rate from clients is above this.
+    pub above_sends_per_sec: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StampMode {
+    Off,
+    /// Only while `/send` is busier than [`StampPolicy::above_sends_per_sec`] (a flood).
+    Auto,
+    Always,
+}
+
+impl StampMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            StampMode::Off => "off",
+            StampMode::Auto => "auto",
+            StampMode::Always => "always",
+        }
+    }
 }
 
 impl Default for AdmissionSettings {
@@ -148,6 +178,13 @@ impl Default for AdmissionSettings {
             ipv6_prefix: 64,
             trusted_proxies: Vec::new(),
             max_waiting_per_address: 64,
+            // 2^16 hashes, tens of milliseconds on a phone, per packet: nothing for a person,
+            // a wall for a flood; asked only while /send is far busier than people make it.
+            stamp: StampPolicy {
+                mode: StampMode::Auto,
+                bits: 16,
+                above_sends_per_sec: 1000,
+            },
             quotas: Quotas {
                 // A week of 100 messages a day from 14 contacts, several times over.
                 recipient_packets: 10_000,
@@ -181,6 +218,10 @@ pub struct AdmissionFile {
     pub recipient_max_bytes: Option<u64>,
     pub max_stored_packets: Option<u64>,
     pub max_stored_bytes: Option<u64>,
+    /// `off`, `auto` or `always`.
+    pub stamp: Option<String>,
+    pub stamp_bits: Option<u32>,
+    pub stamp_above_sends_per_sec: Option<u64>,
 }
 
 impl AdmissionFile {
@@ -207,7 +248,36 @@ impl AdmissionFile {
             Some(0) => Err(format!("admission.{name} must be at least 1")),
             v => Ok(v.unwrap_or(d)),
         };
+        let stamp = StampPolicy {
+            mode: match self.stamp.as_deref() {
+                None => d.stamp.mode,
+                Some("off") => StampMode::Off,
+                Some("auto") => StampMode::Auto,
+                Some("always") => StampMode::Always,
+                Some(other) => {
+                    return Err(format!(
+                        "admission.stamp = {other:?}: expected \"off\", \"auto\" or \"always\""
+                    ));
+                }
+            },
+            bits: match self.stamp_bits {
+                None => d.stamp.bits,
+                Some(b) if (1..=jasper_core::stamp::MAX_BITS).contains(&b) => b,
+                Some(_) => {
+                    return Err(format!(
+                        "admission.stamp_bits must be 1 to {}",
+                        jasper_core::stamp::MAX_BITS
+                    ));
+                }
+            },
+            above_sends_per_sec: positive(
+                self.stamp_above_sends_per_sec,
+                d.stamp.above_sends_per_sec,
+                "stamp_above_sends_per_sec",
+            )?,
+        };
         Ok(AdmissionSettings {
+            stamp,
             rate_limits: self.rate_limits.unwrap_or(d.rate_limits),
             send: rate(self.send_per_sec, self.send_burst, d.send, "send")?,
             fetch: rate(self.fetch_per_sec, self.fetch_burst, d.fetch, "fetch")?,
@@ -287,10 +357,11 @@ pub enum Refusal {
     TooManyWaiting,
     RecipientFull,
     StorageFull,
+    StampRequired,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::RateSend,
         Refusal::RateFetch,
         Refusal::RateOther,
@@ -298,6 +369,7 @@ impl Refusal {
         Refusal::TooManyWaiting,
         Refusal::RecipientFull,
         Refusal::StorageFull,
+        Refusal::StampRequired,
     ];
 
     pub fn name(self) -> &'static str {
@@ -309,6 +381,7 @@ impl Refusal {
             Refusal::TooManyWaiting => "too_many_waiting",
             Refusal::RecipientFull => "recipient_full",
             Refusal::StorageFull => "storage_full",
+            Refusal::StampRequired => "stamp_required",
         }
     }
 }
@@ -325,6 +398,9 @@ pub struct Admission {
     /// Refusals being held back, per address (see [`Admission::hold`]).
     held: Mutex<HashMap<IpAddr, usize>>,
     refused: [AtomicU64; Refusal::ALL.len()],
+    /// `/send` requests from clients (not peers) in the current second, and the last full
+    /// second's count: the rate `auto` stamps go by.
+    sends: Mutex<(std::time::Instant, u64, u64)>,
 }
 
 /// Refusals held back at once for one address, and in all: beyond these, a refusal is
@@ -372,6 +448,7 @@ impl Admission {
             waiting: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             refused: Default::default(),
+            sends: Mutex::new((std::time::Instant::now(), 0, 0)),
         }
     }
 
@@ -474,6 +551,51 @@ impl Admission {
         })
     }
 
+    /// Counts one `/send` from a client towards the rate `auto` stamps go by.
+    pub fn count_send(&self, client: &Client) {
+        if client.peer {
+            return;
+        }
+        let mut s = self.sends.lock();
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(s.0);
+        if elapsed >= Duration::from_secs(1) {
+            // The second that ended is the rate; a gap of several seconds means none.
+            let last = if elapsed < Duration::from_secs(2) {
+                s.1
+            } else {
+                0
+            };
+            *s = (now, 0, last);
+        }
+        s.1 += 1;
+    }
+
+    /// The bits a `/send` from `client` must carry a stamp of now, if any.
+    pub fn stamp_required(&self, client: &Client) -> Option<u32> {
+        let policy = self.settings.stamp;
+        if client.peer {
+            return None;
+        }
+        match policy.mode {
+            StampMode::Off => None,
+            StampMode::Always => Some(policy.bits),
+            // A relay without rate limits is a private one or a load test: no flood to meet.
+            StampMode::Auto if !self.settings.rate_limits => None,
+            StampMode::Auto => {
+                let s = self.sends.lock();
+                // The busier of the last full second and the one under way, as of now (the
+                // window only moves when a send comes).
+                let rate = match s.0.elapsed() {
+                    e if e < Duration::from_secs(1) => s.1.max(s.2),
+                    e if e < Duration::from_secs(2) => s.1,
+                    _ => 0,
+                };
+                (rate > policy.above_sends_per_sec).then_some(policy.bits)
+            }
+        }
+    }
+
     /// Counts a long-poll about to park against its address, or refuses it.
     pub fn park(&self, client: &Client) -> Result<Waiting<'_>, RelayError> {
         let mut waiting = self.waiting.lock();
@@ -571,6 +693,16 @@ impl Admission {
             },
             "ipv6_prefix": s.ipv6_prefix,
             "max_waiting_per_address": s.max_waiting_per_address,
+            "stamp": {
+                "mode": s.stamp.mode.name(),
+                "bits": s.stamp.bits,
+                "above_sends_per_sec": s.stamp.above_sends_per_sec,
+                "required_now": self.stamp_required(&Client {
+                    ip: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                    key: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                    peer: false,
+                }).is_some(),
+            },
             "quotas": {
                 "recipient_packets": s.quotas.recipient_packets,
                 "recipient_bytes": s.quotas.recipient_bytes,

@@ -110,8 +110,8 @@ pub struct Args {
     /// or `flood` (push every packet to every peer).
     #[arg(long, env = "JASPER_RELAY_BROADCAST")]
     pub broadcast: Option<String>,
-    /// `off` lifts the per-address rate limits and the bound on parked long-polls (a private
-    /// relay, a load test); `on` by default. Storage quotas apply either way.
+    /// `off` lifts the per-address rate limits, the bound on parked long-polls and automatic
+    /// stamps (a private relay, a load test); `on` by default. Storage quotas apply either way.
     #[arg(long, env = "JASPER_RELAY_RATE_LIMITS")]
     pub rate_limits: Option<String>,
     /// Log as JSON lines instead of text.

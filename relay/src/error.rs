@@ -50,6 +50,9 @@ pub enum RelayError {
         "recipient {0} holds as much as this relay keeps for one key; try again when some of it expires"
     )]
     RecipientFull(String),
+    /// `/send` must carry a proof-of-work stamp of `bits` (docs/protocol.md, "Stamps").
+    #[error("this relay asks a proof-of-work stamp of {bits} bits with /send{detail}")]
+    StampRequired { bits: u32, detail: String },
     /// The store holds as much as this relay is configured to keep.
     #[error("this relay's storage is full; try another relay")]
     StorageFull,
@@ -89,6 +92,9 @@ impl RelayError {
             RelayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             RelayError::RecipientFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "recipient_full"),
             RelayError::StorageFull => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+            RelayError::StampRequired { .. } => {
+                (StatusCode::PRECONDITION_REQUIRED, "stamp_required")
+            }
             RelayError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             RelayError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             RelayError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
@@ -104,7 +110,12 @@ impl IntoResponse for RelayError {
         } else {
             tracing::debug!(code, error = %self, "request refused");
         }
-        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        let mut body =
+            serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        if let RelayError::StampRequired { bits, .. } = &self {
+            // What to compute, in the answer itself (it is in `/status` too).
+            body["error"]["bits"] = (*bits).into();
+        }
         let mut response = (status, axum::Json(body)).into_response();
         if let RelayError::RateLimited { retry_after, .. } = &self {
             // Whole seconds, rounded up (RFC 9110): never "0", which would invite a retry storm.

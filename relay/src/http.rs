@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Client, Hold, Route};
+use crate::admission::{Client, Hold, Refusal, Route};
 use crate::config::{MAX_WAIT_SECS, RelayConfig};
 use crate::error::RelayError;
 use crate::ingest::{Ingest, Source};
@@ -30,7 +30,7 @@ use crate::mesh::peer::{Offence, PeerAddr};
 use crate::mesh::reconcile::{MAX_RANGE_ITEMS, ReconcileRequest, encode_answer};
 use crate::mesh::sketch::{SKETCH_SYMBOLS, SnapshotMiss, sketch_of};
 use crate::mesh::tree::{Beacon, MAX_ANNOUNCE_HASHES};
-use crate::store::PutOutcome;
+use crate::store::{NewPacket, PutOutcome};
 
 /// Most packets one `/fetch {hashes}` may ask for (relays pull in chunks of 500).
 pub const MAX_FETCH_HASHES: usize = 1000;
@@ -82,7 +82,8 @@ async fn count_requests(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let client = admission.client(socket, req.headers());
-    if let Err(refused) = admission.admit(Route::of(req.uri().path()), &client) {
+    let route = Route::of(req.uri().path());
+    if let Err(refused) = admission.admit(route, &client) {
         if !matches!(refused, RelayError::RateLimited { .. }) {
             return refused.into_response();
         }
@@ -107,6 +108,9 @@ async fn count_requests(
                 response
             }
         };
+    }
+    if route == Route::Send {
+        admission.count_send(&client);
     }
     req.extensions_mut().insert(client);
     next.run(req).await
@@ -180,6 +184,9 @@ async fn send(
     let packet: Packet = parse(&bytes)?;
     let np = state.ingest.validate(&packet)?;
     let hash = np.hash;
+    if let Some(bits) = state.ingest.admission.stamp_required(&client) {
+        check_stamp(&state, &bytes, &np, bits)?;
+    }
     let from = caller_relay(&headers).filter(|a| state.mesh.book.contains(a));
     let outcome = match state.ingest.accept(np, Source::Send(from.clone())).await {
         Err(e @ RelayError::RecipientFull(_)) => {
@@ -201,6 +208,31 @@ async fn send(
         axum::Json(json!({ "ok": true, "hash": hash.to_string(), "stored": stored }))
             .into_response(),
     )
+}
+
+/// The `stamp` of a `/send` body (read only when one is asked).
+#[derive(Deserialize)]
+struct StampField {
+    #[serde(default)]
+    stamp: Option<Value>,
+}
+
+fn check_stamp(state: &AppState, body: &[u8], np: &NewPacket, bits: u32) -> Result<(), RelayError> {
+    let refuse = |detail: String| {
+        state.ingest.admission.count(Refusal::StampRequired);
+        RelayError::StampRequired { bits, detail }
+    };
+    let field: StampField = serde_json::from_slice(body).unwrap_or(StampField { stamp: None });
+    match field.stamp {
+        None | Some(Value::Null) => Err(refuse(String::new())),
+        Some(Value::String(text)) => {
+            jasper_core::stamp::check(&np.hash, &np.recipient_fp, &text, bits)
+                .map_err(|e| refuse(format!(": {e}")))
+        }
+        Some(_) => Err(refuse(
+            ": `stamp` must be a string of 16 hexadecimal digits".into(),
+        )),
+    }
 }
 
 /// `/fetch` body as accepted: `recipient` is checked first, as the spec says.
@@ -613,7 +645,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
         "instance": state.mesh.instance,
         "extensions": [
             "status", "fetch.wait", "fetch.since", "expires_at", "sync.prefix", "sync.recent",
-            "sync.reconcile", "sync.reconcile.range", "mesh.tree",
+            "sync.reconcile", "sync.reconcile.range", "mesh.tree", "send.stamp",
         ],
         "stored_messages": stored,
         "load": {

@@ -428,3 +428,108 @@ async fn a_flood_from_one_address_leaves_the_honest_client_its_latency() {
         "{s}"
     );
 }
+
+/// The packet's JSON with a stamp of `bits` (`jasper_core::stamp`) added.
+fn stamped(p: &Packet, bits: u32) -> Value {
+    let hash = jasper_core::MessageHash::parse(&p.hash, "hash").unwrap();
+    let fp = jasper_core::PublicKey::from_text(&p.recipient)
+        .unwrap()
+        .fingerprint();
+    let mut body = serde_json::to_value(p).unwrap();
+    body["stamp"] =
+        jasper_core::stamp::format(jasper_core::stamp::solve(&hash, &fp, bits, 0)).into();
+    body
+}
+
+#[tokio::test]
+async fn a_relay_that_asks_stamps_refuses_without_one_and_takes_a_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = with_config(
+        dir.path(),
+        "[admission]\nstamp = \"always\"\nstamp_bits = 10\n",
+    );
+    let keys = recipients();
+    let http = client_at("127.0.0.2");
+    let url = relay.url("/send");
+    let p = packet(&keys[0], "stamped");
+
+    let (code, answer, _) = post(&http, &url, &p).await;
+    assert_eq!(
+        (code, answer["error"]["code"].as_str()),
+        (428, Some("stamp_required")),
+        "{answer}"
+    );
+    assert_eq!(answer["error"]["bits"], 10, "{answer}");
+    for (bad, says) in [
+        (json!("nothex"), "16 hexadecimal digits"),
+        (json!(12), "must be a string"),
+    ] {
+        let mut body = serde_json::to_value(&p).unwrap();
+        body["stamp"] = bad;
+        let (code, answer, _) = post(&http, &url, &body).await;
+        assert_eq!(code, 428, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    // A stamp made for another packet does not pass for this one.
+    let other = stamped(&packet(&keys[0], "another"), 10);
+    let mut body = serde_json::to_value(&p).unwrap();
+    body["stamp"] = other["stamp"].clone();
+    assert_eq!(post(&http, &url, &body).await.0, 428);
+
+    let (code, answer, _) = post(&http, &url, &stamped(&p, 10)).await;
+    assert_eq!((code, &answer["stored"]), (200, &json!(true)), "{answer}");
+    let s = status(&relay).await;
+    assert!(
+        s["extensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("send.stamp")),
+        "{s}"
+    );
+    assert_eq!(s["admission"]["stamp"]["mode"], "always", "{s}");
+    assert_eq!(s["admission"]["stamp"]["required_now"], true, "{s}");
+    assert_eq!(s["admission"]["refused"]["stamp_required"], 4, "{s}");
+}
+
+#[tokio::test]
+async fn stamps_are_asked_only_while_send_is_busier_than_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = with_config(
+        dir.path(),
+        "[admission]\nstamp_bits = 8\nstamp_above_sends_per_sec = 5\n",
+    );
+    let keys = recipients();
+    let http = client_at("127.0.0.2");
+    let url = relay.url("/send");
+    assert_eq!(
+        status(&relay).await["admission"]["stamp"]["required_now"],
+        false
+    );
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        codes.push(
+            post(&http, &url, &packet(&keys[i % 3], &format!("busy {i}")))
+                .await
+                .0,
+        );
+    }
+    // The first five in the second go through; past the threshold a stamp is asked...
+    assert_eq!(&codes[..5], &[200; 5], "{codes:?}");
+    assert!(codes[6..].iter().all(|c| *c == 428), "{codes:?}");
+    // ...and a stamped packet is taken while it is.
+    let p = packet(&keys[0], "busy, stamped");
+    assert_eq!(post(&http, &url, &stamped(&p, 8)).await.0, 200);
+    // Two quiet seconds later, no stamp is asked.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        status(&relay).await["admission"]["stamp"]["required_now"],
+        false
+    );
+    assert_eq!(
+        post(&http, &url, &packet(&keys[1], "quiet again")).await.0,
+        200
+    );
+}

@@ -105,9 +105,13 @@ impl RelayClient {
         Ok((status, out, started.elapsed()))
     }
 
-    /// Sends a packet; `Ok(latency)` when the relay accepted it (or already held it).
+    /// Sends a packet; `Ok(latency)` when the relay accepted it (or already held it). A relay
+    /// that asks a proof-of-work stamp (`428 stamp_required`, extension `send.stamp`) gets
+    /// one computed and the packet again, once; one that asks more than
+    /// [`jasper_core::stamp::MAX_BITS`] is a failure to try elsewhere. `429` (a rate limit) is
+    /// transient, whatever else 4xx means.
     pub async fn send(&self, relay: &str, packet_json: &str) -> Result<Duration, RelayFailure> {
-        let (status, body, took) = self
+        let (mut status, mut body, mut took) = self
             .post(
                 relay,
                 "/send",
@@ -115,8 +119,24 @@ impl RelayClient {
                 Duration::ZERO,
             )
             .await?;
+        if status == 428 && error_code(&body).as_deref() == Some("stamp_required") {
+            let bits = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["bits"].as_u64())
+                .unwrap_or(0) as u32;
+            let stamped = stamp(packet_json, bits).await.map_err(|e| {
+                RelayFailure::Transient(format!("{relay}/send asks a stamp we will not make: {e}"))
+            })?;
+            let started = Instant::now();
+            let (s, b, _) = self.post(relay, "/send", stamped, Duration::ZERO).await?;
+            (status, body, took) = (s, b, took + started.elapsed());
+        }
         match status {
             200..=299 => Ok(took),
+            429 => Err(RelayFailure::Transient(format!(
+                "{relay}/send: rate limited: {}",
+                error_message(&body)
+            ))),
             400..=499 => Err(RelayFailure::Rejected {
                 status,
                 message: error_message(&body),
@@ -264,9 +284,119 @@ impl RelayClient {
     }
 }
 
+/// The packet's JSON with a stamp of `bits` added (`jasper_core::stamp`), computed off the
+/// async threads.
+async fn stamp(packet_json: &str, bits: u32) -> Result<Vec<u8>, String> {
+    if bits == 0 || bits > jasper_core::stamp::MAX_BITS {
+        return Err(format!(
+            "{bits} bits (we make 1 to {})",
+            jasper_core::stamp::MAX_BITS
+        ));
+    }
+    let mut body: serde_json::Value =
+        serde_json::from_str(packet_json).map_err(|e| format!("our packet: {e}"))?;
+    let hash = jasper_core::MessageHash::parse(body["hash"].as_str().unwrap_or_default(), "hash")
+        .map_err(|e| e.to_string())?;
+    let fp = jasper_core::PublicKey::from_text(body["recipient"].as_str().unwrap_or_default())
+        .map_err(|e| e.to_string())?
+        .fingerprint();
+    // A random start, so that two sends of one packet do not redo the same work in order.
+    let from: u64 = rand::random();
+    let nonce =
+        tokio::task::spawn_blocking(move || jasper_core::stamp::solve(&hash, &fp, bits, from))
+            .await
+            .map_err(|e| format!("stamp task: {e}"))?;
+    body["stamp"] = jasper_core::stamp::format(nonce).into();
+    Ok(serde_json::to_vec(&body).expect("serialises"))
+}
+
+fn error_code(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+}
+
 fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use jasper_test::relay::Relay;
+
+    /// A real relay that asks a stamp of every `/send` (`stamp = "always"`): the client makes
+    /// one and the packet is stored; a relay asking more than we make is a transient failure,
+    /// and a rate limit (429) is transient too, not a rejection of the packet.
+    #[tokio::test]
+    async fn a_relay_asking_a_stamp_gets_one_and_a_rate_limit_is_transient() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = |name: &str, toml: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("relay.toml"), toml).unwrap();
+            Relay::builder(&d)
+                .args([
+                    "--config".to_owned(),
+                    d.join("relay.toml").display().to_string(),
+                ])
+                .start()
+        };
+        let stamps = start(
+            "stamps",
+            "[admission]\nstamp = \"always\"\nstamp_bits = 12\n",
+        );
+        let limited = start("limited", "[admission]\nsend_per_sec = 1\nsend_burst = 1\n");
+        let key = jasper_core::PrivateKey::generate().unwrap().public_key();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let packet = |text: &str| {
+            let message = b64.encode(text);
+            serde_json::to_string(&Packet {
+                recipient: key.to_text().to_owned(),
+                hash: jasper_core::MessageHash::of_message(&message).to_string(),
+                message,
+                signature: b64.encode("signature"),
+                expires_at: None,
+            })
+            .unwrap()
+        };
+        let client = RelayClient::new(Duration::from_secs(10));
+        client
+            .send(&stamps.addr(), &packet("stamped by the client"))
+            .await
+            .expect("sent with a stamp");
+        let status: serde_json::Value = reqwest::get(stamps.url("/status"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["stored_messages"], 1, "{status}");
+        assert_eq!(
+            status["admission"]["refused"]["stamp_required"], 1,
+            "{status}"
+        );
+
+        client
+            .send(&limited.addr(), &packet("first"))
+            .await
+            .unwrap();
+        match client.send(&limited.addr(), &packet("second")).await {
+            Err(RelayFailure::Transient(e)) => assert!(e.contains("rate limited"), "{e}"),
+            other => panic!("a 429 must be transient: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn more_bits_than_we_make_are_refused_before_any_work() {
+        let err = stamp("{}", jasper_core::stamp::MAX_BITS + 1)
+            .await
+            .unwrap_err();
+        assert!(err.contains("25 bits"), "{err}");
+        assert!(stamp("{}", 0).await.is_err());
+    }
 }
