@@ -1,5 +1,6 @@
 //! The engine's one configuration struct, filled by its shell (daemon flags, FFI arguments).
 
+use crate::messages::budget::OpenBudgetConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub struct EngineConfig {
     /// sender's own key with the recipient's by time (docs/threat-model.md). Only this key's
     /// other logins wait for it. Zero sends it at once.
     pub sent_copy_delay: Duration,
+    /// Private-key operations the packets of one RX relay may cost us, per minute and at once
+    /// (`messages/budget.rs`): a flood of well-formed junk is opened at this pace, no faster.
+    pub open_budget: OpenBudgetConfig,
 }
 
 impl EngineConfig {
@@ -72,6 +76,7 @@ impl EngineConfig {
             anonymity: AnonymityMode::Strict,
             witness_interval: Duration::from_secs(2),
             sent_copy_delay: Duration::from_secs(30),
+            open_budget: OpenBudgetConfig::default(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - discovery refreshes relay lists and load figures (`relays/discovery.rs`);
 //! - transparent mode runs its sessions and calls (`transparent/`).
 
+use crate::messages::budget::OpenBudget;
 use std::sync::Arc;
 
 use jasper_core::PrivateKey;
@@ -62,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) identity_ready: Notify,
     pub(crate) stop: CancellationToken,
     pub(crate) transparent: Arc<TransparentCore>,
+    /// What packets from each RX relay may cost in private-key operations.
+    pub(crate) open_budget: OpenBudget,
 }
 
 impl Engine {
@@ -117,6 +120,7 @@ impl Engine {
             client: RelayClient::new(config.relay_timeout),
             anonymity: AnonymityState::default(),
             witness: WitnessState::default(),
+            open_budget: OpenBudget::default(),
             transparent: Arc::new(TransparentCore::new(
                 transparent_config,
                 Box::new(EngineHost(weak.clone())),

@@ -288,3 +288,91 @@ async fn sent_copies_leave_at_random_times_within_the_delay() {
         "a copy waited longer than the delay allows: {gaps:?}"
     );
 }
+
+/// A flood of well-formed junk for bob's key (each packet passes the cheap checks and costs a
+/// private-key operation before it fails): bob opens it at his budget's pace and no faster,
+/// each junk packet counts against the relay that served it, and alice's message behind the
+/// junk still arrives (nothing is lost to the budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_flood_is_opened_at_the_budgets_pace_and_the_real_message_still_arrives() {
+    use base64::Engine as _;
+    const JUNK: usize = 30;
+    let budget = jasper_engine::messages::budget::OpenBudgetConfig {
+        per_minute: 120,
+        burst: 5,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let relays = mesh(4, dir.path());
+    let secrets = Arc::new(EphemeralSecretStore::default());
+    let alice = engine(&dir.path().join("alice"), &relays, secrets.clone()).await;
+    let mut bob_config = config(&dir.path().join("bob"), &relays);
+    bob_config.open_budget = budget;
+    let bob = jasper_engine::Engine::open(bob_config, secrets.clone())
+        .await
+        .unwrap();
+    befriend(&alice, "alice", &bob, "bob").await;
+    let bob_key = bob.identity().info().unwrap().public_key;
+
+    // Junk of the right form: version byte 1, sizes above the minimum, random content.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let http = reqwest::Client::new();
+    // Bob may start opening junk as soon as the first arrives.
+    let started = std::time::Instant::now();
+    for i in 0..JUNK {
+        let mut message = vec![1u8];
+        message.extend((0..1200).map(|j| ((i * 31 + j * 7) % 251) as u8));
+        let message = b64.encode(&message);
+        let mut signature = vec![1u8];
+        signature.extend([i as u8; 40]);
+        let packet = jasper_core::protocol::Packet {
+            recipient: bob_key.clone(),
+            hash: jasper_core::MessageHash::of_message(&message).to_string(),
+            message,
+            signature: b64.encode(&signature),
+            expires_at: None,
+        };
+        let r = http
+            .post(format!("http://{}/send", relays[i % relays.len()].addr))
+            .json(&packet)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let sent = alice
+        .messages()
+        .send("bob", "behind the junk")
+        .await
+        .unwrap();
+    let forged = || {
+        bob.relays()
+            .list()
+            .unwrap()
+            .iter()
+            .map(|r| r.forged)
+            .sum::<u64>()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || bob
+            .conversations()
+            .messages("alice", None, 50)
+            .is_ok_and(|p| p.messages.iter().any(|m| m.id == sent.id)))
+        .await,
+        "alice's message never arrived behind the junk ({} junk opened)",
+        forged()
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || forged() == JUNK as u64).await,
+        "every junk packet counted once against its relay: {}",
+        forged()
+    );
+    let took = started.elapsed();
+    // The budget: at most `burst` at once, then two a second; opening the 30 junk packets
+    // (each fetched from a relay) cannot have been faster than (30 - 5) / 2 s. (Alice's
+    // message may come by a relay or by a direct session, which the budget does not meter.)
+    let floor = Duration::from_secs_f64((JUNK - budget.burst as usize) as f64 / 2.0);
+    assert!(
+        took >= floor,
+        "{JUNK} junk packets opened in {took:?}, faster than the budget's {floor:?}"
+    );
+}

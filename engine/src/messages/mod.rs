@@ -2,6 +2,7 @@
 //! `SENT` copy for this identity's other logins, written to the outbox in one transaction),
 //! and receiving (`receive.rs`).
 
+pub mod budget;
 pub(crate) mod receive;
 
 use jasper_core::PublicKey;

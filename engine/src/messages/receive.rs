@@ -79,7 +79,29 @@ impl Engine {
         match fetched {
             Ok(fetched) => {
                 let _ = self.inner.db.relay_result(&relay, true, None);
-                for packet in &fetched.packets {
+                let budget = &self.inner.config.open_budget;
+                for (i, packet) in fetched.packets.iter().enumerate() {
+                    // Seen ones cost nothing; the rest a private-key operation each, from the
+                    // relay's budget. Without one, the cursor stays: the relay serves the rest
+                    // again once the budget refills (messages/budget.rs).
+                    let seen = self
+                        .inner
+                        .db
+                        .was_seen(&packet.hash.to_ascii_lowercase())
+                        .unwrap_or(false);
+                    if !seen && let Err(wait) = self.inner.open_budget.take(budget, &relay) {
+                        let left = fetched.packets.len() - i;
+                        tracing::warn!(
+                            relay,
+                            left,
+                            per_minute = budget.per_minute,
+                            "packets from the RX relay exceed what we open per minute; the rest wait (a flood \
+                             of junk for this key, or a long time offline)"
+                        );
+                        // Not held against the relay: the junk is someone else's. Each packet
+                        // that then fails to open is (`forged`, below).
+                        return Err(wait.max(Duration::from_millis(100)));
+                    }
                     self.receive_packet(me, Source::Relay(&relay), packet);
                 }
                 if let Some(c) = fetched.cursor {
