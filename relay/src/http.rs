@@ -30,6 +30,7 @@ use crate::mesh::peer::{Offence, PeerAddr};
 use crate::mesh::reconcile::{MAX_RANGE_ITEMS, ReconcileRequest, encode_answer};
 use crate::mesh::sketch::{SKETCH_SYMBOLS, SnapshotMiss, sketch_of};
 use crate::mesh::tree::{Beacon, MAX_ANNOUNCE_HASHES};
+use crate::metrics::{Exposition, RequestCounts, write_requests};
 use crate::store::{NewPacket, PutOutcome};
 
 /// Most packets one `/fetch {hashes}` may ask for (relays pull in chunks of 500).
@@ -47,6 +48,8 @@ pub struct AppState {
     pub ingest: Arc<Ingest>,
     pub mesh: Arc<Mesh>,
     pub load: LoadMeter,
+    /// Requests answered, by route and status (`/metrics`).
+    pub requests: RequestCounts,
     pub stop: CancellationToken,
 }
 
@@ -60,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sync/reconcile", post(sync_reconcile))
         .route("/mesh/announce", post(mesh_announce))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .fallback(|| async { RelayError::NotFound })
         .method_not_allowed_fallback(|| async { RelayError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
@@ -70,12 +74,15 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Counts every request, and charges it to its client's budget before its body is read.
-async fn count_requests(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let _in_flight = state.load.begin();
+    let path = req.uri().path().to_owned();
+    let response = admit_and_run(&state, req, next).await;
+    state.requests.add(&path, response.status().as_u16());
+    response
+}
+
+async fn admit_and_run(state: &AppState, mut req: Request, next: Next) -> Response {
     let admission = &state.ingest.admission;
     let socket = req
         .extensions()
@@ -84,15 +91,12 @@ async fn count_requests(
     let client = admission.client(socket, req.headers());
     let route = Route::of(req.uri().path());
     if let Err(refused) = admission.admit(route, &client) {
-        if !matches!(refused, RelayError::RateLimited { .. }) {
+        let RelayError::RateLimited { what, retry_after } = refused else {
             return refused.into_response();
-        }
+        };
         return match admission.hold(&client) {
             Hold::For(wait, _slot) => {
                 tokio::time::sleep(wait).await;
-                let RelayError::RateLimited { what, retry_after } = refused else {
-                    unreachable!("matched above")
-                };
                 RelayError::RateLimited {
                     what,
                     retry_after: retry_after.saturating_sub(wait),
@@ -100,7 +104,7 @@ async fn count_requests(
                 .into_response()
             }
             Hold::CloseNow => {
-                let mut response = refused.into_response();
+                let mut response = RelayError::RateLimited { what, retry_after }.into_response();
                 response.headers_mut().insert(
                     header::CONNECTION,
                     header::HeaderValue::from_static("close"),
@@ -645,7 +649,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
         "instance": state.mesh.instance,
         "extensions": [
             "status", "fetch.wait", "fetch.since", "expires_at", "sync.prefix", "sync.recent",
-            "sync.reconcile", "sync.reconcile.range", "mesh.tree", "send.stamp",
+            "sync.reconcile", "sync.reconcile.range", "mesh.tree", "send.stamp", "metrics",
         ],
         "stored_messages": stored,
         "load": {
@@ -671,4 +675,178 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
         "peers": state.mesh.book.report(),
     });
     Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// `GET /metrics` (Prometheus text format; `metrics.rs`). Charged to the `other` budget like
+/// `/status`; scrape it from the operator's network.
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, RelayError> {
+    let store = &state.ingest.store;
+    let (stored, bytes) = (store.count().await?, store.live_bytes().await?);
+    let mut out = Exposition::default();
+    write_requests(&mut out, &state.requests);
+    out.family(
+        "jasper_relay_refusals_total",
+        "counter",
+        "Requests and packets refused by admission control, by reason.",
+    );
+    for (refusal, n) in state.ingest.admission.refusals() {
+        out.sample(
+            "jasper_relay_refusals_total",
+            &[("reason", refusal.name())],
+            n as f64,
+        );
+    }
+    out.family("jasper_relay_stored_packets", "gauge", "Live packets held.")
+        .sample("jasper_relay_stored_packets", &[], stored as f64);
+    if let Some(bytes) = bytes {
+        out.family(
+            "jasper_relay_stored_bytes",
+            "gauge",
+            "Bytes of the live packets, as the quotas count them.",
+        )
+        .sample("jasper_relay_stored_bytes", &[], bytes as f64);
+    }
+    out.family(
+        "jasper_relay_waiting_fetches",
+        "gauge",
+        "Long-polls parked now.",
+    )
+    .sample(
+        "jasper_relay_waiting_fetches",
+        &[],
+        state.ingest.waiters.waiting() as f64,
+    );
+    out.family(
+        "jasper_relay_active_requests",
+        "gauge",
+        "Requests in flight (this one too).",
+    )
+    .sample(
+        "jasper_relay_active_requests",
+        &[],
+        state.load.active() as f64,
+    );
+    out.family(
+        "jasper_relay_uptime_seconds",
+        "gauge",
+        "Seconds since the relay started.",
+    )
+    .sample(
+        "jasper_relay_uptime_seconds",
+        &[],
+        state.load.uptime().as_secs() as f64,
+    );
+    out.histogram(
+        "jasper_relay_store_put_seconds",
+        "Time to store a packet durably (or refuse it), from ingest.",
+        &state.ingest.store_put,
+    );
+    let traffic = state.mesh.traffic();
+    out.family(
+        "jasper_relay_mesh_requests_total",
+        "counter",
+        "Requests this relay made to its peers, by route (broadcast, announcements, sync).",
+    );
+    for (route, n, _, _) in &traffic {
+        out.sample(
+            "jasper_relay_mesh_requests_total",
+            &[("route", route)],
+            *n as f64,
+        );
+    }
+    out.family(
+        "jasper_relay_mesh_bytes_total",
+        "counter",
+        "Body bytes this relay sent to and received from its peers, by route.",
+    );
+    for (route, _, sent, received) in &traffic {
+        out.sample(
+            "jasper_relay_mesh_bytes_total",
+            &[("route", route), ("direction", "sent")],
+            *sent as f64,
+        );
+        out.sample(
+            "jasper_relay_mesh_bytes_total",
+            &[("route", route), ("direction", "received")],
+            *received as f64,
+        );
+    }
+    let peers = state.mesh.book.report();
+    out.family(
+        "jasper_relay_peer_score",
+        "gauge",
+        "Each peer's score (100 is clean; quarantined below 50).",
+    );
+    for p in &peers {
+        out.sample(
+            "jasper_relay_peer_score",
+            &[("peer", &p.address), ("state", p.state)],
+            f64::from(p.score),
+        );
+    }
+    out.family(
+        "jasper_relay_peer_events_total",
+        "counter",
+        "Each peer's clean exchanges and offences, by kind.",
+    );
+    for p in &peers {
+        let c = &p.counters;
+        for (kind, n) in [
+            ("ok", c.ok),
+            ("timeout", c.timeouts),
+            ("unreachable", c.unreachable),
+            ("garbage", c.garbage),
+            ("refused", c.refused),
+            ("hash_mismatch", c.hash_mismatches),
+            ("dropped_acknowledged", c.dropped_acknowledged),
+            ("false_claim", c.false_claims),
+            ("flood", c.floods),
+        ] {
+            out.sample(
+                "jasper_relay_peer_events_total",
+                &[("peer", &p.address), ("kind", kind)],
+                n as f64,
+            );
+        }
+    }
+    let tree = state.mesh.tree.report();
+    out.family(
+        "jasper_relay_tree_distance",
+        "gauge",
+        "Hops from this relay to the broadcast tree's root.",
+    )
+    .sample(
+        "jasper_relay_tree_distance",
+        &[],
+        tree["distance"].as_f64().unwrap_or(0.0),
+    );
+    out.family(
+        "jasper_relay_tree_lazy_peers",
+        "gauge",
+        "Peers told only the hashes of new packets (not tree links).",
+    )
+    .sample(
+        "jasper_relay_tree_lazy_peers",
+        &[],
+        tree["lazy_peers"].as_array().map_or(0, Vec::len) as f64,
+    );
+    out.family(
+        "jasper_relay_tree_awaited",
+        "gauge",
+        "Announced packets awaited by push before they are fetched.",
+    )
+    .sample(
+        "jasper_relay_tree_awaited",
+        &[],
+        tree["awaited"].as_f64().unwrap_or(0.0),
+    );
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out.finish(),
+    )
+        .into_response())
 }

@@ -14,6 +14,7 @@ use crate::admission::{Admission, Refusal};
 use crate::error::RelayError;
 use crate::mesh::peer::PeerAddr;
 use crate::mesh::sketch::LiveSketch;
+use crate::metrics::Histogram;
 use crate::store::{MessageStore, NewPacket, PutOutcome, unix_now};
 use crate::waiters::Waiters;
 
@@ -68,6 +69,8 @@ pub struct Ingest {
     /// The live set's reconciliation sketch: every stored packet goes in once.
     pub sketch: Arc<LiveSketch>,
     keys: KeyCache,
+    /// How long each `put` took (`/metrics`).
+    pub store_put: Histogram,
     limits: PacketLimits,
     ttl_secs: u64,
     broadcast: mpsc::Sender<BroadcastJob>,
@@ -91,6 +94,7 @@ impl Ingest {
             keys: KeyCache {
                 map: Mutex::new(HashMap::new()),
             },
+            store_put: Histogram::store_latency(),
             limits,
             ttl_secs,
             broadcast,
@@ -125,7 +129,10 @@ impl Ingest {
 
     /// Stores a validated packet; on success wakes long-polls and queues the broadcast.
     pub async fn accept(&self, p: NewPacket, source: Source) -> Result<PutOutcome, RelayError> {
-        let outcome = self.store.put(p.clone()).await?;
+        let started = std::time::Instant::now();
+        let outcome = self.store.put(p.clone()).await;
+        self.store_put.observe(started.elapsed());
+        let outcome = outcome?;
         match outcome {
             PutOutcome::Stored { .. } => {
                 self.sketch.add(&p.hash, p.expires_at);

@@ -11,6 +11,7 @@ pub mod http;
 pub mod ingest;
 pub mod load;
 pub mod mesh;
+pub mod metrics;
 pub mod store;
 pub mod waiters;
 
@@ -221,6 +222,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
         ingest,
         mesh,
         load: LoadMeter::default(),
+        requests: Default::default(),
         stop: stop.clone(),
     });
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -93,6 +93,18 @@ impl Traffic {
         c[2].fetch_add(received as u64, Ordering::Relaxed);
     }
 
+    /// (route, requests, bytes sent, bytes received), for `/metrics`.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64, u64, u64)> {
+        ROUTES
+            .iter()
+            .zip(&self.counters)
+            .map(|(r, c)| {
+                let n = |i: usize| c[i].load(Ordering::Relaxed);
+                (*r, n(0), n(1), n(2))
+            })
+            .collect()
+    }
+
     /// `{route: {requests, bytes_sent, bytes_received}}` for `/status`.
     pub fn report(&self) -> serde_json::Value {
         let mut out = serde_json::Map::new();
@@ -120,6 +132,31 @@ pub struct PeerStatus {
 }
 
 impl PeerStatus {
+    /// Reads a peer's `/status` answer leniently: what is missing or of the wrong type is
+    /// absent; `None` only when it is not a JSON value at all.
+    pub fn from_json(body: &[u8]) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        Some(PeerStatus {
+            instance: v
+                .get("instance")
+                .and_then(|i| i.as_str())
+                .map(str::to_owned),
+            extensions: v
+                .get("extensions")
+                .and_then(|e| e.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            reconcile_symbols: v
+                .pointer("/limits/reconcile_symbols")
+                .and_then(|n| n.as_u64())
+                .map(|n| n as usize),
+        })
+    }
+
     pub fn offers(&self, extension: &str) -> bool {
         self.extensions.iter().any(|e| e == extension)
     }
@@ -405,26 +442,7 @@ impl PeerClient {
         if !status.is_success() {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        Some(PeerStatus {
-            instance: v
-                .get("instance")
-                .and_then(|i| i.as_str())
-                .map(str::to_owned),
-            extensions: v
-                .get("extensions")
-                .and_then(|e| e.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|e| e.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            reconcile_symbols: v
-                .pointer("/limits/reconcile_symbols")
-                .and_then(|n| n.as_u64())
-                .map(|n| n as usize),
-        })
+        PeerStatus::from_json(&body)
     }
 
     /// The peer's instance id, from its `/status`.

@@ -295,6 +295,11 @@ impl Mesh {
         theirs.map_or(SKETCH_SYMBOLS, |n| n.clamp(1, SKETCH_SYMBOLS))
     }
 
+    /// What this relay's peer client sent and received, by route (`/metrics`).
+    pub fn traffic(&self) -> Vec<(&'static str, u64, u64, u64)> {
+        self.client.traffic.snapshot()
+    }
+
     /// Bytes and requests this relay spent on its peers, and the tree's state (`/status`).
     pub fn report(&self) -> serde_json::Value {
         serde_json::json!({

@@ -211,6 +211,11 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Number of live packets held.
     async fn count(&self) -> StoreResult<u64>;
 
+    /// Bytes of the live packets as the quotas count them, if the backend keeps the figure.
+    async fn live_bytes(&self) -> StoreResult<Option<u64>> {
+        Ok(None)
+    }
+
     /// Whether other relay processes may write this store too (a Redis several processes of
     /// one operator share). Then each process follows the store's feed to learn the packets
     /// the others store: its sketch must hold them, and its long-polls must wake for them.

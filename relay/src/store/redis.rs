@@ -768,6 +768,13 @@ impl MessageStore for RedisStore {
             .await?)
     }
 
+    async fn live_bytes(&self) -> StoreResult<Option<u64>> {
+        // The quota counter: what expired is taken off at the next put, so between puts it
+        // may still hold packets that just expired.
+        let n: Option<u64> = self.conn().get(format!("{}qbytes", self.prefix)).await?;
+        Ok(Some(n.unwrap_or(0)))
+    }
+
     async fn purge_expired(&self) -> StoreResult<usize> {
         // Packets and tombstones expire natively; only the global indexes need trimming,
         // in bounded steps so Redis is never blocked for long.

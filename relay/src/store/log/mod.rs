@@ -399,6 +399,10 @@ impl MessageStore for LogStore {
         Ok(self.shared.index.read().by_expiry.len() as u64)
     }
 
+    async fn live_bytes(&self) -> StoreResult<Option<u64>> {
+        Ok(Some(self.shared.index.read().live_bytes))
+    }
+
     async fn purge_expired(&self) -> StoreResult<usize> {
         self.call(WriteOp::Purge).await
     }
