@@ -25,6 +25,8 @@ pub struct DaemonConfig {
     pub key_store: Option<KeyStoreKind>,
     /// Optional loopback TCP listener, with the bearer token every call must carry.
     pub tcp: Option<TcpConfig>,
+    /// Optional loopback `GET /metrics` (Prometheus), behind the same bearer token.
+    pub metrics: Option<TcpConfig>,
     pub log_json: bool,
 }
 
@@ -97,6 +99,10 @@ pub struct Args {
     /// File holding the bearer token TCP clients must send (`authorization: Bearer <token>`).
     #[arg(long, env = "JASPERD_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Serve `GET /metrics` (Prometheus text) on this loopback address (needs --token-file;
+    /// scrapers send the token as `authorization: Bearer <token>`). Off by default.
+    #[arg(long, env = "JASPERD_METRICS")]
+    pub metrics: Option<SocketAddr>,
     /// Log as JSON lines instead of text (logs go to stderr).
     #[arg(long, env = "JASPERD_LOG_JSON")]
     pub log_json: bool,
@@ -142,6 +148,7 @@ pub struct FileConfig {
     pub notifications: Option<bool>,
     pub tcp: Option<SocketAddr>,
     pub token_file: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
     pub log_json: Option<bool>,
     /// Largest message content accepted from the API, in bytes.
     pub max_message_bytes: Option<usize>,
@@ -292,35 +299,38 @@ impl DaemonConfig {
             None => default_socket_path(Some(&data_dir))
                 .ok_or_else(|| DaemonError::Config("no socket path: pass --socket".into()))?,
         };
-        let tcp = match (args.tcp.or(file.tcp), args.token_file.or(file.token_file)) {
-            (None, None) => None,
-            (None, Some(_)) => {
+        let tcp_listen = args.tcp.or(file.tcp);
+        let metrics_listen = args.metrics.or(file.metrics);
+        let token = match args.token_file.or(file.token_file) {
+            None => None,
+            Some(_) if tcp_listen.is_none() && metrics_listen.is_none() => {
                 return Err(DaemonError::Config(
-                    "--token-file is only used with --tcp".into(),
+                    "--token-file is only used with --tcp or --metrics".into(),
                 ));
             }
-            (Some(_), None) => {
-                return Err(DaemonError::Config(
-                    "--tcp needs --token-file: TCP clients must present a bearer token".into(),
-                ));
-            }
-            (Some(listen), Some(token_file)) => {
-                if !listen.ip().is_loopback() {
-                    return Err(DaemonError::Config(format!(
-                        "--tcp {listen}: only loopback addresses (127.0.0.0/8, ::1) are allowed"
-                    )));
-                }
-                Some(TcpConfig {
-                    listen,
-                    token: read_token(&token_file)?,
-                })
-            }
+            Some(path) => Some(read_token(&path)?),
         };
+        let on_loopback = |flag: &str, listen: Option<SocketAddr>| match (listen, &token) {
+            (None, _) => Ok(None),
+            (Some(_), None) => Err(DaemonError::Config(format!(
+                "--{flag} needs --token-file: its clients must present a bearer token"
+            ))),
+            (Some(listen), Some(token)) if listen.ip().is_loopback() => Ok(Some(TcpConfig {
+                listen,
+                token: token.clone(),
+            })),
+            (Some(listen), Some(_)) => Err(DaemonError::Config(format!(
+                "--{flag} {listen}: only loopback addresses (127.0.0.0/8, ::1) are allowed"
+            ))),
+        };
+        let tcp = on_loopback("tcp", tcp_listen)?;
+        let metrics = on_loopback("metrics", metrics_listen)?;
         let config = DaemonConfig {
             engine,
             socket,
             key_store,
             tcp,
+            metrics,
             log_json: args.log_json || file.log_json.unwrap_or(false),
         };
         config.validate()?;

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod secrets;
 pub mod server;
 pub mod service;

@@ -142,6 +142,16 @@ impl BearerToken {
     }
 }
 
+impl BearerToken {
+    /// Whether an `authorization` header value carries the token (compared in constant time).
+    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(&self.token)))
+    }
+}
+
 impl tonic::service::Interceptor for BearerToken {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let presented = request

@@ -157,6 +157,21 @@ async fn serve(
         servers.spawn(async move { server.await.map_err(|e| format!("tcp: {e}")) });
     }
 
+    if let Some(m) = &config.metrics {
+        let listener = tokio::net::TcpListener::bind(m.listen)
+            .await
+            .map_err(|e| DaemonError::Serve(format!("metrics {}: {e}", m.listen)))?;
+        tracing::info!(address = %m.listen, "serving /metrics on loopback (bearer token required)");
+        let app = crate::metrics::router(engine.clone(), BearerToken::new(&m.token));
+        let stop = stopped();
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(|e| format!("metrics: {e}"))
+        });
+    }
+
     // Tests and supervisors read this line: the API is reachable from now on.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "jasperd listening on {}", socket.path().display());

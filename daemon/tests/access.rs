@@ -253,3 +253,104 @@ fn a_live_socket_is_kept_a_stale_one_replaced_and_sigterm_is_graceful() {
     alice.restart();
     assert_eq!(alice.public_key(), key);
 }
+
+/// `--metrics`: opt-in, loopback only, behind the bearer token; what it serves is valid
+/// Prometheus text (read by `prometheus-parse`) with the daemon's figures.
+#[test]
+fn metrics_are_opt_in_behind_the_token_and_valid_prometheus_text() {
+    let root = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(root.path(), 3);
+    let token_file = root.path().join("token");
+    let token = "metrics-token-for-the-tests-0123456789";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let port = free_port();
+    let mut opts = DaemonOptions::for_mesh(&mesh);
+    opts.extra = vec![
+        "--metrics".into(),
+        format!("127.0.0.1:{port}"),
+        "--token-file".into(),
+        token_file.display().to_string(),
+    ];
+    let alice = Daemon::start_with(root.path(), "alice", opts);
+    let created = alice.jasper(&["identity", "create"]);
+    assert!(created.status.success(), "{}", created.stderr);
+
+    let rt = runtime();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let get = |bearer: Option<&str>| {
+        rt.block_on(async {
+            let mut req = reqwest::Client::new().get(&url);
+            if let Some(b) = bearer {
+                req = req.header("authorization", b);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        })
+    };
+    for bad in [
+        None,
+        Some("Bearer wrong"),
+        Some(format!("Basic {token}").as_str()),
+    ] {
+        assert_eq!(get(bad).0, 401, "{bad:?}");
+    }
+    let (status, text) = get(Some(&format!("Bearer {token}")));
+    assert_eq!(status, 200, "{text}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(value("jasperd_identity", &[]), Some(1.0), "{text}");
+    assert_eq!(value("jasperd_relays", &[]), Some(3.0), "{text}");
+    for state in [
+        "pending",
+        "waiting",
+        "accepted",
+        "visible",
+        "unconfirmed",
+        "failed",
+    ] {
+        assert_eq!(
+            value("jasperd_outbox_copies", &[("state", state)]),
+            Some(0.0),
+            "{state}"
+        );
+    }
+    assert!(
+        scrape.docs.contains_key("jasperd_relay_requests_total"),
+        "{text}"
+    );
+
+    // Without --token-file the flag is refused at start-up; so is a non-loopback address.
+    for extra in [
+        vec!["--metrics".to_owned(), format!("127.0.0.1:{}", free_port())],
+        vec![
+            "--metrics".to_owned(),
+            format!("0.0.0.0:{}", free_port()),
+            "--token-file".to_owned(),
+            token_file.display().to_string(),
+        ],
+    ] {
+        let mut d = Daemon::new(
+            root.path(),
+            "refused",
+            DaemonOptions {
+                extra: extra.clone(),
+                ..DaemonOptions::default()
+            },
+        );
+        assert!(d.try_spawn().is_err(), "{extra:?}");
+        assert!(
+            d.log().contains("--token-file") || d.log().contains("loopback"),
+            "{}",
+            d.log()
+        );
+    }
+}

@@ -94,7 +94,7 @@ impl Ingest {
             keys: KeyCache {
                 map: Mutex::new(HashMap::new()),
             },
-            store_put: Histogram::store_latency(),
+            store_put: Histogram::new(jasper_metrics::STORE_BOUNDS),
             limits,
             ttl_secs,
             broadcast,

@@ -34,6 +34,26 @@ impl Outbox {
             .ok_or_else(|| EngineError::UnknownMessage(msg_id.to_owned()))?;
         self.engine.inner.db.outbox_tx_relays(rowid)
     }
+
+    /// How many copies are in each state (`pending`, `waiting`, `accepted`, `visible`,
+    /// `unconfirmed`, `failed`), for monitoring; every state is listed, with 0 if none.
+    pub fn counts(&self) -> Result<Vec<(&'static str, u64)>> {
+        let counted = self.engine.inner.db.read(|conn| {
+            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })?;
+        Ok(OutboxState::ALL
+            .iter()
+            .map(|s| {
+                let n = counted
+                    .iter()
+                    .find(|(name, _)| name == s.as_str())
+                    .map_or(0, |(_, n)| *n as u64);
+                (s.as_str(), n)
+            })
+            .collect())
+    }
 }
 
 impl Engine {

@@ -24,6 +24,15 @@ pub enum OutboxState {
 }
 
 impl OutboxState {
+    pub const ALL: [OutboxState; 6] = [
+        OutboxState::Pending,
+        OutboxState::Waiting,
+        OutboxState::Accepted,
+        OutboxState::Visible,
+        OutboxState::Unconfirmed,
+        OutboxState::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OutboxState::Pending => "pending",
