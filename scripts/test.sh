@@ -25,6 +25,8 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+# systemd-analyze checks the units in packaging/systemd (daemon/tests/packaging.rs).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
