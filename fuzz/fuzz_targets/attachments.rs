@@ -22,7 +22,6 @@ fuzz_target!(|data: &[u8]| {
     let key = jasper_core::attachment::AttachmentKey::from_bytes([9u8; 32]);
     let mut out = Vec::new();
     let size = rest.len() as u64;
-    let result =
-        jasper_core::attachment::decrypt_stream(rest, &mut out, &key, &[0u8; 32], size);
+    let result = jasper_core::attachment::decrypt_stream(rest, &mut out, &key, &[0u8; 32], size);
     assert!(result.is_err(), "random bytes decrypted under a fixed key");
 });

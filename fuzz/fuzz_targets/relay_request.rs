@@ -10,18 +10,6 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 
-const ROUTES: &[&str] = &[
-    "/send",
-    "/fetch",
-    "/sync/servers",
-    "/sync/hashes",
-    "/sync/recent",
-    "/sync/reconcile",
-    "/mesh/announce",
-    "/status",
-    "/nowhere",
-];
-
 struct Harness {
     rt: tokio::runtime::Runtime,
     http: reqwest::Client,
@@ -63,9 +51,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let h = harness();
-    let route = ROUTES[pick as usize % ROUTES.len()];
+    // Every route of the relay, and one it does not have.
+    let routes = jasper_relay::metrics::ROUTES;
+    let route = routes
+        .get(pick as usize % (routes.len() + 1))
+        .copied()
+        .unwrap_or("/nowhere");
     let url = format!("{}{route}", h.base);
-    let request = if route == "/status" {
+    let request = if route == "/status" || route == "/metrics" {
         h.http.get(url)
     } else {
         h.http
@@ -89,8 +82,7 @@ fuzz_target!(|data: &[u8]| {
         let (status, bytes) = answer;
         assert_ne!(status, 500, "{route}: internal error for {body:?}");
         if status >= 400 {
-            let v: serde_json::Value =
-                serde_json::from_slice(&bytes).expect("an error is JSON");
+            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("an error is JSON");
             assert!(v["error"]["code"].is_string(), "{route}: {v}");
         }
     });

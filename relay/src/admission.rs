@@ -397,6 +397,8 @@ pub struct Admission {
     waiting: Mutex<HashMap<IpAddr, usize>>,
     /// Refusals being held back, per address (see [`Admission::hold`]).
     held: Mutex<HashMap<IpAddr, usize>>,
+    /// Their sum, kept beside the map so that a refusal does not add the map up.
+    held_total: std::sync::atomic::AtomicUsize,
     refused: [AtomicU64; Refusal::ALL.len()],
     /// `/send` requests from clients (not peers) in the current second, and the last full
     /// second's count: the rate `auto` stamps go by.
@@ -413,11 +415,15 @@ const MAX_HOLD: Duration = Duration::from_secs(1);
 /// A parked long-poll, counted against its address until dropped.
 pub struct Waiting<'a> {
     counts: &'a Mutex<HashMap<IpAddr, usize>>,
+    total: Option<&'a std::sync::atomic::AtomicUsize>,
     key: IpAddr,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        if let Some(total) = self.total {
+            total.fetch_sub(1, Ordering::Relaxed);
+        }
         let mut counts = self.counts.lock();
         if let Some(n) = counts.get_mut(&self.key) {
             *n -= 1;
@@ -447,6 +453,7 @@ impl Admission {
             peer_ips: RwLock::new(HashSet::new()),
             waiting: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
+            held_total: Default::default(),
             refused: Default::default(),
             sends: Mutex::new((std::time::Instant::now(), 0, 0)),
         }
@@ -612,6 +619,7 @@ impl Admission {
         *n += 1;
         Ok(Waiting {
             counts: &self.waiting,
+            total: None,
             key: client.key,
         })
     }
@@ -624,7 +632,7 @@ impl Admission {
     /// immediate and the connection closed.
     pub fn hold(&self, client: &Client) -> Hold<'_> {
         let mut held = self.held.lock();
-        let total: usize = held.values().sum();
+        let total = self.held_total.load(Ordering::Relaxed);
         let n = held.entry(client.key).or_default();
         if *n >= HELD_PER_ADDRESS || total >= HELD_IN_ALL {
             if *n == 0 {
@@ -633,10 +641,12 @@ impl Admission {
             return Hold::CloseNow;
         }
         *n += 1;
+        self.held_total.fetch_add(1, Ordering::Relaxed);
         Hold::For(
             MAX_HOLD,
             Waiting {
                 counts: &self.held,
+                total: Some(&self.held_total),
                 key: client.key,
             },
         )
@@ -821,6 +831,28 @@ mod tests {
         drop(one);
         let _three = a.park(&c).unwrap();
         assert_eq!(a.refusals()[4], (Refusal::TooManyWaiting, 1));
+    }
+
+    #[test]
+    fn held_refusals_are_bounded_per_address_and_released() {
+        let a = admission(|_| {});
+        let c = a.client(at("192.0.2.1"), &HeaderMap::new());
+        let slots: Vec<_> = (0..HELD_PER_ADDRESS)
+            .map(|_| match a.hold(&c) {
+                Hold::For(wait, slot) => {
+                    assert_eq!(wait, MAX_HOLD);
+                    slot
+                }
+                Hold::CloseNow => panic!("a slot was free"),
+            })
+            .collect();
+        assert!(matches!(a.hold(&c), Hold::CloseNow));
+        // Another address still has its own slots.
+        let other = a.client(at("192.0.2.2"), &HeaderMap::new());
+        assert!(matches!(a.hold(&other), Hold::For(..)));
+        drop(slots);
+        assert_eq!(a.held_total.load(Ordering::Relaxed), 0);
+        assert!(matches!(a.hold(&c), Hold::For(..)));
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 pub use jasper_metrics::{Exposition, Histogram};
 use parking_lot::Mutex;
 
-/// Routes counted by name; anything else is `other` (so a scanner cannot grow the series).
-const ROUTES: [&str; 9] = [
+/// The relay's routes, counted by name; anything else is `other` (so a scanner cannot grow
+/// the series).
+pub const ROUTES: [&str; 9] = [
     "/send",
     "/fetch",
     "/sync/servers",
