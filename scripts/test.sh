@@ -5,7 +5,8 @@
 # keyutils through with-secret-service.sh), then hands over to `cargo xtask test`
 # (xtask/src/test.rs): formatting, clippy with warnings as errors, the whole workspace's tests
 # (unit, real relay processes, real Redis, a real Secret Service and keyutils, real WebRTC
-# peers, a real IPFS node); then the uniffi bindings: the committed ones must match a fresh
+# peers, a real IPFS node); faults between hosts in network namespaces (one seed); then the
+# uniffi bindings: the committed ones must match a fresh
 # generation, and the Python (pytest) and Kotlin-on-the-JVM (Maven, JUnit) tests run them
 # against real relays. Installing stays here because it needs apt and root.
 set -euo pipefail
@@ -25,6 +26,9 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+# The fault test's hosts are network namespaces cabled with veth, its faults nftables rules.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 # systemd-analyze checks the units in packaging/systemd (daemon/tests/packaging.rs).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every test, in the order scripts/test.sh ran them (which now installs
 //! what they need and hands over to this): formatting, clippy with warnings as errors, the
 //! whole workspace's tests (unit, real relay processes, real Redis, a real Secret Service and
-//! keyutils, real WebRTC peers, a real IPFS node); then the uniffi bindings: the committed ones
+//! keyutils, real WebRTC peers, a real IPFS node); faults between hosts in network namespaces
+//! (one seed); then the uniffi bindings: the committed ones
 //! must match a fresh generation, and the Python (pytest) and Kotlin-on-the-JVM (Maven, JUnit)
 //! tests run them against real relays. The first step that fails stops the run and is named.
 
@@ -51,6 +52,25 @@ pub fn run(mut ctx: Ctx) -> Result<(), String> {
         ctx.command("scripts/with-secret-service.sh")
             .arg(&ctx.cargo)
             .args(["test", "--workspace", "--locked"]),
+    )?;
+    checkpoint()?;
+
+    header("faults between hosts (network namespaces, one seed)");
+    // daemon/tests/faults.rs is ignored by `cargo test` (it needs root and a minute);
+    // scripts/faults.sh runs it with three seeds.
+    step(
+        "faults between hosts",
+        ctx.cargo(&[
+            "test",
+            "--locked",
+            "-p",
+            "jasper-daemon",
+            "--test",
+            "faults",
+            "--",
+            "--ignored",
+        ])
+        .env("JASPER_FAULT_SEEDS", "1"),
     )?;
     checkpoint()?;
 

@@ -144,6 +144,9 @@ pub struct DaemonOptions {
     pub notifications: bool,
     /// Use loopback relays learned from other relays (on by default in tests).
     pub allow_private_relays: bool,
+    /// A command the daemon runs under (`ip netns exec NETNS`: a host of the kit's
+    /// `netns::Network`), empty for none.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for DaemonOptions {
@@ -156,6 +159,7 @@ impl Default for DaemonOptions {
             socket: None,
             notifications: false,
             allow_private_relays: true,
+            wrapper: Vec::new(),
         }
     }
 }
@@ -178,6 +182,7 @@ pub struct Daemon {
     pub socket: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
     child: Option<Child>,
     /// How many times it was started (each start appends to the same log).
     starts: u32,
@@ -242,6 +247,7 @@ impl Daemon {
             socket,
             args,
             env: opts.env,
+            wrapper: opts.wrapper,
             child: None,
             starts: 0,
         }
@@ -255,7 +261,14 @@ impl Daemon {
             .append(true)
             .open(self.log_path())
             .expect("daemon log");
-        let mut cmd = Command::new(jasperd_binary());
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(jasperd_binary());
+                cmd
+            }
+            None => Command::new(jasperd_binary()),
+        };
         cmd.args(&self.args)
             .env("JASPER_LOG", log_level())
             .env("NO_COLOR", "1")

@@ -6,6 +6,8 @@
 //! - [`binary`]: where a workspace binary (`jasper-relay`, `jasperd`, `jasper`, `jasper-mesh`)
 //!   is, for any test, bench or tool;
 //! - [`relay`]: real `jasper-relay` processes (a builder, full meshes, crash/stop/restart);
+//! - [`netns`]: hosts in network namespaces on one bridge, with partitions, lossy and slow
+//!   links between them (the fault tests);
 //! - [`redis`]: a real `redis-server`; [`stun`]: a real STUN server (coturn);
 //! - [`process`]: starting a process that announces itself with a `listening on` line, and
 //!   stopping it with SIGTERM;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 mod binary;
 #[cfg(feature = "engine")]
 pub mod engine;
+pub mod netns;
 pub mod process;
 pub mod redis;
 pub mod relay;

@@ -13,7 +13,7 @@
 //! ```
 
 use std::fs::OpenOptions;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -55,6 +55,10 @@ pub struct RelayBuilder {
     binary: Option<PathBuf>,
     start_timeout: Duration,
     rate_limits: bool,
+    /// The address it listens on (default loopback).
+    ip: IpAddr,
+    /// A command it runs under (`ip netns exec NETNS`), empty for none.
+    wrapper: Vec<String>,
 }
 
 impl RelayBuilder {
@@ -72,6 +76,8 @@ impl RelayBuilder {
             binary: None,
             start_timeout: START_TIMEOUT,
             rate_limits: true,
+            ip: IpAddr::from([127, 0, 0, 1]),
+            wrapper: Vec::new(),
         }
     }
 
@@ -157,6 +163,14 @@ impl RelayBuilder {
         self
     }
 
+    /// Runs the relay on `host` of a [`crate::netns::Network`], listening on its address (the
+    /// port as set by [`Self::port`]).
+    pub fn on_host(mut self, host: &crate::netns::Host) -> Self {
+        self.ip = IpAddr::V4(host.ip);
+        self.wrapper = host.exec_prefix().to_vec();
+        self
+    }
+
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
         self
@@ -175,7 +189,7 @@ impl RelayBuilder {
             .clone()
             .unwrap_or_else(|| crate::binary("jasper-relay"));
         let mut relay = Relay {
-            addr: SocketAddr::from(([127, 0, 0, 1], self.port)),
+            addr: SocketAddr::new(self.ip, self.port),
             binary,
             settings: self,
             child: None,
@@ -212,7 +226,14 @@ impl Relay {
             .append(true)
             .open(self.log_path())
             .map_err(|e| format!("cannot open {}: {e}", self.log_path().display()))?;
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match s.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&self.binary);
+                cmd
+            }
+            None => Command::new(&self.binary),
+        };
         cmd.arg("--listen")
             .arg(self.addr.to_string())
             .arg("--data-dir")
@@ -270,7 +291,7 @@ impl Relay {
         Ok(())
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless it runs on a host of a [`crate::netns::Network`]).
     pub fn addr(&self) -> String {
         self.addr.to_string()
     }
@@ -283,7 +304,7 @@ impl Relay {
         self.addr.port()
     }
 
-    /// `http://127.0.0.1:PORT{path}`.
+    /// `http://IP:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
