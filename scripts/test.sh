@@ -29,6 +29,11 @@ command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 # The fault test's hosts are network namespaces cabled with veth, its faults nftables rules.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# The CLI's completions are run in bash, fish and zsh, its man pages rendered by groff and man.
+command -v fish >/dev/null 2>&1 || missing+=(fish)
+command -v zsh >/dev/null 2>&1 || missing+=(zsh)
+command -v groff >/dev/null 2>&1 || missing+=(groff-base)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
 # systemd-analyze checks the units in packaging/systemd (daemon/tests/packaging.rs).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then

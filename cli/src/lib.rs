@@ -20,7 +20,7 @@ use tonic::Code;
 #[derive(Debug, Parser)]
 #[command(
     name = "jasper",
-    version,
+    version = jasper_model::version_text!(),
     about = "Command line client of jasperd, the Jasper daemon"
 )]
 pub struct Cli {
@@ -106,6 +106,15 @@ pub enum Command {
     /// Voice calls over a transparent session (audio flows through the gRPC `Audio` stream).
     #[command(subcommand)]
     Call(CallCommand),
+    /// Prints the shell completion script for SHELL (no daemon needed), e.g.
+    /// `jasper completions bash > ~/.local/share/bash-completion/completions/jasper`,
+    /// `jasper completions zsh > ~/.zfunc/_jasper`,
+    /// `jasper completions fish > ~/.config/fish/completions/jasper.fish`.
+    Completions { shell: clap_complete::Shell },
+    /// Writes the man pages, `jasper.1` and one per command (`jasper-send.1`,
+    /// `jasper-identity-create.1`, ...), into DIR (no daemon needed); read them with
+    /// `man -l DIR/jasper.1` or install them under a `man1` directory of MANPATH.
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +259,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `jasper manpages DIR`: the whole command tree, one page per command.
+fn write_manpages(dir: &std::path::Path) -> Result<(), ApiError> {
+    let failed = |e: io::Error| ApiError {
+        code: "failed_precondition".into(),
+        message: format!("cannot write man pages into {}: {e}", dir.display()),
+        grpc_code: Code::FailedPrecondition,
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir).map_err(failed)
+}
+
 fn print_error(json: bool, e: &ApiError) {
     let mut err = io::stderr().lock();
     let _ = if json {
@@ -285,6 +305,16 @@ fn missing(what: &'static str) -> ApiError {
 
 /// Connects and runs one command.
 pub async fn run(cli: Cli) -> Result<(), ApiError> {
+    // What the CLI answers from its own definitions, without a daemon.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "jasper", &mut io::stdout());
+            return Ok(());
+        }
+        Command::Manpages { dir } => return write_manpages(dir),
+        _ => {}
+    }
     let socket = match cli.socket.or_else(|| default_socket_path(None)) {
         Some(s) => s,
         None => {
@@ -434,6 +464,8 @@ pub async fn run(cli: Cli) -> Result<(), ApiError> {
         Command::Transparent(cmd) => transparent(&mut c, &out, cmd).await,
         Command::Call(cmd) => call(&mut c, &out, cmd).await,
         Command::Watch { from } => watch(&mut c, &out, from).await,
+        // Answered above, before connecting.
+        Command::Completions { .. } | Command::Manpages { .. } => Ok(()),
         Command::Conversations => {
             let r = c
                 .conversations

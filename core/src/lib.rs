@@ -18,4 +18,7 @@ pub mod stamp;
 pub use envelope::{Opened, open, seal};
 pub use error::{Error, Result};
 pub use hash::MessageHash;
+/// `protocol_version!()` and `version_text!()`: the protocol's version as a literal, and a
+/// program's `--version` naming it (defined with the model, which every shell shares).
+pub use jasper_model::{protocol_version, version_text};
 pub use key::{PrivateKey, PublicKey};

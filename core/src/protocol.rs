@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use jasper_model::PROTOCOL_VERSION;
+
 use crate::error::{Error, Result};
 use crate::hash::MessageHash;
 

@@ -49,7 +49,7 @@ impl std::fmt::Debug for TcpConfig {
 #[derive(Debug, Parser, Default)]
 #[command(
     name = "jasperd",
-    version,
+    version = jasper_core::version_text!(),
     about = "The Jasper client daemon: serves the local gRPC API on a Unix socket"
 )]
 pub struct Args {

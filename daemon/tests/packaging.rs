@@ -1,6 +1,7 @@
 //! The systemd units in packaging/systemd: each passes `systemd-analyze verify` with its
 //! ExecStart pointed at the binary this build made, and keeps the exposure score that
 //! `systemd-analyze security` gives its hardening (a unit that loses options fails here).
+//! And what every installed program says of itself: `--version` names the protocol.
 
 mod common;
 
@@ -89,4 +90,24 @@ fn the_systemd_units_verify_and_keep_their_hardening() {
         daemon_exposure <= 6.0,
         "jasperd.service exposure {daemon_exposure}"
     );
+}
+
+#[test]
+fn every_program_names_its_version_and_the_protocol() {
+    for (name, binary) in [
+        ("jasperd", common::jasperd_binary()),
+        ("jasper", common::jasper_binary()),
+        ("jasper-relay", jasper_test::binary("jasper-relay")),
+    ] {
+        let out = Command::new(&binary).arg("--version").output().unwrap();
+        assert!(out.status.success(), "{name} --version: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!(
+                "{name} {} (Jasper protocol {})",
+                env!("CARGO_PKG_VERSION"),
+                jasper_core::protocol::PROTOCOL_VERSION
+            )
+        );
+    }
 }

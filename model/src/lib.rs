@@ -6,6 +6,32 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The version of the Jasper protocol this workspace speaks, as a literal, for `concat!` in
+/// the programs' `--version` texts (`jasper`, `jasperd`, `jasper-relay`).
+#[macro_export]
+macro_rules! protocol_version {
+    () => {
+        "1.0.0"
+    };
+}
+
+/// The version of the Jasper protocol this workspace speaks (the spec it implements, which
+/// `GET /status` names too).
+pub const PROTOCOL_VERSION: &str = protocol_version!();
+
+/// `--version` of a program of this workspace: its own version and the protocol's.
+#[macro_export]
+macro_rules! version_text {
+    () => {
+        concat!(
+            env!("CARGO_PKG_VERSION"),
+            " (Jasper protocol ",
+            $crate::protocol_version!(),
+            ")"
+        )
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityInfo {
     /// Canonical text form of the public key (what contacts add).

@@ -61,7 +61,11 @@ pub const MAX_WAIT_SECS: u64 = 30;
 
 /// Command line of `jasper-relay`. Every flag also reads `JASPER_RELAY_<NAME>`.
 #[derive(Debug, Parser, Default)]
-#[command(name = "jasper-relay", version, about = "Jasper v1.0.0 mesh relay")]
+#[command(
+    name = "jasper-relay",
+    version = jasper_core::version_text!(),
+    about = "Jasper mesh relay"
+)]
 pub struct Args {
     /// TOML file with the same settings (flags and environment win over it).
     #[arg(long, env = "JASPER_RELAY_CONFIG")]

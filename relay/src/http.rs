@@ -645,7 +645,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, RelayErr
     let body = json!({
         "software": "jasper-relay",
         "version": env!("CARGO_PKG_VERSION"),
-        "protocol": "1.0.0",
+        "protocol": jasper_core::protocol::PROTOCOL_VERSION,
         "instance": state.mesh.instance,
         "extensions": [
             "status", "fetch.wait", "fetch.since", "expires_at", "sync.prefix", "sync.recent",
