@@ -105,6 +105,58 @@ pub fn run(mut ctx: Ctx) -> Result<(), String> {
     )?;
     checkpoint()?;
 
+    header("bindings: the Python wheel, installed in a fresh virtual environment");
+    // What a user does: `pip install ./bindings/python` (setup.py builds jasper-ffi with cargo
+    // and packs the library; the dev profile here, so the build above is reused), then the
+    // exchange test and the installed-package checks run from that environment, with no
+    // JASPER_FFI_LIB.
+    let venv = ctx.target.join("python-wheel-venv");
+    match std::fs::remove_dir_all(&venv) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: {e}", venv.display()));
+        }
+        _ => {}
+    }
+    step(
+        "python3 -m venv",
+        ctx.command("python3").args(["-m", "venv"]).arg(&venv),
+    )?;
+    let python = venv.join("bin/python");
+    step(
+        "pip install ./bindings/python (and pytest, mypy)",
+        ctx.command(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "pytest",
+                "mypy",
+                "./bindings/python",
+            ])
+            .env("JASPER_CARGO_PROFILE", "dev")
+            .env_remove("JASPER_FFI_LIB"),
+    )?;
+    step(
+        "bindings: Python from the installed wheel (pytest)",
+        ctx.command(&python)
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "bindings/python/tests/test_installed.py",
+                "bindings/python/tests/test_exchange.py",
+            ])
+            .env("JASPER_TEST_INSTALLED", "1")
+            .env_remove("JASPER_FFI_LIB")
+            .env("JASPER_RELAY_BIN", &relay_bin)
+            .env("JASPER_MESH_BIN", &mesh_bin),
+    )?;
+    checkpoint()?;
+
     header("bindings: Kotlin on the JVM (Maven, JUnit)");
     // -q hides Surefire's summary, so it is printed from the reports afterwards. The first run
     // downloads Kotlin, JNA, coroutines and JUnit from Maven Central into ~/.m2.

@@ -36,9 +36,21 @@ def _required_file(env: str, default: pathlib.Path) -> pathlib.Path:
     return path
 
 
+# Set by the wheel step of `cargo xtask test`: the tests run in a fresh virtual environment
+# where `pip install ./bindings/python` put the package, native library inside.
+INSTALLED = os.environ.get("JASPER_TEST_INSTALLED") == "1"
+
+
 @pytest.fixture(scope="session")
 def jasper(tmp_path_factory):
-    """The generated package as it ships: jasper.py with the native library beside it."""
+    """The generated package as it ships: jasper.py with the native library beside it (the
+    installed one under JASPER_TEST_INSTALLED=1, else the source with the built library)."""
+    if INSTALLED:
+        module = importlib.import_module("jasper")
+        path = pathlib.Path(module.__file__).resolve()
+        if PACKAGE_SRC in path.parents or pathlib.Path(sys.prefix).resolve() not in path.parents:
+            pytest.fail(f"jasper was imported from {path}, not from this environment's packages")
+        return module
     lib = _required_file("JASPER_FFI_LIB", TARGET_DIR / "debug" / LIB_NAME)
     site = tmp_path_factory.mktemp("site")
     package = site / "jasper"
