@@ -2029,7 +2029,8 @@ public func FfiConverterTypeSecretStore_lower(_ value: SecretStore) -> UInt64 {
 public protocol SubscriptionProtocol: AnyObject, Sendable {
     
     /**
-     * Stops delivery. An `on_event` already running finishes; no other call follows.
+     * Stops delivery: when it returns, no `on_event` runs and none follows. It waits for one
+     * already running to finish, unless it is called from inside that `on_event`.
      */
     func cancel() 
     
@@ -2099,7 +2100,8 @@ open class Subscription: SubscriptionProtocol, @unchecked Sendable {
 
     
     /**
-     * Stops delivery. An `on_event` already running finishes; no other call follows.
+     * Stops delivery: when it returns, no `on_event` runs and none follows. It waits for one
+     * already running to finish, unless it is called from inside that `on_event`.
      */
 open func cancel()  {try! rustCall() {
         uniffiCallStatus in
@@ -6012,7 +6014,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_jasper_ffi_checksum_method_jasperengine_transparent_statuses() != 41153) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_jasper_ffi_checksum_method_subscription_cancel() != 22708) {
+    if (uniffi_jasper_ffi_checksum_method_subscription_cancel() != 44130) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_subscription_is_cancelled() != 24478) {

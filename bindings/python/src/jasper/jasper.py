@@ -660,7 +660,7 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_secretstore_delete() != 54036:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_jasper_ffi_checksum_method_subscription_cancel() != 22708:
+    if lib.uniffi_jasper_ffi_checksum_method_subscription_cancel() != 44130:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_subscription_is_cancelled() != 24478:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -5835,7 +5835,8 @@ class SubscriptionProtocol(typing.Protocol):
     
     def cancel(self, ) -> None:
         """
-        Stops delivery. An `on_event` already running finishes; no other call follows.
+        Stops delivery: when it returns, no `on_event` runs and none follows. It waits for one
+        already running to finish, unless it is called from inside that `on_event`.
 """
         raise NotImplementedError
     def is_cancelled(self, ) -> bool:
@@ -5876,7 +5877,8 @@ class Subscription(SubscriptionProtocol):
         return inst
     def cancel(self, ) -> None:
         """
-        Stops delivery. An `on_event` already running finishes; no other call follows.
+        Stops delivery: when it returns, no `on_event` runs and none follows. It waits for one
+        already running to finish, unless it is called from inside that `on_event`.
 """
         _uniffi_lowered_args = (
             self._uniffi_clone_handle(),

@@ -1295,7 +1295,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_transparent_statuses() and 0xFFFF) != 41153) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jasper_ffi_checksum_method_subscription_cancel() and 0xFFFF) != 22708) {
+    if ((lib.uniffi_jasper_ffi_checksum_method_subscription_cancel() and 0xFFFF) != 44130) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_subscription_is_cancelled() and 0xFFFF) != 24478) {
@@ -3751,7 +3751,8 @@ public object FfiConverterTypeSecretStore: FfiConverter<SecretStore, Long> {
 public interface SubscriptionInterface {
     
     /**
-     * Stops delivery. An `on_event` already running finishes; no other call follows.
+     * Stops delivery: when it returns, no `on_event` runs and none follows. It waits for one
+     * already running to finish, unless it is called from inside that `on_event`.
      */
     fun `cancel`()
     
@@ -3872,7 +3873,8 @@ open class Subscription: Disposable, AutoCloseable, SubscriptionInterface
 
     
     /**
-     * Stops delivery. An `on_event` already running finishes; no other call follows.
+     * Stops delivery: when it returns, no `on_event` runs and none follows. It waits for one
+     * already running to finish, unless it is called from inside that `on_event`.
      */override fun `cancel`()
         = 
     callWithHandle {
