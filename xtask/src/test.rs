@@ -157,29 +157,40 @@ pub fn run(mut ctx: Ctx) -> Result<(), String> {
     )?;
     checkpoint()?;
 
-    header("bindings: Kotlin on the JVM (Maven, JUnit)");
+    header("bindings: Kotlin on the JVM (Maven, JUnit), the jar installed and used by coordinates");
     // -q hides Surefire's summary, so it is printed from the reports afterwards. The first run
-    // downloads Kotlin, JNA, coroutines and JUnit from Maven Central into ~/.m2.
-    let jvm = Path::new("bindings/kotlin/jasper-jvm");
-    let reports = ctx.root.join(jvm).join("target/surefire-reports");
-    match std::fs::remove_dir_all(&reports) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("{}: {e}", reports.display()));
-        }
-        _ => {}
-    }
+    // downloads Kotlin, JNA, coroutines and JUnit from Maven Central into ~/.m2. `install`
+    // runs jasper-jvm's tests and puts the jar (native library inside, as a JNA resource) and
+    // its test jar into ~/.m2; the consumer project then depends on them by coordinates only.
     let ffi_dir = ffi_lib.parent().expect("the library is in target/debug");
-    step(
-        "bindings: Kotlin on the JVM (Maven)",
-        ctx.command("mvn")
-            .args(["-B", "-q", "-f"])
-            .arg(jvm.join("pom.xml"))
-            .arg("test")
-            .arg(define("jasper.ffi.dir", ffi_dir))
-            .arg(define("jasper.relay.bin", &relay_bin))
-            .arg(define("jasper.mesh.bin", &mesh_bin)),
-    )?;
-    surefire_summary(&reports)
+    let mut projects = Vec::new();
+    for (project, goal) in [
+        ("bindings/kotlin/jasper-jvm", "install"),
+        ("bindings/kotlin/jasper-jvm-consumer", "test"),
+    ] {
+        let reports = ctx.root.join(project).join("target/surefire-reports");
+        match std::fs::remove_dir_all(&reports) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("{}: {e}", reports.display()));
+            }
+            _ => {}
+        }
+        step(
+            &format!("bindings: mvn {goal} ({project})"),
+            ctx.command("mvn")
+                .args(["-B", "-q", "-f"])
+                .arg(Path::new(project).join("pom.xml"))
+                .arg(goal)
+                .arg(define("jasper.ffi.dir", ffi_dir))
+                .arg(define("jasper.relay.bin", &relay_bin))
+                .arg(define("jasper.mesh.bin", &mesh_bin)),
+        )?;
+        projects.push(reports);
+    }
+    for reports in &projects {
+        surefire_summary(reports)?;
+    }
+    Ok(())
 }
 
 fn header(name: &str) {
