@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -120,6 +121,9 @@ pub struct AdmissionSettings {
     pub trusted_proxies: Vec<IpRange>,
     /// Long-polls one address may have parked at once.
     pub max_waiting_per_address: usize,
+    /// TCP connections one address may hold open at once; more are closed as they are
+    /// accepted, before a byte is read (peers and trusted proxies are exempt).
+    pub max_connections_per_address: usize,
     pub quotas: Quotas,
     /// When `/send` must carry a proof-of-work stamp (`jasper_core::stamp`).
     pub stamp: StampPolicy,
@@ -178,6 +182,9 @@ impl Default for AdmissionSettings {
             ipv6_prefix: 64,
             trusted_proxies: Vec::new(),
             max_waiting_per_address: 64,
+            // Browsers open 6 per host, a phone behind carrier NAT shares its address with
+            // many others: generous for people, a ceiling for a flooder's sockets.
+            max_connections_per_address: 256,
             // 2^16 hashes, tens of milliseconds on a phone, per packet: nothing for a person,
             // a wall for a flood; asked only while /send is far busier than people make it.
             stamp: StampPolicy {
@@ -214,6 +221,7 @@ pub struct AdmissionFile {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     pub max_waiting_per_address: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
     pub recipient_max_packets: Option<u64>,
     pub recipient_max_bytes: Option<u64>,
     pub max_stored_packets: Option<u64>,
@@ -292,6 +300,11 @@ impl AdmissionFile {
             max_waiting_per_address: self
                 .max_waiting_per_address
                 .unwrap_or(d.max_waiting_per_address),
+            max_connections_per_address: positive(
+                self.max_connections_per_address.map(|n| n as u64),
+                d.max_connections_per_address as u64,
+                "max_connections_per_address",
+            )? as usize,
             quotas: Quotas {
                 recipient_packets: positive(
                     self.recipient_max_packets,
@@ -358,10 +371,11 @@ pub enum Refusal {
     RecipientFull,
     StorageFull,
     StampRequired,
+    TooManyConnections,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::RateSend,
         Refusal::RateFetch,
         Refusal::RateOther,
@@ -370,6 +384,7 @@ impl Refusal {
         Refusal::RecipientFull,
         Refusal::StorageFull,
         Refusal::StampRequired,
+        Refusal::TooManyConnections,
     ];
 
     pub fn name(self) -> &'static str {
@@ -382,6 +397,7 @@ impl Refusal {
             Refusal::RecipientFull => "recipient_full",
             Refusal::StorageFull => "storage_full",
             Refusal::StampRequired => "stamp_required",
+            Refusal::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -395,6 +411,8 @@ pub struct Admission {
     /// The configured peers' addresses, resolved (again by [`Admission::resolve_peers`]).
     peer_ips: RwLock<HashSet<IpAddr>>,
     waiting: Mutex<HashMap<IpAddr, usize>>,
+    /// Open TCP connections, per address (see [`Admission::connect`]).
+    connections: Mutex<HashMap<IpAddr, usize>>,
     /// Refusals being held back, per address (see [`Admission::hold`]).
     held: Mutex<HashMap<IpAddr, usize>>,
     /// Their sum, kept beside the map so that a refusal does not add the map up.
@@ -411,6 +429,24 @@ const HELD_PER_ADDRESS: usize = 32;
 const HELD_IN_ALL: usize = 4096;
 /// How long a refusal is held back.
 const MAX_HOLD: Duration = Duration::from_secs(1);
+
+/// An open connection, counted against its address until dropped.
+pub struct ConnectionSlot {
+    admission: Arc<Admission>,
+    key: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.admission.connections.lock();
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// A parked long-poll, counted against its address until dropped.
 pub struct Waiting<'a> {
@@ -452,6 +488,7 @@ impl Admission {
             settings,
             peer_ips: RwLock::new(HashSet::new()),
             waiting: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             held_total: Default::default(),
             refused: Default::default(),
@@ -603,6 +640,32 @@ impl Admission {
         }
     }
 
+    /// Counts a connection just accepted from `remote` against its address; `None` (counted
+    /// as a refusal) when the address holds its maximum already, and the connection is to be
+    /// closed unread. Configured peers and trusted proxies are not limited, nor anyone with
+    /// rate limits off. The slot is released when dropped, with the connection.
+    pub fn connect(self: &Arc<Self>, remote: IpAddr) -> Option<ConnectionSlot> {
+        let ip = canonical(remote);
+        let key = self.key(ip);
+        let exempt =
+            !self.settings.rate_limits || self.trusted(ip) || self.peer_ips.read().contains(&ip);
+        let mut open = self.connections.lock();
+        let n = open.entry(key).or_default();
+        if *n >= self.settings.max_connections_per_address && !exempt {
+            if *n == 0 {
+                open.remove(&key);
+            }
+            drop(open);
+            self.count(Refusal::TooManyConnections);
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            admission: self.clone(),
+            key,
+        })
+    }
+
     /// Counts a long-poll about to park against its address, or refuses it.
     pub fn park(&self, client: &Client) -> Result<Waiting<'_>, RelayError> {
         let mut waiting = self.waiting.lock();
@@ -703,6 +766,7 @@ impl Admission {
             },
             "ipv6_prefix": s.ipv6_prefix,
             "max_waiting_per_address": s.max_waiting_per_address,
+            "max_connections_per_address": s.max_connections_per_address,
             "stamp": {
                 "mode": s.stamp.mode.name(),
                 "bits": s.stamp.bits,
@@ -831,6 +895,42 @@ mod tests {
         drop(one);
         let _three = a.park(&c).unwrap();
         assert_eq!(a.refusals()[4], (Refusal::TooManyWaiting, 1));
+    }
+
+    #[test]
+    fn connections_are_bounded_per_address_and_given_back_when_closed() {
+        let a = Arc::new(admission(|s| s.max_connections_per_address = 2));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let open: Vec<_> = (0..2)
+            .map(|_| a.connect(ip("192.0.2.1")).unwrap())
+            .collect();
+        assert!(a.connect(ip("192.0.2.1")).is_none());
+        // The same host as an IPv4-mapped IPv6 address is the same address.
+        assert!(a.connect(ip("::ffff:192.0.2.1")).is_none());
+        // An IPv6 client is counted by its /64.
+        let v6: Vec<_> = (1..=2)
+            .map(|i| a.connect(ip(&format!("2001:db8::{i}"))).unwrap())
+            .collect();
+        assert!(a.connect(ip("2001:db8::99")).is_none());
+        assert!(a.connect(ip("2001:db8:0:1::1")).is_some());
+        assert!(a.connect(ip("192.0.2.2")).is_some());
+        assert_eq!(
+            a.refusals()
+                .iter()
+                .find(|(r, _)| *r == Refusal::TooManyConnections),
+            Some(&(Refusal::TooManyConnections, 3))
+        );
+        drop(open);
+        drop(v6);
+        assert!(a.connections.lock().is_empty());
+        assert!(a.connect(ip("192.0.2.1")).is_some());
+        // Without rate limits (a private relay, a load test) nothing is bounded.
+        let off = Arc::new(admission(|s| {
+            s.max_connections_per_address = 1;
+            s.rate_limits = false;
+        }));
+        let _both = (off.connect(ip("192.0.2.1")), off.connect(ip("192.0.2.1")));
+        assert!(_both.0.is_some() && _both.1.is_some());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod listener;
 pub mod load;
 pub mod mesh;
 pub mod metrics;
@@ -227,7 +228,14 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay, RelayError> {
     });
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let stop_serving = stop.clone();
+    let connections = admission.clone();
     let server = tokio::spawn(async move {
+        // `tap_io` with nothing to do: axum gives connection info (the client's address) to
+        // listeners of its own and to tapped ones.
+        let listener = axum::serve::ListenerExt::tap_io(
+            listener::AdmittedListener::new(listener, connections),
+            |_| {},
+        );
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop_serving.cancelled().await })
             .await;

@@ -162,6 +162,10 @@ async fn bad_admission_settings_stop_the_relay_naming_the_setting() {
             "trusted_proxies",
         ),
         ("[admission]\nsend_per_second = 5\n", "send_per_second"),
+        (
+            "[admission]\nmax_connections_per_address = 0\n",
+            "max_connections_per_address",
+        ),
     ] {
         let config = dir.path().join("bad.toml");
         std::fs::write(&config, toml).unwrap();
@@ -531,5 +535,92 @@ async fn stamps_are_asked_only_while_send_is_busier_than_the_threshold() {
     assert_eq!(
         post(&http, &url, &packet(&keys[1], "quiet again")).await.0,
         200
+    );
+}
+
+/// A raw HTTP/1.1 connection from `ip`: `Some(status line)` of its answer to `GET /status`, or
+/// `None` when the relay closed it without answering.
+async fn raw_status(relay: &Relay, ip: &str) -> (tokio::net::TcpStream, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(ip.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream = socket.connect(relay.socket_addr()).await.unwrap();
+    // A closed connection may refuse the write itself (reset): no answer either way.
+    if stream
+        .write_all(b"GET /status HTTP/1.1\r\nhost: relay\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return (stream, None);
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                // Headers and the JSON body: enough once the body's closing brace is in.
+                if got.ends_with(b"}") {
+                    break;
+                }
+            }
+            Err(_) => panic!("the relay neither answered nor closed within 10 s"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    (
+        stream,
+        text.lines()
+            .next()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_of_an_address_are_closed_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = with_config(dir.path(), "[admission]\nmax_connections_per_address = 4\n");
+    // Four kept open (keep-alive) from 127.0.0.2, each answered.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (stream, answer) = raw_status(&relay, "127.0.0.2").await;
+        assert_eq!(answer.as_deref(), Some("HTTP/1.1 200 OK"));
+        held.push(stream);
+    }
+    // The fifth is closed without an answer; another address is not affected.
+    let (_, answer) = raw_status(&relay, "127.0.0.2").await;
+    assert_eq!(
+        answer, None,
+        "a fifth connection from one address was served"
+    );
+    let (_, answer) = raw_status(&relay, "127.0.0.3").await;
+    assert_eq!(answer.as_deref(), Some("HTTP/1.1 200 OK"));
+    // One closed, one more admitted (once the relay has seen the close).
+    drop(held.pop());
+    let mut admitted = None;
+    for _ in 0..50 {
+        let (stream, answer) = raw_status(&relay, "127.0.0.2").await;
+        if answer.is_some() {
+            admitted = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        admitted.is_some(),
+        "a closed connection's place was not given back"
+    );
+    let s = status(&relay).await;
+    assert_eq!(s["admission"]["max_connections_per_address"], 4);
+    assert!(
+        s["admission"]["refused"]["too_many_connections"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{s}"
     );
 }
