@@ -9,7 +9,8 @@
 # Each target starts from its seeds (fuzz/seeds/TARGET, kept in git, crash regressions
 # included) and the corpus earlier runs grew (fuzz/corpus/TARGET, not in git). A crash stops
 # that target with its input in fuzz/artifacts/TARGET and fails the script; the summary line
-# per target gives executions, corpus size and the result. Long runs' figures go in
+# per target gives executions, corpus size and the result. Each run rebuilds its target first, so
+# do not leave the tree half-edited while it runs. Long runs' figures go in
 # docs/benchmarks.md ("Fuzzing").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,10 @@ for t in "${targets[@]}"; do
       -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
       >"$log" 2>&1; then
     result="no crash"
+  elif grep -q "failed to build fuzz script" "$log"; then
+    # `cargo fuzz run` rebuilds first: a source tree edited mid-run can fail to compile.
+    result="BUILD FAILED (see $log)"
+    failed=1
   else
     result="CRASH (see $log and artifacts/$t/)"
     failed=1
