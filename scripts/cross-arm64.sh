@@ -56,5 +56,6 @@ if out=$(cargo check --locked --target aarch64-linux-android -p jasper-ffi 2>&1)
   echo "cargo check --target aarch64-linux-android -p jasper-ffi: passes"
 else
   echo "cargo check --target aarch64-linux-android -p jasper-ffi: fails; what stops it:"
-  echo "$out" | grep -E "error|warning: .*(failed|not found)|aarch64-linux-android-clang|NDK" | head -8
+  # The distinct lines that say why (grep -m, not head: with pipefail a closed pipe fails).
+  echo "$out" | grep -E "^error|failed to find tool|NDK" | sort -u | grep -m 8 . || true
 fi
