@@ -50,11 +50,12 @@ enum Fault {
     Calm,
 }
 
+/// Dropped in this order: the processes first, then the namespaces they ran in.
 struct Hosts {
-    net: Network,
     relays: Vec<Relay>,
     alice: Daemon,
     bob: Daemon,
+    net: Network,
 }
 
 fn relay_name(i: usize) -> String {
@@ -130,10 +131,10 @@ fn start(root: &std::path::Path) -> Hosts {
     bob.create_identity();
     befriend(&alice, "alice", &bob, "bob");
     Hosts {
-        net,
         relays,
         alice,
         bob,
+        net,
     }
 }
 
