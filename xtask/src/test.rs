@@ -183,7 +183,10 @@ pub fn run(mut ctx: Ctx) -> Result<(), String> {
                 .arg(goal)
                 .arg(define("jasper.ffi.dir", ffi_dir))
                 .arg(define("jasper.relay.bin", &relay_bin))
-                .arg(define("jasper.mesh.bin", &mesh_bin)),
+                .arg(define("jasper.mesh.bin", &mesh_bin))
+                // `cargo xtask` runs with cargo's LD_LIBRARY_PATH, target/debug included: JNA
+                // would load the build's library from there instead of the jar's.
+                .env_remove("LD_LIBRARY_PATH"),
         )?;
         projects.push(reports);
     }
