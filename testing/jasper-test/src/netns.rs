@@ -73,11 +73,17 @@ fn run(args: &[&str]) -> Result<(), String> {
         .args(&args[1..])
         .output()
         .map_err(|e| format!("cannot run {args:?}: {e}"))?;
+    succeeded(&out, || format!("{args:?} failed"))
+}
+
+/// `Ok` for a zero exit status, else `Err` with `what` and the command's stderr.
+fn succeeded(out: &std::process::Output, what: impl FnOnce() -> String) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "{args:?} failed: {}",
+            "{}: {}",
+            what(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
@@ -101,14 +107,7 @@ fn nft(netns: &str, script: &str) -> Result<(), String> {
     let out = child
         .wait_with_output()
         .map_err(|e| format!("nft in {netns}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "nft in {netns} refused {script:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    succeeded(&out, || format!("nft in {netns} refused {script:?}"))
 }
 
 /// The table every fault rule of a host lives in: flushing it heals the host.
