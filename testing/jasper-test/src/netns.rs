@@ -177,17 +177,7 @@ impl Network {
                 "name",
                 "eth0",
             ])?;
-            run(&[
-                "ip",
-                "-n",
-                &net.switch,
-                "link",
-                "set",
-                &port,
-                "master",
-                "br0",
-            ])?;
-            run(&["ip", "-n", &net.switch, "link", "set", &port, "up"])?;
+            net.plug(&port)?;
             let cidr = format!("{}/24", host.ip);
             run(&["ip", "-n", &host.netns, "addr", "add", &cidr, "dev", "eth0"])?;
             run(&["ip", "-n", &host.netns, "link", "set", "eth0", "up"])?;
@@ -215,21 +205,26 @@ impl Network {
             "netns",
             &net.switch,
         ])?;
-        run(&[
-            "ip",
-            "-n",
-            &net.switch,
-            "link",
-            "set",
-            "local",
-            "master",
-            "br0",
-        ])?;
-        run(&["ip", "-n", &net.switch, "link", "set", "local", "up"])?;
+        net.plug("local")?;
         let cidr = format!("{}/24", net.local_ip);
         run(&["ip", "addr", "add", &cidr, "dev", &net.local_link])?;
         run(&["ip", "link", "set", &net.local_link, "up"])?;
         Ok(net)
+    }
+
+    /// Puts the switch's end of a cable, `port`, on the bridge and brings it up.
+    fn plug(&self, port: &str) -> Result<(), String> {
+        run(&[
+            "ip",
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            port,
+            "master",
+            "br0",
+        ])?;
+        run(&["ip", "-n", &self.switch, "link", "set", port, "up"])
     }
 
     /// The host named `name`; panics when there is none.
