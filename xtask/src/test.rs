@@ -90,15 +90,7 @@ pub fn run(mut ctx: Ctx) -> Result<(), String> {
     // pytest itself is installed by scripts/test.sh (pip), with the system packages.
     step(
         "bindings: Python (pytest)",
-        ctx.command("python3")
-            .args([
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "bindings/python",
-            ])
+        pytest(&ctx, Path::new("python3"), &["bindings/python"])
             .env("JASPER_FFI_LIB", &ffi_lib)
             .env("JASPER_RELAY_BIN", &relay_bin)
             .env("JASPER_MESH_BIN", &mesh_bin),
@@ -140,20 +132,18 @@ pub fn run(mut ctx: Ctx) -> Result<(), String> {
     )?;
     step(
         "bindings: Python from the installed wheel (pytest)",
-        ctx.command(&python)
-            .args([
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
+        pytest(
+            &ctx,
+            &python,
+            &[
                 "bindings/python/tests/test_installed.py",
                 "bindings/python/tests/test_exchange.py",
-            ])
-            .env("JASPER_TEST_INSTALLED", "1")
-            .env_remove("JASPER_FFI_LIB")
-            .env("JASPER_RELAY_BIN", &relay_bin)
-            .env("JASPER_MESH_BIN", &mesh_bin),
+            ],
+        )
+        .env("JASPER_TEST_INSTALLED", "1")
+        .env_remove("JASPER_FFI_LIB")
+        .env("JASPER_RELAY_BIN", &relay_bin)
+        .env("JASPER_MESH_BIN", &mesh_bin),
     )?;
     checkpoint()?;
 
@@ -194,6 +184,15 @@ pub fn run(mut ctx: Ctx) -> Result<(), String> {
         surefire_summary(reports)?;
     }
     Ok(())
+}
+
+/// `PYTHON -m pytest -q` on `paths`, without pytest's cache directory in the checkout.
+fn pytest(ctx: &Ctx, python: &Path, paths: &[&str]) -> std::process::Command {
+    let mut command = ctx.command(python);
+    command
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(paths);
+    command
 }
 
 fn header(name: &str) {
