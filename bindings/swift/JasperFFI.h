@@ -430,6 +430,16 @@ RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_identity(uint64_t ptr, RustC
 uint64_t uniffi_jasper_ffi_fn_method_jasperengine_import_identity(uint64_t ptr, RustBuffer pkcs8_pem
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_LATEST_EVENT_SEQ
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_LATEST_EVENT_SEQ
+uint64_t uniffi_jasper_ffi_fn_method_jasperengine_latest_event_seq(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_MARK_READ
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_MARK_READ
+RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_mark_read(uint64_t ptr, RustBuffer target, RustBuffer through, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_MESSAGE
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_FN_METHOD_JASPERENGINE_MESSAGE
 RustBuffer uniffi_jasper_ffi_fn_method_jasperengine_message(uint64_t ptr, RustBuffer message_id, RustCallStatus *_Nonnull out_status
@@ -1042,6 +1052,18 @@ uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_identity(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_IMPORT_IDENTITY
 #define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_IMPORT_IDENTITY
 uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_import_identity(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_LATEST_EVENT_SEQ
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_LATEST_EVENT_SEQ
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_latest_event_seq(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_MARK_READ
+#define UNIFFI_FFIDEF_UNIFFI_JASPER_FFI_CHECKSUM_METHOD_JASPERENGINE_MARK_READ
+uint16_t uniffi_jasper_ffi_checksum_method_jasperengine_mark_read(void
     
 );
 #endif

@@ -221,6 +221,20 @@ impl pb::conversation_service_server::ConversationService for Api {
             message: Some(convert::message(message)),
         }))
     }
+
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Result<Response<pb::MarkReadResponse>, Status> {
+        let r = request.into_inner();
+        // An empty target is the engine's INVALID_ARGUMENT, as over the FFI.
+        let conversation = self
+            .blocking(move |e| e.conversations().mark_read(&r.target, r.through.as_deref()))
+            .await?;
+        Ok(Response::new(pb::MarkReadResponse {
+            conversation: Some(convert::conversation(conversation)),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -467,5 +481,13 @@ impl pb::event_service_server::EventService for Api {
                 Err(e) => Err(engine_status(&e)),
             });
         Ok(Response::new(Box::pin(stream)))
+    }
+    async fn latest(
+        &self,
+        _: Request<pb::LatestEventRequest>,
+    ) -> Result<Response<pb::LatestEventResponse>, Status> {
+        Ok(Response::new(pb::LatestEventResponse {
+            seq: self.engine.events().latest_seq(),
+        }))
     }
 }

@@ -376,6 +376,40 @@ fn bad_input_on_every_call_gets_its_code() {
         "unknown_conversation",
     );
     expect_status(
+        "MarkRead unknown",
+        rt.block_on(c.conversations.mark_read(pb::MarkReadRequest {
+            target: "nobody".into(),
+            through: None,
+        })),
+        Code::NotFound,
+        "unknown_conversation",
+    );
+    expect_cli(&alice, &["read", "nobody"], "unknown_conversation", 1);
+    expect_status(
+        "MarkRead without a target",
+        rt.block_on(c.conversations.mark_read(pb::MarkReadRequest {
+            target: String::new(),
+            through: None,
+        })),
+        Code::InvalidArgument,
+        "invalid_argument",
+    );
+    expect_status(
+        "MarkRead through an unknown message",
+        rt.block_on(c.conversations.mark_read(pb::MarkReadRequest {
+            target: "bob".into(),
+            through: Some("no-such-message".into()),
+        })),
+        Code::NotFound,
+        "unknown_message",
+    );
+    expect_cli(
+        &alice,
+        &["read", "bob", "--through", "no-such-message"],
+        "unknown_message",
+        1,
+    );
+    expect_status(
         "SendToGroup unknown",
         rt.block_on(c.conversations.send_to_group(pb::SendToGroupRequest {
             group: "nobody".into(),

@@ -1,6 +1,7 @@
 //! Two real daemons talking through a mesh of real relays, driven through the `jasper` CLI and
-//! the gRPC API: messages both ways with TX ≠ RX relays and no sender key on any relay, and an
-//! event subscriber that resumes from its last seq without missing anything.
+//! the gRPC API: messages both ways with TX ≠ RX relays and no sender key on any relay, an
+//! event subscriber that resumes from its last seq without missing anything, and the unread
+//! counts of received messages with a read marker that only moves forward.
 
 mod common;
 
@@ -8,8 +9,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
+use jasper_client::Client;
 use jasper_proto::v1 as pb;
 use serde_json::Value;
+use tonic::Code;
+use tonic_types::StatusExt;
 
 const DELIVERY: Duration = Duration::from_secs(45);
 
@@ -215,6 +219,174 @@ fn an_event_subscriber_resumes_from_its_last_seq_and_misses_nothing() {
         all.iter().copied().collect::<BTreeSet<u64>>(),
         "the two sessions differ from the log"
     );
+
+    // `Latest` names the newest event: at least the last one streamed, and one that exists
+    // (where a frontend that has just loaded its snapshot subscribes from).
+    let latest = rt
+        .block_on(c.events.latest(pb::LatestEventRequest {}))
+        .unwrap()
+        .into_inner()
+        .seq;
+    assert!(latest >= until, "Latest {latest} is behind event {until}");
+    let newest = rt.block_on(async {
+        use futures::StreamExt;
+        let mut stream = c
+            .events
+            .subscribe(pb::SubscribeRequest {
+                from_seq: latest - 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        stream.next().await.unwrap().unwrap().seq
+    });
+    assert_eq!(newest, latest, "Latest names no event of the log");
+}
+
+#[test]
+fn received_messages_are_unread_until_marked_and_the_marker_never_moves_back() {
+    let root = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(root.path(), 3);
+    let alice = Daemon::start(root.path(), "alice", &mesh);
+    let bob = Daemon::start(root.path(), "bob", &mesh);
+    alice.create_identity();
+    bob.create_identity();
+    befriend(&alice, "alice", &bob, "bob");
+
+    // Three messages from alice, each sent once the one before has arrived, so bob's arrival
+    // order (what the read marker follows) is their sending order.
+    let send = |text: &str| {
+        let id = alice.ok(&["send", "--to", "bob", text])["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        bob.wait_for_message("alice", &id, DELIVERY);
+        id
+    };
+    let ids: Vec<String> = (1..=3).map(|i| send(&format!("unread {i}"))).collect();
+
+    let rt = runtime();
+    let mut b = bob.client(&rt);
+    let mut a = alice.client(&rt);
+    let dm = get(&rt, &mut b, "alice");
+    assert_eq!(dm.unread, 3, "{dm:?}");
+    assert!(dm.last_activity_at >= dm.created_at, "{dm:?}");
+    // Outgoing messages are never unread.
+    assert_eq!(get(&rt, &mut a, "bob").unread, 0);
+    // The list shows the same count (through the CLI, in its JSON).
+    let listed = bob.ok(&["conversations"]);
+    let listed = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == dm.id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{listed:#}"));
+    assert_eq!(listed["unread"], 3, "{listed:#}");
+
+    // Through the second: the third is left.
+    let through_2nd = mark_read(&rt, &mut b, "alice", Some(&ids[1])).unwrap();
+    assert_eq!(through_2nd.unread, 1, "{through_2nd:?}");
+    assert_eq!(get(&rt, &mut b, &format!("#{}", dm.id)).unread, 1);
+    // Without `through`: everything.
+    assert_eq!(mark_read(&rt, &mut b, "alice", None).unwrap().unread, 0);
+    // Back to the first: the marker stays where it is.
+    assert_eq!(
+        mark_read(&rt, &mut b, "alice", Some(&ids[0]))
+            .unwrap()
+            .unread,
+        0
+    );
+    assert_eq!(get(&rt, &mut b, "alice").unread, 0);
+
+    // Every frontend learns it: the event log has the conversation at 1 unread, then at 0.
+    let (first, second) = rt.block_on(async {
+        use futures::StreamExt;
+        let mut stream = b
+            .events
+            .subscribe(pb::SubscribeRequest { from_seq: 0 })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut at_one = None;
+        loop {
+            let next = tokio::time::timeout(DELIVERY, stream.next()).await;
+            let event = next
+                .expect("the read events within the timeout")
+                .expect("the stream stays open")
+                .unwrap();
+            let Some(pb::event::Kind::ConversationUpdated(u)) = event.kind else {
+                continue;
+            };
+            let c = u.conversation.unwrap();
+            if c.id != dm.id {
+                continue;
+            }
+            match (at_one, c.unread) {
+                (None, 1) => at_one = Some(event.seq),
+                (Some(one), 0) => break (one, event.seq),
+                _ => {}
+            }
+        }
+    });
+    assert!(first < second);
+
+    // Refusals: a message that is not in the conversation, an unknown conversation, none.
+    let refused = |r: Result<pb::Conversation, tonic::Status>| {
+        let status = r.expect_err("refused");
+        let reason = status.get_details_error_info().unwrap().reason;
+        (status.code(), reason)
+    };
+    assert_eq!(
+        refused(mark_read(&rt, &mut b, "alice", Some("no-such-message"))),
+        (Code::NotFound, "unknown_message".to_owned())
+    );
+    assert_eq!(
+        refused(mark_read(&rt, &mut b, "nobody", None)),
+        (Code::NotFound, "unknown_conversation".to_owned())
+    );
+    assert_eq!(
+        refused(mark_read(&rt, &mut b, "", None)),
+        (Code::InvalidArgument, "invalid_argument".to_owned())
+    );
+    let (code, reason, _) = bob.fails(&["read", "alice", "--through", "no-such-message"]);
+    assert_eq!((code, reason.as_str()), (1, "unknown_message"));
+
+    // A new message: unread again, and the conversation's activity moves on.
+    let fourth = send("unread 4");
+    let later = get(&rt, &mut b, "alice");
+    assert_eq!(later.unread, 1, "{later:?}");
+    assert!(
+        later.last_activity_at > dm.last_activity_at,
+        "{later:?} after {dm:?}"
+    );
+    // `jasper read` marks it, through its id, and prints the conversation.
+    let read = bob.ok(&["read", "alice", "--through", &fourth]);
+    assert_eq!(read["unread"], 0, "{read:#}");
+    assert_eq!(read["id"], dm.id);
+}
+
+fn get(rt: &tokio::runtime::Runtime, c: &mut Client, target: &str) -> pb::Conversation {
+    rt.block_on(c.conversations.get(pb::GetConversationRequest {
+        target: target.to_owned(),
+    }))
+    .unwrap()
+    .into_inner()
+    .conversation
+    .unwrap()
+}
+
+fn mark_read(
+    rt: &tokio::runtime::Runtime,
+    c: &mut Client,
+    target: &str,
+    through: Option<&str>,
+) -> Result<pb::Conversation, tonic::Status> {
+    rt.block_on(c.conversations.mark_read(pb::MarkReadRequest {
+        target: target.to_owned(),
+        through: through.map(str::to_owned),
+    }))
+    .map(|r| r.into_inner().conversation.unwrap())
 }
 
 fn is_received(event: &Value, id: &str) -> bool {

@@ -60,6 +60,39 @@ impl Conversations {
         self.get(id)
     }
 
+    /// Moves the read marker of the conversation `target` names (as [`Self::resolve`]) forward
+    /// to the message `through`, or to its newest message when `None`; never back, so an older
+    /// `through` changes nothing. When it moves, a `ConversationUpdated` event carries the new
+    /// unread count to every frontend of this login. The marker is local: nothing is sent.
+    pub fn mark_read(&self, target: &str, through: Option<&str>) -> Result<Conversation> {
+        if target.trim().is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "name the conversation to mark read".into(),
+            ));
+        }
+        let id = self.resolve(target)?.id;
+        self.engine.commit(|tx| {
+            let rowid = match through {
+                Some(msg_id) => Db::message_rowid(tx, id, msg_id)?.ok_or_else(|| {
+                    EngineError::UnknownMessage(format!("{msg_id} (in conversation #{id})"))
+                })?,
+                None => Db::newest_message_rowid(tx, id)?.unwrap_or(0),
+            };
+            let moved = Db::mark_read(tx, id, rowid)?;
+            let conversation = Db::conversation(tx, id)?
+                .ok_or_else(|| EngineError::UnknownConversation(id.to_string()))?;
+            if moved {
+                Db::push_event(
+                    tx,
+                    &EventKind::ConversationUpdated {
+                        conversation: conversation.clone(),
+                    },
+                )?;
+            }
+            Ok(conversation)
+        })
+    }
+
     pub fn messages(
         &self,
         target: &str,

@@ -45,6 +45,12 @@ impl Events {
         )
     }
 
+    /// The seq of the newest event recorded (0 while the log is empty): where a frontend
+    /// that has just loaded its snapshot subscribes from.
+    pub fn latest_seq(&self) -> u64 {
+        *self.engine.inner.latest_event.borrow()
+    }
+
     /// Reads the event log off the runtime threads (a long backlog is a real SQLite scan).
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         let engine = self.engine.clone();

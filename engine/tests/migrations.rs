@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use jasper_engine::EphemeralSecretStore;
-use jasper_engine::store::Db;
+use jasper_engine::store::{Db, now_ms};
+use jasper_engine::{ConversationKind, EphemeralSecretStore, MessageState};
 use serde_json::{Value, json};
 
 fn fixture_dir(name: &str) -> PathBuf {
@@ -84,6 +84,75 @@ fn a_database_from_before_numbered_migrations_keeps_all_its_history() {
     assert_eq!(history(&db), expected);
     // What the relays saw was recovered (the exposure backfill, migration 2).
     assert!(!db.exposures().unwrap().is_empty());
+    read_state_starts_at_the_history_it_migrated(&db);
+}
+
+/// Migration 3: the history from before read state counts as read (the fixture holds
+/// messages from bob, which would otherwise be unread), and what arrives after it does.
+fn read_state_starts_at_the_history_it_migrated(db: &Db) {
+    let conversations = db.conversations().unwrap();
+    for c in &conversations {
+        assert_eq!(c.unread, 0, "{}: old history counts as read", c.name);
+        assert!(c.last_activity_at >= c.created_at, "{}", c.name);
+    }
+    let dm = conversations
+        .iter()
+        .find(|c| c.kind == ConversationKind::Direct && c.name == "bob")
+        .expect("the DM with bob");
+    let incoming = db
+        .messages_page(dm.id, None, 500)
+        .unwrap()
+        .messages
+        .iter()
+        .filter(|m| !m.outgoing)
+        .count();
+    assert!(incoming > 0, "the fixture has a message from bob");
+    // A message arriving now, with an author timestamp older than the whole history: still
+    // unread (the marker is the arrival order), and it is the conversation's latest activity.
+    let bob = dm.members[0].clone();
+    let before = now_ms();
+    db.tx(|tx| {
+        Db::insert_message(
+            tx,
+            dm.id,
+            "late-arrival",
+            &bob,
+            false,
+            "text",
+            "written long ago",
+            "2000-01-01T00:00:00.000Z",
+            MessageState::Received,
+        )
+        .map(|_| ())
+    })
+    .unwrap();
+    let after = db
+        .read(|conn| Db::conversation(conn, dm.id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.unread, 1);
+    assert!(after.last_activity_at >= before, "{after:?}");
+    // Outgoing messages never count.
+    db.tx(|tx| {
+        Db::insert_message(
+            tx,
+            dm.id,
+            "my-reply",
+            "me",
+            true,
+            "text",
+            "a reply",
+            "2000-01-01T00:00:01.000Z",
+            MessageState::Queued,
+        )
+        .map(|_| ())
+    })
+    .unwrap();
+    let after = db
+        .read(|conn| Db::conversation(conn, dm.id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.unread, 1);
 }
 
 #[test]

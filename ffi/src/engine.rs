@@ -116,6 +116,17 @@ impl JasperEngine {
         Ok(self.engine.conversations().resolve(&target)?)
     }
 
+    /// Moves the read marker of the conversation `target` names forward to the message
+    /// `through` (`UnknownMessage` if it is not in that conversation), or to its newest message
+    /// when `None`; never back. When it moves, a `ConversationUpdated` event carries the new
+    /// unread count. Returns the conversation.
+    pub fn mark_read(&self, target: String, through: Option<String>) -> Result<Conversation> {
+        Ok(self
+            .engine
+            .conversations()
+            .mark_read(&target, through.as_deref())?)
+    }
+
     /// A page of a conversation's history, oldest first; pass `before` from the previous page
     /// to go further back. `limit` is clamped to 1..=500.
     pub fn messages(
@@ -430,6 +441,13 @@ impl JasperEngine {
     }
 
     // ---- events -------------------------------------------------------------------------
+
+    /// The seq of the newest event recorded (0 while the log is empty). An app starting up
+    /// reads it, then loads what it shows, then pulls or subscribes from it: nothing recorded
+    /// in between is missed (events repeated after the snapshot carry whole objects).
+    pub fn latest_event_seq(&self) -> u64 {
+        self.engine.events().latest_seq()
+    }
 
     /// Pull style: the first event after `after_seq`, waiting up to `timeout_ms` for one
     /// (none when the wait ends). Pass the last `seq` handled to resume, also after a restart:

@@ -184,6 +184,12 @@ pub struct Conversation {
     /// The group's creator (the only one who may add or remove others).
     pub admin: Option<String>,
     pub created_at: i64,
+    /// Messages from others that arrived after this login's read marker (`mark_read`); local
+    /// to this login, never sent. Deleted ones don't count.
+    pub unread: u32,
+    /// Unix ms of the newest message stored here (its arrival, or its writing when outgoing),
+    /// or `created_at` when there is none: what a conversation list sorts by.
+    pub last_activity_at: i64,
 }
 
 #[uniffi::remote(Enum)]

@@ -71,6 +71,16 @@ pub struct Conversation {
     /// The group's creator (the only one who may add or remove others).
     pub admin: Option<String>,
     pub created_at: i64,
+    /// Messages from others that arrived after this login's read marker
+    /// (`conversations().mark_read`); local to this login, never sent. Deleted ones don't count.
+    /// (Defaulted: the event log holds conversations recorded before read state existed.)
+    #[serde(default)]
+    pub unread: u32,
+    /// Unix ms of the newest message stored here (its arrival, or its writing when outgoing),
+    /// or `created_at` when there is none: what a conversation list sorts by. (Defaulted to 0
+    /// in events recorded before it existed.)
+    #[serde(default)]
+    pub last_activity_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,6 +37,8 @@ pub fn conversation(c: model::Conversation) -> pb::Conversation {
         members: c.members,
         admin: c.admin,
         created_at: c.created_at,
+        unread: c.unread,
+        last_activity_at: c.last_activity_at,
     }
 }
 
@@ -337,6 +339,8 @@ pub mod from_pb {
             members: c.members,
             admin: c.admin,
             created_at: c.created_at,
+            unread: c.unread,
+            last_activity_at: c.last_activity_at,
         }
     }
 
@@ -605,6 +609,8 @@ mod tests {
             members: vec!["a".into(), "b".into()],
             admin: Some("a".into()),
             created_at: 7,
+            unread: 3,
+            last_activity_at: 9,
         };
         let kinds = vec![
             model::EventKind::MessageReceived {

@@ -165,6 +165,14 @@ async def _exchange(jasper, relays, tmp_path):
     history = bob.messages("alice", None, 50).messages
     assert [m.content for m in history if m.id in (sent.id, reply.id)] == ["hello bob", "hi alice"]
     assert {c.name for c in bob.conversations()} == {"alice"}
+    # Alice's message is unread (bob's own reply never is) until bob marks the conversation.
+    assert bob.resolve_conversation("alice").unread == 1
+    assert bob.mark_read("alice", None).unread == 0
+    # `latest_event_seq` names an event of the log (the newest): where an app that has just
+    # loaded its snapshot starts pulling.
+    latest = bob.latest_event_seq()
+    newest = await bob.next_event(latest - 1, 0)
+    assert newest is not None and newest.seq == latest
 
     # Resuming the pull stream after an event never gives it again.
     after = await bob.next_event(pulled.seq, 0)

@@ -177,7 +177,8 @@ impl Db {
     pub fn conversation(conn: &Connection, id: i64) -> Result<Option<Conversation>> {
         let row = conn
             .query_row(
-                "SELECT c.id, c.kind, c.channel_id, c.peer_key, c.name, c.admin, c.created_at, k.name
+                "SELECT c.id, c.kind, c.channel_id, c.peer_key, c.name, c.admin, c.created_at, k.name,
+                        c.read_through
                  FROM conversations c LEFT JOIN contacts k ON k.key = c.peer_key WHERE c.id = ?1",
                 [id],
                 |r| {
@@ -190,14 +191,32 @@ impl Db {
                         r.get::<_, Option<String>>(5)?,
                         r.get::<_, i64>(6)?,
                         r.get::<_, Option<String>>(7)?,
+                        r.get::<_, i64>(8)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((id, kind, channel_id, peer_key, name, admin, created_at, contact_name)) = row
+        let Some((id, kind, channel_id, peer_key, name, admin, created_at, contact_name, read)) =
+            row
         else {
             return Ok(None);
         };
+        // Both are ranges of `messages_arrival` (conversation, rowid): the messages after the
+        // read marker, and the newest one by arrival, whose `created_at` is the latest (it is
+        // the local clock at insertion, so it follows the rowid).
+        let unread: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM messages
+                 WHERE conversation_id = ?1 AND rowid > ?2 AND outgoing = 0 AND deleted = 0",
+            )?
+            .query_row(params![id, read], |r| r.get(0))?;
+        let last_activity_at: Option<i64> = conn
+            .prepare_cached(
+                "SELECT created_at FROM messages WHERE conversation_id = ?1
+                 ORDER BY rowid DESC LIMIT 1",
+            )?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
         let mut stmt =
             conn.prepare_cached("SELECT key FROM members WHERE conversation_id = ?1 ORDER BY key")?;
         let members: Vec<String> = stmt
@@ -222,7 +241,25 @@ impl Db {
             members,
             admin,
             created_at,
+            unread: u32::try_from(unread).unwrap_or(u32::MAX),
+            last_activity_at: last_activity_at.unwrap_or(created_at),
         }))
+    }
+
+    /// Moves conversation `id`'s read marker forward to message `rowid` (never back); whether
+    /// it moved.
+    pub fn mark_read(tx: &Transaction<'_>, id: i64, rowid: i64) -> Result<bool> {
+        Ok(tx.execute(
+            "UPDATE conversations SET read_through = ?2 WHERE id = ?1 AND read_through < ?2",
+            params![id, rowid],
+        )? > 0)
+    }
+
+    /// The rowid of the message that arrived last in conversation `id`.
+    pub fn newest_message_rowid(conn: &Connection, id: i64) -> Result<Option<i64>> {
+        Ok(conn
+            .prepare_cached("SELECT MAX(rowid) FROM messages WHERE conversation_id = ?1")?
+            .query_row([id], |r| r.get(0))?)
     }
 
     pub fn conversations(&self) -> Result<Vec<Conversation>> {

@@ -9,7 +9,11 @@ use crate::error::{EngineError, Result};
 /// user_version`; opening applies the rest in order, each in one transaction with its version
 /// bump, and refuses a database from a newer version without touching it. Steps only add: a
 /// change to what exists is a new step that moves the data, never an edit of an old one.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, MIGRATION_2_RELAY_EXPOSURE];
+pub(super) const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1,
+    MIGRATION_2_RELAY_EXPOSURE,
+    MIGRATION_3_READ_STATE,
+];
 
 /// Step 1: the schema as every release before numbered migrations created it (`IF NOT
 /// EXISTS`, so such a database, at `user_version` 0, is adopted as it is).
@@ -78,6 +82,22 @@ INSERT OR IGNORE INTO relay_exposure(relay, key_fp, key, kind, first_at)
   WHERE o.self_copy = 0 AND o.accepted_at IS NOT NULL AND COALESCE(o.tx_relay, '') <> a.relay
     AND COALESCE(o.tx_relay, '') <> 'webrtc'
   GROUP BY a.relay, o.recipient_fp;";
+
+/// Step 3: per-conversation read state. `read_through` is the `messages.rowid` of the last
+/// message this login has read there (`conversations().mark_read`); a message from someone
+/// else with a greater rowid is unread. The rowid is the local arrival order, not the author's
+/// timestamp, so a late message written long ago is still unread when it arrives. Databases
+/// from before had no notion of read, and their users have seen their history (every frontend
+/// showed it in full): the marker starts at each conversation's newest message, so an upgrade
+/// does not flood every conversation with unread counts; only what arrives after it counts.
+/// The index `messages_arrival` is a conversation's messages in arrival order (an index holds
+/// the rowid after its columns): the unread count is a range of it, and the newest message
+/// (`last_activity_at`) its last entry, so neither reads a whole conversation.
+const MIGRATION_3_READ_STATE: &str = "
+ALTER TABLE conversations ADD COLUMN read_through INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS messages_arrival ON messages(conversation_id);
+UPDATE conversations SET read_through =
+  COALESCE((SELECT MAX(m.rowid) FROM messages m WHERE m.conversation_id = conversations.id), 0);";
 
 /// Applies the migrations a database lacks (see [`MIGRATIONS`]).
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -185,9 +185,10 @@ mod tests {
         {
             let db = Db::open(dir.path()).unwrap();
             let conn = db.lock();
-            // As schema 1 left it: no exposure table.
+            // As schema 1 left it: no exposure table (nor read state, step 3).
             conn.execute_batch(
-                "DROP TABLE relay_exposure; PRAGMA user_version = 1;
+                "DROP TABLE relay_exposure; DROP INDEX messages_arrival;
+                 ALTER TABLE conversations DROP COLUMN read_through; PRAGMA user_version = 1;
                  INSERT INTO assignments VALUES('rx', 'me', 'rx:1', 1), ('tx', 'me', 'self:1', 1),
                    ('tx', 'bob', 'bobtx:1', 1), ('tx', 'carol', 'caroltx:1', 1);
                  INSERT INTO outbox(message_rowid, self_copy, recipient, recipient_fp, packet, hash,
@@ -228,5 +229,69 @@ mod tests {
         drop(db);
         let db = Db::open(dir.path()).unwrap();
         assert_eq!(exposures(&db), want);
+    }
+
+    /// A data directory of schema 2 (the release before read state): its history counts as
+    /// read, and a message arriving after the upgrade is unread.
+    #[test]
+    fn read_state_starts_at_the_newest_message_of_an_older_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dm, empty) = {
+            let db = Db::open(dir.path()).unwrap();
+            let ids = db
+                .tx(|tx| {
+                    let (dm, _) = Db::ensure_direct(tx, "BOB")?;
+                    let (empty, _) = Db::ensure_direct(tx, "CAROL")?;
+                    for (i, outgoing) in [false, true, false].into_iter().enumerate() {
+                        let id = format!("m{i}");
+                        let ts = format!("2024-01-0{}T00:00:00.000Z", i + 1);
+                        Db::insert_message(
+                            tx,
+                            dm,
+                            &id,
+                            if outgoing { "ME" } else { "BOB" },
+                            outgoing,
+                            "text",
+                            "hi",
+                            &ts,
+                            MessageState::Received,
+                        )?;
+                    }
+                    Ok((dm, empty))
+                })
+                .unwrap();
+            db.lock()
+                .execute_batch(
+                    "DROP INDEX messages_arrival; ALTER TABLE conversations DROP COLUMN read_through;
+                     PRAGMA user_version = 2;",
+                )
+                .unwrap();
+            ids
+        };
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.schema_version().unwrap(), Db::SCHEMA_VERSION);
+        let conversation = |id| db.read(|c| Db::conversation(c, id)).unwrap().unwrap();
+        let before = conversation(dm);
+        assert_eq!(before.unread, 0, "{before:?}");
+        assert!(before.last_activity_at >= before.created_at);
+        let none = conversation(empty);
+        assert_eq!((none.unread, none.last_activity_at), (0, none.created_at));
+        // A late message (an author timestamp older than all of them) is still unread.
+        db.tx(|tx| {
+            Db::insert_message(
+                tx,
+                dm,
+                "late",
+                "BOB",
+                false,
+                "text",
+                "from long ago",
+                "2000-01-01T00:00:00.000Z",
+                MessageState::Received,
+            )
+            .map(|_| ())
+        })
+        .unwrap();
+        assert_eq!(conversation(dm).unread, 1);
     }
 }

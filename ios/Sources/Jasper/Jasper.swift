@@ -716,6 +716,21 @@ public protocol JasperEngineProtocol: AnyObject, Sendable {
      */
     func importIdentity(pkcs8Pem: String) async throws  -> IdentityInfo
     
+    /**
+     * The seq of the newest event recorded (0 while the log is empty). An app starting up
+     * reads it, then loads what it shows, then pulls or subscribes from it: nothing recorded
+     * in between is missed (events repeated after the snapshot carry whole objects).
+     */
+    func latestEventSeq()  -> UInt64
+    
+    /**
+     * Moves the read marker of the conversation `target` names forward to the message
+     * `through` (`UnknownMessage` if it is not in that conversation), or to its newest message
+     * when `None`; never back. When it moves, a `ConversationUpdated` event carries the new
+     * unread count. Returns the conversation.
+     */
+    func markRead(target: String, through: String?) throws  -> Conversation
+    
     func message(messageId: String) throws  -> Message
     
     /**
@@ -1225,6 +1240,37 @@ open func importIdentity(pkcs8Pem: String)async throws  -> IdentityInfo  {
             liftFunc: FfiConverterTypeIdentityInfo_lift,
             errorHandler: FfiConverterTypeJasperError_lift
         )
+}
+    
+    /**
+     * The seq of the newest event recorded (0 while the log is empty). An app starting up
+     * reads it, then loads what it shows, then pulls or subscribes from it: nothing recorded
+     * in between is missed (events repeated after the snapshot carry whole objects).
+     */
+open func latestEventSeq() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_latest_event_seq(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Moves the read marker of the conversation `target` names forward to the message
+     * `through` (`UnknownMessage` if it is not in that conversation), or to its newest message
+     * when `None`; never back. When it moves, a `ConversationUpdated` event carries the new
+     * unread count. Returns the conversation.
+     */
+open func markRead(target: String, through: String?)throws  -> Conversation  {
+    return try  FfiConverterTypeConversation_lift(try rustCallWithError(FfiConverterTypeJasperError_lift) {
+        uniffiCallStatus in
+    uniffi_jasper_ffi_fn_method_jasperengine_mark_read(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(target),
+        FfiConverterOptionString.lower(through),uniffiCallStatus
+    )
+})
 }
     
 open func message(messageId: String)throws  -> Message  {
@@ -2668,6 +2714,16 @@ public struct Conversation: Equatable, Hashable {
      */
     public var admin: String?
     public var createdAt: Int64
+    /**
+     * Messages from others that arrived after this login's read marker (`mark_read`); local
+     * to this login, never sent. Deleted ones don't count.
+     */
+    public var unread: UInt32
+    /**
+     * Unix ms of the newest message stored here (its arrival, or its writing when outgoing),
+     * or `created_at` when there is none: what a conversation list sorts by.
+     */
+    public var lastActivityAt: Int64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2683,7 +2739,15 @@ public struct Conversation: Equatable, Hashable {
          */members: [String], 
         /**
          * The group's creator (the only one who may add or remove others).
-         */admin: String?, createdAt: Int64) {
+         */admin: String?, createdAt: Int64, 
+        /**
+         * Messages from others that arrived after this login's read marker (`mark_read`); local
+         * to this login, never sent. Deleted ones don't count.
+         */unread: UInt32, 
+        /**
+         * Unix ms of the newest message stored here (its arrival, or its writing when outgoing),
+         * or `created_at` when there is none: what a conversation list sorts by.
+         */lastActivityAt: Int64) {
         self.id = id
         self.kind = kind
         self.channelId = channelId
@@ -2691,6 +2755,8 @@ public struct Conversation: Equatable, Hashable {
         self.members = members
         self.admin = admin
         self.createdAt = createdAt
+        self.unread = unread
+        self.lastActivityAt = lastActivityAt
     }
 
     
@@ -2715,7 +2781,9 @@ public struct FfiConverterTypeConversation: FfiConverterRustBuffer {
                 name: FfiConverterString.read(from: &buf), 
                 members: FfiConverterSequenceString.read(from: &buf), 
                 admin: FfiConverterOptionString.read(from: &buf), 
-                createdAt: FfiConverterInt64.read(from: &buf)
+                createdAt: FfiConverterInt64.read(from: &buf), 
+                unread: FfiConverterUInt32.read(from: &buf), 
+                lastActivityAt: FfiConverterInt64.read(from: &buf)
         )
     }
 
@@ -2727,6 +2795,8 @@ public struct FfiConverterTypeConversation: FfiConverterRustBuffer {
         FfiConverterSequenceString.write(value.members, into: &buf)
         FfiConverterOptionString.write(value.admin, into: &buf)
         FfiConverterInt64.write(value.createdAt, into: &buf)
+        FfiConverterUInt32.write(value.unread, into: &buf)
+        FfiConverterInt64.write(value.lastActivityAt, into: &buf)
     }
 }
 
@@ -5940,6 +6010,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_import_identity() != 15176) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_latest_event_seq() != 51718) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_jasper_ffi_checksum_method_jasperengine_mark_read() != 46109) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_jasper_ffi_checksum_method_jasperengine_message() != 33165) {

@@ -602,6 +602,10 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_import_identity() != 15176:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_latest_event_seq() != 51718:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_jasper_ffi_checksum_method_jasperengine_mark_read() != 46109:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_message() != 33165:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_jasper_ffi_checksum_method_jasperengine_message_routes() != 52376:
@@ -764,6 +768,12 @@ _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_identity.restype = cty
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_import_identity.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_import_identity.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_latest_event_seq.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_latest_event_seq.restype = ctypes.c_uint16
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_mark_read.argtypes = (
+)
+_UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_mark_read.restype = ctypes.c_uint16
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_message.argtypes = (
 )
 _UniffiLib.uniffi_jasper_ffi_checksum_method_jasperengine_message.restype = ctypes.c_uint16
@@ -981,6 +991,18 @@ _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_import_identity.argtypes = (
     _UniffiRustBuffer,
 )
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_import_identity.restype = ctypes.c_uint64
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_latest_event_seq.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_latest_event_seq.restype = ctypes.c_uint64
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_mark_read.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_mark_read.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_message.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -2415,7 +2437,7 @@ class _UniffiFfiConverterSequenceString(_UniffiConverterRustBuffer):
 
 @dataclass
 class Conversation:
-    def __init__(self, *, id:int, kind:ConversationKind, channel_id:str, name:str, members:typing.List[str], admin:typing.Optional[str], created_at:int):
+    def __init__(self, *, id:int, kind:ConversationKind, channel_id:str, name:str, members:typing.List[str], admin:typing.Optional[str], created_at:int, unread:int, last_activity_at:int):
         self.id = id
         self.kind = kind
         self.channel_id = channel_id
@@ -2423,12 +2445,14 @@ class Conversation:
         self.members = members
         self.admin = admin
         self.created_at = created_at
+        self.unread = unread
+        self.last_activity_at = last_activity_at
         
         
 
     
     def __str__(self):
-        return "Conversation(id={}, kind={}, channel_id={}, name={}, members={}, admin={}, created_at={})".format(self.id, self.kind, self.channel_id, self.name, self.members, self.admin, self.created_at)
+        return "Conversation(id={}, kind={}, channel_id={}, name={}, members={}, admin={}, created_at={}, unread={}, last_activity_at={})".format(self.id, self.kind, self.channel_id, self.name, self.members, self.admin, self.created_at, self.unread, self.last_activity_at)
     def __eq__(self, other):
         if self.id != other.id:
             return False
@@ -2444,6 +2468,10 @@ class Conversation:
             return False
         if self.created_at != other.created_at:
             return False
+        if self.unread != other.unread:
+            return False
+        if self.last_activity_at != other.last_activity_at:
+            return False
         return True
 
 class _UniffiFfiConverterTypeConversation(_UniffiConverterRustBuffer):
@@ -2457,6 +2485,8 @@ class _UniffiFfiConverterTypeConversation(_UniffiConverterRustBuffer):
             members=_UniffiFfiConverterSequenceString.read(buf),
             admin=_UniffiFfiConverterOptionalString.read(buf),
             created_at=_UniffiFfiConverterInt64.read(buf),
+            unread=_UniffiFfiConverterUInt32.read(buf),
+            last_activity_at=_UniffiFfiConverterInt64.read(buf),
         )
 
     @staticmethod
@@ -2468,6 +2498,8 @@ class _UniffiFfiConverterTypeConversation(_UniffiConverterRustBuffer):
         _UniffiFfiConverterSequenceString.check_lower(value.members)
         _UniffiFfiConverterOptionalString.check_lower(value.admin)
         _UniffiFfiConverterInt64.check_lower(value.created_at)
+        _UniffiFfiConverterUInt32.check_lower(value.unread)
+        _UniffiFfiConverterInt64.check_lower(value.last_activity_at)
 
     @staticmethod
     def write(value, buf):
@@ -2478,6 +2510,8 @@ class _UniffiFfiConverterTypeConversation(_UniffiConverterRustBuffer):
         _UniffiFfiConverterSequenceString.write(value.members, buf)
         _UniffiFfiConverterOptionalString.write(value.admin, buf)
         _UniffiFfiConverterInt64.write(value.created_at, buf)
+        _UniffiFfiConverterUInt32.write(value.unread, buf)
+        _UniffiFfiConverterInt64.write(value.last_activity_at, buf)
 
 @dataclass
 class DownloadResult:
@@ -6066,6 +6100,21 @@ class JasperEngineProtocol(typing.Protocol):
         Installs an identity exported from another login (PKCS#8 PEM).
 """
         raise NotImplementedError
+    def latest_event_seq(self, ) -> int:
+        """
+        The seq of the newest event recorded (0 while the log is empty). An app starting up
+        reads it, then loads what it shows, then pulls or subscribes from it: nothing recorded
+        in between is missed (events repeated after the snapshot carry whole objects).
+"""
+        raise NotImplementedError
+    def mark_read(self, target: str,through: typing.Optional[str]) -> Conversation:
+        """
+        Moves the read marker of the conversation `target` names forward to the message
+        `through` (`UnknownMessage` if it is not in that conversation), or to its newest message
+        when `None`; never back. When it moves, a `ConversationUpdated` event carries the new
+        unread count. Returns the conversation.
+"""
+        raise NotImplementedError
     def message(self, message_id: str) -> Message:
         raise NotImplementedError
     def message_routes(self, message_id: str) -> typing.List[MessageRoute]:
@@ -6612,6 +6661,47 @@ class JasperEngine(JasperEngineProtocol):
             _uniffi_lift_return,
             _uniffi_error_converter,
         )
+    def latest_event_seq(self, ) -> int:
+        """
+        The seq of the newest event recorded (0 while the log is empty). An app starting up
+        reads it, then loads what it shows, then pulls or subscribes from it: nothing recorded
+        in between is missed (events repeated after the snapshot carry whole objects).
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterUInt64.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_latest_event_seq,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def mark_read(self, target: str,through: typing.Optional[str]) -> Conversation:
+        """
+        Moves the read marker of the conversation `target` names forward to the message
+        `through` (`UnknownMessage` if it is not in that conversation), or to its newest message
+        when `None`; never back. When it moves, a `ConversationUpdated` event carries the new
+        unread count. Returns the conversation.
+"""
+        
+        _UniffiFfiConverterString.check_lower(target)
+
+        _UniffiFfiConverterOptionalString.check_lower(through)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(target),
+            _UniffiFfiConverterOptionalString.lower(through),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeConversation.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeJasperError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_mark_read,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
     def message(self, message_id: str) -> Message:
         
         _UniffiFfiConverterString.check_lower(message_id)

@@ -812,6 +812,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_import_identity(
     ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_latest_event_seq(
+    ): Int
+    external fun uniffi_jasper_ffi_checksum_method_jasperengine_mark_read(
+    ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_message(
     ): Int
     external fun uniffi_jasper_ffi_checksum_method_jasperengine_message_routes(
@@ -949,6 +953,10 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_import_identity(`ptr`: Long,`pkcs8Pem`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_latest_event_seq(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_jasper_ffi_fn_method_jasperengine_mark_read(`ptr`: Long,`target`: RustBuffer.ByValue,`through`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_message(`ptr`: Long,`messageId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jasper_ffi_fn_method_jasperengine_message_routes(`ptr`: Long,`messageId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1221,6 +1229,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_import_identity() and 0xFFFF) != 15176) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_latest_event_seq() and 0xFFFF) != 51718) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_mark_read() and 0xFFFF) != 46109) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jasper_ffi_checksum_method_jasperengine_message() and 0xFFFF) != 33165) {
@@ -1933,6 +1947,21 @@ public interface JasperEngineInterface {
      */
     suspend fun `importIdentity`(`pkcs8Pem`: kotlin.String): IdentityInfo
     
+    /**
+     * The seq of the newest event recorded (0 while the log is empty). An app starting up
+     * reads it, then loads what it shows, then pulls or subscribes from it: nothing recorded
+     * in between is missed (events repeated after the snapshot carry whole objects).
+     */
+    fun `latestEventSeq`(): kotlin.ULong
+    
+    /**
+     * Moves the read marker of the conversation `target` names forward to the message
+     * `through` (`UnknownMessage` if it is not in that conversation), or to its newest message
+     * when `None`; never back. When it moves, a `ConversationUpdated` event carries the new
+     * unread count. Returns the conversation.
+     */
+    fun `markRead`(`target`: kotlin.String, `through`: kotlin.String?): Conversation
+    
     fun `message`(`messageId`: kotlin.String): Message
     
     /**
@@ -2591,6 +2620,46 @@ open class JasperEngine: Disposable, AutoCloseable, JasperEngineInterface
         JasperException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * The seq of the newest event recorded (0 while the log is empty). An app starting up
+     * reads it, then loads what it shows, then pulls or subscribes from it: nothing recorded
+     * in between is missed (events repeated after the snapshot carry whole objects).
+     */override fun `latestEventSeq`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_latest_event_seq(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Moves the read marker of the conversation `target` names forward to the message
+     * `through` (`UnknownMessage` if it is not in that conversation), or to its newest message
+     * when `None`; never back. When it moves, a `ConversationUpdated` event carries the new
+     * unread count. Returns the conversation.
+     */
+    @Throws(JasperException::class)override fun `markRead`(`target`: kotlin.String, `through`: kotlin.String?): Conversation {
+            return FfiConverterTypeConversation.lift(
+    callWithHandle {
+    uniffiRustCallWithError(JasperException) { _status ->
+    UniffiLib.uniffi_jasper_ffi_fn_method_jasperengine_mark_read(
+        it,
+        
+        FfiConverterString.lower(`target`),
+        FfiConverterOptionalString.lower(`through`),_status)
+}
+    }
+    )
+    }
+    
 
     
     @Throws(JasperException::class)override fun `message`(`messageId`: kotlin.String): Message {
@@ -4343,6 +4412,18 @@ data class Conversation (
     var `admin`: kotlin.String?
     , 
     var `createdAt`: kotlin.Long
+    , 
+    /**
+     * Messages from others that arrived after this login's read marker (`mark_read`); local
+     * to this login, never sent. Deleted ones don't count.
+     */
+    var `unread`: kotlin.UInt
+    , 
+    /**
+     * Unix ms of the newest message stored here (its arrival, or its writing when outgoing),
+     * or `created_at` when there is none: what a conversation list sorts by.
+     */
+    var `lastActivityAt`: kotlin.Long
     
 ){
     
@@ -4366,6 +4447,8 @@ public object FfiConverterTypeConversation: FfiConverterRustBuffer<Conversation>
             FfiConverterSequenceString.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterLong.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterLong.read(buf),
         )
     }
 
@@ -4376,7 +4459,9 @@ public object FfiConverterTypeConversation: FfiConverterRustBuffer<Conversation>
             FfiConverterString.allocationSize(value.`name`) +
             FfiConverterSequenceString.allocationSize(value.`members`) +
             FfiConverterOptionalString.allocationSize(value.`admin`) +
-            FfiConverterLong.allocationSize(value.`createdAt`)
+            FfiConverterLong.allocationSize(value.`createdAt`) +
+            FfiConverterUInt.allocationSize(value.`unread`) +
+            FfiConverterLong.allocationSize(value.`lastActivityAt`)
     )
 
     override fun write(value: Conversation, buf: ByteBuffer) {
@@ -4387,6 +4472,8 @@ public object FfiConverterTypeConversation: FfiConverterRustBuffer<Conversation>
             FfiConverterSequenceString.write(value.`members`, buf)
             FfiConverterOptionalString.write(value.`admin`, buf)
             FfiConverterLong.write(value.`createdAt`, buf)
+            FfiConverterUInt.write(value.`unread`, buf)
+            FfiConverterLong.write(value.`lastActivityAt`, buf)
     }
 }
 
