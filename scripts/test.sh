@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The one command that runs every test: installs what the tests need (redis-server, a C
 # toolchain for aws-lc, coturn as the STUN server of the transparent-mode tests, Python with
-# pytest, Maven and a JDK, npm for the IPFS node; gnome-keyring, dbus, libsecret-tools and
-# keyutils through with-secret-service.sh), then hands over to `cargo xtask test`
-# (xtask/src/test.rs): formatting, clippy with warnings as errors, the whole workspace's tests
-# (unit, real relay processes, real Redis, a real Secret Service and keyutils, real WebRTC
-# peers, a real IPFS node); faults between hosts in network namespaces (one seed); then the
-# uniffi bindings: the committed ones must match a fresh
-# generation, and the Python (pytest) and Kotlin-on-the-JVM (Maven, JUnit) tests run them
+# pytest, Maven and a JDK, npm for the IPFS node, tmux as the terminal of `jasper chat`'s test;
+# gnome-keyring, dbus, libsecret-tools and keyutils through with-secret-service.sh), then hands
+# over to `cargo xtask test` (xtask/src/test.rs): formatting, clippy with warnings as errors,
+# the whole workspace's tests (unit, real relay processes, real Redis, a real Secret Service and
+# keyutils, real WebRTC peers, a real IPFS node, the terminal frontend in tmux); faults between
+# hosts in network namespaces (one seed); then the uniffi bindings: the committed ones must match
+# a fresh generation, and the Python (pytest) and Kotlin-on-the-JVM (Maven, JUnit) tests run them
 # against real relays. Installing stays here because it needs apt and root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,8 @@ command -v fish >/dev/null 2>&1 || missing+=(fish)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 command -v man >/dev/null 2>&1 || missing+=(man-db)
+# `jasper chat` is tested in a real terminal: a tmux pane (daemon/tests/chat.rs).
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 # systemd-analyze checks the units in packaging/systemd (daemon/tests/packaging.rs).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -17,6 +17,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tonic::Code;
 
+pub mod chat;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "jasper",
@@ -97,8 +99,17 @@ pub enum Command {
         #[arg(long = "from", default_value_t = 0)]
         from: u64,
     },
-    /// Every conversation (direct and group).
+    /// Every conversation (direct and group), with its unread count.
     Conversations,
+    /// Marks a conversation read through a message (default: its newest); the marker only
+    /// moves forward. Prints the conversation with its new unread count.
+    Read {
+        /// Contact name, key, group name or `#id`.
+        target: String,
+        /// The id of the last message read.
+        #[arg(long)]
+        through: Option<String>,
+    },
     /// Transparent mode: direct WebRTC sessions with a contact (both sides must enable it;
     /// the contact and the STUN operators then learn your IP address).
     #[command(subcommand)]
@@ -106,6 +117,10 @@ pub enum Command {
     /// Voice calls over a transparent session (audio flows through the gRPC `Audio` stream).
     #[command(subcommand)]
     Call(CallCommand),
+    /// The terminal chat frontend: conversations with unread counts, history with edits,
+    /// reactions and delivery states, and a compose line (`/help` lists its commands). It
+    /// follows the daemon live and reconnects by itself when the daemon restarts.
+    Chat,
     /// Prints the shell completion script for SHELL (no daemon needed), e.g.
     /// `jasper completions bash > ~/.local/share/bash-completion/completions/jasper`,
     /// `jasper completions zsh > ~/.zfunc/_jasper`,
@@ -323,6 +338,9 @@ pub async fn run(cli: Cli) -> Result<(), ApiError> {
             ));
         }
     };
+    if let Command::Chat = cli.command {
+        return chat::run(socket).await;
+    }
     // Read local input before connecting, so bad input is reported as such.
     let import_pem = match &cli.command {
         Command::Identity(IdentityCommand::Import { file }) => Some(read_input(file)?),
@@ -465,7 +483,7 @@ pub async fn run(cli: Cli) -> Result<(), ApiError> {
         Command::Call(cmd) => call(&mut c, &out, cmd).await,
         Command::Watch { from } => watch(&mut c, &out, from).await,
         // Answered above, before connecting.
-        Command::Completions { .. } | Command::Manpages { .. } => Ok(()),
+        Command::Completions { .. } | Command::Manpages { .. } | Command::Chat => Ok(()),
         Command::Conversations => {
             let r = c
                 .conversations
@@ -484,6 +502,17 @@ pub async fn run(cli: Cli) -> Result<(), ApiError> {
                     .collect::<Vec<_>>()
                     .join("\n")
             })
+        }
+        Command::Read { target, through } => {
+            let r = c
+                .conversations
+                .mark_read(pb::MarkReadRequest { target, through })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let conversation =
+                from_pb::conversation(r.conversation.ok_or_else(|| missing("the conversation"))?);
+            out.print(&conversation, || conversation_line(&conversation))
         }
     }
 }
@@ -1086,8 +1115,12 @@ fn conversation_line(c: &model::Conversation) -> String {
         model::ConversationKind::Direct => "direct",
         model::ConversationKind::Group => "group",
     };
+    let unread = match c.unread {
+        0 => String::new(),
+        n => format!("\t{n} unread"),
+    };
     format!(
-        "#{}\t{kind}\t{}\t{} member(s)",
+        "#{}\t{kind}\t{}\t{} member(s){unread}",
         c.id,
         c.name,
         c.members.len()

@@ -9,6 +9,7 @@
 //! - [`netns`]: hosts in network namespaces on one bridge, with partitions, lossy and slow
 //!   links between them (the fault tests);
 //! - [`redis`]: a real `redis-server`; [`stun`]: a real STUN server (coturn);
+//! - [`tmux`]: a real terminal (a tmux pane) for the terminal frontend's tests;
 //! - [`process`]: starting a process that announces itself with a `listening on` line, and
 //!   stopping it with SIGTERM;
 //! - loopback ports, waiting for a condition, seeded random bytes ([`noise`]), and the fake relay that acknowledges and drops (a
@@ -28,6 +29,7 @@ pub mod process;
 pub mod redis;
 pub mod relay;
 pub mod stun;
+pub mod tmux;
 
 pub use binary::binary;
 
