@@ -125,16 +125,40 @@ fn two_people_chat_in_terminals_through_calls_attachments_and_a_daemon_restart()
         row_with(s, "hi from the terminal").is_some_and(|r| r.contains("✓✓"))
     });
 
-    // Bob reacts to the newest message ([1]); alice edits hers; each sees the other's change.
-    bob_tty.enter("/react 1 :heart:");
+    // A pasted text with two lines is one message of two lines (its newline is no Enter).
+    bob_tty.paste("first pasted line\nsecond pasted line");
+    bob_tty.press("Enter");
+    let screen = alice_tty.wait_for_text(DELIVERY, "second pasted line");
+    let first = screen
+        .lines()
+        .position(|l| l.contains("bob: first pasted line"))
+        .unwrap_or_else(|| panic!("one message holds both lines:\n{screen}"));
+    assert!(
+        screen
+            .lines()
+            .nth(first + 1)
+            .unwrap()
+            .contains("second pasted line")
+    );
+    let pasted = bob.messages("alice");
+    assert!(
+        pasted
+            .iter()
+            .any(|m| m["content"] == "first pasted line\nsecond pasted line"),
+        "{pasted:?}"
+    );
+
+    // Bob reacts to alice's message ([2]: his paste is [1]); alice edits hers; each sees the
+    // other's change.
+    bob_tty.enter("/react 2 :heart:");
     alice_tty.wait_for_text(DELIVERY, ":heart: bob");
     alice_tty.enter("/edit hi, edited in the terminal");
     bob_tty.wait_for(DELIVERY, "the edit, marked as one", |s| {
         row_with(s, "hi, edited in the terminal").is_some_and(|r| r.contains("(edited)"))
     });
     // A command that cannot be right is refused on screen, and nothing is sent.
-    bob_tty.enter("/edit 2 not mine");
-    bob_tty.wait_for_text(SCREEN, "/edit: [2] is not yours");
+    bob_tty.enter("/edit 3 not mine");
+    bob_tty.wait_for_text(SCREEN, "/edit: [3] is not yours");
 
     // A file, encrypted onto IPFS by alice's daemon, saved by bob from his terminal.
     let report = root.path().join("report.txt");

@@ -220,6 +220,10 @@ pub fn run(ctx: &Ctx) -> Result<(), String> {
         dir.display()
     );
     println!(
+        "Chat: {jasper} --socket {}/alice/jasperd.sock chat   (and bob's, in another terminal)",
+        dir.display()
+    );
+    println!(
         "Status: curl http://127.0.0.1:{}/status     Stop: Ctrl-C",
         ports[0]
     );

@@ -552,6 +552,13 @@ impl App {
                 self.cursor = self.input.chars().count();
                 Vec::new()
             }
+            // Alt-Enter starts a new line of the same message.
+            KeyCode::Enter if key.modifiers.contains(KeyModifiers::ALT) => {
+                let at = byte_at(&self.input, self.cursor);
+                self.input.insert(at, '\n');
+                self.cursor += 1;
+                Vec::new()
+            }
             KeyCode::Enter => {
                 let line = std::mem::take(&mut self.input);
                 self.cursor = 0;
@@ -571,6 +578,14 @@ impl App {
             }
         }
         asks
+    }
+
+    /// Pasted text goes into the compose line as it is, newlines included (one message).
+    pub fn paste(&mut self, text: &str) {
+        let text = text.replace("\r\n", "\n").replace('\r', "\n");
+        let at = byte_at(&self.input, self.cursor);
+        self.input.insert_str(at, &text);
+        self.cursor += text.chars().count();
     }
 
     fn next_unread(&mut self) -> Vec<Request> {
@@ -1038,6 +1053,22 @@ mod tests {
         });
         assert_eq!(app.input, "hello there");
         assert_eq!(app.status, Status::Error("unavailable: down".into()));
+    }
+
+    #[test]
+    fn a_paste_and_alt_enter_make_one_message_of_several_lines() {
+        let mut app = loaded();
+        app.paste("one\r\ntwo");
+        app.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT));
+        let asks = typed(&mut app, "three");
+        assert_eq!(
+            asks,
+            vec![Request::Send {
+                conversation_id: 2,
+                text: "one\ntwo\nthree".into(),
+                attach: None
+            }]
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::io;
 use std::path::PathBuf;
 
 use jasper_client::ApiError;
-use ratatui::crossterm::event::{self, Event};
+use ratatui::crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste, Event};
+use ratatui::crossterm::execute;
 use tokio::sync::mpsc;
 use tonic::Code;
 
@@ -26,6 +27,8 @@ pub async fn run(socket: PathBuf) -> Result<(), ApiError> {
     let (update_tx, mut updates) = mpsc::unbounded_channel();
     let worker = tokio::spawn(daemon::run(socket, request_rx, update_tx));
     let mut terminal = ratatui::try_init().map_err(terminal_error)?;
+    // A paste arrives as one piece (newlines included) instead of keys, Enter among them.
+    let _ = execute!(io::stdout(), EnableBracketedPaste);
     // Terminal input blocks, so it is read on a thread of its own and handed over.
     let (input_tx, mut input) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -61,14 +64,17 @@ pub async fn run(socket: PathBuf) -> Result<(), ApiError> {
             break Ok(());
         }
     };
+    let _ = execute!(io::stdout(), DisableBracketedPaste);
     ratatui::restore();
     worker.abort();
     result
 }
 
 fn handle_input(app: &mut App, event: Event, requests: &mpsc::UnboundedSender<Request>) {
-    if let Event::Key(key) = event {
-        ask(requests, app.key(key));
+    match event {
+        Event::Key(key) => ask(requests, app.key(key)),
+        Event::Paste(text) => app.paste(&text),
+        _ => {}
     }
 }
 

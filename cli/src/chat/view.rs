@@ -48,6 +48,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("Up/Down, Ctrl-P/N", "previous/next conversation"),
     ("Tab", "next conversation with unread messages"),
     (
+        "Alt-Enter",
+        "a new line in the message (a paste keeps its lines)",
+    ),
+    (
         "PgUp/PgDn",
         "scroll the history (older pages load by themselves)",
     ),
@@ -283,7 +287,14 @@ fn draw_compose(frame: &mut Frame, app: &App, area: Rect) {
     // The line scrolls sideways so the cursor stays in view.
     let width = inner.width.max(1) as usize;
     let skip = app.cursor.saturating_sub(width - 1);
-    let visible: String = app.input.chars().skip(skip).take(width).collect();
+    // A newline of a multi-line message shows as ⏎ (one column, like the character it is).
+    let visible: String = app
+        .input
+        .chars()
+        .skip(skip)
+        .take(width)
+        .map(|c| if c == '\n' { '⏎' } else { c })
+        .collect();
     frame.render_widget(Paragraph::new(visible), inner);
     if !app.show_help {
         frame.set_cursor_position(Position::new(inner.x + (app.cursor - skip) as u16, inner.y));

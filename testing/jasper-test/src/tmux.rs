@@ -77,6 +77,13 @@ impl Terminal {
         self.tmux(&["send-keys", "-t", &self.name, key]);
     }
 
+    /// Pastes `text` as a terminal does (bracketed, when the program asked for it).
+    pub fn paste(&self, text: &str) {
+        let buffer = format!("{}-paste", self.name);
+        self.tmux(&["set-buffer", "-b", &buffer, "--", text]);
+        self.tmux(&["paste-buffer", "-p", "-d", "-b", &buffer, "-t", &self.name]);
+    }
+
     /// Types `line` and presses Enter.
     pub fn enter(&self, line: &str) {
         self.type_text(line);
