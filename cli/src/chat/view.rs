@@ -11,6 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use time::UtcOffset;
 use time::format_description::well_known::Rfc3339;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::app::{App, Link, Status, short_key};
 
@@ -92,9 +93,9 @@ fn draw_conversations(frame: &mut Frame, app: &App, area: Rect) {
             } else {
                 String::new()
             };
-            let room = width.saturating_sub(count.chars().count());
-            let mut text: String = name.chars().take(room).collect();
-            let pad = room.saturating_sub(text.chars().count());
+            let room = width.saturating_sub(count.width());
+            let (mut text, _) = split_at_width(&name, room);
+            let pad = room.saturating_sub(text.width());
             text.push_str(&" ".repeat(pad));
             text.push_str(&count);
             let mut style = Style::default();
@@ -181,10 +182,7 @@ fn message_lines(
                 .add_modifier(Modifier::BOLD),
         ),
     ];
-    let indent = head
-        .iter()
-        .map(|s| s.content.chars().count())
-        .sum::<usize>();
+    let indent = head.iter().map(|s| s.content.width()).sum::<usize>();
     let mut first = true;
     for paragraph in text.split('\n') {
         for chunk in wrap(paragraph, width.saturating_sub(indent).max(8)) {
@@ -284,20 +282,26 @@ fn draw_compose(frame: &mut Frame, app: &App, area: Rect) {
         .title(format!("{to}· /help "));
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    // The line scrolls sideways so the cursor stays in view.
+    // The line scrolls sideways so the cursor stays in view. A newline of a multi-line
+    // message shows as ⏎ (one column, one character, as the newline is).
     let width = inner.width.max(1) as usize;
-    let skip = app.cursor.saturating_sub(width - 1);
-    // A newline of a multi-line message shows as ⏎ (one column, like the character it is).
-    let visible: String = app
+    let shown: Vec<char> = app
         .input
         .chars()
-        .skip(skip)
-        .take(width)
         .map(|c| if c == '\n' { '⏎' } else { c })
         .collect();
+    let columns = |chars: &[char]| chars.iter().map(|c| c.width().unwrap_or(0)).sum::<usize>();
+    let mut skip = 0;
+    while skip < app.cursor && columns(&shown[skip..app.cursor]) > width - 1 {
+        skip += 1;
+    }
+    let (visible, _) = split_at_width(&shown[skip..].iter().collect::<String>(), width);
     frame.render_widget(Paragraph::new(visible), inner);
     if !app.show_help {
-        frame.set_cursor_position(Position::new(inner.x + (app.cursor - skip) as u16, inner.y));
+        frame.set_cursor_position(Position::new(
+            inner.x + columns(&shown[skip..app.cursor]) as u16,
+            inner.y,
+        ));
     }
 }
 
@@ -385,12 +389,13 @@ fn size(bytes: u64) -> String {
     }
 }
 
-/// Splits `text` into pieces of at most `width` characters, at spaces where it can.
+/// Splits `text` into pieces at most `width` terminal columns wide (wide characters such as
+/// CJK and most emoji take two), at spaces where it can.
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split(' ') {
-        let needed = line.chars().count() + usize::from(!line.is_empty()) + word.chars().count();
+        let needed = line.width() + usize::from(!line.is_empty()) + word.width();
         if needed > width && !line.is_empty() {
             lines.push(std::mem::take(&mut line));
         }
@@ -398,15 +403,29 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
             line.push(' ');
         }
         line.push_str(word);
-        // A word longer than the line is cut.
-        while line.chars().count() > width {
-            let rest: String = line.chars().skip(width).collect();
-            lines.push(line.chars().take(width).collect());
+        // A word wider than the line is cut.
+        while line.width() > width {
+            let (head, rest) = split_at_width(&line, width);
+            lines.push(head);
             line = rest;
         }
     }
     lines.push(line);
     lines
+}
+
+/// The longest start of `text` at most `width` columns wide (at least one character, so a
+/// wide character in a one-column space still moves on), and the rest.
+fn split_at_width(text: &str, width: usize) -> (String, String) {
+    let mut used = 0;
+    for (i, c) in text.char_indices() {
+        let w = c.width().unwrap_or(0);
+        if used + w > width && i > 0 {
+            return (text[..i].to_owned(), text[i..].to_owned());
+        }
+        used += w;
+    }
+    (text.to_owned(), String::new())
 }
 
 /// The text of a message without its attachment links (`[name](ipfs://…#jasper=v1;…)`, shown
@@ -461,5 +480,8 @@ mod tests {
         assert_eq!(wrap("aaa bbb ccc", 7), vec!["aaa bbb", "ccc"]);
         assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
         assert_eq!(wrap("", 4), vec![""]);
+        // Wide characters take two columns each.
+        assert_eq!(wrap("日本語 テキスト", 6), vec!["日本語", "テキス", "ト"]);
+        assert_eq!(split_at_width("😀x", 1), ("😀".to_owned(), "x".to_owned()));
     }
 }
