@@ -185,7 +185,8 @@ pub struct Conversation {
     pub admin: Option<String>,
     pub created_at: i64,
     /// Messages from others that arrived after this login's read marker (`mark_read`); local
-    /// to this login, never sent. Deleted ones don't count.
+    /// to this login, never sent. Deleted ones don't count. Each change is a
+    /// `ConversationUpdated` event (a message stored, an unread one deleted, the marker moved).
     pub unread: u32,
     /// Unix ms of the newest message stored here (its arrival, or its writing when outgoing),
     /// or `created_at` when there is none: what a conversation list sorts by.

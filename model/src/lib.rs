@@ -73,6 +73,8 @@ pub struct Conversation {
     pub created_at: i64,
     /// Messages from others that arrived after this login's read marker
     /// (`conversations().mark_read`); local to this login, never sent. Deleted ones don't count.
+    /// Each change is a `ConversationUpdated` event (a message stored, an unread one deleted,
+    /// the marker moved).
     /// (Defaulted: the event log holds conversations recorded before read state existed.)
     #[serde(default)]
     pub unread: u32,

@@ -333,10 +333,9 @@ impl App {
             EventKind::MessageReceived { message }
             | EventKind::MessageSent { message }
             | EventKind::MessageUpdated { message } => {
+                // The new counts and order follow as ConversationUpdated (the daemon keeps
+                // the read marker); the open conversation is then marked read.
                 let conversation_id = message.conversation_id;
-                // Counts and order come from the daemon, which keeps the read marker (the
-                // refreshed conversation, if open and unread, is then marked read).
-                asks.push(Request::Refresh { conversation_id });
                 if self.open == Some(conversation_id) {
                     self.upsert(message);
                     if !self.labels_frozen {

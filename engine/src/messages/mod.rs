@@ -214,6 +214,7 @@ impl Messages {
                     message: message.clone(),
                 },
             )?;
+            Db::push_conversation_figures(tx, conversation.id)?;
             Ok((Some(rowid), message))
         })
     }

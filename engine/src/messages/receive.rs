@@ -306,6 +306,10 @@ fn apply_incoming(
             }
             let message = Db::message(tx, rowid)?;
             Db::push_event(tx, &EventKind::MessageUpdated { message })?;
+            if m.kind == MessageKind::Delete {
+                // A deleted message no longer counts as unread.
+                Db::push_conversation_figures(tx, conversation_id)?;
+            }
             Ok(None)
         }
         MessageKind::React => {
@@ -347,6 +351,7 @@ fn apply_incoming(
                     message: message.clone(),
                 },
             )?;
+            Db::push_conversation_figures(tx, conversation_id)?;
             Ok(Some(message))
         }
     }

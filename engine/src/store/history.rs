@@ -255,6 +255,16 @@ impl Db {
         )? > 0)
     }
 
+    /// Records conversation `id`'s new figures (unread count, last activity) as a
+    /// `ConversationUpdated` event: after a message is stored there, or an unread one deleted,
+    /// so a frontend's badges follow the log without asking.
+    pub fn push_conversation_figures(tx: &Transaction<'_>, id: i64) -> Result<()> {
+        if let Some(conversation) = Self::conversation(tx, id)? {
+            Self::push_event(tx, &EventKind::ConversationUpdated { conversation })?;
+        }
+        Ok(())
+    }
+
     /// The rowid of the message that arrived last in conversation `id`.
     pub fn newest_message_rowid(conn: &Connection, id: i64) -> Result<Option<i64>> {
         Ok(conn

@@ -2716,7 +2716,8 @@ public struct Conversation: Equatable, Hashable {
     public var createdAt: Int64
     /**
      * Messages from others that arrived after this login's read marker (`mark_read`); local
-     * to this login, never sent. Deleted ones don't count.
+     * to this login, never sent. Deleted ones don't count. Each change is a
+     * `ConversationUpdated` event (a message stored, an unread one deleted, the marker moved).
      */
     public var unread: UInt32
     /**
@@ -2742,7 +2743,8 @@ public struct Conversation: Equatable, Hashable {
          */admin: String?, createdAt: Int64, 
         /**
          * Messages from others that arrived after this login's read marker (`mark_read`); local
-         * to this login, never sent. Deleted ones don't count.
+         * to this login, never sent. Deleted ones don't count. Each change is a
+         * `ConversationUpdated` event (a message stored, an unread one deleted, the marker moved).
          */unread: UInt32, 
         /**
          * Unix ms of the newest message stored here (its arrival, or its writing when outgoing),

@@ -4415,7 +4415,8 @@ data class Conversation (
     , 
     /**
      * Messages from others that arrived after this login's read marker (`mark_read`); local
-     * to this login, never sent. Deleted ones don't count.
+     * to this login, never sent. Deleted ones don't count. Each change is a
+     * `ConversationUpdated` event (a message stored, an unread one deleted, the marker moved).
      */
     var `unread`: kotlin.UInt
     , 
