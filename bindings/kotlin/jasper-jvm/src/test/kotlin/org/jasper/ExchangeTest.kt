@@ -143,6 +143,13 @@ class ExchangeTest {
 
         val history = bob.messages("alice", null, 50u).messages.filter { it.id == sent.id || it.id == reply.id }
         assertEquals(listOf("hello bob", "hi alice"), history.map { it.content })
+        // Alice's message is unread (bob's own reply never is) until bob marks it; the latest
+        // seq names an event of the log (where an app that has loaded its snapshot pulls from).
+        assertEquals(1u, bob.resolveConversation("alice").unread)
+        assertEquals(0u, bob.markRead("alice", null).unread)
+        val latest = bob.latestEventSeq()
+        val newest = bob.nextEvent(latest - 1uL, 0u)
+        assertEquals(latest, newest?.seq)
 
         // A cancelled subscription hears nothing more; a new one resumes from its last seq.
         subscription.cancel()
