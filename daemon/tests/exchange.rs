@@ -133,12 +133,7 @@ fn two_users_exchange_messages_through_distinct_relays_that_never_see_the_sender
 #[test]
 fn an_event_subscriber_resumes_from_its_last_seq_and_misses_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let mesh = Mesh::start(root.path(), 3);
-    let alice = Daemon::start(root.path(), "alice", &mesh);
-    let bob = Daemon::start(root.path(), "bob", &mesh);
-    alice.create_identity();
-    bob.create_identity();
-    befriend(&alice, "alice", &bob, "bob");
+    let (_mesh, alice, bob) = alice_and_bob(root.path(), 3);
 
     // A first subscriber sees bob's first message arrive, then disconnects.
     let watch = Watch::start(&alice, 0);
@@ -246,12 +241,7 @@ fn an_event_subscriber_resumes_from_its_last_seq_and_misses_nothing() {
 #[test]
 fn received_messages_are_unread_until_marked_and_the_marker_never_moves_back() {
     let root = tempfile::tempdir().unwrap();
-    let mesh = Mesh::start(root.path(), 3);
-    let alice = Daemon::start(root.path(), "alice", &mesh);
-    let bob = Daemon::start(root.path(), "bob", &mesh);
-    alice.create_identity();
-    bob.create_identity();
-    befriend(&alice, "alice", &bob, "bob");
+    let (_mesh, alice, bob) = alice_and_bob(root.path(), 3);
 
     // Three messages from alice, each sent once the one before has arrived, so bob's arrival
     // order (what the read marker follows) is their sending order.

@@ -110,48 +110,37 @@ fn read_state_starts_at_the_history_it_migrated(db: &Db) {
     // A message arriving now, with an author timestamp older than the whole history: still
     // unread (the marker is the arrival order), and it is the conversation's latest activity.
     let bob = dm.members[0].clone();
-    let before = now_ms();
-    db.tx(|tx| {
-        Db::insert_message(
-            tx,
-            dm.id,
-            "late-arrival",
-            &bob,
-            false,
-            "text",
-            "written long ago",
-            "2000-01-01T00:00:00.000Z",
-            MessageState::Received,
-        )
-        .map(|_| ())
-    })
-    .unwrap();
-    let after = db
-        .read(|conn| Db::conversation(conn, dm.id))
-        .unwrap()
+    let store = |id: &str, sender: &str, outgoing: bool, timestamp: &str| {
+        db.tx(|tx| {
+            let state = if outgoing {
+                MessageState::Queued
+            } else {
+                MessageState::Received
+            };
+            Db::insert_message(
+                tx,
+                dm.id,
+                id,
+                sender,
+                outgoing,
+                "text",
+                "some text",
+                timestamp,
+                state,
+            )
+            .map(|_| ())
+        })
         .unwrap();
+        db.read(|conn| Db::conversation(conn, dm.id))
+            .unwrap()
+            .unwrap()
+    };
+    let before = now_ms();
+    let after = store("late-arrival", &bob, false, "2000-01-01T00:00:00.000Z");
     assert_eq!(after.unread, 1);
     assert!(after.last_activity_at >= before, "{after:?}");
     // Outgoing messages never count.
-    db.tx(|tx| {
-        Db::insert_message(
-            tx,
-            dm.id,
-            "my-reply",
-            "me",
-            true,
-            "text",
-            "a reply",
-            "2000-01-01T00:00:01.000Z",
-            MessageState::Queued,
-        )
-        .map(|_| ())
-    })
-    .unwrap();
-    let after = db
-        .read(|conn| Db::conversation(conn, dm.id))
-        .unwrap()
-        .unwrap();
+    let after = store("my-reply", "me", true, "2000-01-01T00:00:01.000Z");
     assert_eq!(after.unread, 1);
 }
 

@@ -945,7 +945,13 @@ mod tests {
         });
         // The most recent conversation opens.
         assert_eq!(asks, vec![Request::Open { conversation_id: 2 }]);
-        app.apply(Update::History {
+        app.apply(carols_history());
+        app
+    }
+
+    /// Conversation 2's newest page: one message of ours, then one of carol's.
+    fn carols_history() -> Update {
+        Update::History {
             conversation_id: 2,
             messages: vec![
                 message("m1", 2, "2026-01-01T00:00:01Z", true),
@@ -953,8 +959,7 @@ mod tests {
             ],
             before: None,
             older: false,
-        });
-        app
+        }
     }
 
     #[test]
@@ -966,15 +971,7 @@ mod tests {
             calls: Vec::new(),
             anonymity: None,
         });
-        let asks = app.apply(Update::History {
-            conversation_id: 2,
-            messages: vec![
-                message("m1", 2, "2026-01-01T00:00:01Z", true),
-                message("m2", 2, "2026-01-01T00:00:02Z", false),
-            ],
-            before: None,
-            older: false,
-        });
+        let asks = app.apply(carols_history());
         assert_eq!(asks, vec![Request::MarkRead { conversation_id: 2 }]);
         assert_eq!(app.label_of("m2"), Some(1));
         assert_eq!(app.label_of("m1"), Some(2));

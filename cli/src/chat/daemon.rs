@@ -161,164 +161,85 @@ async fn execute(
     let report = |u: Update| {
         let _ = updates.send(u);
     };
-    match request {
-        Request::Open { conversation_id } => {
-            let page = c
-                .messages
-                .list(pb::ListMessagesRequest {
-                    with: format!("#{conversation_id}"),
-                    before: None,
-                    limit: PAGE,
-                })
+    // One unary call: its answer's `field`, converted to the model, reported as `variant`.
+    macro_rules! answer {
+        ($call:expr, $field:ident => $convert:path => $variant:path) => {{
+            let value = $call
                 .await
                 .map_err(st)?
-                .into_inner();
-            report(Update::History {
-                conversation_id,
-                messages: page.messages.into_iter().map(from_pb::message).collect(),
-                before: page.before,
-                older: false,
-            });
+                .into_inner()
+                .$field
+                .ok_or_else(|| missing(concat!("the ", stringify!($field))))?;
+            report($variant($convert(value)));
+        }};
+    }
+    match request {
+        Request::Open { conversation_id } => {
+            report(history(c, conversation_id, None).await?);
         }
         Request::Older {
             conversation_id,
             before,
         } => {
-            let page = c
-                .messages
-                .list(pb::ListMessagesRequest {
-                    with: format!("#{conversation_id}"),
-                    before: Some(before),
-                    limit: PAGE,
-                })
-                .await
-                .map_err(st)?
-                .into_inner();
-            report(Update::History {
-                conversation_id,
-                messages: page.messages.into_iter().map(from_pb::message).collect(),
-                before: page.before,
-                older: true,
-            });
+            report(history(c, conversation_id, Some(before)).await?);
         }
-        Request::Resolve { target } => {
-            let conversation = c
-                .conversations
-                .get(pb::GetConversationRequest { target })
-                .await
-                .map_err(st)?
-                .into_inner()
-                .conversation
-                .ok_or_else(|| missing("the conversation"))?;
-            report(Update::Resolved(from_pb::conversation(conversation)));
-        }
-        Request::Refresh { conversation_id } => {
-            let conversation = c
-                .conversations
-                .get(pb::GetConversationRequest {
-                    target: format!("#{conversation_id}"),
-                })
-                .await
-                .map_err(st)?
-                .into_inner()
-                .conversation
-                .ok_or_else(|| missing("the conversation"))?;
-            report(Update::Conversation(from_pb::conversation(conversation)));
-        }
-        Request::MarkRead { conversation_id } => {
-            let conversation = c
-                .conversations
-                .mark_read(pb::MarkReadRequest {
-                    target: format!("#{conversation_id}"),
-                    through: None,
-                })
-                .await
-                .map_err(st)?
-                .into_inner()
-                .conversation
-                .ok_or_else(|| missing("the conversation"))?;
-            report(Update::Conversation(from_pb::conversation(conversation)));
-        }
+        Request::Resolve { target } => answer!(
+            c.conversations.get(pb::GetConversationRequest { target }),
+            conversation => from_pb::conversation => Update::Resolved
+        ),
+        Request::Refresh { conversation_id } => answer!(
+            c.conversations.get(pb::GetConversationRequest {
+                target: format!("#{conversation_id}"),
+            }),
+            conversation => from_pb::conversation => Update::Conversation
+        ),
+        Request::MarkRead { conversation_id } => answer!(
+            c.conversations.mark_read(pb::MarkReadRequest {
+                target: format!("#{conversation_id}"),
+                through: None,
+            }),
+            conversation => from_pb::conversation => Update::Conversation
+        ),
         Request::Send {
             conversation_id,
             text,
             attach,
-        } => {
-            let r = c
-                .messages
-                .send(pb::SendMessageRequest {
-                    to: format!("#{conversation_id}"),
-                    text,
-                    attach: attach.map(|p| p.display().to_string()),
-                })
-                .await
-                .map_err(st)?
-                .into_inner();
-            message(r.message, &report)?;
-        }
-        Request::Edit { id, text } => {
-            let r = c
-                .messages
-                .edit(pb::EditMessageRequest { id, text })
-                .await
-                .map_err(st)?
-                .into_inner();
-            message(r.message, &report)?;
-        }
-        Request::Delete { id } => {
-            let r = c
-                .messages
-                .delete(pb::DeleteMessageRequest { id })
-                .await
-                .map_err(st)?
-                .into_inner();
-            message(r.message, &report)?;
-        }
-        Request::React { id, reaction } => {
-            let r = c
-                .messages
-                .react(pb::ReactRequest { id, reaction })
-                .await
-                .map_err(st)?
-                .into_inner();
-            message(r.message, &report)?;
-        }
-        Request::Call { contact } => {
-            let r = c
-                .calls
-                .start(pb::StartCallRequest { contact })
-                .await
-                .map_err(st)?
-                .into_inner();
-            call(r.call, &report)?;
-        }
-        Request::Accept { call_id } => {
-            let r = c
-                .calls
-                .accept(pb::AcceptCallRequest { call_id })
-                .await
-                .map_err(st)?
-                .into_inner();
-            call(r.call, &report)?;
-        }
-        Request::Reject { call_id } => {
-            let r = c
-                .calls
-                .reject(pb::RejectCallRequest { call_id })
-                .await
-                .map_err(st)?
-                .into_inner();
-            call(r.call, &report)?;
-        }
-        Request::HangUp { call_id } => {
-            let r = c
-                .calls
-                .hang_up(pb::HangUpRequest { call_id })
-                .await
-                .map_err(st)?
-                .into_inner();
-            call(r.call, &report)?;
-        }
+        } => answer!(
+            c.messages.send(pb::SendMessageRequest {
+                to: format!("#{conversation_id}"),
+                text,
+                attach: attach.map(|p| p.display().to_string()),
+            }),
+            message => from_pb::message => Update::Message
+        ),
+        Request::Edit { id, text } => answer!(
+            c.messages.edit(pb::EditMessageRequest { id, text }),
+            message => from_pb::message => Update::Message
+        ),
+        Request::Delete { id } => answer!(
+            c.messages.delete(pb::DeleteMessageRequest { id }),
+            message => from_pb::message => Update::Message
+        ),
+        Request::React { id, reaction } => answer!(
+            c.messages.react(pb::ReactRequest { id, reaction }),
+            message => from_pb::message => Update::Message
+        ),
+        Request::Call { contact } => answer!(
+            c.calls.start(pb::StartCallRequest { contact }),
+            call => from_pb::call => Update::Call
+        ),
+        Request::Accept { call_id } => answer!(
+            c.calls.accept(pb::AcceptCallRequest { call_id }),
+            call => from_pb::call => Update::Call
+        ),
+        Request::Reject { call_id } => answer!(
+            c.calls.reject(pb::RejectCallRequest { call_id }),
+            call => from_pb::call => Update::Call
+        ),
+        Request::HangUp { call_id } => answer!(
+            c.calls.hang_up(pb::HangUpRequest { call_id }),
+            call => from_pb::call => Update::Call
+        ),
         Request::Save { id, index, out } => {
             let mut stream = c
                 .messages
@@ -345,16 +266,29 @@ async fn execute(
     Ok(())
 }
 
-fn message(m: Option<pb::Message>, report: &impl Fn(Update)) -> Result<(), ApiError> {
-    let m = m.ok_or_else(|| missing("the message"))?;
-    report(Update::Message(from_pb::message(m)));
-    Ok(())
-}
-
-fn call(c: Option<pb::Call>, report: &impl Fn(Update)) -> Result<(), ApiError> {
-    let c = c.ok_or_else(|| missing("the call"))?;
-    report(Update::Call(from_pb::call(c)));
-    Ok(())
+/// A page of history: the newest (`before` unset), or the one before the cursor `before`.
+async fn history(
+    c: &mut Client,
+    conversation_id: i64,
+    before: Option<String>,
+) -> Result<Update, ApiError> {
+    let older = before.is_some();
+    let page = c
+        .messages
+        .list(pb::ListMessagesRequest {
+            with: format!("#{conversation_id}"),
+            before,
+            limit: PAGE,
+        })
+        .await
+        .map_err(|s| ApiError::from_status(&s))?
+        .into_inner();
+    Ok(Update::History {
+        conversation_id,
+        messages: page.messages.into_iter().map(from_pb::message).collect(),
+        before: page.before,
+        older,
+    })
 }
 
 /// Waits `pause`, failing every request that comes meanwhile as unavailable; false once the

@@ -439,6 +439,17 @@ impl Drop for Daemon {
     }
 }
 
+/// Alice and bob on a mesh of `relays` relays: identities made, contacts of each other.
+pub fn alice_and_bob(root: &Path, relays: usize) -> (Mesh, Daemon, Daemon) {
+    let mesh = Mesh::start(root, relays);
+    let alice = Daemon::start(root, "alice", &mesh);
+    let bob = Daemon::start(root, "bob", &mesh);
+    alice.create_identity();
+    bob.create_identity();
+    befriend(&alice, "alice", &bob, "bob");
+    (mesh, alice, bob)
+}
+
 /// Makes `a` and `b` contacts of each other under the given names.
 pub fn befriend(a: &Daemon, a_name: &str, b: &Daemon, b_name: &str) {
     let a_key = a.public_key();
