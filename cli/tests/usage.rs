@@ -1,6 +1,6 @@
-//! What `jasper` answers without a daemon: usage errors and an absent daemon, each with its
-//! exit status and stable code. (Everything that needs a daemon is tested in jasper-daemon's
-//! tests, which run this binary against real `jasperd` processes.)
+//! What `jasper` answers without a daemon: usage errors, an absent daemon and `chat` without a
+//! terminal, each with its exit status and stable code. (Everything that needs a daemon is
+//! tested in jasper-daemon's tests, which run this binary against real `jasperd` processes.)
 
 use std::process::{Command, Output, Stdio};
 
@@ -40,6 +40,17 @@ fn usage_errors_and_an_absent_daemon_are_reported_with_codes() {
             .as_str()
             .unwrap()
             .contains("nobody-home.sock"),
+        "{out:?}"
+    );
+    // `chat` without a terminal (output captured here) says so, before any daemon is needed.
+    let out = jasper(&["--socket", socket, "--json", "chat"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(error(&out)["code"], "failed_precondition");
+    assert!(
+        error(&out)["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a terminal"),
         "{out:?}"
     );
 }

@@ -8,7 +8,7 @@ mod app;
 mod daemon;
 mod view;
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 
 use jasper_client::ApiError;
@@ -21,6 +21,12 @@ pub use app::{App, Request, Update};
 
 /// Runs the frontend on the terminal until the user quits.
 pub async fn run(socket: PathBuf) -> Result<(), ApiError> {
+    // Checked first: drawn into a pipe or a file, the screen would be escape codes for nobody.
+    if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+        return Err(terminal_error(io::Error::other(
+            "its input and output are not a terminal (for scripts: the other commands, --json)",
+        )));
+    }
     // Read while the process has one thread: the only time `time` can ask the OS safely.
     let offset = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);
     let (requests, request_rx) = mpsc::unbounded_channel();
