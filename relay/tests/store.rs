@@ -679,7 +679,12 @@ async fn expired_segments_are_deleted_and_their_packets_never_come_back() {
         segment_bytes: 8 << 10,
         ..Default::default()
     };
-    let retention = Duration::from_secs(2);
+    // Times are whole seconds: a packet made at W (1 s to live) expires at floor(W) + 1 and is
+    // forgotten at floor(W) + 1 + retention. The checks below sit 2.1 s and 5.1+ s after W, so
+    // with a 4 s retention the first falls between expiry and forgetting wherever in its second
+    // W lies and however slow the puts are (up to 1.9 s), and the second falls after it. (With
+    // 2 s, a W late in its second put the first check past forgetting: it failed now and then.)
+    let retention = Duration::from_secs(4);
     let store = LogStore::open_with(dir.path(), retention, options).unwrap();
     let short: Vec<_> = (0..12).map(|i| big_packet(i % 3, i, 1)).collect();
     for p in &short {
@@ -699,8 +704,8 @@ async fn expired_segments_are_deleted_and_their_packets_never_come_back() {
         PutOutcome::Expired
     );
     assert!(store.unknown(vec![short[5].hash]).await.unwrap().is_empty());
-    // Past expiry + retention (whole seconds: past the boundary).
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past expiry + retention: at least W + 5.1 s.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     store.purge_expired().await.unwrap();
     let after = segments(dir.path(), "seg").len();
     assert!(after < before, "{before} -> {after}");
